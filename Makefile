@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+# skmesh build. Everything generated goes to $(OUT); `V=1` shows full commands.
+
+OUT		?= build
+CLANG		?= clang
+CC		?= gcc
+BPFTOOL		?= bpftool
+ARCH		:= $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson 2>/dev/null)
+PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 2>/dev/null)
+NL_CFLAGS	:= $(shell pkg-config --cflags libnl-route-3.0 2>/dev/null)
+
+CFLAGS		?= -O2 -g
+WARN		:= -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2 -Wmissing-prototypes
+ALL_CFLAGS	:= $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Iinclude -I$(OUT) \
+		   $(PKG_CFLAGS) $(NL_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS		:= $(PKG_LIBS) -lelf -lz $(EXTRA_LDLIBS)
+
+# clang's own system include dirs, passed with -idirafter so BPF code finds
+# <asm/...> headers of the host without pulling in glibc's.
+CLANG_SYS_INCLUDES := $(shell $(CLANG) -v -E - </dev/null 2>&1 \
+	| sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
+BPF_CFLAGS	:= -g -O2 --target=bpf -D__TARGET_ARCH_$(ARCH) -mcpu=v3 \
+		   -Wall -Wextra -Werror -Wno-unused-parameter \
+		   -Iinclude -Ibpf -I$(OUT) $(CLANG_SYS_INCLUDES)
+
+ifeq ($(V),1)
+Q :=
+msg :=
+else
+Q := @
+msg = @printf '  %-9s %s\n' "$(1)" "$(2)";
+endif
+
+.DELETE_ON_ERROR:
+.SECONDARY:
+.PHONY: all clean deps test test-unit test-e2e demo bench asan check-bpffs
+
+AGENT_SRCS	:= $(wildcard agent/*.c)
+AGENT_OBJS	:= $(patsubst agent/%.c,$(OUT)/agent/%.o,$(AGENT_SRCS))
+AGENT_LIB_OBJS	:= $(filter-out $(OUT)/agent/main.o,$(AGENT_OBJS))
+BPF_HDRS	:= include/skmesh.h $(wildcard bpf/lib/*.h)
+
+BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
+		   $(OUT)/tests/unit_tests
+
+all: $(BINS)
+
+# --- vmlinux.h: regenerated to a temp file, moved in only when it changed.
+$(OUT)/vmlinux.h: | $(OUT)
+	$(call msg,GEN,$@)
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp
+	$(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+$(OUT) $(OUT)/agent $(OUT)/tools $(OUT)/bench $(OUT)/tests:
+	$(Q)mkdir -p $@
+
+# --- BPF objects and skeletons
+$(OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(OUT)/vmlinux.h | $(OUT)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(OUT)/bench/%.bpf.o: bench/%.bpf.c $(BPF_HDRS) $(OUT)/vmlinux.h | $(OUT)/bench
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(OUT)/%.skel.h: $(OUT)/%.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
+
+# --- meshd
+$(OUT)/agent/%.o: agent/%.c $(wildcard agent/*.h) include/skmesh.h $(OUT)/skmesh.skel.h | $(OUT)/agent
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -c $< -o $@
+
+$(OUT)/meshd: $(AGENT_OBJS)
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
+# --- meshctl
+$(OUT)/meshctl: tools/meshctl.c include/skmesh.h | $(OUT)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
+# --- benchmarks
+$(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $< -o $@ -lm
+
+$(OUT)/bench/skm-bare: bench/bare.c $(OUT)/bench/bare.skel.h | $(OUT)/bench
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -I$(OUT)/bench $< -o $@ $(LDLIBS)
+
+# --- unit tests (cmocka) over the agent's library objects
+$(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) | $(OUT)/tests
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lcmocka
+
+# --- one-command entry points
+deps:
+	$(Q)./scripts/deps.sh
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)./tests/run
+
+test-unit: all
+	$(Q)./tests/run unit
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)./scripts/demo.sh
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)./bench/same-node
+
+# ASan/UBSan build of the user-space parts into build-asan/, then the tests.
+asan:
+	$(Q)$(MAKE) --no-print-directory OUT=build-asan \
+		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+		EXTRA_LDLIBS="-fsanitize=address,undefined" all
+	$(Q)SKM_BUILD=build-asan ./tests/run
+
+clean:
+	$(Q)rm -rf $(OUT) build-asan

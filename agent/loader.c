@@ -1,0 +1,347 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+#include <linux/magic.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "loader.h"
+#include "log.h"
+#include "skmesh.h"
+#include "skmesh.skel.h"
+
+/* Our TC filters: a handle of our own so other filters are never touched. */
+#define SKM_TC_HANDLE	0x534b
+#define SKM_TC_PRIO	1
+
+int bpffs_check(const char *dir)
+{
+	char path[PATH_MAX];
+	struct statfs sfs;
+	char *slash;
+
+	/* DIR itself may not exist yet: check the nearest existing parent. */
+	snprintf(path, sizeof(path), "%s", dir);
+	while (statfs(path, &sfs)) {
+		slash = strrchr(path, '/');
+		if (!slash || slash == path)
+			return -ENOENT;
+		*slash = 0;
+	}
+	if (sfs.f_type != BPF_FS_MAGIC) {
+		pr_warn("%s is not on a bpffs: mount it with 'mount -t bpf bpf /sys/fs/bpf'\n", dir);
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+int cgroup2_default_root(char *buf, size_t len)
+{
+	char dev[256], mnt[PATH_MAX], type[64];
+	FILE *f = fopen("/proc/self/mounts", "r");
+	int rc = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fscanf(f, "%255s %4095s %63s %*[^\n]\n", dev, mnt, type) == 3) {
+		if (!strcmp(type, "cgroup2")) {
+			snprintf(buf, len, "%s", mnt);
+			rc = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+static int mkdir_p(const char *dir)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s", dir);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(path, 0700) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Attaches PROG to the cgroup through the link pinned at <root>/links/NAME,
+ * creating and pinning it the first time. */
+static int attach_cgroup_link(struct loader *l, struct bpf_program *prog,
+			      const char *name)
+{
+	struct bpf_link_info info = {};
+	__u32 len = sizeof(info);
+	char path[PATH_MAX];
+	struct bpf_link *link;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/%s/%s", l->pin_root, SKM_PIN_LINKS, name);
+	link = bpf_link__open(path);
+	if (link) {
+		err = bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len);
+		if (!err && info.type == BPF_LINK_TYPE_CGROUP &&
+		    info.cgroup.cgroup_id != l->cgroup_id) {
+			pr_warn("%s is attached to cgroup id %llu, not the --cgroup given (id %llu): "
+				"run 'meshd --cleanup --bpffs %s' first\n", path,
+				(unsigned long long)info.cgroup.cgroup_id,
+				(unsigned long long)l->cgroup_id, l->pin_root);
+			bpf_link__destroy(link);
+			return -EEXIST;
+		}
+		err = bpf_link__update_program(link, prog);
+		if (err) {
+			pr_warn("cannot switch pinned link %s to the new program: %s\n",
+				path, strerror(-err));
+			bpf_link__destroy(link);
+			return err;
+		}
+		l->reused_links++;
+		pr_debug("reused %s\n", path);
+		bpf_link__disconnect(link);	/* the pin keeps it */
+		bpf_link__destroy(link);
+		return 0;
+	}
+
+	link = bpf_program__attach_cgroup(prog, l->cgroup_fd);
+	if (!link) {
+		err = -errno;
+		pr_warn("cannot attach %s to the cgroup: %s\n", name, strerror(-err));
+		return err;
+	}
+	err = bpf_link__pin(link, path);
+	if (err) {
+		pr_warn("cannot pin %s: %s\n", path, strerror(-err));
+		bpf_link__destroy(link);
+		return err;
+	}
+	bpf_link__disconnect(link);
+	bpf_link__destroy(link);
+	return 0;
+}
+
+int loader_open(struct loader *l, const char *pin_root, const char *cgroup)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts);
+	char links[PATH_MAX];
+	struct stat st;
+	int err;
+
+	memset(l, 0, sizeof(*l));
+	l->cgroup_fd = -1;
+	snprintf(l->pin_root, sizeof(l->pin_root), "%s", pin_root);
+
+	err = bpffs_check(pin_root);
+	if (err)
+		return err;
+	snprintf(links, sizeof(links), "%s/%s", pin_root, SKM_PIN_LINKS);
+	err = mkdir_p(links);
+	if (err) {
+		pr_warn("cannot create %s: %s\n", links, strerror(-err));
+		return err;
+	}
+
+	l->cgroup_fd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (l->cgroup_fd < 0) {
+		err = -errno;
+		pr_warn("cannot open cgroup %s: %s (--cgroup takes a cgroup v2 folder)\n",
+			cgroup, strerror(-err));
+		return err;
+	}
+	/* On cgroup v2 the cgroup id is the folder's inode number. */
+	if (fstat(l->cgroup_fd, &st)) {
+		err = -errno;
+		goto out_close;
+	}
+	l->cgroup_id = st.st_ino;
+
+	opts.pin_root_path = l->pin_root;
+	l->skel = skmesh_bpf__open_opts(&opts);
+	if (!l->skel) {
+		err = -errno;
+		pr_warn("cannot open the BPF object: %s\n", strerror(-err));
+		goto out_close;
+	}
+	err = skmesh_bpf__load(l->skel);
+	if (err) {
+		pr_warn("cannot load the BPF programs: %s (if %s holds maps of another "
+			"skmesh version, run 'meshd --cleanup --bpffs %s')\n",
+			strerror(-err), pin_root, pin_root);
+		goto out_destroy;
+	}
+
+	/* sk_msg first: a socket takes the map's programs when it is added,
+	 * so the verdict program must be there before sockops adds any. */
+	err = bpf_prog_attach(bpf_program__fd(l->skel->progs.skm_sk_msg),
+			      bpf_map__fd(l->skel->maps.skm_sock_hash),
+			      BPF_SK_MSG_VERDICT, 0);
+	if (err) {
+		err = -errno;
+		pr_warn("cannot attach sk_msg to skm_sock_hash: %s\n", strerror(-err));
+		goto out_destroy;
+	}
+
+	err = attach_cgroup_link(l, l->skel->progs.skm_connect4, "connect4");
+	if (!err)
+		err = attach_cgroup_link(l, l->skel->progs.skm_getpeername4, "getpeername4");
+	if (!err)
+		err = attach_cgroup_link(l, l->skel->progs.skm_recvmsg4, "recvmsg4");
+	if (!err)
+		err = attach_cgroup_link(l, l->skel->progs.skm_sockops, "sockops");
+	if (err)
+		goto out_destroy;
+	return 0;
+
+out_destroy:
+	skmesh_bpf__destroy(l->skel);
+	l->skel = NULL;
+out_close:
+	close(l->cgroup_fd);
+	l->cgroup_fd = -1;
+	return err;
+}
+
+void loader_close(struct loader *l)
+{
+	/* Links stay pinned and attached: the data path outlives meshd. */
+	skmesh_bpf__destroy(l->skel);
+	l->skel = NULL;
+	if (l->cgroup_fd >= 0)
+		close(l->cgroup_fd);
+	l->cgroup_fd = -1;
+}
+
+static int tc_attach_one(int ifindex, enum bpf_tc_attach_point where, int prog_fd)
+{
+	DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = where);
+	DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = SKM_TC_HANDLE,
+			    .priority = SKM_TC_PRIO, .prog_fd = prog_fd,
+			    .flags = BPF_TC_F_REPLACE);
+	int err;
+
+	err = bpf_tc_hook_create(&hook);
+	if (err && err != -EEXIST)
+		return err;
+	return bpf_tc_attach(&hook, &opts);
+}
+
+int loader_tc_attach(struct loader *l, int ifindex)
+{
+	int err;
+
+	err = tc_attach_one(ifindex, BPF_TC_INGRESS,
+			    bpf_program__fd(l->skel->progs.skm_tc_from_pod));
+	if (!err)
+		err = tc_attach_one(ifindex, BPF_TC_EGRESS,
+				    bpf_program__fd(l->skel->progs.skm_tc_to_pod));
+	return err;
+}
+
+int loader_tc_detach(int ifindex)
+{
+	enum bpf_tc_attach_point points[] = { BPF_TC_INGRESS, BPF_TC_EGRESS };
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+		DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+				    .attach_point = points[i]);
+		DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = SKM_TC_HANDLE,
+				    .priority = SKM_TC_PRIO);
+		int err = bpf_tc_detach(&hook, &opts);
+
+		if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL)
+			rc = err;
+	}
+	return rc;
+}
+
+static int unlink_dir_entries(const char *dir, int detach_links)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int rc = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || de->d_type == DT_DIR)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (detach_links) {
+			int fd = bpf_obj_get(path);
+
+			/* Detach even if someone else still holds the
+			 * link open; unpinning alone would not. */
+			if (fd >= 0) {
+				if (bpf_link_detach(fd) && errno != EINVAL)
+					pr_warn("cannot detach %s: %s\n", path, strerror(errno));
+				close(fd);
+			}
+		}
+		if (unlink(path)) {
+			rc = -errno;
+			pr_warn("cannot unpin %s: %s\n", path, strerror(errno));
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+int loader_cleanup(const char *pin_root)
+{
+	char path[PATH_MAX];
+	struct skm_dev_val dv;
+	__u32 key, next;
+	int fd, err, rc = 0;
+
+	err = bpffs_check(pin_root);
+	if (err)
+		return err;
+
+	/* TC filters live on the interfaces, not in bpffs: skm_devs says
+	 * which ones carry ours. */
+	snprintf(path, sizeof(path), "%s/%s", pin_root, SKM_MAP_DEVS);
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		int more = bpf_map_get_next_key(fd, NULL, &key) == 0;
+
+		while (more) {
+			more = bpf_map_get_next_key(fd, &key, &next) == 0;
+			if (!bpf_map_lookup_elem(fd, &key, &dv))
+				loader_tc_detach((int)key);
+			key = next;
+		}
+		close(fd);
+	}
+
+	snprintf(path, sizeof(path), "%s/%s", pin_root, SKM_PIN_LINKS);
+	err = unlink_dir_entries(path, 1);
+	if (err)
+		rc = err;
+	if (rmdir(path) && errno != ENOENT)
+		rc = -errno;
+	err = unlink_dir_entries(pin_root, 0);
+	if (err)
+		rc = err;
+	if (rmdir(pin_root) && errno != ENOENT) {
+		rc = -errno;
+		pr_warn("cannot remove %s: %s\n", pin_root, strerror(errno));
+	}
+	return rc;
+}

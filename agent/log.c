@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+#include <stdarg.h>
+#include <stdio.h>
+#include <bpf/libbpf.h>
+
+#include "log.h"
+
+enum log_level log_level = LOG_INFO;
+static const char *log_prog = "meshd";
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level > log_level)
+		return;
+	fprintf(stderr, "%s: ", log_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+}
+
+/* libbpf's own messages go through the same sink; its debug chatter only
+ * with -vv. */
+static int libbpf_print(enum libbpf_print_level level, const char *fmt,
+			va_list ap)
+{
+	enum log_level l = level == LIBBPF_WARN ? LOG_WARN :
+			   level == LIBBPF_INFO ? LOG_DEBUG : LOG_DEBUG + 1;
+
+	if (l > log_level)
+		return 0;
+	fprintf(stderr, "%s: libbpf: ", log_prog);
+	return vfprintf(stderr, fmt, ap);
+}
+
+void log_init(const char *prog, enum log_level level)
+{
+	log_prog = prog;
+	log_level = level;
+	libbpf_set_print(libbpf_print);
+}

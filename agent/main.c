@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * meshd: the per-node agent. Loads the data path, keeps the kernel maps in
+ * line with the config (on start, SIGHUP and file changes) and writes an
+ * access-log line for every closed connection.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <bpf/libbpf.h>
+
+#include "config.h"
+#include "events.h"
+#include "loader.h"
+#include "log.h"
+#include "reconcile.h"
+#include "skmesh.h"
+#include "skmesh.skel.h"
+
+struct opts {
+	const char *config;
+	const char *node;
+	const char *cgroup;
+	const char *bpffs;
+	const char *admin;
+	const char *access_log;
+	int check_config;
+	int cleanup;
+	int verbose;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: meshd --config PATH --node NAME [options]\n"
+"       meshd --check-config --config PATH\n"
+"       meshd --cleanup [--bpffs DIR]\n"
+"\n"
+"  --config PATH      YAML file, or folder of *.yaml files (Workload, Service,\n"
+"                     AuthorizationPolicy, PeerAuthentication documents)\n"
+"  --node NAME        this node's name: Workloads with spec.node NAME are local\n"
+"  --cgroup PATH      cgroup v2 to attach to (default: the cgroup2 root)\n"
+"  --bpffs DIR        pin root (default " SKM_PIN_ROOT ")\n"
+"  --admin ADDR       admin/metrics bind address (default 127.0.0.1)\n"
+"  --access-log PATH  one JSON line per closed connection (default: stdout)\n"
+"  --check-config     validate the config, print every problem, change nothing\n"
+"  --cleanup          detach and unpin everything under the pin root, then exit\n"
+"  -v, --verbose      more log output (twice for libbpf's)\n"
+"  -h, --help         this text\n"
+"\n"
+"Reloads the config on SIGHUP and when the file changes; an invalid config is\n"
+"reported and the running state is kept. SIGTERM/SIGINT stop meshd and leave\n"
+"the data path attached (use --cleanup to remove it).\n");
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option lopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "node", required_argument, NULL, 'n' },
+		{ "cgroup", required_argument, NULL, 'g' },
+		{ "bpffs", required_argument, NULL, 'b' },
+		{ "admin", required_argument, NULL, 'a' },
+		{ "access-log", required_argument, NULL, 'l' },
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "cleanup", no_argument, NULL, 'X' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:n:g:b:a:l:vh", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'c': o->config = optarg; break;
+		case 'n': o->node = optarg; break;
+		case 'g': o->cgroup = optarg; break;
+		case 'b': o->bpffs = optarg; break;
+		case 'a': o->admin = optarg; break;
+		case 'l': o->access_log = optarg; break;
+		case 'C': o->check_config = 1; break;
+		case 'X': o->cleanup = 1; break;
+		case 'v': o->verbose++; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "meshd: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return -EINVAL;
+	}
+	if (!o->bpffs)
+		o->bpffs = SKM_PIN_ROOT;
+	if (o->cleanup)
+		return 0;
+	if (!o->config) {
+		fprintf(stderr, "meshd: --config PATH is required\n");
+		usage(stderr);
+		return -EINVAL;
+	}
+	if (!o->check_config && !o->node) {
+		fprintf(stderr, "meshd: --node NAME is required (which Workloads are local)\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Loads and validates the config; prints every message. */
+static int load_config(const char *path, struct config **out)
+{
+	struct cfg_diag diag = {};
+	int err = config_load(path, out, &diag);
+
+	diag_print(&diag, "meshd");
+	if (err && !diag.nerrors)
+		fprintf(stderr, "meshd: %s: %s\n", path, strerror(-err));
+	diag_free(&diag);
+	return err;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int apply(struct loader *l, const struct config *cfg, const char *node)
+{
+	struct reconcile_stats st;
+	double t0 = now_ms();
+	int err = reconcile(l, cfg, node, &st);
+
+	if (err) {
+		pr_warn("reconcile failed: %s\n", strerror(-err));
+		return err;
+	}
+	pr_info("applied config: %zu workloads, %zu services; %u entries written, "
+		"%u deleted, TC on %u pod interfaces%s in %.1f ms\n",
+		cfg->nwls, cfg->nsvcs, st.writes, st.deletes, st.tc_attached,
+		st.tc_missing ? " (some local pods have no veth yet)" : "",
+		now_ms() - t0);
+	return 0;
+}
+
+/* Watches the config: a folder directly, a file through its folder (editors
+ * and ConfigMap updates replace files by rename). */
+static int watch_config(const char *path)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	int fd, wd;
+
+	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	snprintf(dir, sizeof(dir), "%s", path);
+	if (!stat(path, &st) && !S_ISDIR(st.st_mode)) {
+		char *slash = strrchr(dir, '/');
+
+		if (slash)
+			*slash = 0;
+		else
+			snprintf(dir, sizeof(dir), ".");
+	}
+	wd = inotify_add_watch(fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+			       IN_CREATE | IN_DELETE);
+	if (wd < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static int drain_fd(int fd)
+{
+	char buf[4096];
+	int any = 0;
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		any = 1;
+	return any;
+}
+
+static int run(const struct opts *o)
+{
+	struct config *cfg = NULL, *next = NULL;
+	const struct config *cur;
+	char cgroot[PATH_MAX];
+	struct loader l;
+	struct events ev = {};
+	struct epoll_event eev, got[8];
+	FILE *alog = stdout;
+	sigset_t mask;
+	int sfd = -1, ifd = -1, efd = -1, err, stop = 0;
+	double reload_at = 0;
+
+	err = load_config(o->config, &cfg);
+	if (err)
+		return 1;
+	cur = cfg;
+
+	if (!o->cgroup) {
+		if (cgroup2_default_root(cgroot, sizeof(cgroot))) {
+			pr_warn("no cgroup v2 mount in /proc/self/mounts: give --cgroup\n");
+			goto out_cfg;
+		}
+	}
+	if (o->access_log && strcmp(o->access_log, "-")) {
+		alog = fopen(o->access_log, "a");
+		if (!alog) {
+			pr_warn("cannot open access log %s: %s\n", o->access_log, strerror(errno));
+			goto out_cfg;
+		}
+	}
+
+	err = loader_open(&l, o->bpffs, o->cgroup ? o->cgroup : cgroot);
+	if (err)
+		goto out_log;
+	if (l.reused_links)
+		pr_info("found the data path pinned under %s: reused it (%d links switched "
+			"to this meshd's programs)\n", o->bpffs, l.reused_links);
+	reconcile_gc_backends(&l);
+	if (apply(&l, cfg, o->node))
+		goto out_loader;
+	err = events_open(&ev, bpf_map__fd(l.skel->maps.skm_events), alog, &cur);
+	if (err)
+		goto out_loader;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	ifd = watch_config(o->config);
+	if (ifd < 0)
+		pr_warn("cannot watch %s for changes (%s): reload with SIGHUP\n", o->config,
+			strerror(-ifd));
+	efd = epoll_create1(EPOLL_CLOEXEC);
+	if (sfd < 0 || efd < 0) {
+		pr_warn("cannot set up the event loop: %s\n", strerror(errno));
+		goto out_events;
+	}
+	eev.events = EPOLLIN;
+	eev.data.fd = sfd;
+	epoll_ctl(efd, EPOLL_CTL_ADD, sfd, &eev);
+	eev.data.fd = events_epoll_fd(&ev);
+	epoll_ctl(efd, EPOLL_CTL_ADD, eev.data.fd, &eev);
+	if (ifd >= 0) {
+		eev.data.fd = ifd;
+		epoll_ctl(efd, EPOLL_CTL_ADD, ifd, &eev);
+	}
+
+	pr_info("ready: node %s, cgroup %s, pins %s\n", o->node,
+		o->cgroup ? o->cgroup : cgroot, o->bpffs);
+
+	while (!stop) {
+		int timeout = reload_at ? 50 : 1000;
+		int n = epoll_wait(efd, got, 8, timeout);
+
+		if (n < 0 && errno != EINTR) {
+			pr_warn("epoll_wait: %s\n", strerror(errno));
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			if (got[i].data.fd == sfd) {
+				struct signalfd_siginfo si;
+
+				while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+					if (si.ssi_signo == SIGHUP)
+						reload_at = now_ms();
+					else
+						stop = 1;
+				}
+			} else if (got[i].data.fd == ifd) {
+				/* Settle: a write often comes as several events. */
+				if (drain_fd(ifd))
+					reload_at = now_ms() + 100;
+			} else {
+				events_consume(&ev);
+			}
+		}
+		if (reload_at && now_ms() >= reload_at) {
+			reload_at = 0;
+			if (load_config(o->config, &next)) {
+				pr_warn("config %s is invalid: keeping the running config\n",
+					o->config);
+				continue;
+			}
+			if (apply(&l, next, o->node)) {
+				config_free(next);
+				next = NULL;
+				continue;
+			}
+			cur = next;
+			config_free(cfg);
+			cfg = next;
+			next = NULL;
+		}
+	}
+	events_consume(&ev);
+	pr_info("stopping; the data path stays attached under %s\n", o->bpffs);
+
+out_events:
+	if (efd >= 0)
+		close(efd);
+	if (ifd >= 0)
+		close(ifd);
+	if (sfd >= 0)
+		close(sfd);
+	events_close(&ev);
+out_loader:
+	loader_close(&l);
+out_log:
+	if (alog != stdout)
+		fclose(alog);
+out_cfg:
+	config_free(cfg);
+	return stop ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {};
+	struct config *cfg = NULL;
+
+	if (parse_args(argc, argv, &o))
+		return 2;
+	log_init("meshd", o.verbose >= 2 ? LOG_DEBUG + 1 : o.verbose ? LOG_DEBUG : LOG_INFO);
+
+	if (o.check_config) {
+		if (load_config(o.config, &cfg))
+			return 1;
+		printf("%s: valid: %zu workloads, %zu services, %zu other objects\n",
+		       o.config, cfg->nwls, cfg->nsvcs, cfg->nothers);
+		config_free(cfg);
+		return 0;
+	}
+	if (o.cleanup) {
+		int err = loader_cleanup(o.bpffs);
+
+		if (err) {
+			fprintf(stderr, "meshd: cleanup of %s incomplete: %s\n", o.bpffs,
+				strerror(-err));
+			return 1;
+		}
+		printf("meshd: detached and unpinned everything under %s\n", o.bpffs);
+		return 0;
+	}
+	if (o.admin)
+		pr_info("--admin %s: no admin endpoints are served by this version\n", o.admin);
+	return run(&o);
+}

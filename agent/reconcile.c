@@ -1,0 +1,589 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+#include <arpa/inet.h>
+#include <errno.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/rtnetlink.h>
+#include <netlink/netlink.h>
+#include <netlink/msg.h>
+#include <netlink/attr.h>
+#include <netlink/route/link.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "config.h"
+#include "loader.h"
+#include "log.h"
+#include "reconcile.h"
+#include "skmesh.h"
+#include "skmesh.skel.h"
+
+/* --- weighted slot table -------------------------------------------- */
+
+unsigned int build_slots(const uint32_t *weights, unsigned int n,
+			 uint32_t *slots, unsigned int max)
+{
+	uint64_t total = 0;
+	unsigned int live = 0, k = 0;
+
+	for (unsigned int i = 0; i < n; i++) {
+		total += weights[i];
+		live += weights[i] > 0;
+	}
+	if (!total)
+		return 0;
+	if (total <= max) {
+		for (unsigned int i = 0; i < n; i++)
+			for (uint32_t w = 0; w < weights[i]; w++)
+				slots[k++] = i;
+		return k;
+	}
+	if (live >= max) {
+		/* More backends than slots: one each (max is a soft cap). */
+		for (unsigned int i = 0; i < n && k < max; i++)
+			if (weights[i])
+				slots[k++] = i;
+		return k;
+	}
+	/* Scale to MAX slots: every live backend keeps at least one, the
+	 * rest shared in proportion to weight (floor). */
+	for (unsigned int i = 0; i < n; i++) {
+		uint64_t share;
+
+		if (!weights[i])
+			continue;
+		share = (uint64_t)weights[i] * (max - live) / total + 1;
+		for (uint64_t s = 0; s < share && k < max; s++)
+			slots[k++] = i;
+	}
+	return k;
+}
+
+/* --- ids --------------------------------------------------------------- */
+
+/* Stable numeric ids for workloads and services: the ones already in
+ * skm_names are kept (meshd restarts keep them), new ones come after the
+ * highest. */
+struct id_table {
+	struct skm_name_key *keys;
+	struct skm_name_val *vals;
+	size_t n;
+	uint32_t max_id[3];
+};
+
+static int id_table_load(int fd, struct id_table *t)
+{
+	struct skm_name_key key, next;
+	int more = bpf_map_get_next_key(fd, NULL, &key) == 0;
+
+	while (more) {
+		struct skm_name_val v;
+
+		more = bpf_map_get_next_key(fd, &key, &next) == 0;
+		if (!bpf_map_lookup_elem(fd, &key, &v) && key.kind < 3) {
+			void *k = realloc(t->keys, (t->n + 1) * sizeof(*t->keys));
+			void *vv = k ? realloc(t->vals, (t->n + 1) * sizeof(*t->vals)) : NULL;
+
+			if (k)
+				t->keys = k;
+			if (!vv)
+				return -ENOMEM;
+			t->vals = vv;
+			t->keys[t->n] = key;
+			t->vals[t->n++] = v;
+			if (key.id > t->max_id[key.kind])
+				t->max_id[key.kind] = key.id;
+		}
+		key = next;
+	}
+	return 0;
+}
+
+static void name_val(struct skm_name_val *v, const char *ns, const char *name)
+{
+	memset(v, 0, sizeof(*v));
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	snprintf(v->ns, sizeof(v->ns), "%s", ns);
+}
+
+static uint32_t id_for(struct id_table *t, uint32_t kind, const char *ns,
+		       const char *name)
+{
+	struct skm_name_val v;
+
+	struct skm_name_key *k;
+	struct skm_name_val *vv;
+
+	name_val(&v, ns, name);
+	for (size_t i = 0; i < t->n; i++)
+		if (t->keys[i].kind == kind && !strcmp(t->vals[i].ns, v.ns) &&
+		    !strcmp(t->vals[i].name, v.name))
+			return t->keys[i].id;
+	/* Remembered, so the next ask for the same object gets the same id. */
+	k = realloc(t->keys, (t->n + 1) * sizeof(*k));
+	if (k)
+		t->keys = k;
+	vv = k ? realloc(t->vals, (t->n + 1) * sizeof(*vv)) : NULL;
+	if (!vv)
+		return ++t->max_id[kind];
+	t->vals = vv;
+	t->keys[t->n].kind = kind;
+	t->keys[t->n].id = ++t->max_id[kind];
+	t->vals[t->n++] = v;
+	return t->max_id[kind];
+}
+
+/* --- generic diff of one hash map ------------------------------------- */
+
+/* The desired content of a map, as parallel arrays of keys and values. */
+struct want {
+	void *keys;
+	void *vals;
+	size_t n;
+	size_t ksz, vsz;
+};
+
+static int want_add(struct want *w, const void *k, const void *v)
+{
+	char *keys = realloc(w->keys, (w->n + 1) * w->ksz);
+	char *vals = keys ? realloc(w->vals, (w->n + 1) * w->vsz) : NULL;
+
+	if (keys)
+		w->keys = keys;
+	if (!vals)
+		return -ENOMEM;
+	w->vals = vals;
+	memcpy(keys + w->n * w->ksz, k, w->ksz);
+	memcpy(vals + w->n * w->vsz, v, w->vsz);
+	w->n++;
+	return 0;
+}
+
+static void want_free(struct want *w)
+{
+	free(w->keys);
+	free(w->vals);
+	w->keys = w->vals = NULL;
+	w->n = 0;
+}
+
+static ssize_t want_find(const struct want *w, const void *k)
+{
+	for (size_t i = 0; i < w->n; i++)
+		if (!memcmp((char *)w->keys + i * w->ksz, k, w->ksz))
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Makes map FD hold exactly W: deletes what is not wanted, writes what is
+ * missing or different, leaves equal entries alone. */
+static int sync_map(int fd, const struct want *w, struct reconcile_stats *st)
+{
+	char key[256], next[256], cur[512];
+	int more, err;
+
+	if (w->ksz > sizeof(key) || w->vsz > sizeof(cur))
+		return -E2BIG;
+	more = bpf_map_get_next_key(fd, NULL, key) == 0;
+	while (more) {
+		more = bpf_map_get_next_key(fd, key, next) == 0;
+		if (want_find(w, key) < 0) {
+			if (!bpf_map_delete_elem(fd, key))
+				st->deletes++;
+		}
+		memcpy(key, next, w->ksz);
+	}
+	for (size_t i = 0; i < w->n; i++) {
+		const char *k = (char *)w->keys + i * w->ksz;
+		const char *v = (char *)w->vals + i * w->vsz;
+
+		if (!bpf_map_lookup_elem(fd, k, cur) && !memcmp(cur, v, w->vsz))
+			continue;
+		err = bpf_map_update_elem(fd, k, v, BPF_ANY);
+		if (err)
+			return -errno;
+		st->writes++;
+	}
+	return 0;
+}
+
+/* --- services ------------------------------------------------------------ */
+
+static int read_set(int be_fd, uint32_t set_id, uint32_t nslots,
+		    struct skm_be_val *out)
+{
+	for (uint32_t s = 0; s < nslots; s++) {
+		struct skm_be_key k = { .set_id = set_id, .slot = s };
+
+		if (bpf_map_lookup_elem(be_fd, &k, &out[s]))
+			return -ENOENT;
+	}
+	return 0;
+}
+
+static void delete_set(int be_fd, uint32_t set_id, uint32_t nslots,
+		       struct reconcile_stats *st)
+{
+	for (uint32_t s = 0; s < nslots; s++) {
+		struct skm_be_key k = { .set_id = set_id, .slot = s };
+
+		if (!bpf_map_delete_elem(be_fd, &k))
+			st->deletes++;
+	}
+}
+
+static uint32_t max_set_id(int svc_fd)
+{
+	struct skm_svc_key key, next;
+	struct skm_svc_val v;
+	uint32_t max = 0;
+	int more = bpf_map_get_next_key(svc_fd, NULL, &key) == 0;
+
+	while (more) {
+		more = bpf_map_get_next_key(svc_fd, &key, &next) == 0;
+		if (!bpf_map_lookup_elem(svc_fd, &key, &v) && v.set_id > max)
+			max = v.set_id;
+		key = next;
+	}
+	return max;
+}
+
+/* Points KEY at backends BES (NSLOTS slots). Unchanged: nothing written.
+ * Changed: the new set is written under a fresh id, the service entry is
+ * switched with one update, then the old set is deleted. */
+static int put_service(int svc_fd, int be_fd, const struct skm_svc_key *key,
+		       uint32_t svc_id, const struct skm_be_val *bes,
+		       uint32_t nslots, uint32_t *next_set, struct reconcile_stats *st)
+{
+	struct skm_be_val cur[SKM_MAX_SLOTS_PER_SVC * 4];
+	struct skm_svc_val old, nv = { .svc_id = svc_id, .nslots = nslots };
+	int have = !bpf_map_lookup_elem(svc_fd, key, &old);
+
+	if (have && old.svc_id == svc_id && old.nslots == nslots &&
+	    nslots <= sizeof(cur) / sizeof(cur[0]) &&
+	    !read_set(be_fd, old.set_id, old.nslots, cur) &&
+	    !memcmp(cur, bes, nslots * sizeof(*bes)))
+		return 0;
+
+	nv.set_id = nslots ? ++*next_set : 0;
+	for (uint32_t s = 0; s < nslots; s++) {
+		struct skm_be_key k = { .set_id = nv.set_id, .slot = s };
+
+		if (bpf_map_update_elem(be_fd, &k, &bes[s], BPF_ANY)) {
+			int err = -errno;
+
+			delete_set(be_fd, nv.set_id, s, st);
+			return err;
+		}
+		st->writes++;
+	}
+	if (bpf_map_update_elem(svc_fd, key, &nv, BPF_ANY)) {
+		int err = -errno;
+
+		delete_set(be_fd, nv.set_id, nslots, st);
+		return err;
+	}
+	st->writes++;
+	if (have && old.nslots)
+		delete_set(be_fd, old.set_id, old.nslots, st);
+	return 0;
+}
+
+static int sync_services(struct loader *l, const struct config *cfg,
+			 struct id_table *ids, struct want *names,
+			 struct reconcile_stats *st)
+{
+	int svc_fd = bpf_map__fd(l->skel->maps.skm_services);
+	int be_fd = bpf_map__fd(l->skel->maps.skm_backends);
+	struct want keep = { .ksz = sizeof(struct skm_svc_key), .vsz = 1 };
+	uint32_t next_set = max_set_id(svc_fd);
+	struct skm_svc_key key, next;
+	struct skm_svc_val old;
+	int more, err = 0;
+
+	for (size_t i = 0; i < cfg->nsvcs && !err; i++) {
+		const struct cfg_service *s = &cfg->svcs[i];
+		uint32_t svc_id = id_for(ids, SKM_NAME_SERVICE, s->ns, s->name);
+		uint32_t *weights = calloc(s->neps + 1, sizeof(*weights));
+		unsigned int cap = s->neps > SKM_MAX_SLOTS_PER_SVC ? s->neps : SKM_MAX_SLOTS_PER_SVC;
+		uint32_t *slots = calloc(cap, sizeof(*slots));
+		struct skm_be_val *bes = calloc(cap, sizeof(*bes));
+		struct skm_name_key nk = { .kind = SKM_NAME_SERVICE, .id = svc_id };
+		struct skm_name_val nv;
+		unsigned int nslots;
+
+		if (!weights || !slots || !bes) {
+			err = -ENOMEM;
+			goto next_svc;
+		}
+		name_val(&nv, s->ns, s->name);
+		if (want_find(names, &nk) < 0 && (err = want_add(names, &nk, &nv)))
+			goto next_svc;
+		for (size_t e = 0; e < s->neps; e++)
+			weights[e] = s->eps[e].weight;
+		nslots = build_slots(weights, (unsigned int)s->neps, slots, SKM_MAX_SLOTS_PER_SVC);
+		for (size_t p = 0; p < s->nports && !err; p++) {
+			const struct cfg_port *port = &s->ports[p];
+			char one = 1;
+
+			memset(&key, 0, sizeof(key));
+			key.vip = s->vip;
+			key.port = htons(port->port);
+			key.proto = port->proto;
+			for (unsigned int k = 0; k < nslots; k++) {
+				bes[k].ip = s->eps[slots[k]].ip;
+				bes[k].port = htons(port->target);
+				bes[k].pad = 0;
+			}
+			err = put_service(svc_fd, be_fd, &key, svc_id, bes, nslots, &next_set, st);
+			if (err)
+				pr_warn("Service %s/%s port %u: cannot write skm_services/skm_backends: %s\n",
+					s->ns, s->name, port->port, strerror(-err));
+			else
+				err = want_add(&keep, &key, &one);
+		}
+next_svc:
+		free(weights);
+		free(slots);
+		free(bes);
+	}
+	if (err)
+		goto out;
+
+	/* Services no longer configured: entry first, then its slots. */
+	more = bpf_map_get_next_key(svc_fd, NULL, &key) == 0;
+	while (more) {
+		more = bpf_map_get_next_key(svc_fd, &key, &next) == 0;
+		if (want_find(&keep, &key) < 0 && !bpf_map_lookup_elem(svc_fd, &key, &old) &&
+		    !bpf_map_delete_elem(svc_fd, &key)) {
+			st->deletes++;
+			delete_set(be_fd, old.set_id, old.nslots, st);
+		}
+		key = next;
+	}
+out:
+	want_free(&keep);
+	return err;
+}
+
+int reconcile_gc_backends(struct loader *l)
+{
+	int svc_fd = bpf_map__fd(l->skel->maps.skm_services);
+	int be_fd = bpf_map__fd(l->skel->maps.skm_backends);
+	struct want live = { .ksz = sizeof(uint32_t), .vsz = 1 };
+	struct skm_svc_key sk, snext;
+	struct skm_be_key bk, bnext;
+	struct skm_svc_val v;
+	int more, removed = 0;
+	char one = 1;
+
+	more = bpf_map_get_next_key(svc_fd, NULL, &sk) == 0;
+	while (more) {
+		more = bpf_map_get_next_key(svc_fd, &sk, &snext) == 0;
+		if (!bpf_map_lookup_elem(svc_fd, &sk, &v) && want_find(&live, &v.set_id) < 0 &&
+		    want_add(&live, &v.set_id, &one)) {
+			want_free(&live);
+			return -ENOMEM;
+		}
+		sk = snext;
+	}
+	more = bpf_map_get_next_key(be_fd, NULL, &bk) == 0;
+	while (more) {
+		more = bpf_map_get_next_key(be_fd, &bk, &bnext) == 0;
+		if (want_find(&live, &bk.set_id) < 0 && !bpf_map_delete_elem(be_fd, &bk))
+			removed++;
+		bk = bnext;
+	}
+	want_free(&live);
+	if (removed)
+		pr_info("removed %d backend slots no service refers to\n", removed);
+	return 0;
+}
+
+/* --- pod interfaces --------------------------------------------------- */
+
+struct route_reply {
+	int oif;
+};
+
+static int route_cb(struct nl_msg *msg, void *arg)
+{
+	struct nlattr *tb[RTA_MAX + 1];
+	struct route_reply *r = arg;
+
+	if (nlmsg_parse(nlmsg_hdr(msg), sizeof(struct rtmsg), tb, RTA_MAX, NULL) < 0)
+		return NL_SKIP;
+	if (tb[RTA_OIF])
+		r->oif = (int)nla_get_u32(tb[RTA_OIF]);
+	return NL_OK;
+}
+
+int pod_ifindex(uint32_t ip, char *ifname, size_t len)
+{
+	struct rtmsg rtm = { .rtm_family = AF_INET, .rtm_dst_len = 32 };
+	struct route_reply r = { .oif = 0 };
+	struct rtnl_link *link = NULL;
+	struct nl_sock *sk;
+	struct nl_msg *msg = NULL;
+	const char *type;
+	int err;
+
+	sk = nl_socket_alloc();
+	if (!sk)
+		return -ENOMEM;
+	err = nl_connect(sk, NETLINK_ROUTE);
+	if (err)
+		goto out;
+	msg = nlmsg_alloc_simple(RTM_GETROUTE, 0);
+	if (!msg || nlmsg_append(msg, &rtm, sizeof(rtm), NLMSG_ALIGNTO) ||
+	    nla_put_u32(msg, RTA_DST, ip)) {
+		err = -NLE_NOMEM;
+		goto out;
+	}
+	err = nl_send_auto(sk, msg);
+	if (err < 0)
+		goto out;
+	nl_socket_modify_cb(sk, NL_CB_VALID, NL_CB_CUSTOM, route_cb, &r);
+	err = nl_recvmsgs_default(sk);
+	if (err < 0)
+		goto out;
+	if (!r.oif) {
+		err = -NLE_OBJ_NOTFOUND;
+		goto out;
+	}
+	/* Only a veth is a pod's interface: a route through anything else
+	 * (the node's uplink, a default route) means the pod is not wired. */
+	err = rtnl_link_get_kernel(sk, r.oif, NULL, &link);
+	if (err < 0)
+		goto out;
+	type = rtnl_link_get_type(link);
+	if (!type || strcmp(type, "veth")) {
+		err = -NLE_OBJ_NOTFOUND;
+		goto out;
+	}
+	snprintf(ifname, len, "%s", rtnl_link_get_name(link));
+	err = r.oif;
+out:
+	rtnl_link_put(link);
+	nlmsg_free(msg);
+	nl_socket_free(sk);
+	return err > 0 ? err : -ENOENT;
+}
+
+static int sync_devs(struct loader *l, const struct config *cfg, const char *node,
+		     struct id_table *ids, struct reconcile_stats *st)
+{
+	int devs_fd = bpf_map__fd(l->skel->maps.skm_devs);
+	int stats_fd = bpf_map__fd(l->skel->maps.skm_dev_stats);
+	struct want want = { .ksz = sizeof(__u32), .vsz = sizeof(struct skm_dev_val) };
+	int ncpu = libbpf_num_possible_cpus();
+	struct skm_dev_stats *zero = calloc(ncpu > 0 ? ncpu : 1, sizeof(*zero));
+	__u32 key, next;
+	int more, err = 0;
+
+	if (!zero)
+		return -ENOMEM;
+	for (size_t i = 0; i < cfg->nwls && !err; i++) {
+		const struct cfg_workload *w = &cfg->wls[i];
+		struct skm_dev_val dv = { .wl_ip = w->ip };
+		char ifname[IF_NAMESIZE];
+		int ifindex;
+
+		if (strcmp(w->node, node))
+			continue;
+		ifindex = pod_ifindex(w->ip, ifname, sizeof(ifname));
+		if (ifindex < 0) {
+			pr_debug("Workload %s/%s: no veth route to it yet\n", w->ns, w->name);
+			st->tc_missing++;
+			continue;
+		}
+		key = (__u32)ifindex;
+		dv.wl_id = id_for(ids, SKM_NAME_WORKLOAD, w->ns, w->name);
+		/* Counters survive restarts: only create them. */
+		bpf_map_update_elem(stats_fd, &key, zero, BPF_NOEXIST);
+		err = loader_tc_attach(l, ifindex);
+		if (err) {
+			pr_warn("Workload %s/%s: cannot attach TC to %s: %s\n", w->ns,
+				w->name, ifname, strerror(-err));
+			continue;
+		}
+		st->tc_attached++;
+		err = want_add(&want, &key, &dv);
+	}
+	if (err)
+		goto out;
+	/* Pods gone or moved: take our filters off and forget the device. */
+	more = bpf_map_get_next_key(devs_fd, NULL, &key) == 0;
+	while (more) {
+		more = bpf_map_get_next_key(devs_fd, &key, &next) == 0;
+		if (want_find(&want, &key) < 0) {
+			loader_tc_detach((int)key);
+			bpf_map_delete_elem(stats_fd, &key);
+		}
+		key = next;
+	}
+	err = sync_map(devs_fd, &want, st);
+out:
+	want_free(&want);
+	free(zero);
+	return err;
+}
+
+int reconcile(struct loader *l, const struct config *cfg, const char *node,
+	      struct reconcile_stats *st)
+{
+	struct id_table ids = {};
+	struct want wls = { .ksz = sizeof(__u32), .vsz = sizeof(struct skm_wl_val) };
+	struct want names = { .ksz = sizeof(struct skm_name_key),
+			      .vsz = sizeof(struct skm_name_val) };
+	int names_fd = bpf_map__fd(l->skel->maps.skm_names);
+	int err;
+
+	memset(st, 0, sizeof(*st));
+	err = id_table_load(names_fd, &ids);
+	if (err)
+		goto out;
+
+	for (size_t i = 0; i < cfg->nwls; i++) {
+		const struct cfg_workload *w = &cfg->wls[i];
+		struct skm_wl_val v = {
+			.wl_id = id_for(&ids, SKM_NAME_WORKLOAD, w->ns, w->name),
+			.flags = SKM_WL_MESHED | (!strcmp(w->node, node) ? SKM_WL_LOCAL : 0),
+		};
+		struct skm_name_key nk = { .kind = SKM_NAME_WORKLOAD, .id = v.wl_id };
+		struct skm_name_val nv;
+
+		name_val(&nv, w->ns, w->name);
+		err = want_add(&wls, &w->ip, &v);
+		if (!err)
+			err = want_add(&names, &nk, &nv);
+		if (err)
+			goto out;
+	}
+	err = sync_map(bpf_map__fd(l->skel->maps.skm_workloads), &wls, st);
+	if (err) {
+		pr_warn("cannot write skm_workloads: %s\n", strerror(-err));
+		goto out;
+	}
+	err = sync_services(l, cfg, &ids, &names, st);
+	if (err)
+		goto out;
+	err = sync_devs(l, cfg, node, &ids, st);
+	if (err) {
+		pr_warn("cannot write skm_devs: %s\n", strerror(-err));
+		goto out;
+	}
+	/* Names last: meshctl may briefly show an id without a name, never
+	 * a name for the wrong id. */
+	err = sync_map(names_fd, &names, st);
+	if (err)
+		pr_warn("cannot write skm_names: %s\n", strerror(-err));
+out:
+	free(ids.keys);
+	free(ids.vals);
+	want_free(&wls);
+	want_free(&names);
+	return err;
+}

@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Per-connection records: opened at ESTABLISHED, refreshed by RTT samples
+ * (passthrough) or by sk_msg (accelerated), sent on the ring buffer and
+ * deleted when the socket reaches CLOSE.
+ */
+#ifndef SKM_CONN_BPF_H
+#define SKM_CONN_BPF_H
+
+#include "lib/maps.bpf.h"
+
+static __always_inline void sock_key_of(struct bpf_sock_ops *skops,
+					struct skm_sock_key *k)
+{
+	k->sip = skops->local_ip4;
+	k->dip = skops->remote_ip4;
+	k->sport = skops->local_port;
+	/* remote_port: network order in the upper 16 bits */
+	k->dport = bpf_ntohl(skops->remote_port);
+}
+
+static __always_inline void sock_key_peer(const struct skm_sock_key *k,
+					  struct skm_sock_key *p)
+{
+	p->sip = k->dip;
+	p->dip = k->sip;
+	p->sport = k->dport;
+	p->dport = k->sport;
+}
+
+static __always_inline int is_local_meshed(__u32 ip)
+{
+	struct skm_wl_val *wl = bpf_map_lookup_elem(&skm_workloads, &ip);
+	__u32 want = SKM_WL_LOCAL | SKM_WL_MESHED;
+
+	return wl && (wl->flags & want) == want;
+}
+
+/* Copies TCP's own counters into the record. For an accelerated socket
+ * the byte counts are sk_msg's and are left alone. */
+static __always_inline void conn_refresh(struct bpf_sock_ops *skops,
+					 struct skm_conn *c)
+{
+	c->segs_in = skops->segs_in;
+	c->segs_out = skops->segs_out;
+	c->total_retrans = skops->total_retrans;
+	c->srtt_us = skops->srtt_us >> 3;
+	if (!c->srtt_us && skops->srtt_us)
+		c->srtt_us = 1;
+	c->state = skops->state;
+	if (!(c->flags & SKM_CONN_ACCEL)) {
+		c->tx_bytes = skops->bytes_acked;
+		c->rx_bytes = skops->bytes_received;
+	}
+}
+
+/* Links two accelerated sockets of one connection so each message's bytes
+ * can be counted on both records. Whichever end is established second
+ * finds the first. */
+static __always_inline void conn_pair(struct skm_conn *c, __u64 cookie)
+{
+	struct skm_sock_key peer;
+	struct skm_conn *pc;
+	__u64 *pcookie;
+
+	bpf_map_update_elem(&skm_socks, &c->tuple, &cookie, BPF_ANY);
+	sock_key_peer(&c->tuple, &peer);
+	pcookie = bpf_map_lookup_elem(&skm_socks, &peer);
+	if (!pcookie)
+		return;
+	c->peer_cookie = *pcookie;
+	pc = bpf_map_lookup_elem(&skm_conns, pcookie);
+	if (pc)
+		pc->peer_cookie = cookie;
+}
+
+static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct skm_orig_dst *od;
+	struct skm_conn c = {};
+
+	sock_key_of(skops, &c.tuple);
+	c.start_ns = bpf_ktime_get_ns();
+	c.flags = active ? SKM_CONN_ACTIVE : 0;
+	c.orig_ip = c.tuple.dip;
+	c.orig_port = bpf_htons((__u16)c.tuple.dport);
+	if (active) {
+		od = bpf_map_lookup_elem(&skm_sock_vip, &cookie);
+		if (od) {
+			c.orig_ip = od->vip;
+			c.orig_port = od->vport;
+			c.svc_id = od->svc_id;
+			c.flags |= SKM_CONN_VIA_VIP;
+		}
+	}
+
+	/* Same-node acceleration only where both ends are meshed workloads
+	 * of this node; everything else keeps the normal stack. */
+	if (is_local_meshed(c.tuple.sip) && is_local_meshed(c.tuple.dip)) {
+		if (bpf_sock_hash_update(skops, &skm_sock_hash, &c.tuple,
+					 BPF_ANY) == 0) {
+			c.flags |= SKM_CONN_ACCEL;
+			stat_inc(SKM_STAT_SOCK_INSERT);
+		} else {
+			stat_inc(SKM_STAT_SOCK_INSERT_FAIL);
+		}
+	}
+	conn_refresh(skops, &c);
+	if (c.flags & SKM_CONN_ACCEL) {
+		struct skm_sk_ctx init = { .cookie = cookie };
+		struct bpf_sock *sk = skops->sk;
+
+		if (sk)
+			bpf_sk_storage_get(&skm_sk_ctx, sk, &init,
+					   BPF_SK_STORAGE_GET_F_CREATE);
+		conn_pair(&c, cookie);
+	}
+
+	if (bpf_map_update_elem(&skm_conns, &cookie, &c, BPF_NOEXIST)) {
+		stat_inc(SKM_STAT_CONN_TABLE_FULL);
+		return;
+	}
+	stat_inc(SKM_STAT_CONN_OPEN);
+	/* Close must be seen to emit the event; RTT samples keep the live
+	 * counters of passthrough sockets current. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+				  BPF_SOCK_OPS_STATE_CB_FLAG |
+				  BPF_SOCK_OPS_RTT_CB_FLAG);
+}
+
+static __always_inline void conn_close(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct skm_conn_event *ev;
+	struct skm_conn *c;
+
+	c = bpf_map_lookup_elem(&skm_conns, &cookie);
+	if (!c)
+		return;
+	conn_refresh(skops, c);
+	/* What TCP carried for an accelerated socket (its peer was not in
+	 * the SOCKHASH) arrived outside sk_msg's view. */
+	if (c->flags & SKM_CONN_ACCEL)
+		__sync_fetch_and_add(&c->rx_bytes, skops->bytes_received);
+	c->state = BPF_TCP_CLOSE;
+
+	ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
+	if (ev) {
+		ev->cookie = cookie;
+		ev->end_ns = bpf_ktime_get_ns();
+		__builtin_memcpy(&ev->conn, c, sizeof(*c));
+		bpf_ringbuf_submit(ev, 0);
+	} else {
+		stat_inc(SKM_STAT_EVENT_DROP);
+	}
+	if (c->flags & SKM_CONN_ACCEL)
+		bpf_map_delete_elem(&skm_socks, &c->tuple);
+	bpf_map_delete_elem(&skm_conns, &cookie);
+	bpf_map_delete_elem(&skm_sock_vip, &cookie);
+	stat_inc(SKM_STAT_CONN_CLOSE);
+}
+
+#endif /* SKM_CONN_BPF_H */

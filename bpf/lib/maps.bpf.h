@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the data path. All are pinned by name under the pin root so
+ * the data path keeps working while meshd restarts; meshd reuses them.
+ */
+#ifndef SKM_MAPS_BPF_H
+#define SKM_MAPS_BPF_H
+
+#include "lib/common.bpf.h"
+
+/* (vip, port, proto) -> live backend set of a service */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_SERVICES);
+	__type(key, struct skm_svc_key);
+	__type(value, struct skm_svc_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_services SEC(".maps");
+
+/* (set_id, slot) -> backend; weights are slot counts */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_BACKEND_SLOTS);
+	__type(key, struct skm_be_key);
+	__type(value, struct skm_be_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_backends SEC(".maps");
+
+/* workload IP -> identity and locality */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_WORKLOADS);
+	__type(key, __u32);
+	__type(value, struct skm_wl_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_workloads SEC(".maps");
+
+/* socket cookie -> VIP the app dialled and the backend chosen */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SKM_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct skm_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_sock_vip SEC(".maps");
+
+/* 4-tuple -> accelerated socket; sk_msg redirects into it */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, SKM_MAX_SOCKS);
+	__uint(key_size, sizeof(struct skm_sock_key));
+	__uint(value_size, sizeof(__u32));
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_sock_hash SEC(".maps");
+
+/* 4-tuple -> socket cookie of an accelerated socket, to pair peers */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_SOCKS);
+	__type(key, struct skm_sock_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_socks SEC(".maps");
+
+/* socket -> its cookie, for sk_msg (see struct skm_sk_ctx) */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct skm_sk_ctx);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_sk_ctx SEC(".maps");
+
+/* socket cookie -> live connection record (what meshctl conns shows) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct skm_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_conns SEC(".maps");
+
+/* closed connections, read by meshd */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SKM_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_events SEC(".maps");
+
+/* data path counters, index enum skm_stat */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SKM_STAT__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_stats SEC(".maps");
+
+/* ifindex of a pod-facing veth -> its packet/byte counters */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, SKM_MAX_DEVS);
+	__type(key, __u32);
+	__type(value, struct skm_dev_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_dev_stats SEC(".maps");
+
+/* ifindex of a pod-facing veth -> workload behind it (meshctl, cleanup) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_DEVS);
+	__type(key, __u32);
+	__type(value, struct skm_dev_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_devs SEC(".maps");
+
+/* (kind, id) -> names, for meshctl only */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_NAMES);
+	__type(key, struct skm_name_key);
+	__type(value, struct skm_name_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_names SEC(".maps");
+
+static __always_inline void stat_add(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&skm_stats, &idx);
+
+	if (v)
+		*v += n;	/* per-CPU slot: no atomics needed */
+}
+
+#define stat_inc(idx) stat_add(idx, 1)
+
+#endif /* SKM_MAPS_BPF_H */

@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * skmesh kernel data path: socket load balancing (cgroup/connect4,
+ * getpeername4, recvmsg4), same-node acceleration (sockops + sk_msg),
+ * per-connection records (sockops) and per-pod counters (TC).
+ */
+#include "lib/common.bpf.h"
+#include "lib/maps.bpf.h"
+#include "lib/lb.bpf.h"
+#include "lib/conn.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("cgroup/connect4")
+int skm_connect4(struct bpf_sock_addr *ctx)
+{
+	switch (lb4_connect(ctx)) {
+	case LB_REWRITTEN:
+		stat_inc(SKM_STAT_LB_CONNECT);
+		break;
+	case LB_NO_BACKEND:
+		/* ECONNREFUSED, as a kube-proxy REJECT rule gives, rather
+		 * than the EPERM of a bare "return 0". */
+		stat_inc(SKM_STAT_LB_NO_BACKEND);
+		bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	case LB_NOT_SERVICE:
+		break;
+	}
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int skm_getpeername4(struct bpf_sock_addr *ctx)
+{
+	lb4_reverse(ctx);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int skm_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	lb4_reverse(ctx);
+	return 1;
+}
+
+SEC("sockops")
+int skm_sockops(struct bpf_sock_ops *skops)
+{
+	struct skm_conn *c;
+	__u64 cookie;
+
+	if (skops->family != AF_INET)
+		return 1;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		conn_open(skops, 1);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		conn_open(skops, 0);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		cookie = bpf_get_socket_cookie(skops);
+		c = bpf_map_lookup_elem(&skm_conns, &cookie);
+		if (c)
+			conn_refresh(skops, c);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			conn_close(skops);
+		break;
+	}
+	return 1;
+}
+
+SEC("sk_msg")
+int skm_sk_msg(struct sk_msg_md *msg)
+{
+	struct skm_sock_key peer = {
+		.sip = msg->remote_ip4,
+		.dip = msg->local_ip4,
+		.sport = bpf_ntohl(msg->remote_port),
+		.dport = msg->local_port,
+	};
+	__u64 len = msg->size;
+	struct skm_conn *c = NULL, *pc;
+	struct skm_sk_ctx *sc = NULL;
+	long ret;
+
+	if (msg->sk)
+		sc = bpf_sk_storage_get(&skm_sk_ctx, msg->sk, 0, 0);
+	if (sc)
+		c = bpf_map_lookup_elem(&skm_conns, &sc->cookie);
+	if (c) {
+		__sync_fetch_and_add(&c->tx_bytes, len);
+		__sync_fetch_and_add(&c->tx_msgs, 1);
+		if (c->peer_cookie) {
+			pc = bpf_map_lookup_elem(&skm_conns, &c->peer_cookie);
+			if (pc)
+				__sync_fetch_and_add(&pc->rx_bytes, len);
+		}
+	}
+
+	ret = bpf_msg_redirect_hash(msg, &skm_sock_hash, &peer, BPF_F_INGRESS);
+	if (ret == SK_PASS) {
+		stat_inc(SKM_STAT_MSG_REDIRECT);
+		stat_add(SKM_STAT_MSG_REDIRECT_BYTES, len);
+		return SK_PASS;
+	}
+	/* Peer not in the SOCKHASH (outside the mesh cgroup, or closing):
+	 * TCP carries the message as usual. */
+	stat_inc(SKM_STAT_MSG_PASS);
+	return SK_PASS;
+}
+
+static __always_inline void dev_count(struct __sk_buff *skb, int to_pod)
+{
+	__u32 ifindex = skb->ifindex;
+	struct skm_dev_stats *st = bpf_map_lookup_elem(&skm_dev_stats, &ifindex);
+
+	if (!st)
+		return;
+	if (to_pod) {
+		st->pkts_out++;
+		st->bytes_out += skb->len;
+	} else {
+		st->pkts_in++;
+		st->bytes_in += skb->len;
+	}
+}
+
+/* TC ingress of the node-side veth: what the pod sends. */
+SEC("tc")
+int skm_tc_from_pod(struct __sk_buff *skb)
+{
+	dev_count(skb, 0);
+	return TC_ACT_OK;
+}
+
+/* TC egress of the node-side veth: what is delivered to the pod. */
+SEC("tc")
+int skm_tc_to_pod(struct __sk_buff *skb)
+{
+	dev_count(skb, 1);
+	return TC_ACT_OK;
+}

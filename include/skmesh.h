@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * skmesh.h - the contract between the kernel programs (bpf/) and user space
+ * (agent/, tools/). Plain fixed-width types only: this header is included by
+ * BPF C (with vmlinux.h) and by ordinary C (with <linux/types.h>).
+ *
+ * Byte order: every IPv4 address and every port in a map key or value is in
+ * network byte order, as the kernel hands them to sock_addr programs.
+ */
+#ifndef SKMESH_H
+#define SKMESH_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Pin layout under the pin root (default SKM_PIN_ROOT). */
+#define SKM_PIN_ROOT		"/sys/fs/bpf/skmesh"
+#define SKM_PIN_LINKS		"links"		/* sub-folder for bpf_link pins */
+
+/* Map sizes: user space checks them before writing so a full map is a
+ * clear config error instead of a half-applied state. */
+#define SKM_MAX_SERVICES	65536
+#define SKM_MAX_SLOTS_PER_SVC	256	/* weighted selection table per service */
+#define SKM_MAX_BACKEND_SLOTS	(1 << 20)
+#define SKM_MAX_WORKLOADS	65536
+#define SKM_MAX_CONNS		262144
+#define SKM_MAX_SOCKS		65536	/* accelerated sockets in the SOCKHASH */
+#define SKM_MAX_DEVS		4096
+#define SKM_EVENTS_BYTES	(4 << 20)
+
+/* skm_services: (vip, port, proto) -> backend set */
+struct skm_svc_key {
+	__u32 vip;		/* network order */
+	__u16 port;		/* network order */
+	__u8 proto;		/* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct skm_svc_val {
+	__u32 svc_id;		/* stable per service, for metrics */
+	__u32 set_id;		/* which backend set is live (see skm_backends) */
+	__u32 nslots;		/* 0: no backends, connect() gets ECONNREFUSED */
+	__u32 flags;
+};
+
+/* skm_backends: (set_id, slot) -> backend. A set holds nslots slots in which
+ * each backend appears in proportion to its weight, so one random slot is a
+ * weighted choice with a single lookup. A new set is written under a fresh
+ * set_id and switched in with one update of skm_services, so a reader sees
+ * either the whole old set or the whole new one. */
+struct skm_be_key {
+	__u32 set_id;
+	__u32 slot;
+};
+
+struct skm_be_val {
+	__u32 ip;		/* network order */
+	__u16 port;		/* network order */
+	__u16 pad;
+};
+
+/* skm_workloads: workload IP -> who it is */
+#define SKM_WL_LOCAL	(1U << 0)	/* runs on this node */
+#define SKM_WL_MESHED	(1U << 1)	/* captured by the mesh */
+
+struct skm_wl_val {
+	__u32 wl_id;		/* stable numeric id, 0 is never used */
+	__u32 flags;		/* SKM_WL_* */
+	__u32 ns_id;
+	__u32 sa_id;
+};
+
+/* skm_sock_vip: socket cookie -> what the app asked for (getpeername4,
+ * recvmsg4 and the connection record read it). LRU: UDP sockets have no
+ * close callback. */
+struct skm_orig_dst {
+	__u32 vip;		/* network order */
+	__u16 vport;		/* network order */
+	__u16 pad;
+	__u32 be_ip;		/* chosen backend, network order */
+	__u16 be_port;
+	__u16 pad2;
+	__u32 svc_id;
+	__u32 pad3;
+};
+
+/* skm_sock_hash / skm_socks: the 4-tuple as seen from one socket. */
+struct skm_sock_key {
+	__u32 sip;		/* local, network order */
+	__u32 dip;		/* remote, network order */
+	__u32 sport;		/* local, host order (as in bpf_sock_ops) */
+	__u32 dport;		/* remote, host order */
+};
+
+/* skm_conns: socket cookie -> live connection record */
+#define SKM_CONN_ACTIVE		(1U << 0)	/* we called connect() */
+#define SKM_CONN_ACCEL		(1U << 1)	/* in the SOCKHASH, sk_msg path */
+#define SKM_CONN_VIA_VIP	(1U << 2)	/* service load balanced */
+
+struct skm_conn {
+	struct skm_sock_key tuple;
+	__u32 orig_ip;		/* VIP the app dialled, or the peer ip */
+	__u16 orig_port;	/* network order */
+	__u16 pad;
+	__u32 flags;		/* SKM_CONN_* */
+	__u32 svc_id;
+	__u64 peer_cookie;	/* same-node peer socket, 0 if none */
+	__u64 start_ns;		/* bpf_ktime_get_ns() at connect/accept */
+	/* Application bytes. Passthrough sockets: TCP's bytes_acked and
+	 * bytes_received, refreshed on every RTT sample and at close.
+	 * Accelerated sockets: counted by sk_msg as they are written, tx on
+	 * the writer's record and rx on its peer's; what TCP still carried
+	 * (a peer outside the SOCKHASH) is added at close. */
+	__u64 tx_bytes;
+	__u64 rx_bytes;
+	__u64 tx_msgs;		/* sk_msg messages (accelerated) */
+	__u32 segs_in;
+	__u32 segs_out;
+	__u32 total_retrans;
+	__u32 srtt_us;		/* smoothed RTT in microseconds */
+	__u32 state;		/* TCP state (BPF_TCP_*) */
+	__u32 pad2;
+};
+
+/* skm_sk_ctx: per-socket storage of an accelerated socket, so sk_msg
+ * (which cannot read the socket cookie) finds its connection record. */
+struct skm_sk_ctx {
+	__u64 cookie;
+};
+
+/* A closed connection, sent on skm_events. */
+struct skm_conn_event {
+	__u64 cookie;
+	__u64 end_ns;
+	struct skm_conn conn;
+};
+
+/* skm_stats: per-CPU counters, index = enum skm_stat */
+enum skm_stat {
+	SKM_STAT_LB_CONNECT = 0,	/* connects load balanced to a backend */
+	SKM_STAT_LB_NO_BACKEND,		/* refused: VIP has no backend */
+	SKM_STAT_LB_MISSING_SLOT,	/* set being replaced: slot not found */
+	SKM_STAT_SOCK_INSERT,		/* sockets put in the SOCKHASH */
+	SKM_STAT_SOCK_INSERT_FAIL,
+	SKM_STAT_MSG_REDIRECT,		/* sk_msg messages redirected */
+	SKM_STAT_MSG_REDIRECT_BYTES,
+	SKM_STAT_MSG_PASS,		/* peer gone: message left to TCP */
+	SKM_STAT_CONN_OPEN,
+	SKM_STAT_CONN_CLOSE,
+	SKM_STAT_CONN_TABLE_FULL,
+	SKM_STAT_EVENT_DROP,		/* ring buffer full */
+	SKM_STAT__MAX,
+};
+
+#define SKM_STAT_NAMES {			\
+	"lb_connect", "lb_no_backend", "lb_missing_slot",	\
+	"sock_insert", "sock_insert_fail",	\
+	"msg_redirect", "msg_redirect_bytes", "msg_pass",	\
+	"conn_open", "conn_close", "conn_table_full",	\
+	"event_drop" }
+
+/* skm_wl_stats: per-CPU packet/byte counters of a pod-facing interface,
+ * keyed by ifindex of the node-side veth. "in" is what the pod sent
+ * (TC ingress on the node side), "out" what was delivered to it. */
+struct skm_dev_stats {
+	__u64 pkts_in;
+	__u64 bytes_in;
+	__u64 pkts_out;
+	__u64 bytes_out;
+};
+
+/* skm_devs: ifindex -> the workload behind it (for meshctl and cleanup) */
+struct skm_dev_val {
+	__u32 wl_ip;		/* network order */
+	__u32 wl_id;
+};
+
+/* skm_names: (kind, id) -> human names, written by meshd for meshctl only;
+ * no kernel program reads it. */
+enum skm_name_kind {
+	SKM_NAME_WORKLOAD = 1,	/* id = wl_id */
+	SKM_NAME_SERVICE = 2,	/* id = svc_id */
+};
+
+struct skm_name_key {
+	__u32 kind;
+	__u32 id;
+};
+
+struct skm_name_val {
+	char name[64];
+	char ns[64];
+};
+
+/* Map names as pinned (libbpf pins by name under the pin root). */
+#define SKM_MAP_SERVICES	"skm_services"
+#define SKM_MAP_BACKENDS	"skm_backends"
+#define SKM_MAP_WORKLOADS	"skm_workloads"
+#define SKM_MAP_SOCK_VIP	"skm_sock_vip"
+#define SKM_MAP_SOCK_HASH	"skm_sock_hash"
+#define SKM_MAP_SOCKS		"skm_socks"
+#define SKM_MAP_CONNS		"skm_conns"
+#define SKM_MAP_EVENTS		"skm_events"
+#define SKM_MAP_STATS		"skm_stats"
+#define SKM_MAP_DEV_STATS	"skm_dev_stats"
+#define SKM_MAP_DEVS		"skm_devs"
+#define SKM_MAP_NAMES		"skm_names"
+#define SKM_MAP_SK_CTX		"skm_sk_ctx"
+#define SKM_MAX_NAMES		(SKM_MAX_WORKLOADS + SKM_MAX_SERVICES)
+
+#endif /* SKMESH_H */
