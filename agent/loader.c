@@ -92,7 +92,7 @@ static int attach_cgroup_link(struct loader *l, struct bpf_program *prog,
 	int err;
 
 	snprintf(path, sizeof(path), "%s/%s/%s", l->pin_root, SKM_PIN_LINKS, name);
-	link = bpf_link__open(path);
+	link = access(path, F_OK) ? NULL : bpf_link__open(path);
 	if (link) {
 		err = bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len);
 		if (!err && info.type == BPF_LINK_TYPE_CGROUP &&
@@ -234,9 +234,15 @@ static int tc_attach_one(int ifindex, enum bpf_tc_attach_point where, int prog_f
 			    .flags = BPF_TC_F_REPLACE);
 	int err;
 
+	/* Most calls find the clsact qdisc there already (restart, reload):
+	 * create it only when attaching says it is missing. */
+	err = bpf_tc_attach(&hook, &opts);
+	if (!err)
+		return 0;
 	err = bpf_tc_hook_create(&hook);
 	if (err && err != -EEXIST)
 		return err;
+	opts.prog_id = 0;
 	return bpf_tc_attach(&hook, &opts);
 }
 

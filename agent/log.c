@@ -30,7 +30,7 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt,
 
 	if (l > log_level)
 		return 0;
-	fprintf(stderr, "%s: libbpf: ", log_prog);
+	fprintf(stderr, "%s: ", log_prog);
 	return vfprintf(stderr, fmt, ap);
 }
 

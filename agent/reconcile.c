@@ -455,9 +455,18 @@ int pod_ifindex(uint32_t ip, char *ifname, size_t len)
 	}
 	/* Only a veth is a pod's interface: a route through anything else
 	 * (the node's uplink, a default route) means the pod is not wired. */
-	err = rtnl_link_get_kernel(sk, r.oif, NULL, &link);
-	if (err < 0)
+	/* A fresh socket: this one's callbacks are route_cb's now. */
+	nl_socket_free(sk);
+	sk = nl_socket_alloc();
+	if (!sk || nl_connect(sk, NETLINK_ROUTE)) {
+		err = -NLE_NOMEM;
 		goto out;
+	}
+	err = rtnl_link_get_kernel(sk, r.oif, NULL, &link);
+	if (err < 0 || !link) {
+		err = -NLE_OBJ_NOTFOUND;
+		goto out;
+	}
 	type = rtnl_link_get_type(link);
 	if (!type || strcmp(type, "veth")) {
 		err = -NLE_OBJ_NOTFOUND;
@@ -466,9 +475,11 @@ int pod_ifindex(uint32_t ip, char *ifname, size_t len)
 	snprintf(ifname, len, "%s", rtnl_link_get_name(link));
 	err = r.oif;
 out:
-	rtnl_link_put(link);
+	if (link)
+		rtnl_link_put(link);
 	nlmsg_free(msg);
-	nl_socket_free(sk);
+	if (sk)
+		nl_socket_free(sk);
 	return err > 0 ? err : -ENOENT;
 }
 

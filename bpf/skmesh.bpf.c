@@ -69,6 +69,11 @@ int skm_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)
 			conn_close(skops);
+		else
+			conn_state(skops, skops->args[1]);
+		break;
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+		conn_seen_segment(skops);
 		break;
 	}
 	return 1;

@@ -97,6 +97,8 @@ struct skm_sock_key {
 #define SKM_CONN_ACTIVE		(1U << 0)	/* we called connect() */
 #define SKM_CONN_ACCEL		(1U << 1)	/* in the SOCKHASH, sk_msg path */
 #define SKM_CONN_VIA_VIP	(1U << 2)	/* service load balanced */
+#define SKM_CONN_FIN_SENT	(1U << 3)	/* our FIN is out */
+#define SKM_CONN_FIN_RCVD	(1U << 4)	/* the peer's FIN came in */
 
 struct skm_conn {
 	struct skm_sock_key tuple;
@@ -121,6 +123,11 @@ struct skm_conn {
 	__u32 srtt_us;		/* smoothed RTT in microseconds */
 	__u32 state;		/* TCP state (BPF_TCP_*) */
 	__u32 pad2;
+	/* TCP's bytes_acked/bytes_received count the SYN and FIN too:
+	 * their values at ESTABLISHED are subtracted, and the FINs by the
+	 * SKM_CONN_FIN_* flags. */
+	__u64 tcp_acked_base;
+	__u64 tcp_rcvd_base;
 };
 
 /* skm_sk_ctx: per-socket storage of an accelerated socket, so sk_msg

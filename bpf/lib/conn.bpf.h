@@ -36,6 +36,28 @@ static __always_inline int is_local_meshed(__u32 ip)
 	return wl && (wl->flags & want) == want;
 }
 
+/* Application bytes TCP carried: without the SYN (in the base) and
+ * without our FIN once it is acked (snd_una then covers it). */
+static __always_inline __u64 tcp_app_sent(struct bpf_sock_ops *skops,
+					  const struct skm_conn *c)
+{
+	__u64 n = skops->bytes_acked - c->tcp_acked_base;
+
+	if ((c->flags & SKM_CONN_FIN_SENT) && skops->snd_una == skops->snd_nxt && n)
+		n--;
+	return n;
+}
+
+static __always_inline __u64 tcp_app_rcvd(struct bpf_sock_ops *skops,
+					  const struct skm_conn *c)
+{
+	__u64 n = skops->bytes_received - c->tcp_rcvd_base;
+
+	if ((c->flags & SKM_CONN_FIN_RCVD) && n)
+		n--;
+	return n;
+}
+
 /* Copies TCP's own counters into the record. For an accelerated socket
  * the byte counts are sk_msg's and are left alone. */
 static __always_inline void conn_refresh(struct bpf_sock_ops *skops,
@@ -49,8 +71,8 @@ static __always_inline void conn_refresh(struct bpf_sock_ops *skops,
 		c->srtt_us = 1;
 	c->state = skops->state;
 	if (!(c->flags & SKM_CONN_ACCEL)) {
-		c->tx_bytes = skops->bytes_acked;
-		c->rx_bytes = skops->bytes_received;
+		c->tx_bytes = tcp_app_sent(skops, c);
+		c->rx_bytes = tcp_app_rcvd(skops, c);
 	}
 }
 
@@ -82,9 +104,13 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 
 	sock_key_of(skops, &c.tuple);
 	c.start_ns = bpf_ktime_get_ns();
+	c.tcp_acked_base = skops->bytes_acked;
+	c.tcp_rcvd_base = skops->bytes_received;
 	c.flags = active ? SKM_CONN_ACTIVE : 0;
-	c.orig_ip = c.tuple.dip;
-	c.orig_port = bpf_htons((__u16)c.tuple.dport);
+	/* What the client dialled: the remote end for a client socket, our
+	 * own address for a server socket. */
+	c.orig_ip = active ? c.tuple.dip : c.tuple.sip;
+	c.orig_port = bpf_htons((__u16)(active ? c.tuple.dport : c.tuple.sport));
 	if (active) {
 		od = bpf_map_lookup_elem(&skm_sock_vip, &cookie);
 		if (od) {
@@ -129,6 +155,49 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 				  BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
+/* Follows the close handshake so the FINs can be told from data. A FIN
+ * in FIN_WAIT1/2 leads straight to CLOSE (time-wait), indistinguishable
+ * there from a RST: the segment's flags are looked at instead, with header
+ * callbacks enabled only for this short last phase. */
+static __always_inline void conn_state(struct bpf_sock_ops *skops, __u32 new_state)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct skm_conn *c = bpf_map_lookup_elem(&skm_conns, &cookie);
+
+	if (!c)
+		return;
+	switch (new_state) {
+	case BPF_TCP_FIN_WAIT1:
+		c->flags |= SKM_CONN_FIN_SENT;
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+					  BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
+		break;
+	case BPF_TCP_LAST_ACK:
+		c->flags |= SKM_CONN_FIN_SENT;
+		break;
+	case BPF_TCP_CLOSING:
+		c->flags |= SKM_CONN_FIN_SENT | SKM_CONN_FIN_RCVD;
+		break;
+	case BPF_TCP_CLOSE_WAIT:
+		c->flags |= SKM_CONN_FIN_RCVD;
+		break;
+	}
+	c->state = new_state;
+}
+
+static __always_inline void conn_seen_segment(struct bpf_sock_ops *skops)
+{
+	__u64 cookie;
+	struct skm_conn *c;
+
+	if (!(skops->skb_tcp_flags & 0x01))	/* TCPHDR_FIN */
+		return;
+	cookie = bpf_get_socket_cookie(skops);
+	c = bpf_map_lookup_elem(&skm_conns, &cookie);
+	if (c)
+		c->flags |= SKM_CONN_FIN_RCVD;
+}
+
 static __always_inline void conn_close(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -142,7 +211,7 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 	/* What TCP carried for an accelerated socket (its peer was not in
 	 * the SOCKHASH) arrived outside sk_msg's view. */
 	if (c->flags & SKM_CONN_ACCEL)
-		__sync_fetch_and_add(&c->rx_bytes, skops->bytes_received);
+		__sync_fetch_and_add(&c->rx_bytes, tcp_app_rcvd(skops, c));
 	c->state = BPF_TCP_CLOSE;
 
 	ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
