@@ -61,45 +61,116 @@ unsigned int build_slots(const uint32_t *weights, unsigned int n,
 	return k;
 }
 
+/* --- generic diff of one hash map ------------------------------------- */
+
+/* The desired content of a map, as parallel arrays of keys and values,
+ * with an open-addressing index so lookups stay O(1) at 100k entries. */
+struct want {
+	void *keys;
+	void *vals;
+	size_t n;
+	size_t ksz, vsz;
+	uint32_t *idx;		/* slot -> entry index + 1, 0 = empty */
+	size_t cap;		/* power of two, > 2n */
+};
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ULL;
+	return h;
+}
+
+static ssize_t want_find(const struct want *w, const void *k)
+{
+	size_t mask = w->cap - 1, i;
+
+	if (!w->cap)
+		return -1;
+	for (i = hash_bytes(k, w->ksz) & mask; w->idx[i]; i = (i + 1) & mask) {
+		size_t e = w->idx[i] - 1;
+
+		if (!memcmp((char *)w->keys + e * w->ksz, k, w->ksz))
+			return (ssize_t)e;
+	}
+	return -1;
+}
+
+static int want_rehash(struct want *w, size_t cap)
+{
+	uint32_t *idx = calloc(cap, sizeof(*idx));
+
+	if (!idx)
+		return -ENOMEM;
+	free(w->idx);
+	w->idx = idx;
+	w->cap = cap;
+	for (size_t e = 0; e < w->n; e++) {
+		size_t i = hash_bytes((char *)w->keys + e * w->ksz, w->ksz) & (cap - 1);
+
+		while (idx[i])
+			i = (i + 1) & (cap - 1);
+		idx[i] = (uint32_t)e + 1;
+	}
+	return 0;
+}
+
+/* Adds K -> V; a key added twice keeps its first value. */
+static int want_add(struct want *w, const void *k, const void *v)
+{
+	char *keys, *vals;
+
+	if (want_find(w, k) >= 0)
+		return 0;
+	keys = realloc(w->keys, (w->n + 1) * w->ksz);
+	if (keys)
+		w->keys = keys;
+	vals = keys ? realloc(w->vals, (w->n + 1) * w->vsz) : NULL;
+	if (!vals)
+		return -ENOMEM;
+	w->vals = vals;
+	memcpy(keys + w->n * w->ksz, k, w->ksz);
+	memcpy(vals + w->n * w->vsz, v, w->vsz);
+	w->n++;
+	if (2 * w->n >= w->cap)
+		return want_rehash(w, w->cap ? 2 * w->cap : 64);
+	{
+		size_t i = hash_bytes(k, w->ksz) & (w->cap - 1);
+
+		while (w->idx[i])
+			i = (i + 1) & (w->cap - 1);
+		w->idx[i] = (uint32_t)w->n;
+	}
+	return 0;
+}
+
+static void want_free(struct want *w)
+{
+	free(w->keys);
+	free(w->vals);
+	free(w->idx);
+	w->keys = w->vals = NULL;
+	w->idx = NULL;
+	w->n = w->cap = 0;
+}
+
 /* --- ids --------------------------------------------------------------- */
 
 /* Stable numeric ids for workloads and services: the ones already in
  * skm_names are kept (meshd restarts keep them), new ones come after the
  * highest. */
-struct id_table {
-	struct skm_name_key *keys;
-	struct skm_name_val *vals;
-	size_t n;
-	uint32_t max_id[3];
+struct id_key {
+	uint32_t kind;
+	struct skm_name_val v;
 };
 
-static int id_table_load(int fd, struct id_table *t)
-{
-	struct skm_name_key key, next;
-	int more = bpf_map_get_next_key(fd, NULL, &key) == 0;
-
-	while (more) {
-		struct skm_name_val v;
-
-		more = bpf_map_get_next_key(fd, &key, &next) == 0;
-		if (!bpf_map_lookup_elem(fd, &key, &v) && key.kind < 3) {
-			void *k = realloc(t->keys, (t->n + 1) * sizeof(*t->keys));
-			void *vv = k ? realloc(t->vals, (t->n + 1) * sizeof(*t->vals)) : NULL;
-
-			if (k)
-				t->keys = k;
-			if (!vv)
-				return -ENOMEM;
-			t->vals = vv;
-			t->keys[t->n] = key;
-			t->vals[t->n++] = v;
-			if (key.id > t->max_id[key.kind])
-				t->max_id[key.kind] = key.id;
-		}
-		key = next;
-	}
-	return 0;
-}
+struct id_table {
+	struct want byname;	/* id_key -> id */
+	uint32_t max_id[3];
+};
 
 static void name_val(struct skm_name_val *v, const char *ns, const char *name)
 {
@@ -108,73 +179,44 @@ static void name_val(struct skm_name_val *v, const char *ns, const char *name)
 	snprintf(v->ns, sizeof(v->ns), "%s", ns);
 }
 
-static uint32_t id_for(struct id_table *t, uint32_t kind, const char *ns,
-		       const char *name)
+static int id_table_load(int fd, struct id_table *t)
 {
-	struct skm_name_val v;
+	struct skm_name_key key, next;
+	int more = bpf_map_get_next_key(fd, NULL, &key) == 0;
 
-	struct skm_name_key *k;
-	struct skm_name_val *vv;
+	t->byname.ksz = sizeof(struct id_key);
+	t->byname.vsz = sizeof(uint32_t);
+	while (more) {
+		struct id_key ik = {};
 
-	name_val(&v, ns, name);
-	for (size_t i = 0; i < t->n; i++)
-		if (t->keys[i].kind == kind && !strcmp(t->vals[i].ns, v.ns) &&
-		    !strcmp(t->vals[i].name, v.name))
-			return t->keys[i].id;
-	/* Remembered, so the next ask for the same object gets the same id. */
-	k = realloc(t->keys, (t->n + 1) * sizeof(*k));
-	if (k)
-		t->keys = k;
-	vv = k ? realloc(t->vals, (t->n + 1) * sizeof(*vv)) : NULL;
-	if (!vv)
-		return ++t->max_id[kind];
-	t->vals = vv;
-	t->keys[t->n].kind = kind;
-	t->keys[t->n].id = ++t->max_id[kind];
-	t->vals[t->n++] = v;
-	return t->max_id[kind];
-}
-
-/* --- generic diff of one hash map ------------------------------------- */
-
-/* The desired content of a map, as parallel arrays of keys and values. */
-struct want {
-	void *keys;
-	void *vals;
-	size_t n;
-	size_t ksz, vsz;
-};
-
-static int want_add(struct want *w, const void *k, const void *v)
-{
-	char *keys = realloc(w->keys, (w->n + 1) * w->ksz);
-	char *vals = keys ? realloc(w->vals, (w->n + 1) * w->vsz) : NULL;
-
-	if (keys)
-		w->keys = keys;
-	if (!vals)
-		return -ENOMEM;
-	w->vals = vals;
-	memcpy(keys + w->n * w->ksz, k, w->ksz);
-	memcpy(vals + w->n * w->vsz, v, w->vsz);
-	w->n++;
+		more = bpf_map_get_next_key(fd, &key, &next) == 0;
+		if (!bpf_map_lookup_elem(fd, &key, &ik.v) && key.kind < 3) {
+			ik.kind = key.kind;
+			if (want_add(&t->byname, &ik, &key.id))
+				return -ENOMEM;
+			if (key.id > t->max_id[key.kind])
+				t->max_id[key.kind] = key.id;
+		}
+		key = next;
+	}
 	return 0;
 }
 
-static void want_free(struct want *w)
+static uint32_t id_for(struct id_table *t, uint32_t kind, const char *ns,
+		       const char *name)
 {
-	free(w->keys);
-	free(w->vals);
-	w->keys = w->vals = NULL;
-	w->n = 0;
-}
+	struct id_key ik = { .kind = kind };
+	uint32_t id;
+	ssize_t e;
 
-static ssize_t want_find(const struct want *w, const void *k)
-{
-	for (size_t i = 0; i < w->n; i++)
-		if (!memcmp((char *)w->keys + i * w->ksz, k, w->ksz))
-			return (ssize_t)i;
-	return -1;
+	name_val(&ik.v, ns, name);
+	e = want_find(&t->byname, &ik);
+	if (e >= 0)
+		return ((uint32_t *)t->byname.vals)[e];
+	/* Remembered, so the next ask for the same object gets the same id. */
+	id = ++t->max_id[kind];
+	want_add(&t->byname, &ik, &id);
+	return id;
 }
 
 /* Makes map FD hold exactly W: deletes what is not wanted, writes what is
@@ -319,7 +361,7 @@ static int sync_services(struct loader *l, const struct config *cfg,
 			goto next_svc;
 		}
 		name_val(&nv, s->ns, s->name);
-		if (want_find(names, &nk) < 0 && (err = want_add(names, &nk, &nv)))
+		if ((err = want_add(names, &nk, &nv)))
 			goto next_svc;
 		for (size_t e = 0; e < s->neps; e++)
 			weights[e] = s->eps[e].weight;
@@ -382,8 +424,7 @@ int reconcile_gc_backends(struct loader *l)
 	more = bpf_map_get_next_key(svc_fd, NULL, &sk) == 0;
 	while (more) {
 		more = bpf_map_get_next_key(svc_fd, &sk, &snext) == 0;
-		if (!bpf_map_lookup_elem(svc_fd, &sk, &v) && want_find(&live, &v.set_id) < 0 &&
-		    want_add(&live, &v.set_id, &one)) {
+		if (!bpf_map_lookup_elem(svc_fd, &sk, &v) && want_add(&live, &v.set_id, &one)) {
 			want_free(&live);
 			return -ENOMEM;
 		}
@@ -592,8 +633,7 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 	if (err)
 		pr_warn("cannot write skm_names: %s\n", strerror(-err));
 out:
-	free(ids.keys);
-	free(ids.vals);
+	want_free(&ids.byname);
 	want_free(&wls);
 	want_free(&names);
 	return err;

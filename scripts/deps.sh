@@ -4,6 +4,11 @@
 # and mounts bpffs when missing. Safe to run again.
 set -euo pipefail
 
+# --no-mount: packages only (image builds, where bpffs and cgroups are the
+# host's business).
+mount_checks=1
+[ "${1:-}" = "--no-mount" ] && mount_checks=0
+
 PKGS=(
 	make gcc libc6-dev pkg-config clang llvm bpftool
 	libbpf-dev libelf-dev zlib1g-dev libssl-dev
@@ -26,6 +31,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+[ "$mount_checks" = 1 ] || exit 0
 
 if ! awk '$3 == "bpf" && $2 == "/sys/fs/bpf" { found = 1 } END { exit !found }' /proc/self/mounts; then
 	mkdir -p /sys/fs/bpf
