@@ -4,8 +4,10 @@
  * (agent/, tools/). Plain fixed-width types only: this header is included by
  * BPF C (with vmlinux.h) and by ordinary C (with <linux/types.h>).
  *
- * Byte order: every IPv4 address and every port in a map key or value is in
- * network byte order, as the kernel hands them to sock_addr programs.
+ * Byte order: IPv4 addresses are in network byte order everywhere; ports are
+ * in network byte order too, except in struct skm_sock_key (and so
+ * skm_conn.tuple), which keeps them in host order as bpf_sock_ops gives its
+ * local port.
  */
 #ifndef SKMESH_H
 #define SKMESH_H
@@ -167,7 +169,7 @@ enum skm_stat {
 	"conn_open", "conn_close", "conn_table_full",	\
 	"event_drop" }
 
-/* skm_wl_stats: per-CPU packet/byte counters of a pod-facing interface,
+/* skm_dev_stats: per-CPU packet/byte counters of a pod-facing interface,
  * keyed by ifindex of the node-side veth. "in" is what the pod sent
  * (TC ingress on the node side), "out" what was delivered to it. */
 struct skm_dev_stats {

@@ -1,0 +1,1605 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * meshctl - read-only view of what meshd pins under the pin root: links,
+ * services, connections, workloads and counters. It never writes a map, so
+ * it is safe to run against a live data path at any time.
+ *
+ * Every command prints an aligned table, or JSON with `-o json` for scripts.
+ * Exit status: 0 success (also for an empty table), 1 runtime error,
+ * 2 usage error.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <jansson.h>
+#include <linux/magic.h>
+
+#include "skmesh.h"
+
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
+#define ROUND_UP(x, a)	(((x) + (a) - 1) / (a) * (a))
+#define NSEC_PER_SEC	1000000000ULL
+#define MAX_COLS	16
+#define BPFFS_MNT	"/sys/fs/bpf"
+/* jansson's "I" format reads a json_int_t from the varargs */
+#define JI(x)		((json_int_t)(x))
+
+static struct {
+	char bpffs[PATH_MAX];	/* pin root, no trailing slash */
+	bool json;
+	double watch;		/* seconds between redraws, 0: print once */
+} opt;
+
+static volatile sig_atomic_t stop;
+
+__attribute__((format(printf, 1, 2)))
+static void pr_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("meshctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ---- table output ---------------------------------------------------- */
+
+struct col {
+	const char *name;
+	bool right;		/* numbers line up on their last digit */
+};
+
+#define LEFT(n)		{ .name = (n), .right = false }
+#define RIGHT(n)	{ .name = (n), .right = true }
+
+struct table {
+	const struct col *cols;
+	size_t ncols;
+	char **cells;		/* row-major, ncols per row */
+	size_t ncells, cap;
+	int err;		/* first failure, returned by table_print */
+};
+
+static void table_init(struct table *t, const struct col *cols, size_t ncols)
+{
+	memset(t, 0, sizeof(*t));
+	t->cols = cols;
+	t->ncols = ncols;
+}
+
+/* Takes ownership of @cell (NULL: allocation failed). */
+static void table_push(struct table *t, char *cell)
+{
+	if (!cell || t->err)
+		goto out_free;
+	if (t->ncells == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 64;
+		char **cells = realloc(t->cells, cap * sizeof(*cells));
+
+		if (!cells)
+			goto out_free;
+		t->cells = cells;
+		t->cap = cap;
+	}
+	t->cells[t->ncells++] = cell;
+	return;
+
+out_free:
+	free(cell);
+	if (!t->err)
+		t->err = -ENOMEM;
+}
+
+/* Adds one row from a format with the cells separated by tabs, so a row
+ * reads as one call. Cells are addresses, numbers and names (name_get
+ * drops control characters), never a tab. Errors are sticky: table_print
+ * returns the first. */
+__attribute__((format(printf, 2, 3)))
+static void table_row(struct table *t, const char *fmt, ...)
+{
+	char *line, *cell;
+	va_list ap;
+	size_t i;
+
+	va_start(ap, fmt);
+	if (vasprintf(&line, fmt, ap) < 0)
+		line = NULL;
+	va_end(ap);
+	if (!line || t->err) {
+		t->err = t->err ?: -ENOMEM;
+		free(line);
+		return;
+	}
+	for (i = 0, cell = line; i < t->ncols; i++) {
+		char *end = strchrnul(cell, '\t');
+
+		if ((i + 1 == t->ncols) != !*end) {
+			t->err = -EINVAL;	/* cells != columns: a bug here */
+			break;
+		}
+		*end = '\0';
+		table_push(t, strdup(cell));
+		cell = end + 1;
+	}
+	free(line);
+}
+
+static void table_print_row(const struct table *t, const char *const *cells,
+			    const size_t *width)
+{
+	size_t i;
+
+	for (i = 0; i < t->ncols; i++) {
+		bool last = i + 1 == t->ncols;
+
+		if (t->cols[i].right)
+			printf("%*s", (int)width[i], cells[i]);
+		else if (last)	/* no trailing blanks */
+			fputs(cells[i], stdout);
+		else
+			printf("%-*s", (int)width[i], cells[i]);
+		fputs(last ? "\n" : "  ", stdout);
+	}
+}
+
+static int table_print(struct table *t)
+{
+	const char *hdr[MAX_COLS];
+	size_t width[MAX_COLS];
+	size_t i;
+
+	if (t->err) {
+		pr_err("cannot print table: %s", strerror(-t->err));
+		return t->err;
+	}
+	for (i = 0; i < t->ncols; i++) {
+		hdr[i] = t->cols[i].name;
+		width[i] = strlen(hdr[i]);
+	}
+	for (i = 0; i < t->ncells; i++) {
+		size_t len = strlen(t->cells[i]);
+
+		if (len > width[i % t->ncols])
+			width[i % t->ncols] = len;
+	}
+	table_print_row(t, hdr, width);
+	for (i = 0; i + t->ncols <= t->ncells; i += t->ncols)
+		table_print_row(t, (const char *const *)&t->cells[i], width);
+	if (!t->ncells)
+		puts("(none)");
+	return 0;
+}
+
+static void table_free(struct table *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->ncells; i++)
+		free(t->cells[i]);
+	free(t->cells);
+	t->cells = NULL;
+	t->ncells = t->cap = 0;
+}
+
+/* Prints a JSON document (the caller keeps its reference); NULL means a
+ * jansson allocation failed while it was built. */
+static int json_emit(const json_t *doc)
+{
+	if (!doc)
+		return -ENOMEM;
+	if (json_dumpf(doc, stdout, JSON_INDENT(2)))
+		return -EIO;
+	putchar('\n');
+	return 0;
+}
+
+/* json_array_append_new() with an errno, so a NULL from json_pack() fails. */
+static int json_push(json_t *arr, json_t *item)
+{
+	return json_array_append_new(arr, item) ? -ENOMEM : 0;
+}
+
+/* ---- formatting ------------------------------------------------------ */
+
+struct addr_str {
+	char s[INET_ADDRSTRLEN + sizeof(":65535")];
+};
+
+/* ip in network order; port in host order, or -1 for the address alone */
+static struct addr_str addr_fmt(__u32 ip, int port)
+{
+	struct addr_str a;
+	size_t len;
+
+	inet_ntop(AF_INET, &ip, a.s, INET_ADDRSTRLEN);
+	len = strlen(a.s);
+	if (port >= 0)
+		snprintf(a.s + len, sizeof(a.s) - len, ":%d", port);
+	return a;
+}
+
+static const char *dash(const char *s)
+{
+	return s && *s ? s : "-";
+}
+
+/* json_pack's "s?" turns NULL into null: unknown names are null, not "" */
+static const char *or_null(const char *s)
+{
+	return s && *s ? s : NULL;
+}
+
+static const char *proto_str(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		return "TCP";
+	case IPPROTO_UDP:
+		return "UDP";
+	default:
+		return "?";
+	}
+}
+
+static void tcp_state_str(__u32 state, char *buf, size_t len)
+{
+	/* BPF_TCP_* numbering, which is also the kernel's TCP_* numbering */
+	static const char *const names[] = {
+		[BPF_TCP_ESTABLISHED] = "ESTABLISHED",
+		[BPF_TCP_SYN_SENT] = "SYN_SENT",
+		[BPF_TCP_SYN_RECV] = "SYN_RECV",
+		[BPF_TCP_FIN_WAIT1] = "FIN_WAIT1",
+		[BPF_TCP_FIN_WAIT2] = "FIN_WAIT2",
+		[BPF_TCP_TIME_WAIT] = "TIME_WAIT",
+		[BPF_TCP_CLOSE] = "CLOSE",
+		[BPF_TCP_CLOSE_WAIT] = "CLOSE_WAIT",
+		[BPF_TCP_LAST_ACK] = "LAST_ACK",
+		[BPF_TCP_LISTEN] = "LISTEN",
+		[BPF_TCP_CLOSING] = "CLOSING",
+		[BPF_TCP_NEW_SYN_RECV] = "NEW_SYN_RECV",
+	};
+
+	if (state < ARRAY_SIZE(names) && names[state])
+		snprintf(buf, len, "%s", names[state]);
+	else
+		snprintf(buf, len, "UNKNOWN(%u)", state);
+}
+
+static void age_str(__u64 secs, char *buf, size_t len)
+{
+	unsigned long long s = secs;
+
+	if (s < 60)
+		snprintf(buf, len, "%llus", s);
+	else if (s < 3600)
+		snprintf(buf, len, "%llum%02llus", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, len, "%lluh%02llum", s / 3600, s / 60 % 60);
+	else
+		snprintf(buf, len, "%llud%02lluh", s / 86400, s / 3600 % 24);
+}
+
+static __u64 mono_ns(void)
+{
+	struct timespec ts;
+
+	/* bpf_ktime_get_ns() reads the same clock */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (__u64)ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
+}
+
+/* ---- pinned maps ----------------------------------------------------- */
+
+/* The maps of skmesh.h. Sizes are checked when meshctl reads a map's
+ * content, so a meshd built from another skmesh.h gives a clear error
+ * instead of garbage; 0 means meshctl only counts the map's entries. */
+static const struct map_spec {
+	const char *name;
+	__u32 key_size;
+	__u32 value_size;
+} map_specs[] = {
+	{ SKM_MAP_SERVICES, sizeof(struct skm_svc_key), sizeof(struct skm_svc_val) },
+	{ SKM_MAP_BACKENDS, sizeof(struct skm_be_key), sizeof(struct skm_be_val) },
+	{ SKM_MAP_WORKLOADS, sizeof(__u32), sizeof(struct skm_wl_val) },
+	{ SKM_MAP_SOCK_VIP, 0, 0 },
+	{ SKM_MAP_SOCK_HASH, 0, 0 },
+	{ SKM_MAP_SOCKS, 0, 0 },
+	{ SKM_MAP_SK_CTX, 0, 0 },
+	{ SKM_MAP_CONNS, sizeof(__u64), sizeof(struct skm_conn) },
+	{ SKM_MAP_EVENTS, 0, 0 },
+	{ SKM_MAP_STATS, sizeof(__u32), sizeof(__u64) },
+	{ SKM_MAP_DEV_STATS, sizeof(__u32), sizeof(struct skm_dev_stats) },
+	{ SKM_MAP_DEVS, sizeof(__u32), sizeof(struct skm_dev_val) },
+	{ SKM_MAP_NAMES, sizeof(struct skm_name_key), sizeof(struct skm_name_val) },
+};
+
+/* "<pin root>/<name>" into @buf; -ENAMETOOLONG (reported) if it does not fit */
+static int pin_path(char *buf, size_t len, const char *name)
+{
+	int n = snprintf(buf, len, "%s/%s", opt.bpffs, name);
+
+	if (n < 0 || (size_t)n >= len) {
+		pr_err("%s/%s: path too long", opt.bpffs, name);
+		return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+struct pmap {
+	int fd;
+	struct bpf_map_info info;
+	char path[PATH_MAX];
+};
+
+static void map_close(struct pmap *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+}
+
+/* Opens the pin of map @name. A missing pin is reported unless @optional;
+ * either way the return is -ENOENT and m->fd is -1. */
+static int map_open(const char *name, struct pmap *m, bool optional)
+{
+	const struct map_spec *spec = NULL;
+	__u32 len = sizeof(m->info);
+	size_t i;
+	int err;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	err = pin_path(m->path, sizeof(m->path), name);
+	if (err)
+		return err;
+	m->fd = bpf_obj_get(m->path);
+	if (m->fd < 0) {
+		err = -errno;
+		m->fd = -1;
+		if (err == -ENOENT && !optional)
+			pr_err("%s not found: is meshd running with --bpffs %s?",
+			       m->path, opt.bpffs);
+		else if (err == -EPERM || err == -EACCES)
+			pr_err("%s: %s: run meshctl as root (CAP_BPF)",
+			       m->path, strerror(-err));
+		else if (err != -ENOENT)
+			pr_err("%s: %s", m->path, strerror(-err));
+		return err;
+	}
+	err = bpf_obj_get_info_by_fd(m->fd, &m->info, &len);
+	if (err) {
+		pr_err("%s: cannot read map info: %s", m->path, strerror(-err));
+		goto out_close;
+	}
+	for (i = 0; i < ARRAY_SIZE(map_specs); i++)
+		if (!strcmp(map_specs[i].name, name))
+			spec = &map_specs[i];
+	if (spec && spec->key_size &&
+	    (m->info.key_size != spec->key_size ||
+	     m->info.value_size != spec->value_size)) {
+		pr_err("%s: key/value size %u/%u, meshctl expects %u/%u: build meshctl and meshd from the same skmesh.h",
+		       m->path, m->info.key_size, m->info.value_size,
+		       spec->key_size, spec->value_size);
+		err = -EPROTO;
+		goto out_close;
+	}
+	return 0;
+
+out_close:
+	map_close(m);
+	return err;
+}
+
+static bool map_is_percpu(__u32 type)
+{
+	return type == BPF_MAP_TYPE_PERCPU_HASH ||
+	       type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+	       type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+/* A snapshot of a map: records of key then value, both 8-byte aligned so
+ * callers can cast them to the skmesh.h structs. */
+struct kv_list {
+	char *data;
+	size_t n, cap;
+	size_t key_size, val_off, rec_size;
+};
+
+static void *kv_key(const struct kv_list *l, size_t i)
+{
+	return l->data + i * l->rec_size;
+}
+
+static void *kv_val(const struct kv_list *l, size_t i)
+{
+	return l->data + i * l->rec_size + l->val_off;
+}
+
+static void kv_free(struct kv_list *l)
+{
+	free(l->data);
+	l->data = NULL;
+	l->n = l->cap = 0;
+}
+
+static int kv_cmp_key(const void *a, const void *b, void *key_size)
+{
+	return memcmp(a, b, *(size_t *)key_size);
+}
+
+static int cmp_u32_key(const void *a, const void *b)
+{
+	__u32 x = *(const __u32 *)a, y = *(const __u32 *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int cmp_u64_key(const void *a, const void *b)
+{
+	__u64 x = *(const __u64 *)a, y = *(const __u64 *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Every per-CPU value in skmesh.h is made of __u64 counters, so the total
+ * is a word-by-word sum over the CPUs' copies. */
+static void percpu_sum(__u64 *out, const __u64 *in, size_t words, int ncpus)
+{
+	size_t w;
+	int cpu;
+
+	memset(out, 0, words * sizeof(*out));
+	for (cpu = 0; cpu < ncpus; cpu++)
+		for (w = 0; w < words; w++)
+			out[w] += in[cpu * words + w];
+}
+
+/* Reads every entry of @m into @l (keys only when @keys_only), per-CPU
+ * values summed, sorted by key bytes, without duplicates. Returns 0 or a
+ * negative errno (reported). */
+static int map_collect(const struct pmap *m, struct kv_list *l, bool keys_only)
+{
+	bool percpu = map_is_percpu(m->info.type) && !keys_only;
+	size_t vsize = keys_only ? 0 : m->info.value_size;
+	size_t ks = m->info.key_size;
+	/* A hash walk restarts at the first bucket when the previous key
+	 * was deleted meanwhile: bound it so a busy map cannot keep us
+	 * walking, and drop the duplicates a restart leaves. */
+	size_t budget = 2 * (size_t)m->info.max_entries + 1;
+	void *prev = NULL, *next = NULL, *vbuf = NULL;
+	size_t i, out;
+	int ncpus = 1, err = 0;
+
+	memset(l, 0, sizeof(*l));
+	l->key_size = ks;
+	l->val_off = ROUND_UP(ks, 8);
+	l->rec_size = l->val_off + ROUND_UP(vsize, 8);
+	if (percpu) {
+		ncpus = libbpf_num_possible_cpus();
+		if (ncpus < 0) {
+			pr_err("cannot count possible CPUs: %s", strerror(-ncpus));
+			return ncpus;
+		}
+		if (vsize % 8) {
+			pr_err("%s: per-CPU value of %zu bytes is not made of __u64 counters",
+			       m->path, vsize);
+			return -EPROTO;
+		}
+	}
+	prev = malloc(ks ? ks : 1);
+	next = malloc(ks ? ks : 1);
+	vbuf = calloc(ncpus, ROUND_UP(vsize, 8) + 8);
+	if (!prev || !next || !vbuf) {
+		err = -ENOMEM;
+		goto out_free;
+	}
+
+	for (i = 0; i < budget; i++) {
+		err = bpf_map_get_next_key(m->fd, i ? prev : NULL, next);
+		if (err == -ENOENT) {
+			err = 0;
+			break;
+		}
+		if (err) {
+			pr_err("%s: cannot walk keys: %s", m->path, strerror(-err));
+			goto out_free;
+		}
+		memcpy(prev, next, ks);
+		if (!keys_only) {
+			err = bpf_map_lookup_elem(m->fd, next, vbuf);
+			if (err == -ENOENT)	/* deleted since get_next_key */
+				continue;
+			if (err) {
+				pr_err("%s: lookup failed: %s", m->path, strerror(-err));
+				goto out_free;
+			}
+		}
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? l->cap * 2 : 64;
+			char *data = realloc(l->data, cap * l->rec_size);
+
+			if (!data) {
+				err = -ENOMEM;
+				goto out_free;
+			}
+			l->data = data;
+			l->cap = cap;
+		}
+		memcpy(kv_key(l, l->n), next, ks);
+		if (percpu)
+			percpu_sum(kv_val(l, l->n), vbuf, vsize / 8, ncpus);
+		else if (vsize)
+			memcpy(kv_val(l, l->n), vbuf, vsize);
+		l->n++;
+	}
+
+	if (l->n)
+		qsort_r(l->data, l->n, l->rec_size, kv_cmp_key, &ks);
+	for (i = 0, out = 0; i < l->n; i++) {
+		if (out && !memcmp(kv_key(l, out - 1), kv_key(l, i), ks))
+			continue;
+		if (out != i)
+			memcpy(kv_key(l, out), kv_key(l, i), l->rec_size);
+		out++;
+	}
+	l->n = out;
+
+out_free:
+	free(prev);
+	free(next);
+	free(vbuf);
+	if (err)
+		kv_free(l);
+	return err;
+}
+
+/* Looks up the human name meshd stored for (@kind, @id); false when the
+ * names map is absent (fd < 0) or has no entry. */
+static bool name_get(int names_fd, __u32 kind, __u32 id, struct skm_name_val *nv)
+{
+	struct skm_name_key key = { .kind = kind, .id = id };
+	char *p;
+
+	memset(nv, 0, sizeof(*nv));
+	if (names_fd < 0 || bpf_map_lookup_elem(names_fd, &key, nv)) {
+		memset(nv, 0, sizeof(*nv));
+		return false;
+	}
+	/* written by another program: trust neither the terminators nor the
+	 * characters (a tab would split a table cell) */
+	nv->name[sizeof(nv->name) - 1] = '\0';
+	nv->ns[sizeof(nv->ns) - 1] = '\0';
+	for (p = nv->name; *p; p++)
+		*p = *p > 0 && *p < ' ' ? '?' : *p;
+	for (p = nv->ns; *p; p++)
+		*p = *p > 0 && *p < ' ' ? '?' : *p;
+	return true;
+}
+
+/* Orders by namespace, then name; entries meshd did not name go last. */
+static int cmp_names(const struct skm_name_val *a, const struct skm_name_val *b)
+{
+	int c = !a->name[0] - !b->name[0];
+
+	c = c ?: strcmp(a->ns, b->ns);
+	return c ?: strcmp(a->name, b->name);
+}
+
+/* ---- status ---------------------------------------------------------- */
+
+/* Returns 0 when the pin root is on a bpffs, or would be once created
+ * (its nearest existing ancestor is one). */
+static int check_bpffs(void)
+{
+	char path[PATH_MAX];
+	struct statfs st;
+	char *slash;
+
+	snprintf(path, sizeof(path), "%s", opt.bpffs);
+	while (statfs(path, &st)) {
+		if (errno != ENOENT && errno != ENOTDIR) {
+			int err = -errno;
+
+			pr_err("%s: %s", path, strerror(-err));
+			return err;
+		}
+		slash = strrchr(path, '/');
+		if (!slash)
+			strcpy(path, ".");
+		else if (slash == path)
+			path[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	if (st.f_type != BPF_FS_MAGIC) {
+		/* the usual fix is the standard mount; elsewhere, mount DIR */
+		pr_err("no bpffs at %s: mount -t bpf bpf %s", opt.bpffs,
+		       strncmp(opt.bpffs, BPFFS_MNT, strlen(BPFFS_MNT)) ?
+		       opt.bpffs : BPFFS_MNT);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+static int prog_name_by_id(__u32 id, char *buf, size_t len)
+{
+	struct bpf_prog_info info = {};
+	__u32 info_len = sizeof(info);
+	int fd, err;
+
+	snprintf(buf, len, "-");
+	fd = bpf_prog_get_fd_by_id(id);
+	if (fd < 0)
+		return -errno;
+	err = bpf_obj_get_info_by_fd(fd, &info, &info_len);
+	close(fd);
+	if (err)
+		return err;
+	snprintf(buf, len, "%s", info.name[0] ? info.name : "-");
+	return 0;
+}
+
+static const char *attach_type_str(__u32 type, char *buf, size_t len)
+{
+	const char *s = libbpf_bpf_attach_type_str(type);
+
+	if (s)
+		return s;
+	snprintf(buf, len, "attach_type_%u", type);
+	return buf;
+}
+
+static int skip_dotfiles(const struct dirent *de)
+{
+	return de->d_name[0] != '.';
+}
+
+/* Adds the links pinned under <pin root>/links to @t or @arr. A pin that
+ * cannot be read is reported and makes the status fail, but the rest is
+ * still shown. */
+static int status_links(struct table *t, json_t *arr)
+{
+	struct dirent **ents = NULL;
+	char dir[PATH_MAX], path[PATH_MAX + NAME_MAX + 1];
+	int i, n, err;
+
+	err = pin_path(dir, sizeof(dir), SKM_PIN_LINKS);
+	if (err)
+		return err;
+	n = scandir(dir, &ents, skip_dotfiles, alphasort);
+	if (n < 0)	/* no links folder: nothing attached yet */
+		return errno == ENOENT ? 0 : -errno;
+
+	for (i = 0; i < n; i++) {
+		struct bpf_link_info li = {};
+		__u32 len = sizeof(li);
+		char prog[BPF_OBJ_NAME_LEN + 1], abuf[32];
+		const char *attach = "-";
+		__u64 cgroup_id = 0;
+		int fd, ret;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, ents[i]->d_name);
+		fd = bpf_obj_get(path);
+		ret = fd < 0 ? -errno : bpf_obj_get_info_by_fd(fd, &li, &len);
+		if (fd >= 0)
+			close(fd);
+		if (ret) {
+			pr_err("%s: %s", path, strerror(-ret));
+			err = ret;
+			continue;
+		}
+		prog_name_by_id(li.prog_id, prog, sizeof(prog));
+		if (li.type == BPF_LINK_TYPE_CGROUP) {
+			attach = attach_type_str(li.cgroup.attach_type, abuf, sizeof(abuf));
+			cgroup_id = li.cgroup.cgroup_id;
+		} else if (libbpf_bpf_link_type_str(li.type)) {
+			attach = libbpf_bpf_link_type_str(li.type);
+		}
+
+		if (arr) {
+			ret = json_push(arr, json_pack("{s:s, s:I, s:I, s:s, s:s, s:I}",
+				"name", ents[i]->d_name, "id", JI(li.id),
+				"prog_id", JI(li.prog_id), "prog_name", prog,
+				"attach_type", attach, "cgroup_id", JI(cgroup_id)));
+			if (ret) {
+				err = ret;
+				break;
+			}
+		} else {
+			table_row(t, "%s\t%u\t%s\t%u\t%s\t%llu", ents[i]->d_name,
+				  li.id, prog, li.prog_id, attach,
+				  (unsigned long long)cgroup_id);
+		}
+	}
+	for (i = 0; i < n; i++)
+		free(ents[i]);
+	free(ents);
+	return err;
+}
+
+/* Adds every map of the contract with its fill to @t or @obj; returns
+ * -ENOENT or -EPROTO (after listing them all) when some map is not pinned
+ * or does not match skmesh.h. */
+static int status_maps(struct table *t, json_t *obj)
+{
+	size_t i;
+	int err = 0;
+
+	for (i = 0; i < ARRAY_SIZE(map_specs); i++) {
+		const char *name = map_specs[i].name;
+		struct kv_list l = {};
+		struct pmap m;
+		bool counted;
+		char fill[16] = "-";
+		int ret;
+
+		ret = map_open(name, &m, true);
+		if (ret == -ENOENT || ret == -EPROTO) {
+			/* reported (a mismatch by map_open); list the rest */
+			if (ret == -ENOENT)
+				pr_err("%s not found: is meshd running with --bpffs %s?",
+				       m.path, opt.bpffs);
+			err = ret;
+			if (!obj)
+				table_row(t, "%s\t%s\t-\t-\t-", name,
+					  ret == -ENOENT ? "missing" : "mismatch");
+			else if (json_object_set_new(obj, name, json_pack("{s:b, s:b}",
+					"pinned", ret != -ENOENT, "mismatch", ret == -EPROTO)))
+				return -ENOMEM;
+			continue;
+		}
+		if (ret)
+			return ret;
+
+		/* ring buffers and socket storage have no keys to walk; an
+		 * array is always full, so its fill says nothing */
+		counted = m.info.type != BPF_MAP_TYPE_RINGBUF &&
+			  m.info.type != BPF_MAP_TYPE_SK_STORAGE;
+		if (counted) {
+			ret = map_collect(&m, &l, true);
+			if (ret) {
+				map_close(&m);
+				return ret;
+			}
+		}
+		if (counted && m.info.type != BPF_MAP_TYPE_ARRAY &&
+		    m.info.type != BPF_MAP_TYPE_PERCPU_ARRAY && m.info.max_entries)
+			snprintf(fill, sizeof(fill), "%.1f%%",
+				 100.0 * l.n / m.info.max_entries);
+		if (obj) {
+			ret = json_object_set_new(obj, name,
+				json_pack("{s:b, s:s, s:o, s:I}", "pinned", 1,
+					  "type", libbpf_bpf_map_type_str(m.info.type) ?: "?",
+					  "entries", counted ? json_integer(JI(l.n)) : json_null(),
+					  "max_entries", JI(m.info.max_entries)));
+		} else {
+			char entries[24] = "-";
+			char max[24] = "-";	/* socket storage has no maximum */
+
+			if (counted)
+				snprintf(entries, sizeof(entries), "%zu", l.n);
+			if (m.info.max_entries)
+				snprintf(max, sizeof(max), "%u", m.info.max_entries);
+			table_row(t, "%s\t%s\t%s\t%s\t%s", name,
+				  libbpf_bpf_map_type_str(m.info.type) ?: "?",
+				  entries, max, fill);
+		}
+		kv_free(&l);
+		map_close(&m);
+		if (ret)
+			return -ENOMEM;
+	}
+	return err;
+}
+
+/* The sk_msg program attached to the SOCKHASH; 0 with *id == 0 when none,
+ * negative errno when the kernel cannot say. */
+static int status_sk_msg(__u32 *id, char *name, size_t len)
+{
+	__u32 ids[4], cnt = ARRAY_SIZE(ids), flags = 0;
+	struct pmap m;
+	int err;
+
+	*id = 0;
+	err = map_open(SKM_MAP_SOCK_HASH, &m, true);
+	if (err)
+		return err;
+	err = bpf_prog_query(m.fd, BPF_SK_MSG_VERDICT, 0, &flags, ids, &cnt);
+	map_close(&m);
+	if (err)
+		return err;
+	if (cnt) {
+		*id = ids[0];
+		prog_name_by_id(*id, name, len);
+	}
+	return 0;
+}
+
+static int cmd_status(void)
+{
+	static const struct col link_cols[] = {
+		LEFT("LINK"), RIGHT("ID"), LEFT("PROG"), RIGHT("PROG_ID"),
+		LEFT("ATTACH_TYPE"), RIGHT("CGROUP_ID"),
+	};
+	static const struct col map_cols[] = {
+		LEFT("MAP"), LEFT("TYPE"), RIGHT("ENTRIES"), RIGHT("MAX_ENTRIES"),
+		RIGHT("FILL"),
+	};
+	struct table links, maps;
+	json_t *doc = NULL, *jlinks = NULL, *jmaps = NULL;
+	char msg_name[BPF_OBJ_NAME_LEN + 1] = "-";
+	struct stat st;
+	__u32 msg_id;
+	int err, err_links, err_maps, err_msg;
+
+	if (stat(opt.bpffs, &st)) {
+		err = -errno;
+		if (err == -ENOENT)
+			pr_err("%s not found: is meshd running with --bpffs %s?",
+			       opt.bpffs, opt.bpffs);
+		else
+			pr_err("%s: %s", opt.bpffs, strerror(-err));
+		return err;
+	}
+
+	table_init(&links, link_cols, ARRAY_SIZE(link_cols));
+	table_init(&maps, map_cols, ARRAY_SIZE(map_cols));
+	if (opt.json) {
+		jlinks = json_array();
+		jmaps = json_object();
+		if (!jlinks || !jmaps) {
+			err = -ENOMEM;
+			goto out;
+		}
+	}
+	err_links = status_links(&links, jlinks);
+	err_maps = status_maps(&maps, jmaps);
+	err_msg = status_sk_msg(&msg_id, msg_name, sizeof(msg_name));
+
+	if (opt.json) {
+		doc = json_pack("{s:s, s:b, s:O, s:O, s:o}", "bpffs", opt.bpffs,
+				"bpffs_mounted", 1, "links", jlinks, "maps", jmaps,
+				"sk_msg", msg_id ? json_pack("{s:I, s:s}", "prog_id",
+					JI(msg_id), "prog_name", msg_name) : json_null());
+		err = json_emit(doc);
+	} else {
+		printf("pin root: %s (bpffs mounted)\n\n", opt.bpffs);
+		err = table_print(&links);
+		putchar('\n');
+		if (!err)
+			err = table_print(&maps);
+		putchar('\n');
+		if (msg_id)
+			printf("sk_msg on %s: %s (prog id %u)\n", SKM_MAP_SOCK_HASH,
+			       msg_name, msg_id);
+		else if (!err_msg)
+			printf("sk_msg on %s: none attached\n", SKM_MAP_SOCK_HASH);
+		else if (err_msg != -ENOENT)
+			printf("sk_msg on %s: unknown (%s)\n", SKM_MAP_SOCK_HASH,
+			       strerror(-err_msg));
+	}
+	if (!err)
+		err = err_links ?: err_maps;
+out:
+	json_decref(doc);
+	json_decref(jlinks);
+	json_decref(jmaps);
+	table_free(&links);
+	table_free(&maps);
+	return err;
+}
+
+/* ---- services -------------------------------------------------------- */
+
+struct svc_row {
+	struct skm_svc_key key;
+	struct skm_svc_val val;
+	struct skm_name_val nv;
+};
+
+struct backend {
+	__u32 ip;		/* network order */
+	__u16 port;		/* network order */
+	__u32 weight;		/* slots held in the set */
+};
+
+static int cmp_svc_row(const void *a, const void *b)
+{
+	const struct svc_row *x = a, *y = b;
+	int c = cmp_names(&x->nv, &y->nv);
+
+	if (c)
+		return c;
+	if (x->key.vip != y->key.vip)
+		return ntohl(x->key.vip) < ntohl(y->key.vip) ? -1 : 1;
+	if (x->key.port != y->key.port)
+		return ntohs(x->key.port) < ntohs(y->key.port) ? -1 : 1;
+	return (int)x->key.proto - (int)y->key.proto;
+}
+
+static int cmp_backend(const void *a, const void *b)
+{
+	const struct backend *x = a, *y = b;
+
+	if (x->ip != y->ip)
+		return ntohl(x->ip) < ntohl(y->ip) ? -1 : 1;
+	return (int)ntohs(x->port) - (int)ntohs(y->port);
+}
+
+/* Folds the slots of a backend set into distinct backends with weight =
+ * slots held. Returns how many; *missing counts slots not found, which
+ * happens while meshd replaces a set. */
+static size_t backends_get(int be_fd, const struct skm_svc_val *sv,
+			   struct backend *be, __u32 *missing)
+{
+	__u32 nslots = sv->nslots, slot;
+	size_t n = 0, i;
+
+	*missing = 0;
+	if (nslots > SKM_MAX_SLOTS_PER_SVC)	/* never written so; @be is that big */
+		nslots = SKM_MAX_SLOTS_PER_SVC;
+	for (slot = 0; slot < nslots; slot++) {
+		struct skm_be_key key = { .set_id = sv->set_id, .slot = slot };
+		struct skm_be_val bv;
+
+		if (bpf_map_lookup_elem(be_fd, &key, &bv)) {
+			(*missing)++;
+			continue;
+		}
+		for (i = 0; i < n; i++)
+			if (be[i].ip == bv.ip && be[i].port == bv.port)
+				break;
+		if (i == n)
+			be[n++] = (struct backend){ .ip = bv.ip, .port = bv.port };
+		be[i].weight++;
+	}
+	qsort(be, n, sizeof(*be), cmp_backend);
+	return n;
+}
+
+/* "10.0.0.1:80 w=1, 10.0.0.2:80 w=3" for the table; caller frees */
+static char *backends_str(const struct backend *be, size_t n, __u32 missing)
+{
+	char *buf = NULL;
+	size_t len, i;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return NULL;
+	for (i = 0; i < n; i++)
+		fprintf(f, "%s%s w=%u", i ? ", " : "",
+			addr_fmt(be[i].ip, ntohs(be[i].port)).s, be[i].weight);
+	if (!n && !missing)
+		fputs("none (connect refused)", f);
+	if (missing)
+		fprintf(f, "%s%u slot%s missing", n ? ", " : "", missing,
+			missing == 1 ? "" : "s");
+	if (fclose(f)) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static int cmd_services(void)
+{
+	static const struct col cols[] = {
+		LEFT("NAMESPACE"), LEFT("NAME"), LEFT("VIP"), RIGHT("PORT"),
+		LEFT("PROTO"), LEFT("BACKENDS"),
+	};
+	struct backend be[SKM_MAX_SLOTS_PER_SVC];
+	struct pmap svcs, bes, names;
+	struct svc_row *rows = NULL;
+	struct kv_list l;
+	struct table t;
+	json_t *arr = NULL;
+	size_t i, j, nbe;
+	__u32 missing;
+	int err;
+
+	table_init(&t, cols, ARRAY_SIZE(cols));
+	err = map_open(SKM_MAP_SERVICES, &svcs, false);
+	if (err)
+		return err;
+	err = map_open(SKM_MAP_BACKENDS, &bes, false);
+	if (err)
+		goto out_svcs;
+	map_open(SKM_MAP_NAMES, &names, true);	/* names are optional */
+	err = map_collect(&svcs, &l, false);
+	if (err)
+		goto out_maps;
+
+	rows = calloc(l.n ?: 1, sizeof(*rows));
+	arr = json_array();
+	if (!rows || !arr) {
+		err = -ENOMEM;
+		goto out_free;
+	}
+	for (i = 0; i < l.n; i++) {
+		memcpy(&rows[i].key, kv_key(&l, i), sizeof(rows[i].key));
+		memcpy(&rows[i].val, kv_val(&l, i), sizeof(rows[i].val));
+		name_get(names.fd, SKM_NAME_SERVICE, rows[i].val.svc_id, &rows[i].nv);
+	}
+	qsort(rows, l.n, sizeof(*rows), cmp_svc_row);
+
+	for (i = 0; i < l.n && !err; i++) {
+		const struct svc_row *r = &rows[i];
+
+		nbe = backends_get(bes.fd, &r->val, be, &missing);
+		if (opt.json) {
+			json_t *jbe = json_array(), *obj;
+
+			for (j = 0; jbe && j < nbe; j++)
+				if (json_push(jbe, json_pack("{s:s, s:i, s:I}",
+						"ip", addr_fmt(be[j].ip, -1).s,
+						"port", ntohs(be[j].port),
+						"weight", JI(be[j].weight))))
+					break;
+			obj = json_pack("{s:s?, s:s?, s:I, s:s, s:i, s:s, s:o}",
+				"namespace", or_null(r->nv.ns), "name", or_null(r->nv.name),
+				"svc_id", JI(r->val.svc_id), "vip", addr_fmt(r->key.vip, -1).s,
+				"port", ntohs(r->key.port), "protocol", proto_str(r->key.proto),
+				"backends", jbe);
+			/* only while meshd swaps a set: not worth a column */
+			if (obj && missing)
+				json_object_set_new(obj, "missing_slots", json_integer(missing));
+			err = json_push(arr, obj) ?: (j < nbe ? -ENOMEM : 0);
+		} else {
+			char *s = backends_str(be, nbe, missing);
+
+			table_row(&t, "%s\t%s\t%s\t%u\t%s\t%s", dash(r->nv.ns),
+				  dash(r->nv.name), addr_fmt(r->key.vip, -1).s,
+				  ntohs(r->key.port), proto_str(r->key.proto),
+				  s ? s : "?");
+			if (!s)
+				err = -ENOMEM;
+			free(s);
+		}
+	}
+	if (!err)
+		err = opt.json ? json_emit(arr) : table_print(&t);
+
+out_free:
+	json_decref(arr);
+	free(rows);
+	kv_free(&l);
+out_maps:
+	map_close(&names);
+	map_close(&bes);
+out_svcs:
+	map_close(&svcs);
+	table_free(&t);
+	return err;
+}
+
+/* ---- connections ----------------------------------------------------- */
+
+static int cmd_conns(void)
+{
+	static const struct col cols[] = {
+		RIGHT("COOKIE"), LEFT("SRC"), LEFT("DST"), LEFT("ORIG_DST"),
+		LEFT("STATE"), LEFT("PATH"), LEFT("ROLE"), RIGHT("TX_BYTES"),
+		RIGHT("RX_BYTES"), RIGHT("SRTT_US"), RIGHT("AGE"),
+	};
+	struct pmap conns;
+	struct kv_list l;
+	struct table t;
+	json_t *arr = NULL;
+	__u64 now;
+	size_t i;
+	int err;
+
+	table_init(&t, cols, ARRAY_SIZE(cols));
+	err = map_open(SKM_MAP_CONNS, &conns, false);
+	if (err)
+		return err;
+	err = map_collect(&conns, &l, false);
+	if (err)
+		goto out_map;
+	qsort(l.data, l.n, l.rec_size, cmp_u64_key);
+	now = mono_ns();	/* after the walk: no record is younger */
+	arr = json_array();
+	if (!arr) {
+		err = -ENOMEM;
+		goto out_free;
+	}
+
+	for (i = 0; i < l.n && !err; i++) {
+		unsigned long long cookie = *(__u64 *)kv_key(&l, i);
+		const struct skm_conn *c = kv_val(&l, i);
+		const char *path = c->flags & SKM_CONN_ACCEL ? "accelerated" : "passthrough";
+		const char *role = c->flags & SKM_CONN_ACTIVE ? "client" : "server";
+		struct addr_str src = addr_fmt(c->tuple.sip, c->tuple.sport & 0xffff);
+		struct addr_str dst = addr_fmt(c->tuple.dip, c->tuple.dport & 0xffff);
+		struct addr_str orig = addr_fmt(c->orig_ip, ntohs(c->orig_port));
+		__u64 age = c->start_ns && now > c->start_ns ?
+			    (now - c->start_ns) / NSEC_PER_SEC : 0;
+		char state[24], agebuf[24];
+
+		tcp_state_str(c->state, state, sizeof(state));
+		if (opt.json) {
+			/* cookies count up from 1: json_int_t never wraps */
+			err = json_push(arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s,"
+						       " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+				"cookie", JI(cookie), "src", src.s, "dst", dst.s,
+				"orig_dst", orig.s, "state", state, "path", path,
+				"role", role, "tx_bytes", JI(c->tx_bytes),
+				"rx_bytes", JI(c->rx_bytes), "tx_msgs", JI(c->tx_msgs),
+				"segs_in", JI(c->segs_in), "segs_out", JI(c->segs_out),
+				"retrans", JI(c->total_retrans), "srtt_us", JI(c->srtt_us),
+				"age_s", JI(age), "svc_id", JI(c->svc_id)));
+		} else {
+			age_str(age, agebuf, sizeof(agebuf));
+			table_row(&t, "%llu\t%s\t%s\t%s\t%s\t%s\t%s\t%llu\t%llu\t%u\t%s",
+				  cookie, src.s, dst.s, orig.s, state, path, role,
+				  (unsigned long long)c->tx_bytes,
+				  (unsigned long long)c->rx_bytes, c->srtt_us, agebuf);
+		}
+	}
+	if (!err)
+		err = opt.json ? json_emit(arr) : table_print(&t);
+
+out_free:
+	json_decref(arr);
+	kv_free(&l);
+out_map:
+	map_close(&conns);
+	table_free(&t);
+	return err;
+}
+
+/* ---- workloads ------------------------------------------------------- */
+
+struct wl_row {
+	__u32 ip;
+	struct skm_wl_val val;
+	struct skm_name_val nv;
+};
+
+static int cmp_wl_row(const void *a, const void *b)
+{
+	const struct wl_row *x = a, *y = b;
+	int c = cmp_names(&x->nv, &y->nv);
+
+	if (c)
+		return c;
+	return ntohl(x->ip) < ntohl(y->ip) ? -1 : ntohl(x->ip) > ntohl(y->ip);
+}
+
+static int cmd_workloads(void)
+{
+	static const struct col cols[] = {
+		LEFT("NAMESPACE"), LEFT("NAME"), LEFT("IP"), RIGHT("WL_ID"),
+		LEFT("FLAGS"), RIGHT("NS_ID"), RIGHT("SA_ID"),
+	};
+	struct pmap wls, names;
+	struct wl_row *rows = NULL;
+	struct kv_list l;
+	struct table t;
+	json_t *arr = NULL;
+	size_t i;
+	int err;
+
+	table_init(&t, cols, ARRAY_SIZE(cols));
+	err = map_open(SKM_MAP_WORKLOADS, &wls, false);
+	if (err)
+		return err;
+	map_open(SKM_MAP_NAMES, &names, true);
+	err = map_collect(&wls, &l, false);
+	if (err)
+		goto out_maps;
+	rows = calloc(l.n ?: 1, sizeof(*rows));
+	arr = json_array();
+	if (!rows || !arr) {
+		err = -ENOMEM;
+		goto out_free;
+	}
+	for (i = 0; i < l.n; i++) {
+		rows[i].ip = *(__u32 *)kv_key(&l, i);
+		memcpy(&rows[i].val, kv_val(&l, i), sizeof(rows[i].val));
+		name_get(names.fd, SKM_NAME_WORKLOAD, rows[i].val.wl_id, &rows[i].nv);
+	}
+	qsort(rows, l.n, sizeof(*rows), cmp_wl_row);
+
+	for (i = 0; i < l.n && !err; i++) {
+		const struct wl_row *r = &rows[i];
+		bool local = r->val.flags & SKM_WL_LOCAL;
+		bool meshed = r->val.flags & SKM_WL_MESHED;
+
+		if (opt.json) {
+			err = json_push(arr, json_pack("{s:s?, s:s?, s:s, s:I, s:b, s:b, s:I, s:I}",
+				"namespace", or_null(r->nv.ns), "name", or_null(r->nv.name),
+				"ip", addr_fmt(r->ip, -1).s, "wl_id", JI(r->val.wl_id),
+				"local", local, "meshed", meshed,
+				"ns_id", JI(r->val.ns_id), "sa_id", JI(r->val.sa_id)));
+		} else {
+			table_row(&t, "%s\t%s\t%s\t%u\t%s\t%u\t%u", dash(r->nv.ns),
+				  dash(r->nv.name), addr_fmt(r->ip, -1).s, r->val.wl_id,
+				  local && meshed ? "local,meshed" : local ? "local" :
+				  meshed ? "meshed" : "-", r->val.ns_id, r->val.sa_id);
+		}
+	}
+	if (!err)
+		err = opt.json ? json_emit(arr) : table_print(&t);
+
+out_free:
+	json_decref(arr);
+	free(rows);
+	kv_free(&l);
+out_maps:
+	map_close(&names);
+	map_close(&wls);
+	table_free(&t);
+	return err;
+}
+
+/* ---- stats ----------------------------------------------------------- */
+
+static int stats_counters(struct table *t, json_t *obj)
+{
+	static const char *const stat_names[] = SKM_STAT_NAMES;
+	struct pmap m;
+	struct kv_list l;
+	size_t i;
+	int err;
+
+	err = map_open(SKM_MAP_STATS, &m, false);
+	if (err)
+		return err;
+	err = map_collect(&m, &l, false);
+	map_close(&m);
+	if (err)
+		return err;
+	qsort(l.data, l.n, l.rec_size, cmp_u32_key);
+	for (i = 0; i < l.n && !err; i++) {
+		__u32 idx = *(__u32 *)kv_key(&l, i);
+		__u64 val = *(__u64 *)kv_val(&l, i);
+		char name[32];
+
+		/* a newer data path may count more than this meshctl knows */
+		if (idx < ARRAY_SIZE(stat_names))
+			snprintf(name, sizeof(name), "%s", stat_names[idx]);
+		else
+			snprintf(name, sizeof(name), "stat%u", idx);
+		if (obj) {
+			err = json_object_set_new(obj, name, json_integer(JI(val))) ? -ENOMEM : 0;
+		} else {
+			table_row(t, "%s\t%llu", name, (unsigned long long)val);
+		}
+	}
+	kv_free(&l);
+	return err;
+}
+
+static int stats_devices(struct table *t, json_t *arr)
+{
+	struct pmap stats, devs, names;
+	struct kv_list l;
+	size_t i;
+	int err;
+
+	err = map_open(SKM_MAP_DEV_STATS, &stats, false);
+	if (err)
+		return err;
+	err = map_open(SKM_MAP_DEVS, &devs, false);
+	if (err)
+		goto out_stats;
+	map_open(SKM_MAP_NAMES, &names, true);
+	err = map_collect(&stats, &l, false);
+	if (err)
+		goto out_maps;
+	qsort(l.data, l.n, l.rec_size, cmp_u32_key);
+
+	for (i = 0; i < l.n && !err; i++) {
+		__u32 ifindex = *(__u32 *)kv_key(&l, i);
+		const struct skm_dev_stats *ds = kv_val(&l, i);
+		struct skm_dev_val dv = {};
+		struct skm_name_val nv = {};
+		char ifname[IF_NAMESIZE], wl[sizeof(nv.ns) + sizeof(nv.name) + 1];
+		bool known = !bpf_map_lookup_elem(devs.fd, &ifindex, &dv);
+		struct addr_str ipbuf = addr_fmt(dv.wl_ip, -1);
+		const char *ip = known ? ipbuf.s : NULL;
+
+		/* the node-side veth normally resolves; one that was moved
+		 * to another netns does not */
+		if (!if_indextoname(ifindex, ifname))
+			snprintf(ifname, sizeof(ifname), "if%u", ifindex);
+		wl[0] = '\0';
+		if (known && name_get(names.fd, SKM_NAME_WORKLOAD, dv.wl_id, &nv))
+			snprintf(wl, sizeof(wl), "%s/%s", nv.ns, nv.name);
+
+		if (arr) {
+			err = json_push(arr, json_pack("{s:I, s:s, s:s?, s:s?, s:I, s:I, s:I, s:I}",
+				"ifindex", JI(ifindex), "ifname", ifname,
+				"workload_ip", ip, "workload", or_null(wl),
+				"pkts_in", JI(ds->pkts_in), "bytes_in", JI(ds->bytes_in),
+				"pkts_out", JI(ds->pkts_out), "bytes_out", JI(ds->bytes_out)));
+		} else {
+			table_row(t, "%u\t%s\t%s\t%s\t%llu\t%llu\t%llu\t%llu",
+				  ifindex, ifname, dash(ip), dash(wl),
+				  (unsigned long long)ds->pkts_in,
+				  (unsigned long long)ds->bytes_in,
+				  (unsigned long long)ds->pkts_out,
+				  (unsigned long long)ds->bytes_out);
+		}
+	}
+	kv_free(&l);
+out_maps:
+	map_close(&names);
+	map_close(&devs);
+out_stats:
+	map_close(&stats);
+	return err;
+}
+
+static int cmd_stats(void)
+{
+	static const struct col ctr_cols[] = { LEFT("COUNTER"), RIGHT("VALUE") };
+	static const struct col dev_cols[] = {
+		RIGHT("IFINDEX"), LEFT("IFNAME"), LEFT("WORKLOAD_IP"), LEFT("WORKLOAD"),
+		RIGHT("PKTS_IN"), RIGHT("BYTES_IN"), RIGHT("PKTS_OUT"),
+		RIGHT("BYTES_OUT"),
+	};
+	struct table ctrs, devs;
+	json_t *doc = NULL, *jctrs = NULL, *jdevs = NULL;
+	int err;
+
+	table_init(&ctrs, ctr_cols, ARRAY_SIZE(ctr_cols));
+	table_init(&devs, dev_cols, ARRAY_SIZE(dev_cols));
+	if (opt.json) {
+		jctrs = json_object();
+		jdevs = json_array();
+		if (!jctrs || !jdevs) {
+			err = -ENOMEM;
+			goto out;
+		}
+	}
+	err = stats_counters(&ctrs, jctrs);
+	if (!err)
+		err = stats_devices(&devs, jdevs);
+	if (err)
+		goto out;
+
+	if (opt.json) {
+		doc = json_pack("{s:O, s:O}", "counters", jctrs, "devices", jdevs);
+		err = json_emit(doc);
+	} else {
+		err = table_print(&ctrs);
+		putchar('\n');
+		if (!err)
+			err = table_print(&devs);
+	}
+out:
+	json_decref(doc);
+	json_decref(jctrs);
+	json_decref(jdevs);
+	table_free(&ctrs);
+	table_free(&devs);
+	return err;
+}
+
+/* ---- command line ---------------------------------------------------- */
+
+static const struct cmd {
+	const char *name;
+	int (*fn)(void);
+	const char *summary;
+	const char *help;
+} cmds[] = {
+	{ "status", cmd_status, "pin root, pinned links and programs, map fill",
+	  "Shows the pin root, each link pinned under DIR/links (link and\n"
+	  "program ids, attach type, cgroup id), every skmesh map with its\n"
+	  "entries and fill, and the sk_msg program on skm_sock_hash.\n"
+	  "Fails (exit 1) when a map of skmesh.h is not pinned or does not\n"
+	  "match it.\n" },
+	{ "services", cmd_services, "service VIPs and their weighted backends",
+	  "Lists skm_services joined with the live backend set of each service.\n"
+	  "A backend's weight w= is the number of selection slots it holds.\n" },
+	{ "conns", cmd_conns, "live connections with per-connection counters",
+	  "Lists skm_conns, sorted by socket cookie. SRC is the socket's local\n"
+	  "address, DST the remote one, ORIG_DST what the application dialled.\n"
+	  "PATH is accelerated when the socket is in the sk_msg SOCKHASH.\n" },
+	{ "workloads", cmd_workloads, "workload IPs, names and mesh flags",
+	  "Lists skm_workloads with the names meshd stored in skm_names.\n" },
+	{ "stats", cmd_stats, "data-path counters and per-interface packets",
+	  "Shows the skm_stats counters summed over CPUs, and the packet and\n"
+	  "byte counters of each pod-facing interface (skm_dev_stats).\n" },
+};
+
+static const struct cmd *cmd_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cmds); i++)
+		if (!strcmp(name, cmds[i].name))
+			return &cmds[i];
+	return NULL;
+}
+
+static void usage(FILE *f, const struct cmd *cmd)
+{
+	size_t i;
+
+	if (cmd) {
+		fprintf(f, "Usage: meshctl [--bpffs DIR] %s [-o table|json] [--watch [SECONDS]]\n\n%s",
+			cmd->name, cmd->help);
+		return;
+	}
+	fputs("Usage: meshctl [--bpffs DIR] COMMAND [-o table|json] [--watch [SECONDS]]\n\n"
+	      "Reads the maps meshd pins under DIR (default " SKM_PIN_ROOT ").\n\n"
+	      "Commands:\n", f);
+	for (i = 0; i < ARRAY_SIZE(cmds); i++)
+		fprintf(f, "  %-10s  %s\n", cmds[i].name, cmds[i].summary);
+	fputs("\nOptions (before or after the command):\n"
+	      "  --bpffs DIR        pin root meshd was started with\n"
+	      "  -o, --output FMT   table (default) or json\n"
+	      "  --watch [SECONDS]  redraw every SECONDS (default 1) until Ctrl-C\n"
+	      "  -h, --help         this text; meshctl COMMAND --help for one command\n", f);
+}
+
+__attribute__((format(printf, 2, 3), noreturn))
+static void usage_error(const struct cmd *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("meshctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\n\n", stderr);
+	usage(stderr, cmd);
+	exit(2);
+}
+
+/* Matches "NAME VALUE", "--NAME=VALUE" or "-oVALUE" at argv[*i]: returns 1
+ * and sets *val (advancing *i past a separate value), 0 when argv[*i] is
+ * another argument, -1 when the value is missing. */
+static int opt_value(int argc, char **argv, int *i, const char *name,
+		     const char **val)
+{
+	const char *a = argv[*i];
+	size_t n = strlen(name);
+	bool is_long = name[1] == '-';
+
+	if (strncmp(a, name, n))
+		return 0;
+	if (a[n] == '\0') {
+		if (*i + 1 >= argc)
+			return -1;
+		*val = argv[++*i];
+		return 1;
+	}
+	if (is_long && a[n] != '=')
+		return 0;
+	*val = a + n + is_long;
+	return 1;
+}
+
+static bool parse_seconds(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v > 0 && v <= 86400))
+		return false;
+	*out = v;
+	return true;
+}
+
+static void on_signal(int sig)
+{
+	stop = 1;
+}
+
+/* Redraws @cmd every opt.watch seconds until SIGINT/SIGTERM. JSON output
+ * is not cleared: one document per round, for `| jq`. */
+static int watch(const struct cmd *cmd)
+{
+	struct sigaction sa = { .sa_handler = on_signal };	/* no SA_RESTART */
+	int err = 0;
+
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	while (!stop && !err) {
+		struct timespec ts = {
+			.tv_sec = (time_t)opt.watch,
+			.tv_nsec = (long)((opt.watch - (time_t)opt.watch) * 1e9),
+		};
+
+		if (!opt.json) {
+			char now[16];
+			time_t t = time(NULL);
+
+			strftime(now, sizeof(now), "%H:%M:%S", localtime(&t));
+			printf("\033[H\033[2JEvery %gs: meshctl %s    %s\n\n",
+			       opt.watch, cmd->name, now);
+		}
+		err = cmd->fn();
+		fflush(stdout);
+		/* a signal cuts the sleep short: nanosleep fails with EINTR */
+		while (!err && !stop && nanosleep(&ts, &ts) && errno == EINTR)
+			;
+	}
+	return err;
+}
+
+int main(int argc, char **argv)
+{
+	const struct cmd *cmd = NULL;
+	const char *val;
+	bool help = false;
+	size_t len;
+	int i, r;
+
+	snprintf(opt.bpffs, sizeof(opt.bpffs), "%s", SKM_PIN_ROOT);
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			help = true;
+		} else if ((r = opt_value(argc, argv, &i, "--bpffs", &val))) {
+			if (r < 0 || !*val)
+				usage_error(cmd, "--bpffs needs a directory");
+			if (strlen(val) >= sizeof(opt.bpffs))
+				usage_error(cmd, "--bpffs: path too long");
+			strcpy(opt.bpffs, val);
+		} else if ((r = opt_value(argc, argv, &i, "--output", &val)) ||
+			   (r = opt_value(argc, argv, &i, "-o", &val))) {
+			if (r < 0 || (strcmp(val, "json") && strcmp(val, "table")))
+				usage_error(cmd, "-o takes table or json");
+			opt.json = !strcmp(val, "json");
+		} else if (!strcmp(a, "--watch")) {
+			opt.watch = 1;
+			/* the interval is optional: take the next word if it is one */
+			if (i + 1 < argc && parse_seconds(argv[i + 1], &opt.watch))
+				i++;
+		} else if (!strncmp(a, "--watch=", 8)) {
+			if (!parse_seconds(a + 8, &opt.watch))
+				usage_error(cmd, "--watch takes a number of seconds (0 < s <= 86400)");
+		} else if (a[0] == '-' && a[1]) {
+			usage_error(cmd, "unknown option '%s'", a);
+		} else if (!cmd) {
+			cmd = cmd_find(a);
+			if (!cmd)
+				usage_error(NULL, "unknown command '%s'", a);
+		} else {
+			usage_error(cmd, "unexpected argument '%s'", a);
+		}
+	}
+	if (help) {
+		usage(stdout, cmd);
+		return 0;
+	}
+	if (!cmd)
+		usage_error(NULL, "no command given");
+
+	/* "DIR/" and "DIR" are the same pin root; keep messages tidy */
+	len = strlen(opt.bpffs);
+	while (len > 1 && opt.bpffs[len - 1] == '/')
+		opt.bpffs[--len] = '\0';
+
+	if (check_bpffs())
+		return 1;
+	return (opt.watch ? watch(cmd) : cmd->fn()) ? 1 : 0;
+}
