@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "policy.h"
 #include "skmesh.h"
 
 #define API_SKMESH	"skmesh.io/v1alpha1"
@@ -29,19 +31,23 @@ struct doc_ctx {
 void diag_add(struct cfg_diag *d, int is_error, const struct cfg_pos *pos,
 	      const char *fmt, ...)
 {
-	char text[512], *msg = NULL;
+	char *text = NULL, *msg = NULL;
 	char **msgs;
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
 	va_end(ap);
-	if (pos && pos->file)
-		(void)!asprintf(&msg, "%s:%u:%u: %s: %s", pos->file, pos->line,
-				pos->col, is_error ? "error" : "warning", text);
-	else
-		(void)!asprintf(&msg, "%s: %s", is_error ? "error" : "warning",
-				text);
+	if (text && pos && pos->file) {
+		if (asprintf(&msg, "%s:%u:%u: %s: %s", pos->file, pos->line,
+			     pos->col, is_error ? "error" : "warning", text) < 0)
+			msg = NULL;
+	} else if (text) {
+		if (asprintf(&msg, "%s: %s", is_error ? "error" : "warning", text) < 0)
+			msg = NULL;
+	}
+	free(text);
 	msgs = realloc(d->msgs, (d->n + 1) * sizeof(*msgs));
 	if (!msgs || !msg) {
 		free(msg);
@@ -173,7 +179,7 @@ static void check_keys(struct doc_ctx *c, yaml_node_t *map, const char *path,
 		yaml_node_t *kn = ynode(c, p->key);
 		const char *k = scalar(kn);
 		const char *const *a;
-		char list[256] = "";
+		char list[512] = "";
 
 		for (a = allowed; *a && k; a++)
 			if (!strcmp(*a, k))
@@ -258,9 +264,13 @@ static int parse_uint(struct doc_ctx *c, yaml_node_t *n, const char *path,
 		err_at(c, n, "%s: must be a number from %lu to %lu", path, lo, hi);
 		return -1;
 	}
+	if (strspn(v, "0123456789") != strlen(v)) {
+		err_at(c, n, "%s: \"%s\" is not a number (%lu-%lu)", path, v, lo, hi);
+		return -1;
+	}
 	errno = 0;
 	x = strtoul(v, &end, 10);
-	if (errno || *end || v[0] == '-' || x < lo || x > hi) {
+	if (errno || *end || x < lo || x > hi) {
 		err_at(c, n, "%s: \"%s\" is out of range (%lu-%lu)", path, v, lo, hi);
 		return -1;
 	}
@@ -560,29 +570,1066 @@ static int parse_service(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 	return c->diag->nerrors == errs ? 0 : -1;
 }
 
-/* Istio kinds are read, not yet enforced: said once per object. */
-static int parse_other(struct doc_ctx *c, yaml_node_t *root, const char *kind,
-		       struct meta *m)
-{
-	struct config *cfg = c->cfg;
-	struct cfg_other *o = grow(cfg->others, &cfg->nothers, sizeof(*o));
+/* --- Istio security kinds --------------------------------------------- */
 
-	if (!o)
+#define NAMES_LEN	256
+
+/* Appends NAME to the ", "-separated list BUF unless it is already in. */
+static void names_add(char *buf, size_t size, const char *name)
+{
+	size_t nl = strlen(name);
+	const char *p = buf;
+
+	while ((p = strstr(p, name))) {
+		if ((p == buf || p[-1] == ' ') && (p[nl] == ',' || !p[nl]))
+			return;
+		p += nl;
+	}
+	if (*buf)
+		strncat(buf, ", ", size - strlen(buf) - 1);
+	strncat(buf, name, size - strlen(buf) - 1);
+}
+
+static const char *is_are(const char *names)
+{
+	return strchr(names, ',') ? "are" : "is";
+}
+
+int cfg_warning_add(char ***list, size_t *n, const char *text)
+{
+	char **l = realloc(*list, (*n + 1) * sizeof(*l));
+
+	if (!l)
 		return -ENOMEM;
-	cfg->others = o;
-	o = &cfg->others[cfg->nothers - 1];
-	o->kind = strdup(kind);
-	o->name = m->name;
-	o->ns = m->ns;
-	m->name = m->ns = NULL;
-	pos_of(c, root, &o->pos);
-	warn_at(c, root, "%s %s/%s is read but not enforced by this version of meshd",
-		kind, o->ns, o->name);
+	*list = l;
+	if (!(l[*n] = strdup(text)))
+		return -ENOMEM;
+	(*n)++;
 	return 0;
+}
+
+/* What one policy's parse collects besides the model. */
+struct pol_parse {
+	struct doc_ctx *c;
+	const char *ns;		/* the policy's namespace */
+	char ***warn;		/* the policy's warning list */
+	size_t *nwarn;
+	yaml_node_t *first;	/* where the first warning points */
+	int nomem;
+};
+
+__attribute__((format(printf, 3, 4)))
+static void pol_warn(struct pol_parse *pp, yaml_node_t *at, const char *fmt, ...)
+{
+	char *text = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	va_end(ap);
+	if (!text || cfg_warning_add(pp->warn, pp->nwarn, text))
+		pp->nomem = 1;
+	free(text);
+	if (!pp->first)
+		pp->first = at;
+}
+
+/*
+ * Parses an IPv4 address or CIDR ("10.1.2.3", "10.0.0.0/8"); an IPv6 one
+ * is accepted (Istio accepts it) and marked v6. Returns NULL, or what is
+ * wrong with S.
+ */
+static const char *cidr_parse(const char *s, struct pol_cidr *out)
+{
+	char addr[INET6_ADDRSTRLEN + 8];
+	const char *slash = strchr(s, '/');
+	size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned long len;
+	struct in6_addr a6;
+	struct in_addr a4;
+	int v6;
+
+	memset(out, 0, sizeof(*out));
+	if (alen >= sizeof(addr))
+		return "is not an IP address or CIDR";
+	memcpy(addr, s, alen);
+	addr[alen] = 0;
+	v6 = strchr(addr, ':') != NULL;
+	if (v6 ? inet_pton(AF_INET6, addr, &a6) != 1 : inet_pton(AF_INET, addr, &a4) != 1)
+		return v6 ? "is not an IPv6 address or CIDR" :
+			    "is not an IPv4 address or CIDR (like 10.1.2.3 or 10.0.0.0/8)";
+	len = v6 ? 128 : 32;
+	if (slash) {
+		const char *l = slash + 1;
+
+		if (!*l || strspn(l, "0123456789") != strlen(l) || (l[0] == '0' && l[1]) ||
+		    strlen(l) > 3)
+			return "has a malformed prefix length";
+		len = strtoul(l, NULL, 10);
+		if (len > (v6 ? 128UL : 32UL))
+			return v6 ? "has a prefix length out of range (0-128)" :
+				    "has a prefix length out of range (0-32)";
+	}
+	out->len = (uint8_t)len;
+	out->v6 = (uint8_t)v6;
+	if (!v6) {
+		out->mask = len ? htonl(~0U << (32 - len)) : 0;
+		out->ip = a4.s_addr & out->mask;
+	}
+	return NULL;
+}
+
+enum vkind {
+	V_PRINCIPAL,
+	V_NAMESPACE,
+	V_SA,
+	V_CIDR_SRC,
+	V_CIDR_DST,
+	V_PORT,
+	V_L7,		/* L7 strings */
+	V_L7_CIDR,	/* L7, but Istio checks them as CIDRs */
+};
+
+struct field_def {
+	const char *key;
+	enum vkind kind;
+	size_t off;		/* of the list in struct pol_match */
+	size_t not_off;		/* when keys: where notValues go */
+};
+
+#define MOFF(f) offsetof(struct pol_match, f)
+
+static const struct field_def source_fields[] = {
+	{ "principals", V_PRINCIPAL, MOFF(principals), 0 },
+	{ "notPrincipals", V_PRINCIPAL, MOFF(not_principals), 0 },
+	{ "requestPrincipals", V_L7, 0, 0 },
+	{ "notRequestPrincipals", V_L7, 0, 0 },
+	{ "namespaces", V_NAMESPACE, MOFF(namespaces), 0 },
+	{ "notNamespaces", V_NAMESPACE, MOFF(not_namespaces), 0 },
+	{ "ipBlocks", V_CIDR_SRC, MOFF(src_ips), 0 },
+	{ "notIpBlocks", V_CIDR_SRC, MOFF(not_src_ips), 0 },
+	{ "remoteIpBlocks", V_L7_CIDR, 0, 0 },
+	{ "notRemoteIpBlocks", V_L7_CIDR, 0, 0 },
+	{ "serviceAccounts", V_SA, MOFF(sas), 0 },
+	{ "notServiceAccounts", V_SA, MOFF(not_sas), 0 },
+	{ "trustDomains", V_L7, 0, 0 },
+	{ "notTrustDomains", V_L7, 0, 0 },
+	{ NULL, 0, 0, 0 }
+};
+
+static const struct field_def operation_fields[] = {
+	{ "hosts", V_L7, 0, 0 },
+	{ "notHosts", V_L7, 0, 0 },
+	{ "ports", V_PORT, MOFF(ports), 0 },
+	{ "notPorts", V_PORT, MOFF(not_ports), 0 },
+	{ "methods", V_L7, 0, 0 },
+	{ "notMethods", V_L7, 0, 0 },
+	{ "paths", V_L7, 0, 0 },
+	{ "notPaths", V_L7, 0, 0 },
+	{ NULL, 0, 0, 0 }
+};
+
+/* The `when` keys ztunnel enforces (istiod's l4WhenAttributes). */
+static const struct field_def when_l4[] = {
+	{ "source.ip", V_CIDR_SRC, MOFF(src_ips), MOFF(not_src_ips) },
+	{ "source.namespace", V_NAMESPACE, MOFF(namespaces), MOFF(not_namespaces) },
+	{ "source.principal", V_PRINCIPAL, MOFF(principals), MOFF(not_principals) },
+	{ "destination.ip", V_CIDR_DST, MOFF(dst_ips), MOFF(not_dst_ips) },
+	{ "destination.port", V_PORT, MOFF(ports), MOFF(not_ports) },
+	{ NULL, 0, 0, 0 }
+};
+
+/* Other attributes of Istio's conditions reference: only L7 enforces them. */
+static const struct field_def when_l7[] = {
+	{ "remote.ip", V_L7_CIDR, 0, 0 },
+	{ "source.serviceAccount", V_L7, 0, 0 },
+	{ "source.trustDomain", V_L7, 0, 0 },
+	{ "request.auth.principal", V_L7, 0, 0 },
+	{ "request.auth.audiences", V_L7, 0, 0 },
+	{ "request.auth.presenter", V_L7, 0, 0 },
+	{ "connection.sni", V_L7, 0, 0 },
+	{ NULL, 0, 0, 0 }
+};
+static const char *const when_l7_prefixes[] = {
+	"request.headers[", "request.auth.claims[", "experimental.", NULL
+};
+static const struct field_def when_l7_any = { "*", V_L7, 0, 0 };
+
+static const char *const source_keys[] = {
+	"principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
+	"namespaces", "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks",
+	"notRemoteIpBlocks", "serviceAccounts", "notServiceAccounts", "trustDomains",
+	"notTrustDomains", NULL
+};
+static const char *const operation_keys[] = {
+	"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths",
+	"notPaths", NULL
+};
+
+static int is_l4(enum vkind k)
+{
+	return k != V_L7 && k != V_L7_CIDR;
+}
+
+static size_t seq_len(const yaml_node_t *n)
+{
+	return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
+
+/* The list at KEY of MAP; NULL when absent or empty ([] is "not set" in
+ * Istio's API), or when not a list (an error). */
+static yaml_node_t *get_list(struct doc_ctx *c, yaml_node_t *map, const char *key,
+			     const char *path)
+{
+	yaml_node_t *n = map_get(c, map, key);
+	char p[288];
+
+	if (!n)
+		return NULL;
+	snprintf(p, sizeof(p), "%s.%s", path, key);
+	if (!want_type(c, n, YAML_SEQUENCE_NODE, p))
+		return NULL;
+	return seq_len(n) ? n : NULL;
+}
+
+#define APPEND(list, item) ({						\
+	typeof((list)->v) _v = realloc((list)->v, ((list)->n + 1) * sizeof(*_v)); \
+	int _rc = -ENOMEM;						\
+	if (_v) {							\
+		(list)->v = _v;						\
+		_v[(list)->n++] = (item);				\
+		_rc = 0;						\
+	}								\
+	_rc;								\
+})
+
+static void str_compile(const char *v, struct pol_str *s)
+{
+	size_t l = strlen(v);
+
+	if (!strcmp(v, "*")) {
+		s->kind = POL_STR_PRESENCE;
+		l = 0;
+	} else if (v[0] == '*') {
+		s->kind = POL_STR_SUFFIX;
+		v++;
+		l--;
+	} else if (v[l - 1] == '*') {
+		s->kind = POL_STR_PREFIX;
+		l--;
+	} else {
+		s->kind = POL_STR_EXACT;
+	}
+	s->s = strndup(v, l);
+	s->len = (uint32_t)l;
+}
+
+/*
+ * Checks and compiles the values of one field (FIELD names it in
+ * messages) into the list at OFF of M. Returns 0, or -1 when a value is
+ * bad (reported).
+ */
+static int add_values(struct pol_parse *pp, yaml_node_t *seq, const char *path,
+		      const char *field, enum vkind kind, struct pol_match *m, size_t off)
+{
+	struct doc_ctx *c = pp->c;
+	void *list = (char *)m + off;
+	yaml_node_item_t *it;
+	int rc = 0;
+	size_t i = 0;
+
+	for (it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++, i++) {
+		yaml_node_t *n = ynode(c, *it);
+		const char *v = scalar(n);
+		struct pol_cidr cidr;
+		const char *why;
+		char ip[288];
+
+		snprintf(ip, sizeof(ip), "%s[%zu]", path, i);
+		if (!v || !*v || is_null(n)) {
+			err_at(c, n, "%s: must be a non-empty string", ip);
+			rc = -1;
+			continue;
+		}
+		switch (kind) {
+		case V_PRINCIPAL:
+		case V_NAMESPACE: {
+			struct pol_str s = {};
+
+			if (kind == V_PRINCIPAL && !strncmp(v, "spiffe://", 9))
+				pol_warn(pp, n, "%s value \"%s\" never matches: Istio principals have no spiffe:// prefix (write \"%s\")",
+					 field, v, v + 9);
+			str_compile(v, &s);
+			if (!s.s || APPEND((struct pol_strs *)list, s)) {
+				free(s.s);
+				pp->nomem = 1;
+			}
+			break;
+		}
+		case V_SA: {
+			const char *slash = strchr(v, '/');
+			struct pol_sa sa = {};
+
+			if ((slash && (slash == v || !slash[1] || strchr(slash + 1, '/'))) ||
+			    strchr(v, '*')) {
+				err_at(c, n, "%s: \"%s\" is not a service account (\"name\", or \"namespace/name\")",
+				       ip, v);
+				rc = -1;
+				break;
+			}
+			sa.ns = slash ? strndup(v, (size_t)(slash - v)) : strdup(pp->ns);
+			sa.sa = strdup(slash ? slash + 1 : v);
+			if (!sa.ns || !sa.sa || APPEND((struct pol_sas *)list, sa)) {
+				free(sa.ns);
+				free(sa.sa);
+				pp->nomem = 1;
+			}
+			break;
+		}
+		case V_CIDR_SRC:
+		case V_CIDR_DST:
+		case V_L7_CIDR:
+			why = cidr_parse(v, &cidr);
+			if (why) {
+				err_at(c, n, "%s: \"%s\" %s", ip, v, why);
+				rc = -1;
+				break;
+			}
+			if (kind == V_L7_CIDR)
+				break;
+			if (cidr.v6)
+				pol_warn(pp, n, "%s value %s is IPv6 and never matches (skmesh is IPv4-only)",
+					 field, v);
+			cidr.flags = kind == V_CIDR_SRC ? POL_CIDR_SRC : POL_CIDR_DST;
+			if (APPEND((struct pol_cidrs *)list, cidr))
+				pp->nomem = 1;
+			break;
+		case V_PORT: {
+			unsigned long port;
+
+			if (parse_uint(c, n, ip, 1, 65535, &port)) {
+				rc = -1;
+				break;
+			}
+			if (APPEND((struct pol_ports *)list, (uint16_t)port))
+				pp->nomem = 1;
+			break;
+		}
+		case V_L7:
+			break;
+		}
+	}
+	return rc;
+}
+
+/* What the parse of one rule saw, for its warning. */
+struct rule_scan {
+	char l7[NAMES_LEN];	/* L7 fields in the rule */
+	char kept[NAMES_LEN];	/* L4 fields of entries that had L7 ones too */
+	char skipped[NAMES_LEN];/* entries left with no L4 field ("to[0]") */
+	char dead[64];		/* first clause left with no L4 entry */
+	size_t ndead;
+	yaml_node_t *first_l7;
+};
+
+static struct pol_match *clause_add(struct pol_clause *cl)
+{
+	struct pol_match *m = grow(cl->v, &cl->n, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	cl->v = m;
+	return &m[cl->n - 1];
+}
+
+static struct pol_clause *rule_add_clause(struct pol_rule *r)
+{
+	struct pol_clause *cl = grow(r->clauses, &r->nclauses, sizeof(*cl));
+
+	if (!cl)
+		return NULL;
+	r->clauses = cl;
+	return &cl[r->nclauses - 1];
+}
+
+/* One from[i] / to[i] entry: {WRAP: {fields}} into M. */
+static void parse_entry(struct pol_parse *pp, yaml_node_t *en, const char *path,
+			const char *ename, const char *wrap, const char *const *keys,
+			const struct field_def *defs, struct pol_match *m,
+			struct rule_scan *rs)
+{
+	static const char *const none[] = { NULL };
+	struct doc_ctx *c = pp->c;
+	const char *const wraps[] = { wrap, NULL };
+	char ipath[160], l4[NAMES_LEN] = "";
+	yaml_node_t *inner, *first_l7 = NULL;
+	const struct field_def *d;
+	int nl4 = 0, nl7 = 0;
+
+	m->empty = 1;
+	if (!want_type(c, en, YAML_MAPPING_NODE, path))
+		return;
+	check_keys(c, en, path, wrap ? wraps : none);
+	inner = map_get(c, en, wrap);
+	if (!inner) {
+		err_at(c, en, "%s.%s: required field is missing", path, wrap);
+		return;
+	}
+	snprintf(ipath, sizeof(ipath), "%s.%s", path, wrap);
+	if (!want_type(c, inner, YAML_MAPPING_NODE, ipath))
+		return;
+	check_keys(c, inner, ipath, keys);
+	for (d = defs; d->key; d++) {
+		yaml_node_t *seq = get_list(c, inner, d->key, ipath);
+		char fpath[224];
+
+		if (!seq)
+			continue;
+		snprintf(fpath, sizeof(fpath), "%s.%s", ipath, d->key);
+		if (is_l4(d->kind)) {
+			nl4++;
+			names_add(l4, sizeof(l4), d->key);
+			add_values(pp, seq, fpath, d->key, d->kind, m, d->off);
+		} else {
+			nl7++;
+			names_add(rs->l7, sizeof(rs->l7), d->key);
+			if (!first_l7)
+				first_l7 = seq;
+			add_values(pp, seq, fpath, d->key, d->kind, m, 0);
+		}
+	}
+	if (!nl4 && !nl7) {
+		err_at(c, inner, "%s: must not be empty (Istio rejects an empty %s)", ipath, wrap);
+		return;
+	}
+	if (defs == source_fields && (m->sas.n || m->not_sas.n) &&
+	    (m->principals.n || m->not_principals.n || m->namespaces.n ||
+	     m->not_namespaces.n))
+		err_at(c, inner, "%s: serviceAccounts cannot be set with namespaces or principals (Istio rejects it)",
+		       ipath);
+	m->empty = !nl4;
+	if (nl7) {
+		if (!rs->first_l7)
+			rs->first_l7 = first_l7;
+		if (nl4) {
+			char *tok, *save = NULL;
+
+			for (tok = strtok_r(l4, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
+				names_add(rs->kept, sizeof(rs->kept), tok);
+		} else {
+			names_add(rs->skipped, sizeof(rs->skipped), ename);
+		}
+	}
+}
+
+/* rules[i].from or rules[i].to: one clause of R. */
+static void parse_from_to(struct pol_parse *pp, yaml_node_t *rn, const char *rpath,
+			  const char *key, struct pol_rule *r, struct rule_scan *rs)
+{
+	struct doc_ctx *c = pp->c;
+	yaml_node_t *seq = map_get(c, rn, key);
+	int is_from = !strcmp(key, "from");
+	struct pol_clause *cl;
+	yaml_node_item_t *it;
+	char path[80];
+	size_t i = 0, live = 0;
+
+	if (!seq)
+		return;
+	snprintf(path, sizeof(path), "%s.%s", rpath, key);
+	if (!want_type(c, seq, YAML_SEQUENCE_NODE, path))
+		return;
+	if (!seq_len(seq)) {
+		err_at(c, seq, "%s: must not be empty (Istio rejects it; leave it out to match any %s)",
+		       path, is_from ? "source" : "operation");
+		return;
+	}
+	if (!(cl = rule_add_clause(r))) {
+		pp->nomem = 1;
+		return;
+	}
+	for (it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++, i++) {
+		struct pol_match *m = clause_add(cl);
+		char epath[128], ename[32];
+
+		if (!m) {
+			pp->nomem = 1;
+			return;
+		}
+		snprintf(epath, sizeof(epath), "%s[%zu]", path, i);
+		snprintf(ename, sizeof(ename), "%s[%zu]", key, i);
+		parse_entry(pp, ynode(c, *it), epath, ename, is_from ? "source" : "operation",
+			    is_from ? source_keys : operation_keys,
+			    is_from ? source_fields : operation_fields, m, rs);
+		live += !m->empty;
+	}
+	if (!live && !rs->ndead++)
+		snprintf(rs->dead, sizeof(rs->dead), "%s", key);
+}
+
+static const struct field_def *when_def(const char *key, int *l4)
+{
+	const struct field_def *d;
+
+	for (d = when_l4; d->key; d++)
+		if (!strcmp(d->key, key)) {
+			*l4 = 1;
+			return d;
+		}
+	*l4 = 0;
+	for (d = when_l7; d->key; d++)
+		if (!strcmp(d->key, key))
+			return d;
+	for (const char *const *p = when_l7_prefixes; *p; p++)
+		if (!strncmp(key, *p, strlen(*p)) && key[strlen(*p)])
+			return &when_l7_any;
+	return NULL;
+}
+
+/* rules[i].when: one clause per condition. */
+static void parse_when(struct pol_parse *pp, yaml_node_t *rn, const char *rpath,
+		       struct pol_rule *r, struct rule_scan *rs)
+{
+	static const char *const keys[] = { "key", "values", "notValues", NULL };
+	struct doc_ctx *c = pp->c;
+	yaml_node_t *seq = map_get(c, rn, "when");
+	yaml_node_item_t *it;
+	char path[80];
+	size_t i = 0;
+
+	if (!seq)
+		return;
+	snprintf(path, sizeof(path), "%s.when", rpath);
+	if (!want_type(c, seq, YAML_SEQUENCE_NODE, path))
+		return;
+	for (it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++, i++) {
+		yaml_node_t *wn = ynode(c, *it), *kn, *vals, *nvals;
+		const struct field_def *d;
+		struct pol_clause *cl;
+		struct pol_match *m;
+		char wpath[128], vpath[160], name[300];
+		const char *key;
+		int l4;
+
+		snprintf(wpath, sizeof(wpath), "%s[%zu]", path, i);
+		if (!want_type(c, wn, YAML_MAPPING_NODE, wpath))
+			continue;
+		check_keys(c, wn, wpath, keys);
+		if (!(cl = rule_add_clause(r)) || !(m = clause_add(cl))) {
+			pp->nomem = 1;
+			return;
+		}
+		m->empty = 1;
+		kn = map_get(c, wn, "key");
+		key = scalar(kn);
+		if (!key || !*key) {
+			err_at(c, kn ? kn : wn, "%s.key: required, a non-empty attribute name", wpath);
+			continue;
+		}
+		d = when_def(key, &l4);
+		if (!d) {
+			err_at(c, kn, "%s.key: unknown attribute \"%s\" (known: source.ip, source.namespace, source.principal, destination.ip, destination.port, remote.ip, source.serviceAccount, source.trustDomain, request.auth.principal, request.auth.audiences, request.auth.presenter, request.auth.claims[...], request.headers[...], connection.sni, experimental.*)",
+			       wpath, key);
+			continue;
+		}
+		vals = get_list(c, wn, "values", wpath);
+		nvals = get_list(c, wn, "notValues", wpath);
+		if (!vals && !nvals) {
+			err_at(c, wn, "%s: at least one of values or notValues must be set for key %s",
+			       wpath, key);
+			continue;
+		}
+		if (vals) {
+			snprintf(vpath, sizeof(vpath), "%s.values", wpath);
+			add_values(pp, vals, vpath, key, d->kind, m, d->off);
+		}
+		if (nvals) {
+			snprintf(vpath, sizeof(vpath), "%s.notValues", wpath);
+			add_values(pp, nvals, vpath, key, d->kind, m, d->not_off);
+		}
+		if (l4) {
+			m->empty = 0;
+			continue;
+		}
+		snprintf(name, sizeof(name), "when key %s", key);
+		names_add(rs->l7, sizeof(rs->l7), name);
+		if (!rs->first_l7)
+			rs->first_l7 = kn;
+		if (!rs->ndead++)
+			snprintf(rs->dead, sizeof(rs->dead), "when[%zu]", i);
+	}
+}
+
+static void parse_rule(struct pol_parse *pp, yaml_node_t *rn, size_t i,
+		       enum pol_action action, struct pol_rule *r)
+{
+	static const char *const keys[] = { "from", "to", "when", NULL };
+	struct doc_ctx *c = pp->c;
+	struct rule_scan rs = {};
+	char path[64];
+
+	snprintf(path, sizeof(path), "spec.rules[%zu]", i);
+	if (!rn || is_null(rn)) {
+		err_at(c, rn, "%s: a rule must not be null (write {} to match everything)", path);
+		return;
+	}
+	if (!want_type(c, rn, YAML_MAPPING_NODE, path))
+		return;
+	pos_of(c, rn, &r->pos);
+	check_keys(c, rn, path, keys);
+	/* istiod's order: the to clause, the from clause, one per condition */
+	parse_from_to(pp, rn, path, "to", r, &rs);
+	parse_from_to(pp, rn, path, "from", r, &rs);
+	parse_when(pp, rn, path, r, &rs);
+	if (!rs.l7[0])
+		return;
+	if (action == POL_ALLOW) {
+		r->dropped = 1;
+		pol_warn(pp, rs.first_l7, "ALLOW rule %zu dropped: %s %s L7 (the rule can never match at L4)",
+			 i, rs.l7, is_are(rs.l7));
+	} else if (rs.ndead == r->nclauses) {
+		pol_warn(pp, rs.first_l7, "DENY rule %zu has no L4 condition left and never fires (%s %s L7)",
+			 i, rs.l7, is_are(rs.l7));
+	} else if (rs.ndead) {
+		pol_warn(pp, rs.first_l7, "DENY rule %zu never fires: its %s clause has no entry with an L4 field left (%s %s L7), and ztunnel skips an empty match",
+			 i, rs.dead, rs.l7, is_are(rs.l7));
+	} else {
+		if (rs.kept[0])
+			pol_warn(pp, rs.first_l7, "DENY rule %zu: %s ignored, the rule matches more broadly on %s",
+				 i, rs.l7, rs.kept);
+		if (rs.skipped[0])
+			pol_warn(pp, rs.first_l7, "DENY rule %zu: %s %s only L7 fields (%s) and never match%s; the rule fires through its other entries",
+				 i, rs.skipped, strchr(rs.skipped, ',') ? "have" : "has", rs.l7,
+				 strchr(rs.skipped, ',') ? "" : "es");
+	}
+}
+
+static int parse_selector(struct doc_ctx *c, yaml_node_t *spec, int *has,
+			  struct cfg_labels *labels)
+{
+	static const char *const keys[] = { "matchLabels", NULL };
+	yaml_node_t *n = map_get(c, spec, "selector"), *ml;
+
+	if (!n)
+		return 0;
+	if (!want_type(c, n, YAML_MAPPING_NODE, "spec.selector"))
+		return -1;
+	check_keys(c, n, "spec.selector", keys);
+	*has = 1;
+	ml = map_get(c, n, "matchLabels");
+	if (!ml)
+		return 0;
+	if (parse_labels(c, ml, "spec.selector.matchLabels", labels))
+		return -1;
+	for (size_t i = 0; i < labels->n; i++)
+		if (!*labels->v[i].key || strchr(labels->v[i].key, '*') ||
+		    strchr(labels->v[i].val, '*')) {
+			err_at(c, ml, "spec.selector.matchLabels: \"%s: %s\": empty keys and wildcards are not allowed",
+			       labels->v[i].key, labels->v[i].val);
+			return -1;
+		}
+	return 0;
+}
+
+static void parse_target_ref(struct doc_ctx *c, yaml_node_t *n, const char *path)
+{
+	static const char *const keys[] = { "group", "kind", "name", "namespace", NULL };
+	char *s = NULL;
+
+	if (!want_type(c, n, YAML_MAPPING_NODE, path))
+		return;
+	check_keys(c, n, path, keys);
+	get_str(c, n, "kind", path, 1, &s);
+	free(s);
+	s = NULL;
+	get_str(c, n, "name", path, 1, &s);
+	free(s);
+}
+
+/* istio.io/dry-run: "true" (Go's strconv.ParseBool spellings). */
+static int dry_run_of(struct doc_ctx *c, struct meta *m, struct pol_parse *pp)
+{
+	static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True", NULL };
+	static const char *const no[] = { "0", "f", "F", "false", "FALSE", "False", NULL };
+	yaml_node_t *ann = map_get(c, m->node, "annotations"), *n;
+	const char *v;
+
+	n = ann ? map_get(c, ann, "istio.io/dry-run") : NULL;
+	if (!n)
+		return 0;
+	v = scalar(n);
+	for (const char *const *p = yes; v && *p; p++)
+		if (!strcmp(v, *p))
+			return 1;
+	for (const char *const *p = no; v && *p; p++)
+		if (!strcmp(v, *p))
+			return 0;
+	pol_warn(pp, n, "istio.io/dry-run: \"%s\" is not a boolean; the policy is enforced",
+		 v ? v : node_kind(n));
+	return 0;
+}
+
+/* Says a policy's warnings once, as one message, where the first one is. */
+static void policy_diag(struct doc_ctx *c, struct pol_parse *pp, yaml_node_t *root,
+			const char *kind, const char *ns, const char *name,
+			char **w, size_t nw)
+{
+	size_t len = 0;
+	char *all, *p;
+
+	if (!nw)
+		return;
+	for (size_t i = 0; i < nw; i++)
+		len += strlen(w[i]) + 2;
+	if (!(all = malloc(len + 1))) {
+		pp->nomem = 1;
+		return;
+	}
+	p = all;
+	for (size_t i = 0; i < nw; i++)
+		p += sprintf(p, "%s%s", i ? "; " : "", w[i]);
+	warn_at(c, pp->first ? pp->first : root, "%s %s/%s: %s", kind, ns, name, all);
+	free(all);
+}
+
+static int parse_authz(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
+{
+	static const char *const keys[] = {
+		"selector", "targetRef", "targetRefs", "action", "provider", "rules", NULL
+	};
+	yaml_node_t *spec = map_get(c, root, "spec"), *n, *tr, *trs, *rules;
+	struct config *cfg = c->cfg;
+	unsigned int errs = c->diag->nerrors;
+	struct pol_parse pp = { .c = c };
+	struct cfg_authz *a;
+	const char *act;
+
+	if (spec && !want_type(c, spec, YAML_MAPPING_NODE, "spec"))
+		return -1;
+	a = grow(cfg->authz, &cfg->nauthz, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	cfg->authz = a;
+	a = &cfg->authz[cfg->nauthz - 1];
+	a->name = m->name;
+	a->ns = m->ns;
+	m->name = m->ns = NULL;
+	pos_of(c, root, &a->pos);
+	pp.ns = a->ns;
+	pp.warn = &a->warnings;
+	pp.nwarn = &a->nwarnings;
+	if (spec)
+		check_keys(c, spec, "spec", keys);
+
+	n = map_get(c, spec, "action");
+	act = scalar(n);
+	if (!n || !strcmp(act ? act : "", "ALLOW")) {
+		a->action = POL_ALLOW;
+	} else if (act && !strcmp(act, "DENY")) {
+		a->action = POL_DENY;
+	} else if (act && !strcmp(act, "CUSTOM")) {
+		err_at(c, n, "spec.action: action CUSTOM needs an external authorizer, which skmesh does not have; ztunnel does not enforce it either");
+	} else if (act && !strcmp(act, "AUDIT")) {
+		err_at(c, n, "spec.action: action AUDIT needs an audit plugin, which skmesh does not have; ztunnel does not enforce it either");
+	} else {
+		err_at(c, n, "spec.action: unknown action \"%s\" (known: ALLOW, DENY; CUSTOM and AUDIT are not supported)",
+		       act ? act : node_kind(n));
+	}
+	n = map_get(c, spec, "provider");
+	if (n && (!act || strcmp(act, "CUSTOM"))) {
+		err_at(c, n, "spec.provider: only with action CUSTOM (Istio rejects it with %s)",
+		       act ? act : "ALLOW");
+	}
+
+	parse_selector(c, spec, &a->has_selector, &a->selector);
+	tr = map_get(c, spec, "targetRef");
+	trs = map_get(c, spec, "targetRefs");
+	if (tr)
+		parse_target_ref(c, tr, "spec.targetRef");
+	if (trs && want_type(c, trs, YAML_SEQUENCE_NODE, "spec.targetRefs")) {
+		size_t i = 0;
+
+		for (yaml_node_item_t *it = trs->data.sequence.items.start;
+		     it < trs->data.sequence.items.top; it++, i++) {
+			char path[64];
+
+			snprintf(path, sizeof(path), "spec.targetRefs[%zu]", i);
+			parse_target_ref(c, ynode(c, *it), path);
+		}
+	}
+	if (tr && trs)
+		err_at(c, trs, "spec.targetRefs: set targetRef or targetRefs, not both");
+	if ((tr || trs) && a->has_selector)
+		err_at(c, tr ? tr : trs, "spec.%s: set selector or targetRef(s), not both (Istio rejects it)",
+		       tr ? "targetRef" : "targetRefs");
+
+	rules = map_get(c, spec, "rules");
+	if (rules && want_type(c, rules, YAML_SEQUENCE_NODE, "spec.rules")) {
+		size_t i = 0;
+
+		a->rules = calloc(seq_len(rules) ? seq_len(rules) : 1, sizeof(*a->rules));
+		if (!a->rules)
+			return -ENOMEM;
+		a->nrules = seq_len(rules);
+		for (yaml_node_item_t *it = rules->data.sequence.items.start;
+		     it < rules->data.sequence.items.top; it++, i++)
+			parse_rule(&pp, ynode(c, *it), i, a->action, &a->rules[i]);
+	}
+	if (!rules && a->action == POL_DENY)
+		err_at(c, spec ? spec : root, "spec.rules: a DENY policy without rules never matches (Istio rejects it; add an empty rule {} to deny everything)");
+
+	a->dry_run = dry_run_of(c, m, &pp);
+	if (tr || trs || a->dry_run) {
+		/* never applied here: what its rules would lose does not matter */
+		for (size_t i = 0; i < a->nwarnings; i++)
+			free(a->warnings[i]);
+		a->nwarnings = 0;
+		pp.first = tr ? tr : trs ? trs : NULL;
+		if (tr || trs)
+			pol_warn(&pp, tr ? tr : trs, "%s: enforced only by a waypoint; not enforced here",
+				 tr ? "targetRef" : "targetRefs");
+		else
+			pol_warn(&pp, m->node, "istio.io/dry-run: not enforced (ztunnel does not enforce dry-run policies either)");
+		a->target_ref = tr || trs;
+	} else if (a->action == POL_ALLOW && a->nrules) {
+		size_t live = 0;
+
+		for (size_t i = 0; i < a->nrules; i++)
+			live += !a->rules[i].dropped;
+		if (!live)
+			pol_warn(&pp, pp.first, "ALLOW policy has no rule left at L4: it denies every connection to the workloads it selects unless another ALLOW policy matches");
+	}
+	if (c->diag->nerrors == errs)
+		policy_diag(c, &pp, root, "AuthorizationPolicy", a->ns, a->name,
+			    a->warnings, a->nwarnings);
+	if (pp.nomem)
+		return -ENOMEM;
+	return c->diag->nerrors == errs ? 0 : -1;
+}
+
+static const char *const mtls_modes[] = {
+	[PA_UNSET] = "UNSET",
+	[PA_DISABLE] = "DISABLE",
+	[PA_PERMISSIVE] = "PERMISSIVE",
+	[PA_STRICT] = "STRICT",
+};
+
+/* {mode: X} at N; PATH names it. */
+static int parse_mtls(struct doc_ctx *c, yaml_node_t *n, const char *path,
+		      enum pol_mtls_mode *mode)
+{
+	static const char *const keys[] = { "mode", NULL };
+	yaml_node_t *mn;
+	const char *v;
+
+	*mode = PA_UNSET;
+	if (!n)
+		return 0;
+	if (!want_type(c, n, YAML_MAPPING_NODE, path))
+		return -1;
+	check_keys(c, n, path, keys);
+	mn = map_get(c, n, "mode");
+	if (!mn)
+		return 0;
+	v = scalar(mn);
+	for (size_t i = 0; v && i < sizeof(mtls_modes) / sizeof(mtls_modes[0]); i++)
+		if (!strcmp(v, mtls_modes[i])) {
+			*mode = (enum pol_mtls_mode)i;
+			return 0;
+		}
+	err_at(c, mn, "%s.mode: unknown mode \"%s\" (known: UNSET, DISABLE, PERMISSIVE, STRICT)",
+	       path, v ? v : node_kind(mn));
+	return -1;
+}
+
+static int pa_port_cmp(const void *a, const void *b)
+{
+	const struct cfg_pa_port *x = a, *y = b;
+
+	return (int)x->port - (int)y->port;
+}
+
+static int parse_peerauthn(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
+{
+	static const char *const keys[] = { "selector", "mtls", "portLevelMtls", NULL };
+	yaml_node_t *spec = map_get(c, root, "spec"), *n, *sel;
+	struct config *cfg = c->cfg;
+	unsigned int errs = c->diag->nerrors;
+	struct pol_parse pp = { .c = c };
+	struct cfg_peerauthn *p;
+	int has_sel = 0;
+
+	if (spec && !want_type(c, spec, YAML_MAPPING_NODE, "spec"))
+		return -1;
+	p = grow(cfg->pas, &cfg->npas, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	cfg->pas = p;
+	p = &cfg->pas[cfg->npas - 1];
+	p->name = m->name;
+	p->ns = m->ns;
+	m->name = m->ns = NULL;
+	pos_of(c, root, &p->pos);
+	pp.ns = p->ns;
+	pp.warn = &p->warnings;
+	pp.nwarn = &p->nwarnings;
+	if (spec)
+		check_keys(c, spec, "spec", keys);
+	parse_selector(c, spec, &has_sel, &p->selector);
+	/* an empty matchLabels selects the namespace, as istiod reads it */
+	p->has_selector = p->selector.n > 0;
+	parse_mtls(c, map_get(c, spec, "mtls"), "spec.mtls", &p->mode);
+
+	n = map_get(c, spec, "portLevelMtls");
+	if (n && want_type(c, n, YAML_MAPPING_NODE, "spec.portLevelMtls")) {
+		yaml_node_pair_t *pr;
+
+		if (!p->has_selector)
+			err_at(c, n, "spec.portLevelMtls: needs a workload selector (Istio rejects port-level mTLS in a namespace- or mesh-wide PeerAuthentication)");
+		if (n->data.mapping.pairs.start == n->data.mapping.pairs.top)
+			err_at(c, n, "spec.portLevelMtls: if set, must have at least one port");
+		for (pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+			yaml_node_t *kn = ynode(c, pr->key);
+			struct cfg_pa_port *pt;
+			unsigned long port;
+			char path[96];
+
+			snprintf(path, sizeof(path), "spec.portLevelMtls.%s",
+				 scalar(kn) ? scalar(kn) : "?");
+			if (parse_uint(c, kn, path, 1, 65535, &port))
+				continue;
+			for (size_t i = 0; i < p->nports; i++)
+				if (p->ports[i].port == port)
+					err_at(c, kn, "%s: port %lu is listed twice", path, port);
+			pt = grow(p->ports, &p->nports, sizeof(*pt));
+			if (!pt)
+				return -ENOMEM;
+			p->ports = pt;
+			pt = &p->ports[p->nports - 1];
+			pt->port = (uint16_t)port;
+			pos_of(c, kn, &pt->pos);
+			if (!ynode(c, pr->value) || is_null(ynode(c, pr->value)))
+				err_at(c, kn, "%s: needs {mode: ...}", path);
+			else
+				parse_mtls(c, ynode(c, pr->value), path, &pt->mode);
+		}
+		if (p->nports)
+			qsort(p->ports, p->nports, sizeof(*p->ports), pa_port_cmp);
+	}
+
+	sel = map_get(c, spec, "selector");
+	if (p->has_selector && !strcmp(p->ns, cfg->root_ns)) {
+		p->ignored = 1;
+		pol_warn(&pp, sel, "a selector in the root namespace %s is ignored: the policy applies to no workload (as in Istio)",
+			 cfg->root_ns);
+	}
+	if (p->mode == PA_DISABLE)
+		pol_warn(&pp, map_get(c, spec, "mtls"), "mtls.mode DISABLE acts as PERMISSIVE in ambient: mTLS is accepted as well as plaintext");
+	if (pp.nomem)
+		return -ENOMEM;
+	if (c->diag->nerrors != errs)
+		return -1;
+	return 0;
+}
+
+/* Says the warnings of every PeerAuthentication, once the whole config
+ * is read (policy_finish adds some that need it). */
+static void peerauthn_diags(struct config *cfg, struct cfg_diag *diag)
+{
+	for (size_t i = 0; i < cfg->npas; i++) {
+		struct cfg_peerauthn *p = &cfg->pas[i];
+		size_t len = 0;
+		char *all, *s;
+
+		if (!p->nwarnings)
+			continue;
+		for (size_t j = 0; j < p->nwarnings; j++)
+			len += strlen(p->warnings[j]) + 2;
+		if (!(all = malloc(len + 1)))
+			return;
+		s = all;
+		for (size_t j = 0; j < p->nwarnings; j++)
+			s += sprintf(s, "%s%s", j ? "; " : "", p->warnings[j]);
+		diag_add(diag, 0, &p->pos, "PeerAuthentication %s/%s: %s", p->ns, p->name, all);
+		free(all);
+	}
+}
+
+static void match_free(struct pol_match *m)
+{
+	struct pol_strs *strs[] = {
+		&m->principals, &m->not_principals, &m->namespaces, &m->not_namespaces
+	};
+	struct pol_sas *sas[] = { &m->sas, &m->not_sas };
+
+	for (size_t i = 0; i < 4; i++) {
+		for (size_t j = 0; j < strs[i]->n; j++)
+			free(strs[i]->v[j].s);
+		free(strs[i]->v);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		for (size_t j = 0; j < sas[i]->n; j++) {
+			free(sas[i]->v[j].ns);
+			free(sas[i]->v[j].sa);
+		}
+		free(sas[i]->v);
+	}
+	free(m->src_ips.v);
+	free(m->not_src_ips.v);
+	free(m->dst_ips.v);
+	free(m->not_dst_ips.v);
+	free(m->ports.v);
+	free(m->not_ports.v);
+}
+
+void cfg_rules_free(struct pol_rule *rules, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < rules[i].nclauses; j++) {
+			struct pol_clause *cl = &rules[i].clauses[j];
+
+			for (size_t k = 0; k < cl->n; k++)
+				match_free(&cl->v[k]);
+			free(cl->v);
+		}
+		free(rules[i].clauses);
+	}
+	free(rules);
+}
+
+static void warnings_free(char **w, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(w[i]);
+	free(w);
+}
+
+void cfg_authz_free(struct cfg_authz *a)
+{
+	free(a->name);
+	free(a->ns);
+	labels_free(&a->selector);
+	cfg_rules_free(a->rules, a->nrules);
+	warnings_free(a->warnings, a->nwarnings);
+}
+
+void cfg_peerauthn_free(struct cfg_peerauthn *p)
+{
+	free(p->name);
+	free(p->ns);
+	labels_free(&p->selector);
+	free(p->ports);
+	cfg_rules_free(p->conv, p->nconv);
+	warnings_free(p->warnings, p->nwarnings);
 }
 
 static int parse_doc(struct doc_ctx *c)
 {
+	/* status: as `kubectl get -o yaml` prints it, ignored */
+	static const char *const doc_keys[] = {
+		"apiVersion", "kind", "metadata", "spec", "status", NULL
+	};
 	yaml_node_t *root = yaml_document_get_root_node(c->doc);
 	const char *api, *kind;
 	struct meta m = {};
@@ -594,6 +1641,7 @@ static int parse_doc(struct doc_ctx *c)
 		err_at(c, root, "a document must be a map with apiVersion, kind, metadata, spec");
 		return -1;
 	}
+	check_keys(c, root, "document", doc_keys);
 	api = scalar(map_get(c, root, "apiVersion"));
 	kind = scalar(map_get(c, root, "kind"));
 	if (!kind) {
@@ -631,8 +1679,10 @@ static int parse_doc(struct doc_ctx *c)
 		rc = parse_workload(c, root, &m);
 	else if (!strcmp(kind, "Service"))
 		rc = parse_service(c, root, &m);
+	else if (!strcmp(kind, "AuthorizationPolicy"))
+		rc = parse_authz(c, root, &m);
 	else
-		rc = parse_other(c, root, kind, &m);
+		rc = parse_peerauthn(c, root, &m);
 out:
 	free(m.name);
 	free(m.ns);
@@ -707,7 +1757,7 @@ static int yaml_name(const struct dirent *d)
 }
 
 /* Cross-document checks: duplicates, selectors, map capacity. */
-static void validate(struct config *cfg, struct cfg_diag *diag)
+static int validate(struct config *cfg, struct cfg_diag *diag)
 {
 	size_t nkeys = 0, nslots = 0;
 
@@ -768,7 +1818,7 @@ static void validate(struct config *cfg, struct cfg_diag *diag)
 				e = grow(s->eps, &s->neps, sizeof(*e));
 				if (!e) {
 					diag_add(diag, 1, &s->pos, "out of memory");
-					return;
+					return -ENOMEM;
 				}
 				s->eps = e;
 				e[s->neps - 1].ip = w->ip;
@@ -790,9 +1840,19 @@ static void validate(struct config *cfg, struct cfg_diag *diag)
 		if (nkeys > SKM_MAX_SERVICES || nslots > SKM_MAX_BACKEND_SLOTS / 2)
 			break;
 	}
+	if (policy_finish(cfg, diag))
+		return -ENOMEM;
+	peerauthn_diags(cfg, diag);
+	return 0;
 }
 
 int config_load(const char *path, struct config **out, struct cfg_diag *diag)
+{
+	return config_load_opts(path, NULL, out, diag);
+}
+
+int config_load_opts(const char *path, const struct cfg_opts *opts,
+		     struct config **out, struct cfg_diag *diag)
 {
 	struct config *cfg = calloc(1, sizeof(*cfg));
 	struct dirent **ents = NULL;
@@ -801,6 +1861,13 @@ int config_load(const char *path, struct config **out, struct cfg_diag *diag)
 
 	if (!cfg)
 		return -ENOMEM;
+	cfg->root_ns = strdup(opts && opts->root_ns ? opts->root_ns : CFG_DEFAULT_ROOT_NS);
+	cfg->trust_domain = strdup(opts && opts->trust_domain ? opts->trust_domain :
+				   CFG_DEFAULT_TRUST_DOMAIN);
+	if (!cfg->root_ns || !cfg->trust_domain) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	if (stat(path, &st)) {
 		rc = -errno;
 		diag_add(diag, 1, NULL, "%s: %s (--config takes a YAML file or a folder of them)",
@@ -833,7 +1900,7 @@ int config_load(const char *path, struct config **out, struct cfg_diag *diag)
 			rc = 0;
 	}
 	if (!rc)
-		validate(cfg, diag);
+		rc = validate(cfg, diag);
 	if (!rc && diag->nerrors)
 		rc = -EINVAL;
 out:
@@ -878,16 +1945,20 @@ void config_free(struct config *cfg)
 		labels_free(&s->selector);
 		free(s->eps);
 	}
-	for (size_t i = 0; i < cfg->nothers; i++) {
-		free(cfg->others[i].kind);
-		free(cfg->others[i].name);
-		free(cfg->others[i].ns);
-	}
+	for (size_t i = 0; i < cfg->nauthz; i++)
+		cfg_authz_free(&cfg->authz[i]);
+	for (size_t i = 0; i < cfg->npas; i++)
+		cfg_peerauthn_free(&cfg->pas[i]);
+	free(cfg->authz);
+	free(cfg->pas);
+	free(cfg->authz_by_ns);
+	free(cfg->pas_by_ns);
+	free(cfg->root_ns);
+	free(cfg->trust_domain);
 	for (size_t i = 0; i < cfg->nfiles; i++)
 		free(cfg->files[i]);
 	free(cfg->files);
 	free(cfg->wls);
 	free(cfg->svcs);
-	free(cfg->others);
 	free(cfg);
 }

@@ -66,11 +66,126 @@ struct cfg_service {
 	struct cfg_pos pos;
 };
 
-/* A document of a kind this version reads but does not enforce. */
-struct cfg_other {
-	char *kind;
+/*
+ * Istio security policy, as ztunnel enforces it (L4 only). The loader
+ * turns every AuthorizationPolicy into this precompiled form, so the
+ * evaluator (policy.h) never parses a string: principals are split into
+ * exact / prefix / suffix / presence, CIDRs are ip+mask, ports integers.
+ * The shape is ztunnel's: a policy is a list of rules (OR-ed); a rule is a
+ * list of clauses (AND-ed: its "to", its "from", then one per "when");
+ * a clause is a list of matches (OR-ed); a match holds fields (AND-ed)
+ * whose values are OR-ed, and not* fields that no value may match.
+ */
+enum pol_str_kind {
+	POL_STR_EXACT,
+	POL_STR_PREFIX,		/* "abc*" */
+	POL_STR_SUFFIX,		/* "*abc" */
+	POL_STR_PRESENCE,	/* "*": any non-empty value */
+};
+
+struct pol_str {
+	char *s;		/* without the '*' */
+	uint32_t len;
+	uint8_t kind;		/* enum pol_str_kind */
+};
+
+#define POL_CIDR_SRC	0x1	/* source IP: ipBlocks, notIpBlocks, source.ip */
+#define POL_CIDR_DST	0x2	/* destination IP: destination.ip */
+
+struct pol_cidr {
+	uint32_t ip;		/* network order, host bits cleared */
+	uint32_t mask;		/* network order */
+	uint8_t len;		/* prefix length, 0..32 */
+	uint8_t v6;		/* an IPv6 block: never matches (IPv4 only) */
+	uint8_t flags;		/* POL_CIDR_* (in policy_cidrs_of results) */
+};
+
+/* serviceAccounts entry: "ns/sa", or "sa" in the policy's namespace. */
+struct pol_sa {
+	char *ns;
+	char *sa;
+};
+
+struct pol_strs { struct pol_str *v; size_t n; };
+struct pol_cidrs { struct pol_cidr *v; size_t n; };
+struct pol_ports { uint16_t *v; size_t n; };	/* host order */
+struct pol_sas { struct pol_sa *v; size_t n; };
+
+/* One from/to/when entry once the L7 fields are removed (ztunnel's
+ * RbacMatch). A match with no field left is "empty": ztunnel skips it, so
+ * it never matches. */
+struct pol_match {
+	struct pol_strs principals, not_principals;
+	struct pol_strs namespaces, not_namespaces;
+	struct pol_sas sas, not_sas;
+	struct pol_cidrs src_ips, not_src_ips;
+	struct pol_cidrs dst_ips, not_dst_ips;
+	struct pol_ports ports, not_ports;
+	int empty;
+};
+
+struct pol_clause {
+	struct pol_match *v;	/* OR-ed */
+	size_t n;
+};
+
+struct pol_rule {
+	struct pol_clause *clauses;	/* AND-ed; no clause: matches all */
+	size_t nclauses;
+	int dropped;		/* ALLOW rule with L7 fields: never matches */
+	struct cfg_pos pos;
+};
+
+enum pol_action {
+	POL_ALLOW,
+	POL_DENY,
+};
+
+struct cfg_authz {
 	char *name;
 	char *ns;
+	enum pol_action action;
+	int has_selector;	/* spec.selector given (even empty) */
+	struct cfg_labels selector;
+	int target_ref;		/* targetRef(s): waypoint only, never applied */
+	int dry_run;		/* istio.io/dry-run: never applied */
+	struct pol_rule *rules;	/* index = position in spec.rules */
+	size_t nrules;
+	char **warnings;	/* what is not enforced at L4, for dumps */
+	size_t nwarnings;
+	struct cfg_pos pos;
+};
+
+enum pol_mtls_mode {
+	PA_UNSET,
+	PA_DISABLE,
+	PA_PERMISSIVE,
+	PA_STRICT,
+};
+
+struct cfg_pa_port {
+	uint16_t port;		/* host order: the workload's port */
+	enum pol_mtls_mode mode;
+	struct cfg_pos pos;
+};
+
+struct cfg_peerauthn {
+	char *name;
+	char *ns;
+	int has_selector;	/* a non-empty matchLabels: workload level */
+	struct cfg_labels selector;
+	enum pol_mtls_mode mode;
+	struct cfg_pa_port *ports;	/* sorted by port */
+	size_t nports;
+	int ignored;		/* root-namespace selector, or a second
+				 * namespace-wide policy: never applied */
+	/* istiod's conversion of a workload policy with portLevelMtls into
+	 * a DENY policy for ztunnel (computed once the whole config is read,
+	 * as it depends on the namespace and mesh policies). */
+	struct pol_rule *conv;
+	size_t nconv;
+	char **warnings;
+	size_t nwarnings;
 	struct cfg_pos pos;
 };
 
@@ -81,9 +196,26 @@ struct config {
 	size_t nwls;
 	struct cfg_service *svcs;
 	size_t nsvcs;
-	struct cfg_other *others;
-	size_t nothers;
+	struct cfg_authz *authz;	/* AuthorizationPolicy, in load order */
+	size_t nauthz;
+	struct cfg_peerauthn *pas;	/* PeerAuthentication, in load order */
+	size_t npas;
+	char *root_ns;		/* Istio root namespace (mesh-wide scope) */
+	char *trust_domain;	/* of principals built from a namespace/SA */
+	/* indexes by namespace: positions in authz / pas sorted by
+	 * (namespace, load order), see policy.c */
+	size_t *authz_by_ns;
+	size_t *pas_by_ns;
 };
+
+/* Options of config_load_opts(); NULL fields take the defaults. */
+struct cfg_opts {
+	const char *root_ns;		/* default "istio-system" */
+	const char *trust_domain;	/* default "cluster.local" */
+};
+
+#define CFG_DEFAULT_ROOT_NS		"istio-system"
+#define CFG_DEFAULT_TRUST_DOMAIN	"cluster.local"
 
 /* Messages collected while loading: each "file:line:col: text". */
 struct cfg_diag {
@@ -97,12 +229,22 @@ struct cfg_diag {
  * order). Returns 0 and *out on success (warnings may be in diag);
  * a negative errno with every error in diag otherwise, *out untouched. */
 int config_load(const char *path, struct config **out, struct cfg_diag *diag);
+/* The same with options (OPTS may be NULL). */
+int config_load_opts(const char *path, const struct cfg_opts *opts,
+		     struct config **out, struct cfg_diag *diag);
 void config_free(struct config *cfg);
 
 void diag_add(struct cfg_diag *d, int is_error, const struct cfg_pos *pos,
 	      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void diag_print(const struct cfg_diag *d, const char *prog);
 void diag_free(struct cfg_diag *d);
+
+/* Frees what a policy model holds (not the struct itself). */
+void cfg_rules_free(struct pol_rule *rules, size_t n);
+void cfg_authz_free(struct cfg_authz *a);
+void cfg_peerauthn_free(struct cfg_peerauthn *p);
+/* Appends a copy of TEXT to a policy's warning list: 0 or -ENOMEM. */
+int cfg_warning_add(char ***list, size_t *n, const char *text);
 
 const struct cfg_workload *config_workload_by_ip(const struct config *cfg,
 						 uint32_t ip);

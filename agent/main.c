@@ -346,8 +346,9 @@ int main(int argc, char **argv)
 	if (o.check_config) {
 		if (load_config(o.config, &cfg))
 			return 1;
-		printf("%s: valid: %zu workloads, %zu services, %zu other objects\n",
-		       o.config, cfg->nwls, cfg->nsvcs, cfg->nothers);
+		printf("%s: valid: %zu workloads, %zu services, %zu AuthorizationPolicies, "
+		       "%zu PeerAuthentications\n", o.config, cfg->nwls, cfg->nsvcs,
+		       cfg->nauthz, cfg->npas);
 		config_free(cfg);
 		return 0;
 	}
