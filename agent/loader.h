@@ -19,6 +19,7 @@ struct loader {
 	int cgroup_fd;
 	uint64_t cgroup_id;
 	int reused_links;	/* links found pinned and updated in place */
+	void *rc_state;		/* reconcile's memory between calls */
 };
 
 int loader_open(struct loader *l, const char *pin_root, const char *cgroup);

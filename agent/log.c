@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <bpf/libbpf.h>
 
 #include "log.h"
@@ -27,6 +28,11 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt,
 {
 	enum log_level l = level == LIBBPF_WARN ? LOG_WARN :
 			   level == LIBBPF_INFO ? LOG_DEBUG : LOG_DEBUG + 1;
+
+	/* Netlink's extack text for an error meshd handles itself (such
+	 * as "no clsact qdisc yet, create it"): only worth a debug line. */
+	if (!strncmp(fmt, "Kernel error message", 20))
+		l = LOG_DEBUG;
 
 	if (l > log_level)
 		return 0;

@@ -147,9 +147,11 @@ static int apply(struct loader *l, const struct config *cfg, const char *node)
 		pr_warn("reconcile failed: %s\n", strerror(-err));
 		return err;
 	}
-	pr_info("applied config: %zu workloads, %zu services; %u entries written, "
-		"%u deleted, TC on %u pod interfaces%s in %.1f ms\n",
-		cfg->nwls, cfg->nsvcs, st.writes, st.deletes, st.tc_attached,
+	pr_info("applied config: %zu workloads, %zu services, %zu AuthorizationPolicies, "
+		"%zu PeerAuthentications; %u entries written, %u deleted, policy of %u "
+		"destinations compiled, TC on %u pod interfaces%s in %.1f ms\n",
+		cfg->nwls, cfg->nsvcs, cfg->nauthz, cfg->npas, st.writes, st.deletes,
+		st.policies_compiled, st.tc_attached,
 		st.tc_missing ? " (some local pods have no veth yet)" : "",
 		now_ms() - t0);
 	return 0;
@@ -186,14 +188,31 @@ static int watch_config(const char *path)
 	return fd;
 }
 
-static int drain_fd(int fd)
+/* Reads every pending inotify event; 1 if one concerns the config (any
+ * YAML file of a config folder, or the config file itself). */
+static int config_changed(int fd, const char *path)
 {
-	char buf[4096];
-	int any = 0;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	const char *base = strrchr(path, '/');
+	struct stat st;
+	int is_dir = !stat(path, &st) && S_ISDIR(st.st_mode);
+	int hit = 0;
+	ssize_t n;
 
-	while (read(fd, buf, sizeof(buf)) > 0)
-		any = 1;
-	return any;
+	base = base ? base + 1 : path;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *e = (struct inotify_event *)p;
+			size_t l = e->len ? strlen(e->name) : 0;
+
+			if (is_dir ? (l > 5 && !strcmp(e->name + l - 5, ".yaml")) ||
+				     (l > 4 && !strcmp(e->name + l - 4, ".yml"))
+				   : (l && !strcmp(e->name, base)))
+				hit = 1;
+			p += sizeof(*e) + e->len;
+		}
+	}
+	return hit;
 }
 
 static int run(const struct opts *o)
@@ -237,6 +256,7 @@ static int run(const struct opts *o)
 	reconcile_gc_backends(&l);
 	if (apply(&l, cfg, o->node))
 		goto out_loader;
+	reconcile_gc_policy(&l);
 	err = events_open(&ev, bpf_map__fd(l.skel->maps.skm_events), alog, &cur);
 	if (err)
 		goto out_loader;
@@ -289,7 +309,7 @@ static int run(const struct opts *o)
 				}
 			} else if (got[i].data.fd == ifd) {
 				/* Settle: a write often comes as several events. */
-				if (drain_fd(ifd))
+				if (config_changed(ifd, o->config))
 					reload_at = now_ms() + 100;
 			} else {
 				events_consume(&ev);
@@ -325,6 +345,7 @@ out_events:
 		close(sfd);
 	events_close(&ev);
 out_loader:
+	reconcile_release(&l);
 	loader_close(&l);
 out_log:
 	if (alog != stdout)

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +20,7 @@
 #include "config.h"
 #include "loader.h"
 #include "log.h"
+#include "policy.h"
 #include "reconcile.h"
 #include "skmesh.h"
 #include "skmesh.skel.h"
@@ -169,14 +174,16 @@ struct id_key {
 
 struct id_table {
 	struct want byname;	/* id_key -> id */
-	uint32_t max_id[3];
+	uint32_t max_id[4];
 };
 
+/* Names longer than the map's fields are cut (meshctl shows them as
+ * they fit); ids stay exact since they are keyed by the cut value. */
 static void name_val(struct skm_name_val *v, const char *ns, const char *name)
 {
 	memset(v, 0, sizeof(*v));
-	snprintf(v->name, sizeof(v->name), "%s", name);
-	snprintf(v->ns, sizeof(v->ns), "%s", ns);
+	memcpy(v->name, name, strnlen(name, sizeof(v->name) - 1));
+	memcpy(v->ns, ns, strnlen(ns, sizeof(v->ns) - 1));
 }
 
 static int id_table_load(int fd, struct id_table *t)
@@ -190,7 +197,7 @@ static int id_table_load(int fd, struct id_table *t)
 		struct id_key ik = {};
 
 		more = bpf_map_get_next_key(fd, &key, &next) == 0;
-		if (!bpf_map_lookup_elem(fd, &key, &ik.v) && key.kind < 3) {
+		if (!bpf_map_lookup_elem(fd, &key, &ik.v) && key.kind < 4) {
 			ik.kind = key.kind;
 			if (want_add(&t->byname, &ik, &key.id))
 				return -ENOMEM;
@@ -583,6 +590,467 @@ out:
 	return err;
 }
 
+/* --- policy ------------------------------------------------------------ */
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+/* What is compiled for one local destination, kept between reconciles so
+ * an unchanged policy costs nothing and a replaced one can be deleted. */
+struct pset {
+	uint32_t dst_ip;
+	uint32_t pol_set;
+	uint64_t hash;		/* of the compiled entries, pol_set left out */
+	struct want verdicts;	/* skm_verdict_key -> skm_verdict */
+	struct want plain;	/* skm_plain_key -> skm_verdict */
+};
+
+struct rc_state {
+	struct pset *sets;
+	size_t nsets;
+	uint32_t next_pol_set;
+	int seeded;
+};
+
+static void pset_free(struct pset *p)
+{
+	want_free(&p->verdicts);
+	want_free(&p->plain);
+}
+
+void reconcile_release(struct loader *l)
+{
+	struct rc_state *rs = l->rc_state;
+
+	if (!rs)
+		return;
+	for (size_t i = 0; i < rs->nsets; i++)
+		pset_free(&rs->sets[i]);
+	free(rs->sets);
+	free(rs);
+	l->rc_state = NULL;
+}
+
+/* The netns cookie of the namespace at PATH: a socket made there tells. */
+static int netns_cookie(const char *path, uint64_t *cookie)
+{
+	socklen_t len = sizeof(*cookie);
+	int self, target, sock = -1, err = 0;
+
+	self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (self < 0)
+		return -errno;
+	target = open(path, O_RDONLY | O_CLOEXEC);
+	if (target < 0) {
+		err = -errno;
+		goto out_self;
+	}
+	if (setns(target, CLONE_NEWNET)) {
+		err = -errno;
+		goto out_target;
+	}
+	sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		err = -errno;
+	if (setns(self, CLONE_NEWNET)) {
+		/* Every later socket would be made in the pod: stop. */
+		pr_warn("cannot return to meshd's network namespace: %s\n", strerror(errno));
+		abort();
+	}
+	if (!err && getsockopt(sock, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
+		err = -errno;
+	if (sock >= 0)
+		close(sock);
+out_target:
+	close(target);
+out_self:
+	close(self);
+	return err;
+}
+
+struct policy_src {
+	uint32_t wl_id;
+	const struct cfg_workload *w;
+};
+
+static const char *why_text(const struct pol_result *r, char *buf, size_t len)
+{
+	switch (r->why) {
+	case POL_ALLOW_NO_POLICY:
+		return "allow: no ALLOW policy applies";
+	case POL_ALLOW_RULE:
+		snprintf(buf, len, "allow: ALLOW rule %d", r->rule);
+		return buf;
+	case POL_DENY_RULE:
+		snprintf(buf, len, "deny: DENY rule %d", r->rule);
+		return buf;
+	case POL_DENY_NO_MATCH:
+		return "deny: no ALLOW policy matched";
+	case POL_DENY_STRICT:
+		return "deny: STRICT mTLS, no client identity";
+	case POL_DENY_STRICT_PORT:
+		return "deny: port is STRICT mTLS, no client identity";
+	}
+	return "?";
+}
+
+/* A verdict value for R, its reason interned in skm_names. */
+static int verdict_of(const struct pol_result *r, struct id_table *ids,
+		      struct want *names, struct skm_verdict *v)
+{
+	struct skm_name_key nk = { .kind = SKM_NAME_REASON };
+	struct skm_name_val nv;
+	char pol[160], why[64];
+
+	if (r->policy_name)
+		snprintf(pol, sizeof(pol), "%s/%s", r->policy_ns, r->policy_name);
+	else
+		snprintf(pol, sizeof(pol), "-");
+	name_val(&nv, pol, why_text(r, why, sizeof(why)));
+	nk.id = id_for(ids, SKM_NAME_REASON, nv.ns, nv.name);
+	v->allow = !!r->allow;
+	v->reason_id = nk.id;
+	return want_add(names, &nk, &nv);
+}
+
+/* The first address of C not inside a longer CIDR of the list (those get
+ * their own LPM entry), or -1 when they cover all of C. */
+static int64_t cidr_representative(const struct pol_cidr *c, const struct pol_cidr *all,
+				   size_t n)
+{
+	uint64_t cand = ntohl(c->ip);
+	uint64_t last = cand + ((c->len ? (1ULL << (32 - c->len)) : (1ULL << 32)) - 1);
+	int moved = 1;
+
+	while (moved && cand <= last) {
+		moved = 0;
+		for (size_t i = 0; i < n; i++) {
+			uint64_t start = ntohl(all[i].ip);
+			uint64_t size = all[i].len ? 1ULL << (32 - all[i].len) : 1ULL << 32;
+
+			if (all[i].len <= c->len || all[i].v6 || !(all[i].flags & POL_CIDR_SRC))
+				continue;
+			if (cand >= start && cand < start + size) {
+				cand = start + size;
+				moved = 1;
+			}
+		}
+	}
+	return cand <= last ? (int64_t)cand : -1;
+}
+
+/* Compiles the policy of local destination W into P (pol_set left 0):
+ * a verdict for every known local source and port class, and a plaintext
+ * verdict for every source CIDR class and port class. */
+static int compile_dst(const struct config *cfg, const struct cfg_workload *w,
+		       const struct policy_src *srcs, size_t nsrcs, struct id_table *ids,
+		       struct want *names, struct pset *p)
+{
+	struct pol_target t = { .ns = w->ns, .labels = &w->labels };
+	struct pol_cidr *cidrs = NULL, all = { .len = 0, .flags = POL_CIDR_SRC };
+	uint16_t *ports = NULL, other = 1;
+	struct pol_set *set = NULL;
+	size_t nports = 0, ncidrs = 0;
+	int err;
+
+	p->verdicts.ksz = sizeof(struct skm_verdict_key);
+	p->verdicts.vsz = sizeof(struct skm_verdict);
+	p->plain.ksz = sizeof(struct skm_plain_key);
+	p->plain.vsz = sizeof(struct skm_verdict);
+	err = policy_set_build(cfg, &t, &set);
+	if (!err)
+		err = policy_ports_of(cfg, &t, &ports, &nports);
+	if (!err)
+		err = policy_cidrs_of(cfg, &t, &cidrs, &ncidrs);
+	if (err)
+		goto out;
+	/* "Any other port": the first one no policy names. */
+	for (size_t i = 0; i < nports && ports[i] == other; i++)
+		other++;
+
+	for (size_t pi = 0; pi <= nports && !err; pi++) {
+		uint16_t port = pi < nports ? ports[pi] : other;
+		uint16_t kport = pi < nports ? ports[pi] : 0;
+
+		for (size_t si = 0; si < nsrcs && !err; si++) {
+			struct pol_conn c = {
+				.mtls = 1, .src_ns = srcs[si].w->ns, .src_sa = srcs[si].w->sa,
+				.src_ip = srcs[si].w->ip, .dst_ip = w->ip, .dst_port = port,
+			};
+			struct skm_verdict_key k = { .src_id = srcs[si].wl_id, .port = kport };
+			struct pol_result r;
+			struct skm_verdict v;
+
+			err = policy_set_eval(set, &c, &r);
+			if (!err)
+				err = verdict_of(&r, ids, names, &v);
+			if (!err)
+				err = want_add(&p->verdicts, &k, &v);
+		}
+		for (size_t ci = 0; ci <= ncidrs && !err; ci++) {
+			const struct pol_cidr *cc = ci < ncidrs ? &cidrs[ci] : &all;
+			struct pol_conn c = { .dst_ip = w->ip, .dst_port = port };
+			struct skm_plain_key k = {
+				.prefixlen = SKM_PLAIN_PREFIX_BASE + cc->len,
+				.port = htons(kport),
+			};
+			struct pol_result r;
+			struct skm_verdict v;
+			int64_t rep;
+
+			if (cc->v6 || !(cc->flags & POL_CIDR_SRC))
+				continue;
+			rep = cidr_representative(cc, cidrs, ncidrs);
+			if (rep < 0)
+				continue;	/* fully covered by longer prefixes */
+			c.src_ip = htonl((uint32_t)rep);
+			memcpy(k.src, &cc->ip, 4);
+			err = policy_set_eval(set, &c, &r);
+			if (!err)
+				err = verdict_of(&r, ids, names, &v);
+			if (!err)
+				err = want_add(&p->plain, &k, &v);
+		}
+	}
+	p->hash = hash_bytes(p->verdicts.keys, p->verdicts.n * p->verdicts.ksz) ^
+		  (hash_bytes(p->verdicts.vals, p->verdicts.n * p->verdicts.vsz) * 3) ^
+		  (hash_bytes(p->plain.keys, p->plain.n * p->plain.ksz) * 5) ^
+		  (hash_bytes(p->plain.vals, p->plain.n * p->plain.vsz) * 7);
+out:
+	policy_set_free(set);
+	free(ports);
+	free(cidrs);
+	return err;
+}
+
+/* Writes P's entries under its pol_set. */
+static int pset_write(struct loader *l, struct pset *p, struct reconcile_stats *st)
+{
+	int vfd = bpf_map__fd(l->skel->maps.skm_verdicts);
+	int pfd = bpf_map__fd(l->skel->maps.skm_plain);
+
+	for (size_t i = 0; i < p->verdicts.n; i++) {
+		struct skm_verdict_key *k = (void *)((char *)p->verdicts.keys + i * p->verdicts.ksz);
+
+		k->pol_set = p->pol_set;
+		if (bpf_map_update_elem(vfd, k, (char *)p->verdicts.vals + i * p->verdicts.vsz,
+					BPF_ANY))
+			return -errno;
+		st->writes++;
+	}
+	for (size_t i = 0; i < p->plain.n; i++) {
+		struct skm_plain_key *k = (void *)((char *)p->plain.keys + i * p->plain.ksz);
+
+		k->pol_set = htonl(p->pol_set);
+		if (bpf_map_update_elem(pfd, k, (char *)p->plain.vals + i * p->plain.vsz,
+					BPF_ANY))
+			return -errno;
+		st->writes++;
+	}
+	return 0;
+}
+
+static void pset_delete(struct loader *l, struct pset *p, struct reconcile_stats *st)
+{
+	int vfd = bpf_map__fd(l->skel->maps.skm_verdicts);
+	int pfd = bpf_map__fd(l->skel->maps.skm_plain);
+
+	for (size_t i = 0; i < p->verdicts.n; i++)
+		if (!bpf_map_delete_elem(vfd, (char *)p->verdicts.keys + i * p->verdicts.ksz))
+			st->deletes++;
+	for (size_t i = 0; i < p->plain.n; i++)
+		if (!bpf_map_delete_elem(pfd, (char *)p->plain.keys + i * p->plain.ksz))
+			st->deletes++;
+}
+
+/* The highest pol_set any workload entry refers to (a restarted meshd
+ * must not reuse a live one). */
+static uint32_t max_pol_set(int wl_fd)
+{
+	uint32_t key, next, max = 0;
+	struct skm_wl_val v;
+	int more = bpf_map_get_next_key(wl_fd, NULL, &key) == 0;
+
+	while (more) {
+		more = bpf_map_get_next_key(wl_fd, &key, &next) == 0;
+		if (!bpf_map_lookup_elem(wl_fd, &key, &v) && v.pol_set > max)
+			max = v.pol_set;
+		key = next;
+	}
+	return max;
+}
+
+/*
+ * Compiles the policy of every local destination. Unchanged ones keep
+ * their pol_set; changed ones get their entries written under a new one
+ * (*RETIRED collects the old sets, deleted once the workloads point away
+ * from them). Sets WLS' values: POLICY/NETNS flags and pol_set.
+ */
+static int sync_policy(struct loader *l, const struct config *cfg, const char *node,
+		       struct id_table *ids, struct want *wls, struct want *names,
+		       struct pset **retired, size_t *nretired, struct reconcile_stats *st)
+{
+	struct rc_state *rs = l->rc_state;
+	struct want netns = { .ksz = sizeof(__u64), .vsz = sizeof(__u32) };
+	struct policy_src *srcs = calloc(cfg->nwls + 1, sizeof(*srcs));
+	struct pset *next_sets = NULL;
+	size_t nsrcs = 0, nnext = 0;
+	int err = 0;
+
+	if (!srcs)
+		return -ENOMEM;
+	if (!rs->seeded) {
+		rs->next_pol_set = max_pol_set(bpf_map__fd(l->skel->maps.skm_workloads));
+		rs->seeded = 1;
+	}
+
+	/* Sources: local pods whose netns connect4 can recognise. */
+	for (size_t i = 0; i < cfg->nwls && !err; i++) {
+		const struct cfg_workload *w = &cfg->wls[i];
+		struct skm_wl_val *v;
+		uint64_t cookie;
+		ssize_t e;
+
+		if (strcmp(w->node, node) || !w->netns)
+			continue;
+		if (netns_cookie(w->netns, &cookie)) {
+			pr_warn("Workload %s/%s: cannot read netns %s; its connections are judged as plaintext at the destination\n",
+				w->ns, w->name, w->netns);
+			continue;
+		}
+		e = want_find(wls, &w->ip);
+		v = (struct skm_wl_val *)wls->vals + e;
+		v->flags |= SKM_WL_NETNS;
+		srcs[nsrcs].wl_id = v->wl_id;
+		srcs[nsrcs++].w = w;
+		err = want_add(&netns, &cookie, &v->wl_id);
+	}
+	if (!err)
+		err = sync_map(bpf_map__fd(l->skel->maps.skm_netns), &netns, st);
+
+	for (size_t i = 0; i < cfg->nwls && !err; i++) {
+		const struct cfg_workload *w = &cfg->wls[i];
+		struct pol_target t = { .ns = w->ns, .labels = &w->labels };
+		struct skm_wl_val *v;
+		struct pset p = { .dst_ip = w->ip }, *old = NULL, *grown;
+
+		if (strcmp(w->node, node) || !policy_applies(cfg, &t))
+			continue;
+		err = compile_dst(cfg, w, srcs, nsrcs, ids, names, &p);
+		if (err) {
+			pset_free(&p);
+			break;
+		}
+		for (size_t j = 0; j < rs->nsets; j++)
+			if (rs->sets[j].dst_ip == w->ip && rs->sets[j].pol_set)
+				old = &rs->sets[j];
+		if (old && old->hash == p.hash) {
+			/* Unchanged: keep the live set, drop the copy. */
+			pset_free(&p);
+			p = *old;
+			memset(old, 0, sizeof(*old));
+		} else {
+			p.pol_set = ++rs->next_pol_set;
+			err = pset_write(l, &p, st);
+			if (err) {
+				pr_warn("Workload %s/%s: cannot write its policy (skm_verdicts/skm_plain): %s\n",
+					w->ns, w->name, strerror(-err));
+				pset_delete(l, &p, st);
+				pset_free(&p);
+				break;
+			}
+			st->policies_compiled++;
+		}
+		grown = realloc(next_sets, (nnext + 1) * sizeof(*next_sets));
+		if (!grown) {
+			pset_free(&p);
+			err = -ENOMEM;
+			break;
+		}
+		next_sets = grown;
+		next_sets[nnext++] = p;
+		v = (struct skm_wl_val *)wls->vals + want_find(wls, &w->ip);
+		v->flags |= SKM_WL_POLICY;
+		v->pol_set = p.pol_set;
+	}
+
+	/* Everything not carried over is retired; on error the new sets are
+	 * retired instead and the old ones stay live. */
+	if (err) {
+		for (size_t j = 0; j < nnext; j++)
+			if (next_sets[j].pol_set)
+				pset_delete(l, &next_sets[j], st);
+		for (size_t j = 0; j < nnext; j++)
+			pset_free(&next_sets[j]);
+		free(next_sets);
+	} else {
+		*retired = rs->sets;
+		*nretired = rs->nsets;
+		rs->sets = next_sets;
+		rs->nsets = nnext;
+	}
+	want_free(&netns);
+	free(srcs);
+	return err;
+}
+
+static void retire(struct loader *l, struct pset *sets, size_t n, struct reconcile_stats *st)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (sets[i].pol_set)
+			pset_delete(l, &sets[i], st);
+		pset_free(&sets[i]);
+	}
+	free(sets);
+}
+
+int reconcile_gc_policy(struct loader *l)
+{
+	int wl_fd = bpf_map__fd(l->skel->maps.skm_workloads);
+	int vfd = bpf_map__fd(l->skel->maps.skm_verdicts);
+	int pfd = bpf_map__fd(l->skel->maps.skm_plain);
+	struct want live = { .ksz = sizeof(uint32_t), .vsz = 1 };
+	struct skm_verdict_key vk, vnext;
+	struct skm_plain_key pk, pnext;
+	uint32_t wk, wnext;
+	struct skm_wl_val v;
+	int more, removed = 0;
+	char one = 1;
+
+	more = bpf_map_get_next_key(wl_fd, NULL, &wk) == 0;
+	while (more) {
+		more = bpf_map_get_next_key(wl_fd, &wk, &wnext) == 0;
+		if (!bpf_map_lookup_elem(wl_fd, &wk, &v) && v.pol_set &&
+		    want_add(&live, &v.pol_set, &one)) {
+			want_free(&live);
+			return -ENOMEM;
+		}
+		wk = wnext;
+	}
+	more = bpf_map_get_next_key(vfd, NULL, &vk) == 0;
+	while (more) {
+		more = bpf_map_get_next_key(vfd, &vk, &vnext) == 0;
+		if (want_find(&live, &vk.pol_set) < 0 && !bpf_map_delete_elem(vfd, &vk))
+			removed++;
+		vk = vnext;
+	}
+	more = bpf_map_get_next_key(pfd, NULL, &pk) == 0;
+	while (more) {
+		uint32_t ps;
+
+		more = bpf_map_get_next_key(pfd, &pk, &pnext) == 0;
+		ps = ntohl(pk.pol_set);
+		if (want_find(&live, &ps) < 0 && !bpf_map_delete_elem(pfd, &pk))
+			removed++;
+		pk = pnext;
+	}
+	want_free(&live);
+	if (removed)
+		pr_info("removed %d policy entries no workload refers to\n", removed);
+	return 0;
+}
+
 int reconcile(struct loader *l, const struct config *cfg, const char *node,
 	      struct reconcile_stats *st)
 {
@@ -591,6 +1059,8 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 	struct want names = { .ksz = sizeof(struct skm_name_key),
 			      .vsz = sizeof(struct skm_name_val) };
 	int names_fd = bpf_map__fd(l->skel->maps.skm_names);
+	struct pset *retired = NULL;
+	size_t nretired = 0;
 	int err;
 
 	memset(st, 0, sizeof(*st));
@@ -614,11 +1084,24 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 		if (err)
 			goto out;
 	}
+	if (!l->rc_state && !(l->rc_state = calloc(1, sizeof(struct rc_state)))) {
+		err = -ENOMEM;
+		goto out;
+	}
+	err = sync_policy(l, cfg, node, &ids, &wls, &names, &retired, &nretired, st);
+	if (err) {
+		pr_warn("cannot compile policy: %s\n", strerror(-err));
+		goto out;
+	}
+	/* One update per workload switches it to its new policy set. */
 	err = sync_map(bpf_map__fd(l->skel->maps.skm_workloads), &wls, st);
 	if (err) {
 		pr_warn("cannot write skm_workloads: %s\n", strerror(-err));
 		goto out;
 	}
+	retire(l, retired, nretired, st);
+	retired = NULL;
+	nretired = 0;
 	err = sync_services(l, cfg, &ids, &names, st);
 	if (err)
 		goto out;
@@ -633,6 +1116,11 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 	if (err)
 		pr_warn("cannot write skm_names: %s\n", strerror(-err));
 out:
+	/* Sets retired but still referenced after a failed switch stay in
+	 * the kernel; the GC at the next start removes them. */
+	for (size_t i = 0; i < nretired; i++)
+		pset_free(&retired[i]);
+	free(retired);
 	want_free(&ids.byname);
 	want_free(&wls);
 	want_free(&names);

@@ -18,6 +18,7 @@ struct reconcile_stats {
 	unsigned int deletes;	/* map entries deleted */
 	unsigned int tc_attached;
 	unsigned int tc_missing;	/* local workloads without a veth yet */
+	unsigned int policies_compiled;	/* destinations whose policy changed */
 };
 
 int reconcile(struct loader *l, const struct config *cfg, const char *node,
@@ -26,6 +27,10 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 /* Removes backend slots no service refers to (left by a crash between
  * writing a set and switching to it). */
 int reconcile_gc_backends(struct loader *l);
+/* Removes policy entries no workload's pol_set refers to. */
+int reconcile_gc_policy(struct loader *l);
+/* Frees what reconcile keeps between calls. */
+void reconcile_release(struct loader *l);
 
 /* Weighted slot table: fills SLOTS (room for MAX) with endpoint indexes in
  * proportion to WEIGHTS; returns the slot count (0: nothing to pick). */

@@ -8,6 +8,7 @@
 #include "lib/maps.bpf.h"
 #include "lib/lb.bpf.h"
 #include "lib/conn.bpf.h"
+#include "lib/policy.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -27,7 +28,8 @@ int skm_connect4(struct bpf_sock_addr *ctx)
 	case LB_NOT_SERVICE:
 		break;
 	}
-	return 1;
+	/* Policy judges the backend actually dialled. */
+	return policy_connect4(ctx, ctx->user_ip4, (__u16)ctx->user_port);
 }
 
 SEC("cgroup/getpeername4")
@@ -143,10 +145,14 @@ int skm_tc_from_pod(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* TC egress of the node-side veth: what is delivered to the pod. */
+/* TC egress of the node-side veth: what is delivered to the pod, where
+ * plaintext policy is enforced. */
 SEC("tc")
 int skm_tc_to_pod(struct __sk_buff *skb)
 {
-	dev_count(skb, 1);
-	return TC_ACT_OK;
+	int act = policy_to_pod(skb);
+
+	if (act == TC_ACT_OK)
+		dev_count(skb, 1);
+	return act;
 }

@@ -29,6 +29,8 @@
 #define SKM_MAX_CONNS		262144
 #define SKM_MAX_SOCKS		65536	/* accelerated sockets in the SOCKHASH */
 #define SKM_MAX_DEVS		4096
+#define SKM_MAX_VERDICTS	(1 << 20)
+#define SKM_MAX_PLAIN		(1 << 18)
 #define SKM_EVENTS_BYTES	(4 << 20)
 
 /* skm_services: (vip, port, proto) -> backend set */
@@ -65,13 +67,54 @@ struct skm_be_val {
 /* skm_workloads: workload IP -> who it is */
 #define SKM_WL_LOCAL	(1U << 0)	/* runs on this node */
 #define SKM_WL_MESHED	(1U << 1)	/* captured by the mesh */
+#define SKM_WL_POLICY	(1U << 2)	/* local, and some policy can deny a
+					 * connection to it: check pol_set */
+#define SKM_WL_NETNS	(1U << 3)	/* local, netns known: connect4 knows
+					 * it as a source (skm_netns) */
 
 struct skm_wl_val {
 	__u32 wl_id;		/* stable numeric id, 0 is never used */
 	__u32 flags;		/* SKM_WL_* */
 	__u32 ns_id;
 	__u32 sa_id;
+	__u32 pol_set;		/* compiled policy of this destination, in
+				 * skm_verdicts and skm_plain; replaced as a
+				 * whole like a backend set */
+	__u32 pad;
 };
+
+/* skm_netns: netns cookie -> wl_id of the local pod living in it, so
+ * connect4 knows which workload is connecting. */
+
+/* skm_verdicts: (source workload, destination policy set, port) -> verdict
+ * for a same-node connection with the source's identity. port is the
+ * destination (target) port in host order, 0 for "any port the policies
+ * do not name". Only local sources with a known netns have entries. */
+struct skm_verdict_key {
+	__u32 src_id;
+	__u32 pol_set;
+	__u16 port;
+	__u16 pad;
+};
+
+struct skm_verdict {
+	__u32 allow;		/* 1 allow, 0 deny */
+	__u32 reason_id;	/* skm_names kind SKM_NAME_REASON */
+};
+
+/* skm_plain: longest-prefix match over (policy set, port, source IP) ->
+ * verdict for plaintext (no identity) arriving at a pod, checked by TC on
+ * the SYN. Entries always name pol_set and port fully (prefixlen >= 48),
+ * port 0 stands for "any port the policies do not name". */
+struct skm_plain_key {
+	__u32 prefixlen;	/* 48 + source prefix length */
+	__u32 pol_set;		/* network order */
+	__u16 port;		/* network order */
+	__u8 src[4];		/* source IPv4 address */
+	__u16 pad;
+};
+
+#define SKM_PLAIN_PREFIX_BASE	48
 
 /* skm_sock_vip: socket cookie -> what the app asked for (getpeername4,
  * recvmsg4 and the connection record read it). LRU: UDP sockets have no
@@ -159,6 +202,11 @@ enum skm_stat {
 	SKM_STAT_CONN_CLOSE,
 	SKM_STAT_CONN_TABLE_FULL,
 	SKM_STAT_EVENT_DROP,		/* ring buffer full */
+	SKM_STAT_POLICY_ALLOW,		/* same-node connects policy allowed */
+	SKM_STAT_POLICY_DENY,		/* same-node connects refused (EPERM) */
+	SKM_STAT_POLICY_UNKNOWN_SRC,	/* connect from an unknown netns: TC decides */
+	SKM_STAT_PLAIN_ALLOW,		/* plaintext SYNs to a pod let through */
+	SKM_STAT_PLAIN_DENY,		/* plaintext SYNs to a pod dropped */
 	SKM_STAT__MAX,
 };
 
@@ -167,7 +215,8 @@ enum skm_stat {
 	"sock_insert", "sock_insert_fail",	\
 	"msg_redirect", "msg_redirect_bytes", "msg_pass",	\
 	"conn_open", "conn_close", "conn_table_full",	\
-	"event_drop" }
+	"event_drop", "policy_allow", "policy_deny", "policy_unknown_src",	\
+	"plain_allow", "plain_deny" }
 
 /* skm_dev_stats: per-CPU packet/byte counters of a pod-facing interface,
  * keyed by ifindex of the node-side veth. "in" is what the pod sent
@@ -190,6 +239,8 @@ struct skm_dev_val {
 enum skm_name_kind {
 	SKM_NAME_WORKLOAD = 1,	/* id = wl_id */
 	SKM_NAME_SERVICE = 2,	/* id = svc_id */
+	SKM_NAME_REASON = 3,	/* id = reason_id: ns = deciding policy
+				 * "ns/name" (or "-"), name = why */
 };
 
 struct skm_name_key {
@@ -216,6 +267,9 @@ struct skm_name_val {
 #define SKM_MAP_DEVS		"skm_devs"
 #define SKM_MAP_NAMES		"skm_names"
 #define SKM_MAP_SK_CTX		"skm_sk_ctx"
+#define SKM_MAP_NETNS		"skm_netns"
+#define SKM_MAP_VERDICTS	"skm_verdicts"
+#define SKM_MAP_PLAIN		"skm_plain"
 #define SKM_MAX_NAMES		(SKM_MAX_WORKLOADS + SKM_MAX_SERVICES)
 
 #endif /* SKMESH_H */

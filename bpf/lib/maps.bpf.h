@@ -123,6 +123,34 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_names SEC(".maps");
 
+/* netns cookie -> wl_id of the local pod in it */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_WORKLOADS);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_netns SEC(".maps");
+
+/* (source workload, policy set, port) -> same-node verdict */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKM_MAX_VERDICTS);
+	__type(key, struct skm_verdict_key);
+	__type(value, struct skm_verdict);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_verdicts SEC(".maps");
+
+/* (policy set, port, source prefix) -> plaintext verdict */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SKM_MAX_PLAIN);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct skm_plain_key);
+	__type(value, struct skm_verdict);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_plain SEC(".maps");
+
 static __always_inline void stat_add(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&skm_stats, &idx);

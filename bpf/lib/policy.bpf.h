@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * L4 policy in the kernel. meshd compiles Istio's AuthorizationPolicy and
+ * PeerAuthentication per local destination into verdict tables, so a check
+ * is two or three hash lookups whatever the number of policies:
+ *
+ * - same-node connections (cgroup/connect4): the source is the pod whose
+ *   netns the connecting socket lives in, with its identity; a deny fails
+ *   connect() with EPERM before any packet exists;
+ * - plaintext from outside the node's mesh pods (TC egress of the pod's
+ *   veth, on the SYN): no identity, only the source address, by LPM.
+ */
+#ifndef SKM_POLICY_BPF_H
+#define SKM_POLICY_BPF_H
+
+#include "lib/maps.bpf.h"
+
+#define IPPROTO_TCP	6
+#define ETH_P_IP	0x0800
+#define TC_ACT_SHOT	2
+
+#define WL_ENFORCED	(SKM_WL_LOCAL | SKM_WL_POLICY)
+#define WL_KNOWN_SRC	(SKM_WL_LOCAL | SKM_WL_MESHED | SKM_WL_NETNS)
+
+/* Verdict of the port's entry, or of the "other ports" entry. */
+static __always_inline struct skm_verdict *
+verdict_lookup(struct skm_verdict_key *k, __u16 port)
+{
+	struct skm_verdict *v;
+
+	k->port = port;
+	v = bpf_map_lookup_elem(&skm_verdicts, k);
+	if (v)
+		return v;
+	k->port = 0;
+	return bpf_map_lookup_elem(&skm_verdicts, k);
+}
+
+/* 1: the connect may go on; 0: refuse it. IP and port are the final
+ * destination (after service load balancing), network order. */
+static __always_inline int policy_connect4(struct bpf_sock_addr *ctx,
+					   __u32 ip, __u16 port)
+{
+	struct skm_verdict_key k = {};
+	struct skm_wl_val *dst;
+	struct skm_verdict *v;
+	__u32 *src;
+	__u64 netns;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 1;	/* like ztunnel: TCP only */
+	dst = bpf_map_lookup_elem(&skm_workloads, &ip);
+	if (!dst || (dst->flags & WL_ENFORCED) != WL_ENFORCED)
+		return 1;
+	netns = bpf_get_netns_cookie(ctx);
+	src = bpf_map_lookup_elem(&skm_netns, &netns);
+	if (!src) {
+		/* Not a known pod (a host process, a pod without netns):
+		 * its SYN crosses the veth, where TC judges it as
+		 * plaintext from its address. */
+		stat_inc(SKM_STAT_POLICY_UNKNOWN_SRC);
+		return 1;
+	}
+	k.src_id = *src;
+	k.pol_set = dst->pol_set;
+	v = verdict_lookup(&k, bpf_ntohs(port));
+	if (v && v->allow) {
+		stat_inc(SKM_STAT_POLICY_ALLOW);
+		return 1;
+	}
+	/* No entry means the compiled set is incomplete: fail closed. */
+	stat_inc(SKM_STAT_POLICY_DENY);
+	return 0;
+}
+
+static __always_inline struct skm_verdict *plain_lookup(struct skm_plain_key *k,
+							__u16 port)
+{
+	struct skm_verdict *v;
+
+	k->port = port;
+	v = bpf_map_lookup_elem(&skm_plain, k);
+	if (v)
+		return v;
+	k->port = 0;
+	return bpf_map_lookup_elem(&skm_plain, k);
+}
+
+/* TC_ACT_OK or TC_ACT_SHOT for a packet going to a local pod. Only the
+ * first SYN of a TCP connection is judged: without it there is no
+ * connection, and established ones were judged when they began. */
+static __always_inline int policy_to_pod(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct skm_plain_key k = {};
+	struct skm_wl_val *dst, *srcw;
+	struct skm_verdict *v;
+	struct tcphdr *th;
+	struct iphdr *iph;
+	__u32 saddr, daddr;
+
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	iph = (void *)(eth + 1);
+	if ((void *)(iph + 1) > end || iph->protocol != IPPROTO_TCP ||
+	    (iph->frag_off & bpf_htons(0x1fff)))
+		return TC_ACT_OK;
+	th = (void *)iph + iph->ihl * 4;
+	if ((void *)(th + 1) > end || !th->syn || th->ack)
+		return TC_ACT_OK;
+
+	daddr = iph->daddr;
+	dst = bpf_map_lookup_elem(&skm_workloads, &daddr);
+	if (!dst || (dst->flags & WL_ENFORCED) != WL_ENFORCED)
+		return TC_ACT_OK;
+	saddr = iph->saddr;
+	srcw = bpf_map_lookup_elem(&skm_workloads, &saddr);
+	if (srcw && (srcw->flags & WL_KNOWN_SRC) == WL_KNOWN_SRC)
+		return TC_ACT_OK;	/* judged at its connect() */
+
+	k.prefixlen = SKM_PLAIN_PREFIX_BASE + 32;
+	k.pol_set = bpf_htonl(dst->pol_set);
+	__builtin_memcpy(k.src, &saddr, 4);
+	v = plain_lookup(&k, th->dest);
+	if (v && v->allow) {
+		stat_inc(SKM_STAT_PLAIN_ALLOW);
+		return TC_ACT_OK;
+	}
+	stat_inc(SKM_STAT_PLAIN_DENY);
+	return TC_ACT_SHOT;
+}
+
+#endif /* SKM_POLICY_BPF_H */
