@@ -42,7 +42,7 @@ AGENT_LIB_OBJS	:= $(filter-out $(OUT)/agent/main.o,$(AGENT_OBJS))
 BPF_HDRS	:= include/skmesh.h $(wildcard bpf/lib/*.h)
 
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
-		   $(OUT)/tests/unit_tests
+		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval
 
 all: $(BINS)
 
@@ -95,6 +95,11 @@ $(OUT)/bench/skm-bare: bench/bare.c $(OUT)/bench/bare.skel.h | $(OUT)/bench
 $(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) | $(OUT)/tests
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lcmocka
+
+# --- test tools: the policy evaluator on its own, for kernel-vs-user tests
+$(OUT)/tests/policy-eval: tests/tools/policy-eval.c $(AGENT_LIB_OBJS) | $(OUT)/tests
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS)
 
 # --- one-command entry points
 deps:

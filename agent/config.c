@@ -16,6 +16,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "keyidx.h"
 #include "policy.h"
 #include "skmesh.h"
 
@@ -1761,21 +1762,46 @@ static int validate(struct config *cfg, struct cfg_diag *diag)
 {
 	size_t nkeys = 0, nslots = 0;
 
+	struct keyidx byname = {}, byip = {}, svcname = {}, byvip = {}, nsfirst = {};
+	size_t *ns_next = calloc(cfg->nwls + 1, sizeof(*ns_next));
+	char key[300];
+	int err = 0;
+
+	if (!ns_next)
+		return -ENOMEM;
+	/* Indexes keep these checks linear: names and IPs of workloads, the
+	 * workloads of each namespace (chained through ns_next, for
+	 * selectors), names and VIP:ports of services. */
 	for (size_t i = 0; i < cfg->nwls; i++) {
 		struct cfg_workload *w = &cfg->wls[i];
+		int n = snprintf(key, sizeof(key), "%s/%s", w->ns, w->name);
+		long j = keyidx_put(&byname, key, (size_t)n, i);
+		long h;
 
-		for (size_t j = 0; j < i; j++) {
+		if (j < 0)
+			goto oom;
+		if ((size_t)j != i) {
 			struct cfg_workload *o = &cfg->wls[j];
 
-			if (!strcmp(w->ns, o->ns) && !strcmp(w->name, o->name))
-				diag_add(diag, 1, &w->pos,
-					 "Workload %s/%s is defined twice (first at %s:%u)",
-					 w->ns, w->name, o->pos.file, o->pos.line);
-			else if (w->ip && w->ip == o->ip)
-				diag_add(diag, 1, &w->pos,
-					 "spec.ip: Workload %s/%s has the IP of %s/%s (%s:%u)",
-					 w->ns, w->name, o->ns, o->name, o->pos.file, o->pos.line);
+			diag_add(diag, 1, &w->pos,
+				 "Workload %s/%s is defined twice (first at %s:%u)",
+				 w->ns, w->name, o->pos.file, o->pos.line);
+		} else if (w->ip && (j = keyidx_put(&byip, &w->ip, sizeof(w->ip), i)) != (long)i) {
+			struct cfg_workload *o;
+
+			if (j < 0)
+				goto oom;
+			o = &cfg->wls[j];
+			diag_add(diag, 1, &w->pos,
+				 "spec.ip: Workload %s/%s has the IP of %s/%s (%s:%u)",
+				 w->ns, w->name, o->ns, o->name, o->pos.file, o->pos.line);
 		}
+		/* Chain in reverse: each namespace's head is its last one,
+		 * ns_next[i] - 1 the one before (0: none). */
+		h = keyidx_get(&nsfirst, w->ns, strlen(w->ns));
+		ns_next[i] = h < 0 ? 0 : (size_t)h + 1;
+		if (keyidx_set(&nsfirst, w->ns, strlen(w->ns), i))
+			goto oom;
 		if (i >= SKM_MAX_WORKLOADS) {
 			diag_add(diag, 1, &w->pos,
 				 "Workload %s/%s does not fit: the skm_workloads map holds %d workloads",
@@ -1786,64 +1812,105 @@ static int validate(struct config *cfg, struct cfg_diag *diag)
 
 	for (size_t i = 0; i < cfg->nsvcs; i++) {
 		struct cfg_service *s = &cfg->svcs[i];
+		int n = snprintf(key, sizeof(key), "%s/%s", s->ns, s->name);
+		long j = keyidx_put(&svcname, key, (size_t)n, i);
 
-		for (size_t j = 0; j < i; j++) {
+		if (j < 0)
+			goto oom;
+		if ((size_t)j != i) {
 			struct cfg_service *o = &cfg->svcs[j];
 
-			if (!strcmp(s->ns, o->ns) && !strcmp(s->name, o->name)) {
-				diag_add(diag, 1, &s->pos,
-					 "Service %s/%s is defined twice (first at %s:%u)",
-					 s->ns, s->name, o->pos.file, o->pos.line);
-				continue;
+			diag_add(diag, 1, &s->pos,
+				 "Service %s/%s is defined twice (first at %s:%u)",
+				 s->ns, s->name, o->pos.file, o->pos.line);
+			continue;
+		}
+		for (size_t a = 0; a < s->nports; a++) {
+			struct { uint32_t vip; uint16_t port; uint8_t proto; } vk = {
+				s->vip, s->ports[a].port, s->ports[a].proto
+			};
+			char vkey[7];
+
+			memcpy(vkey, &vk.vip, 4);
+			memcpy(vkey + 4, &vk.port, 2);
+			vkey[6] = (char)vk.proto;
+			j = keyidx_put(&byvip, vkey, sizeof(vkey), i);
+			if (j < 0)
+				goto oom;
+			if ((size_t)j != i) {
+				struct cfg_service *o = &cfg->svcs[j];
+
+				diag_add(diag, 1, &s->ports[a].pos,
+					 "spec.ports[%zu]: %s/%s and %s/%s (%s:%u) both claim this VIP and port",
+					 a, s->ns, s->name, o->ns, o->name, o->pos.file, o->pos.line);
 			}
-			if (s->vip != o->vip)
-				continue;
-			for (size_t a = 0; a < s->nports; a++)
-				for (size_t b = 0; b < o->nports; b++)
-					if (s->ports[a].port == o->ports[b].port &&
-					    s->ports[a].proto == o->ports[b].proto)
-						diag_add(diag, 1, &s->ports[a].pos,
-							 "spec.ports[%zu]: %s/%s and %s/%s (%s:%u) both claim this VIP and port",
-							 a, s->ns, s->name, o->ns, o->name,
-							 o->pos.file, o->pos.line);
 		}
 
 		if (s->has_selector) {
-			for (size_t j = 0; j < cfg->nwls; j++) {
-				struct cfg_workload *w = &cfg->wls[j];
+			long h = keyidx_get(&nsfirst, s->ns, strlen(s->ns));
+			size_t first = s->neps;
+
+			for (size_t k = h < 0 ? 0 : (size_t)h + 1; k; k = ns_next[k - 1]) {
+				struct cfg_workload *w = &cfg->wls[k - 1];
 				struct cfg_endpoint *e;
 
-				if (strcmp(w->ns, s->ns) || !labels_match(&s->selector, &w->labels))
+				if (!labels_match(&s->selector, &w->labels))
 					continue;
 				e = grow(s->eps, &s->neps, sizeof(*e));
-				if (!e) {
-					diag_add(diag, 1, &s->pos, "out of memory");
-					return -ENOMEM;
-				}
+				if (!e)
+					goto oom;
 				s->eps = e;
 				e[s->neps - 1].ip = w->ip;
 				e[s->neps - 1].weight = 1;
 				e[s->neps - 1].pos = w->pos;
 			}
+			/* The chain runs backwards: keep config order. */
+			for (size_t a = first, b = s->neps; a + 1 < b; a++, b--) {
+				struct cfg_endpoint t = s->eps[a];
+
+				s->eps[a] = s->eps[b - 1];
+				s->eps[b - 1] = t;
+			}
 		}
-		nkeys += s->nports;
-		nslots += s->nports * (s->neps > SKM_MAX_SLOTS_PER_SVC ?
-				       s->neps : SKM_MAX_SLOTS_PER_SVC);
-		if (nkeys > SKM_MAX_SERVICES)
-			diag_add(diag, 1, &s->pos,
-				 "Service %s/%s does not fit: the skm_services map holds %d VIP:port entries",
-				 s->ns, s->name, SKM_MAX_SERVICES);
-		else if (nslots > SKM_MAX_BACKEND_SLOTS / 2)
-			diag_add(diag, 1, &s->pos,
-				 "Service %s/%s does not fit: the skm_backends map (%d slots) is full",
-				 s->ns, s->name, SKM_MAX_BACKEND_SLOTS);
-		if (nkeys > SKM_MAX_SERVICES || nslots > SKM_MAX_BACKEND_SLOTS / 2)
-			break;
+		/* Slots a set can take (reconcile's build_slots never uses
+		 * more): the weight sum, capped at the larger of the table size
+		 * and the endpoint count. One more set's worth stays free for
+		 * the swap of a changed set. */
+		{
+			uint64_t wsum = 0, cap = s->neps > SKM_MAX_SLOTS_PER_SVC ?
+						 s->neps : SKM_MAX_SLOTS_PER_SVC;
+
+			for (size_t e = 0; e < s->neps; e++)
+				wsum += s->eps[e].weight;
+			nslots += s->nports * (wsum < cap ? wsum : cap);
+			nkeys += s->nports;
+			if (nkeys > SKM_MAX_SERVICES)
+				diag_add(diag, 1, &s->pos,
+					 "Service %s/%s does not fit: the skm_services map holds %d VIP:port entries",
+					 s->ns, s->name, SKM_MAX_SERVICES);
+			else if (nslots + cap > SKM_MAX_BACKEND_SLOTS)
+				diag_add(diag, 1, &s->pos,
+					 "Service %s/%s does not fit: the skm_backends map (%d slots) is full",
+					 s->ns, s->name, SKM_MAX_BACKEND_SLOTS);
+			if (nkeys > SKM_MAX_SERVICES || nslots + cap > SKM_MAX_BACKEND_SLOTS)
+				break;
+		}
 	}
 	if (policy_finish(cfg, diag))
-		return -ENOMEM;
+		goto oom;
 	peerauthn_diags(cfg, diag);
-	return 0;
+	goto out;
+oom:
+	diag_add(diag, 1, NULL, "out of memory while checking the config");
+	err = -ENOMEM;
+out:
+	keyidx_free(&byname);
+	keyidx_free(&byip);
+	keyidx_free(&svcname);
+	keyidx_free(&byvip);
+	keyidx_free(&nsfirst);
+	free(ns_next);
+	return err;
 }
 
 int config_load(const char *path, struct config **out, struct cfg_diag *diag)

@@ -372,7 +372,7 @@ static int sync_services(struct loader *l, const struct config *cfg,
 			goto next_svc;
 		for (size_t e = 0; e < s->neps; e++)
 			weights[e] = s->eps[e].weight;
-		nslots = build_slots(weights, (unsigned int)s->neps, slots, SKM_MAX_SLOTS_PER_SVC);
+		nslots = build_slots(weights, (unsigned int)s->neps, slots, cap);
 		for (size_t p = 0; p < s->nports && !err; p++) {
 			const struct cfg_port *port = &s->ports[p];
 			char one = 1;
