@@ -186,13 +186,30 @@ static void name_val(struct skm_name_val *v, const char *ns, const char *name)
 	memcpy(v->ns, ns, strnlen(ns, sizeof(v->ns) - 1));
 }
 
-static int id_table_load(int fd, struct id_table *t)
+/* Seeds T from what skm_names holds: the cache when valid, else the map. */
+static int id_table_load(int fd, const struct want *cache, struct id_table *t)
 {
 	struct skm_name_key key, next;
-	int more = bpf_map_get_next_key(fd, NULL, &key) == 0;
+	int more;
 
 	t->byname.ksz = sizeof(struct id_key);
 	t->byname.vsz = sizeof(uint32_t);
+	if (cache->ksz) {
+		for (size_t i = 0; i < cache->n; i++) {
+			const struct skm_name_key *k = (struct skm_name_key *)cache->keys + i;
+			struct id_key ik = { .kind = k->kind };
+
+			if (k->kind >= 4)
+				continue;
+			ik.v = ((struct skm_name_val *)cache->vals)[i];
+			if (want_add(&t->byname, &ik, &k->id))
+				return -ENOMEM;
+			if (k->id > t->max_id[k->kind])
+				t->max_id[k->kind] = k->id;
+		}
+		return 0;
+	}
+	more = bpf_map_get_next_key(fd, NULL, &key) == 0;
 	while (more) {
 		struct id_key ik = {};
 
@@ -226,34 +243,99 @@ static uint32_t id_for(struct id_table *t, uint32_t kind, const char *ns,
 	return id;
 }
 
+/* What is compiled for one local destination, kept between reconciles so
+ * an unchanged policy costs nothing and a replaced one can be deleted. */
+struct pset {
+	uint32_t dst_ip;
+	uint32_t pol_set;
+	uint64_t hash;		/* of the compiled entries, pol_set left out */
+	struct want verdicts;	/* skm_verdict_key -> skm_verdict */
+	struct want plain;	/* skm_plain_key -> skm_verdict */
+};
+
+/* What reconcile remembers between calls: what each map holds as far as
+ * meshd wrote it (so a change is diffed in memory, not by reading maps
+ * back), and the compiled policy sets. Caches start invalid (ksz 0) and
+ * are filled by the first sync, which reads the maps. */
+struct rc_state {
+	struct pset *sets;
+	size_t nsets;
+	uint32_t next_pol_set;
+	int seeded;
+	struct want wls;	/* skm_workloads */
+	struct want names;	/* skm_names */
+	struct want devs;	/* skm_devs */
+	struct want netns;	/* skm_netns */
+	struct want svcs;	/* skm_services key -> struct svc_cached */
+	uint32_t next_set_id;	/* last backend set id handed out */
+	int set_seeded;
+};
+
+/* A service entry as written, with a hash of its backend set. */
+struct svc_cached {
+	struct skm_svc_val v;
+	uint64_t hash;
+};
+
 /* Makes map FD hold exactly W: deletes what is not wanted, writes what is
- * missing or different, leaves equal entries alone. */
-static int sync_map(int fd, const struct want *w, struct reconcile_stats *st)
+ * missing or different, leaves equal entries alone. CACHE is what the map
+ * held after the last sync: with it the diff is made in memory, without
+ * reading the map (an invalid cache, ksz 0, means read the map). On
+ * return CACHE holds W's entries and W the old cache's, for the caller to
+ * free; on error CACHE is invalidated. */
+static int sync_map(int fd, struct want *w, struct want *cache, struct reconcile_stats *st)
 {
 	char key[256], next[256], cur[512];
-	int more, err;
+	struct want tmp;
+	int more, err = 0;
 
 	if (w->ksz > sizeof(key) || w->vsz > sizeof(cur))
 		return -E2BIG;
-	more = bpf_map_get_next_key(fd, NULL, key) == 0;
-	while (more) {
-		more = bpf_map_get_next_key(fd, key, next) == 0;
-		if (want_find(w, key) < 0) {
-			if (!bpf_map_delete_elem(fd, key))
+	if (cache->ksz) {
+		for (size_t i = 0; i < cache->n; i++) {
+			const char *k = (char *)cache->keys + i * cache->ksz;
+
+			if (want_find(w, k) < 0 && !bpf_map_delete_elem(fd, k))
 				st->deletes++;
 		}
-		memcpy(key, next, w->ksz);
+	} else {
+		more = bpf_map_get_next_key(fd, NULL, key) == 0;
+		while (more) {
+			more = bpf_map_get_next_key(fd, key, next) == 0;
+			if (want_find(w, key) < 0 && !bpf_map_delete_elem(fd, key))
+				st->deletes++;
+			memcpy(key, next, w->ksz);
+		}
 	}
 	for (size_t i = 0; i < w->n; i++) {
 		const char *k = (char *)w->keys + i * w->ksz;
 		const char *v = (char *)w->vals + i * w->vsz;
+		ssize_t c;
 
-		if (!bpf_map_lookup_elem(fd, k, cur) && !memcmp(cur, v, w->vsz))
+		if (cache->ksz) {
+			c = want_find(cache, k);
+			if (c >= 0 && !memcmp((char *)cache->vals + c * cache->vsz, v, w->vsz))
+				continue;
+		} else if (!bpf_map_lookup_elem(fd, k, cur) && !memcmp(cur, v, w->vsz)) {
 			continue;
-		err = bpf_map_update_elem(fd, k, v, BPF_ANY);
-		if (err)
-			return -errno;
+		}
+		if (bpf_map_update_elem(fd, k, v, BPF_ANY)) {
+			err = -errno;
+			break;
+		}
 		st->writes++;
+	}
+	if (err) {
+		want_free(cache);
+		cache->ksz = 0;
+		return err;
+	}
+	tmp = *cache;
+	*cache = *w;
+	*w = tmp;
+	if (!w->ksz) {
+		w->ksz = cache->ksz;
+		w->vsz = cache->vsz;
 	}
 	return 0;
 }
@@ -299,45 +381,65 @@ static uint32_t max_set_id(int svc_fd)
 	return max;
 }
 
-/* Points KEY at backends BES (NSLOTS slots). Unchanged: nothing written.
- * Changed: the new set is written under a fresh id, the service entry is
- * switched with one update, then the old set is deleted. */
-static int put_service(int svc_fd, int be_fd, const struct skm_svc_key *key,
-		       uint32_t svc_id, const struct skm_be_val *bes,
-		       uint32_t nslots, uint32_t *next_set, struct reconcile_stats *st)
+/* Points KEY at backends BES (NSLOTS slots) and records what was written
+ * in NEXT. Unchanged (by the cache, or by reading the map when the cache
+ * is invalid): nothing written. Changed: the new set is written under a
+ * fresh id, the service entry is switched with one update, then the old
+ * set is deleted. */
+static int put_service(int svc_fd, int be_fd, struct rc_state *rs,
+		       const struct skm_svc_key *key, uint32_t svc_id,
+		       const struct skm_be_val *bes, uint32_t nslots,
+		       struct want *next, struct reconcile_stats *st)
 {
+	struct svc_cached nc = { .v = { .svc_id = svc_id, .nslots = nslots },
+				 .hash = hash_bytes(bes, nslots * sizeof(*bes)) };
 	struct skm_be_val cur[SKM_MAX_SLOTS_PER_SVC * 4];
-	struct skm_svc_val old, nv = { .svc_id = svc_id, .nslots = nslots };
-	int have = !bpf_map_lookup_elem(svc_fd, key, &old);
+	struct skm_svc_val old;
+	int have;
 
-	if (have && old.svc_id == svc_id && old.nslots == nslots &&
-	    nslots <= sizeof(cur) / sizeof(cur[0]) &&
-	    !read_set(be_fd, old.set_id, old.nslots, cur) &&
-	    !memcmp(cur, bes, nslots * sizeof(*bes)))
-		return 0;
+	if (rs->svcs.ksz) {
+		ssize_t c = want_find(&rs->svcs, key);
+		const struct svc_cached *oc = c >= 0 ? (struct svc_cached *)rs->svcs.vals + c : NULL;
 
-	nv.set_id = nslots ? ++*next_set : 0;
+		have = !!oc;
+		if (oc) {
+			old = oc->v;
+			if (oc->v.svc_id == svc_id && oc->v.nslots == nslots && oc->hash == nc.hash)
+				return want_add(next, key, oc);
+		}
+	} else {
+		have = !bpf_map_lookup_elem(svc_fd, key, &old);
+		if (have && old.svc_id == svc_id && old.nslots == nslots &&
+		    nslots <= sizeof(cur) / sizeof(cur[0]) &&
+		    !read_set(be_fd, old.set_id, old.nslots, cur) &&
+		    !memcmp(cur, bes, nslots * sizeof(*bes))) {
+			nc.v = old;
+			return want_add(next, key, &nc);
+		}
+	}
+
+	nc.v.set_id = nslots ? ++rs->next_set_id : 0;
 	for (uint32_t s = 0; s < nslots; s++) {
-		struct skm_be_key k = { .set_id = nv.set_id, .slot = s };
+		struct skm_be_key k = { .set_id = nc.v.set_id, .slot = s };
 
 		if (bpf_map_update_elem(be_fd, &k, &bes[s], BPF_ANY)) {
 			int err = -errno;
 
-			delete_set(be_fd, nv.set_id, s, st);
+			delete_set(be_fd, nc.v.set_id, s, st);
 			return err;
 		}
 		st->writes++;
 	}
-	if (bpf_map_update_elem(svc_fd, key, &nv, BPF_ANY)) {
+	if (bpf_map_update_elem(svc_fd, key, &nc.v, BPF_ANY)) {
 		int err = -errno;
 
-		delete_set(be_fd, nv.set_id, nslots, st);
+		delete_set(be_fd, nc.v.set_id, nslots, st);
 		return err;
 	}
 	st->writes++;
 	if (have && old.nslots)
 		delete_set(be_fd, old.set_id, old.nslots, st);
-	return 0;
+	return want_add(next, key, &nc);
 }
 
 static int sync_services(struct loader *l, const struct config *cfg,
@@ -346,12 +448,17 @@ static int sync_services(struct loader *l, const struct config *cfg,
 {
 	int svc_fd = bpf_map__fd(l->skel->maps.skm_services);
 	int be_fd = bpf_map__fd(l->skel->maps.skm_backends);
-	struct want keep = { .ksz = sizeof(struct skm_svc_key), .vsz = 1 };
-	uint32_t next_set = max_set_id(svc_fd);
-	struct skm_svc_key key, next;
+	struct rc_state *rs = l->rc_state;
+	struct want next = { .ksz = sizeof(struct skm_svc_key),
+			     .vsz = sizeof(struct svc_cached) };
+	struct skm_svc_key key, nkey;
 	struct skm_svc_val old;
 	int more, err = 0;
 
+	if (!rs->set_seeded) {
+		rs->next_set_id = max_set_id(svc_fd);
+		rs->set_seeded = 1;
+	}
 	for (size_t i = 0; i < cfg->nsvcs && !err; i++) {
 		const struct cfg_service *s = &cfg->svcs[i];
 		uint32_t svc_id = id_for(ids, SKM_NAME_SERVICE, s->ns, s->name);
@@ -375,7 +482,6 @@ static int sync_services(struct loader *l, const struct config *cfg,
 		nslots = build_slots(weights, (unsigned int)s->neps, slots, cap);
 		for (size_t p = 0; p < s->nports && !err; p++) {
 			const struct cfg_port *port = &s->ports[p];
-			char one = 1;
 
 			memset(&key, 0, sizeof(key));
 			key.vip = s->vip;
@@ -386,12 +492,10 @@ static int sync_services(struct loader *l, const struct config *cfg,
 				bes[k].port = htons(port->target);
 				bes[k].pad = 0;
 			}
-			err = put_service(svc_fd, be_fd, &key, svc_id, bes, nslots, &next_set, st);
+			err = put_service(svc_fd, be_fd, rs, &key, svc_id, bes, nslots, &next, st);
 			if (err)
 				pr_warn("Service %s/%s port %u: cannot write skm_services/skm_backends: %s\n",
 					s->ns, s->name, port->port, strerror(-err));
-			else
-				err = want_add(&keep, &key, &one);
 		}
 next_svc:
 		free(weights);
@@ -402,18 +506,37 @@ next_svc:
 		goto out;
 
 	/* Services no longer configured: entry first, then its slots. */
-	more = bpf_map_get_next_key(svc_fd, NULL, &key) == 0;
-	while (more) {
-		more = bpf_map_get_next_key(svc_fd, &key, &next) == 0;
-		if (want_find(&keep, &key) < 0 && !bpf_map_lookup_elem(svc_fd, &key, &old) &&
-		    !bpf_map_delete_elem(svc_fd, &key)) {
-			st->deletes++;
-			delete_set(be_fd, old.set_id, old.nslots, st);
+	if (rs->svcs.ksz) {
+		for (size_t i = 0; i < rs->svcs.n; i++) {
+			const struct skm_svc_key *k = (struct skm_svc_key *)rs->svcs.keys + i;
+			const struct svc_cached *c = (struct svc_cached *)rs->svcs.vals + i;
+
+			if (want_find(&next, k) < 0 && !bpf_map_delete_elem(svc_fd, k)) {
+				st->deletes++;
+				delete_set(be_fd, c->v.set_id, c->v.nslots, st);
+			}
 		}
-		key = next;
+	} else {
+		more = bpf_map_get_next_key(svc_fd, NULL, &key) == 0;
+		while (more) {
+			more = bpf_map_get_next_key(svc_fd, &key, &nkey) == 0;
+			if (want_find(&next, &key) < 0 && !bpf_map_lookup_elem(svc_fd, &key, &old) &&
+			    !bpf_map_delete_elem(svc_fd, &key)) {
+				st->deletes++;
+				delete_set(be_fd, old.set_id, old.nslots, st);
+			}
+			key = nkey;
+		}
 	}
 out:
-	want_free(&keep);
+	if (err) {
+		/* What the map holds is uncertain now: read it next time. */
+		want_free(&rs->svcs);
+		want_free(&next);
+	} else {
+		want_free(&rs->svcs);
+		rs->svcs = next;
+	}
 	return err;
 }
 
@@ -583,7 +706,7 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 		}
 		key = next;
 	}
-	err = sync_map(devs_fd, &want, st);
+	err = sync_map(devs_fd, &want, &((struct rc_state *)l->rc_state)->devs, st);
 out:
 	want_free(&want);
 	free(zero);
@@ -595,23 +718,6 @@ out:
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
-
-/* What is compiled for one local destination, kept between reconciles so
- * an unchanged policy costs nothing and a replaced one can be deleted. */
-struct pset {
-	uint32_t dst_ip;
-	uint32_t pol_set;
-	uint64_t hash;		/* of the compiled entries, pol_set left out */
-	struct want verdicts;	/* skm_verdict_key -> skm_verdict */
-	struct want plain;	/* skm_plain_key -> skm_verdict */
-};
-
-struct rc_state {
-	struct pset *sets;
-	size_t nsets;
-	uint32_t next_pol_set;
-	int seeded;
-};
 
 static void pset_free(struct pset *p)
 {
@@ -628,6 +734,11 @@ void reconcile_release(struct loader *l)
 	for (size_t i = 0; i < rs->nsets; i++)
 		pset_free(&rs->sets[i]);
 	free(rs->sets);
+	want_free(&rs->wls);
+	want_free(&rs->names);
+	want_free(&rs->devs);
+	want_free(&rs->netns);
+	want_free(&rs->svcs);
 	free(rs);
 	l->rc_state = NULL;
 }
@@ -927,7 +1038,7 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 		err = want_add(&netns, &cookie, &v->wl_id);
 	}
 	if (!err)
-		err = sync_map(bpf_map__fd(l->skel->maps.skm_netns), &netns, st);
+		err = sync_map(bpf_map__fd(l->skel->maps.skm_netns), &netns, &rs->netns, st);
 
 	for (size_t i = 0; i < cfg->nwls && !err; i++) {
 		const struct cfg_workload *w = &cfg->wls[i];
@@ -1060,11 +1171,17 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 			      .vsz = sizeof(struct skm_name_val) };
 	int names_fd = bpf_map__fd(l->skel->maps.skm_names);
 	struct pset *retired = NULL;
+	struct rc_state *rs;
 	size_t nretired = 0;
 	int err;
 
 	memset(st, 0, sizeof(*st));
-	err = id_table_load(names_fd, &ids);
+	if (!l->rc_state && !(l->rc_state = calloc(1, sizeof(struct rc_state)))) {
+		err = -ENOMEM;
+		goto out;
+	}
+	rs = l->rc_state;
+	err = id_table_load(names_fd, &rs->names, &ids);
 	if (err)
 		goto out;
 
@@ -1084,17 +1201,13 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 		if (err)
 			goto out;
 	}
-	if (!l->rc_state && !(l->rc_state = calloc(1, sizeof(struct rc_state)))) {
-		err = -ENOMEM;
-		goto out;
-	}
 	err = sync_policy(l, cfg, node, &ids, &wls, &names, &retired, &nretired, st);
 	if (err) {
 		pr_warn("cannot compile policy: %s\n", strerror(-err));
 		goto out;
 	}
 	/* One update per workload switches it to its new policy set. */
-	err = sync_map(bpf_map__fd(l->skel->maps.skm_workloads), &wls, st);
+	err = sync_map(bpf_map__fd(l->skel->maps.skm_workloads), &wls, &rs->wls, st);
 	if (err) {
 		pr_warn("cannot write skm_workloads: %s\n", strerror(-err));
 		goto out;
@@ -1112,7 +1225,7 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 	}
 	/* Names last: meshctl may briefly show an id without a name, never
 	 * a name for the wrong id. */
-	err = sync_map(names_fd, &names, st);
+	err = sync_map(names_fd, &names, &rs->names, st);
 	if (err)
 		pr_warn("cannot write skm_names: %s\n", strerror(-err));
 out:
