@@ -683,6 +683,7 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 		}
 		key = (__u32)ifindex;
 		dv.wl_id = id_for(ids, SKM_NAME_WORKLOAD, w->ns, w->name);
+		memcpy(dv.ifname, ifname, strnlen(ifname, sizeof(dv.ifname) - 1));
 		/* Counters survive restarts: only create them. */
 		bpf_map_update_elem(stats_fd, &key, zero, BPF_NOEXIST);
 		err = loader_tc_attach(l, ifindex);

@@ -63,6 +63,7 @@ int skm_sockops(struct bpf_sock_ops *skops)
 		conn_open(skops, 0);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:	/* no option reserved: a refresh */
 		cookie = bpf_get_socket_cookie(skops);
 		c = bpf_map_lookup_elem(&skm_conns, &cookie);
 		if (c)

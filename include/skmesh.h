@@ -232,6 +232,7 @@ struct skm_dev_stats {
 struct skm_dev_val {
 	__u32 wl_ip;		/* network order */
 	__u32 wl_id;
+	char ifname[16];	/* in meshd's netns, which meshctl may not share */
 };
 
 /* skm_names: (kind, id) -> human names, written by meshd for meshctl only;

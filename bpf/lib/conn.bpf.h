@@ -148,11 +148,15 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 		return;
 	}
 	stat_inc(SKM_STAT_CONN_OPEN);
-	/* Close must be seen to emit the event; RTT samples keep the live
-	 * counters of passthrough sockets current. */
+	/* Close must be seen to emit the event. A passthrough socket's live
+	 * counters are refreshed on every RTT sample (what it sent got
+	 * acked) and as it writes a segment (its ACKs carry what it
+	 * received); an accelerated one's come from sk_msg. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 				  BPF_SOCK_OPS_STATE_CB_FLAG |
-				  BPF_SOCK_OPS_RTT_CB_FLAG);
+				  (c.flags & SKM_CONN_ACCEL ? 0 :
+				   BPF_SOCK_OPS_RTT_CB_FLAG |
+				   BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG));
 }
 
 /* Follows the close handshake so the FINs can be told from data. A FIN
