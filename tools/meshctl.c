@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * meshctl - read-only view of what meshd pins under the pin root: links,
- * services, connections, workloads and counters. It never writes a map, so
- * it is safe to run against a live data path at any time.
+ * services, connections, workloads, policy verdicts and counters. It never
+ * writes a map, so it is safe to run against a live data path at any time.
  *
  * Every command prints an aligned table, or JSON with `-o json` for scripts.
  * Exit status: 0 success (also for an empty table), 1 runtime error,
@@ -44,6 +44,7 @@ static struct {
 	char bpffs[PATH_MAX];	/* pin root, no trailing slash */
 	bool json;
 	double watch;		/* seconds between redraws, 0: print once */
+	const char *arg;	/* the command's argument (policy WORKLOAD) */
 } opt;
 
 static volatile sig_atomic_t stop;
@@ -329,6 +330,10 @@ static const struct map_spec {
 	{ SKM_MAP_DEV_STATS, sizeof(__u32), sizeof(struct skm_dev_stats) },
 	{ SKM_MAP_DEVS, sizeof(__u32), sizeof(struct skm_dev_val) },
 	{ SKM_MAP_NAMES, sizeof(struct skm_name_key), sizeof(struct skm_name_val) },
+	{ SKM_MAP_NETNS, sizeof(__u64), sizeof(__u32) },
+	{ SKM_MAP_VERDICTS, sizeof(struct skm_verdict_key), sizeof(struct skm_verdict) },
+	/* an LPM trie: get_next_key walks it like a hash */
+	{ SKM_MAP_PLAIN, sizeof(struct skm_plain_key), sizeof(struct skm_verdict) },
 };
 
 /* "<pin root>/<name>" into @buf; -ENAMETOOLONG (reported) if it does not fit */
@@ -1189,7 +1194,8 @@ static int cmd_workloads(void)
 {
 	static const struct col cols[] = {
 		LEFT("NAMESPACE"), LEFT("NAME"), LEFT("IP"), RIGHT("WL_ID"),
-		LEFT("FLAGS"), RIGHT("NS_ID"), RIGHT("SA_ID"),
+		LEFT("FLAGS"), RIGHT("NS_ID"), RIGHT("SA_ID"), LEFT("POLICY"),
+		LEFT("NETNS"), RIGHT("POL_SET"),
 	};
 	struct pmap wls, names;
 	struct wl_row *rows = NULL;
@@ -1224,18 +1230,28 @@ static int cmd_workloads(void)
 		const struct wl_row *r = &rows[i];
 		bool local = r->val.flags & SKM_WL_LOCAL;
 		bool meshed = r->val.flags & SKM_WL_MESHED;
+		bool policy = r->val.flags & SKM_WL_POLICY;
+		bool netns = r->val.flags & SKM_WL_NETNS;
 
 		if (opt.json) {
-			err = json_push(arr, json_pack("{s:s?, s:s?, s:s, s:I, s:b, s:b, s:I, s:I}",
+			err = json_push(arr, json_pack("{s:s?, s:s?, s:s, s:I, s:b, s:b, s:I, s:I,"
+						       " s:b, s:b, s:I}",
 				"namespace", or_null(r->nv.ns), "name", or_null(r->nv.name),
 				"ip", addr_fmt(r->ip, -1).s, "wl_id", JI(r->val.wl_id),
 				"local", local, "meshed", meshed,
-				"ns_id", JI(r->val.ns_id), "sa_id", JI(r->val.sa_id)));
+				"ns_id", JI(r->val.ns_id), "sa_id", JI(r->val.sa_id),
+				"policy", policy, "netns_known", netns,
+				"pol_set", JI(r->val.pol_set)));
 		} else {
-			table_row(&t, "%s\t%s\t%s\t%u\t%s\t%u\t%u", dash(r->nv.ns),
+			char pol_set[16] = "-";	/* 0: no compiled set */
+
+			if (r->val.pol_set)
+				snprintf(pol_set, sizeof(pol_set), "%u", r->val.pol_set);
+			table_row(&t, "%s\t%s\t%s\t%u\t%s\t%u\t%u\t%s\t%s\t%s", dash(r->nv.ns),
 				  dash(r->nv.name), addr_fmt(r->ip, -1).s, r->val.wl_id,
 				  local && meshed ? "local,meshed" : local ? "local" :
-				  meshed ? "meshed" : "-", r->val.ns_id, r->val.sa_id);
+				  meshed ? "meshed" : "-", r->val.ns_id, r->val.sa_id,
+				  policy ? "yes" : "no", netns ? "yes" : "no", pol_set);
 		}
 	}
 	if (!err)
@@ -1252,11 +1268,553 @@ out_maps:
 	return err;
 }
 
+/* ---- policy ---------------------------------------------------------- */
+
+/* What connect4 (skm_verdicts) and TC (skm_plain) enforce for each local
+ * destination with a policy, read back from the compiled sets. */
+
+static __u32 verdict_set_of(const void *rec)
+{
+	return ((const struct skm_verdict_key *)rec)->pol_set;
+}
+
+static __u32 plain_set_of(const void *rec)
+{
+	return ntohl(((const struct skm_plain_key *)rec)->pol_set);
+}
+
+static int cmp_verdict_set(const void *a, const void *b)
+{
+	__u32 x = verdict_set_of(a), y = verdict_set_of(b);
+
+	return (x > y) - (x < y);
+}
+
+static int cmp_plain_set(const void *a, const void *b)
+{
+	__u32 x = plain_set_of(a), y = plain_set_of(b);
+
+	return (x > y) - (x < y);
+}
+
+/* First record of @l (sorted by @set_of) whose set is >= @set, or > @set
+ * when @after. */
+static size_t kv_bound(const struct kv_list *l, __u32 (*set_of)(const void *),
+		       __u32 set, bool after)
+{
+	size_t lo = 0, hi = l->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		__u32 s = set_of(kv_key(l, mid));
+
+		if (s < set || (after && s == set))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Named ports in order, then 0: "any port the policies do not name". */
+static int cmp_port(__u16 a, __u16 b)
+{
+	if (a == b)
+		return 0;
+	if (!a || !b)
+		return !a - !b;
+	return a < b ? -1 : 1;
+}
+
+struct verdict_row {
+	const struct skm_verdict_key *key;
+	const struct skm_verdict *v;
+	struct skm_name_val src;	/* the source workload's names */
+};
+
+static int cmp_verdict_row(const void *a, const void *b)
+{
+	const struct verdict_row *x = a, *y = b;
+	int c = cmp_names(&x->src, &y->src);
+
+	if (!c && x->key->src_id != y->key->src_id)
+		c = x->key->src_id < y->key->src_id ? -1 : 1;
+	return c ?: cmp_port(x->key->port, y->key->port);
+}
+
+struct plain_row {
+	__u32 src;		/* host order, masked to len */
+	int len;		/* source prefix length, -1: prefixlen out of range */
+	__u32 prefixlen;
+	__u16 port;		/* host order */
+	const struct skm_verdict *v;
+};
+
+static int cmp_plain_row(const void *a, const void *b)
+{
+	const struct plain_row *x = a, *y = b;
+
+	if (x->src != y->src)
+		return x->src < y->src ? -1 : 1;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return cmp_port(x->port, y->port);
+}
+
+/* "ns/name" of a workload, or "id N" when meshd stored no name */
+struct wl_label {
+	char s[sizeof(((struct skm_name_val *)0)->ns) +
+	       sizeof(((struct skm_name_val *)0)->name) + 1];
+};
+
+static struct wl_label wl_label_fmt(const struct skm_name_val *nv, __u32 id)
+{
+	struct wl_label w;
+
+	if (nv->name[0])
+		snprintf(w.s, sizeof(w.s), "%s/%s", nv->ns, nv->name);
+	else
+		snprintf(w.s, sizeof(w.s), "id %u", id);
+	return w;
+}
+
+/* The deciding policy and the why of a verdict (skm_names kind REASON).
+ * Unknown reasons: policy NULL and why NULL; a verdict no policy decided:
+ * policy "-". */
+struct reason {
+	struct skm_name_val nv;
+	bool known;
+	char fallback[32];
+};
+
+static void reason_get(int names_fd, __u32 id, struct reason *r)
+{
+	r->known = name_get(names_fd, SKM_NAME_REASON, id, &r->nv);
+	snprintf(r->fallback, sizeof(r->fallback), "reason %u (unnamed)", id);
+}
+
+static const char *reason_policy(const struct reason *r, bool json)
+{
+	if (!r->known)
+		return json ? NULL : "?";
+	if (json && !strcmp(r->nv.ns, "-"))
+		return NULL;
+	return json ? or_null(r->nv.ns) : dash(r->nv.ns);
+}
+
+static const char *reason_why(const struct reason *r, bool json)
+{
+	if (!r->known || !r->nv.name[0])
+		return json ? NULL : r->fallback;
+	return r->nv.name;
+}
+
+static const char *verdict_str(const struct skm_verdict *v)
+{
+	return v->allow ? "allow" : "deny";
+}
+
+/* Adds the same-node verdicts of @set (records [lo, hi) of @l) to @t or
+ * @arr. */
+static int policy_sources(const struct kv_list *l, size_t lo, size_t hi,
+			  int names_fd, struct table *t, json_t *arr)
+{
+	struct verdict_row *rows = calloc(hi - lo ?: 1, sizeof(*rows));
+	size_t i, n = hi - lo;
+	int err = 0;
+
+	if (!rows)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		rows[i].key = kv_key(l, lo + i);
+		rows[i].v = kv_val(l, lo + i);
+		name_get(names_fd, SKM_NAME_WORKLOAD, rows[i].key->src_id, &rows[i].src);
+	}
+	qsort(rows, n, sizeof(*rows), cmp_verdict_row);
+
+	for (i = 0; i < n && !err; i++) {
+		const struct verdict_row *r = &rows[i];
+		struct wl_label src = wl_label_fmt(&r->src, r->key->src_id);
+		struct reason why;
+
+		reason_get(names_fd, r->v->reason_id, &why);
+		if (arr) {
+			err = json_push(arr, json_pack("{s:s?, s:I, s:i, s:s, s:s?, s:s?}",
+				"source", r->src.name[0] ? src.s : NULL,
+				"src_id", JI(r->key->src_id), "port", r->key->port,
+				"verdict", verdict_str(r->v),
+				"policy", reason_policy(&why, true),
+				"reason", reason_why(&why, true)));
+		} else {
+			char port[8] = "*";
+
+			if (r->key->port)
+				snprintf(port, sizeof(port), "%u", r->key->port);
+			table_row(t, "%s\t%s\t%s\t%s\t%s", src.s, port,
+				  verdict_str(r->v), reason_policy(&why, false),
+				  reason_why(&why, false));
+		}
+	}
+	free(rows);
+	return err;
+}
+
+/* Adds the plaintext verdicts of @set (records [lo, hi) of @l) to @t or
+ * @arr. */
+static int policy_plain(const struct kv_list *l, size_t lo, size_t hi,
+			int names_fd, struct table *t, json_t *arr)
+{
+	struct plain_row *rows = calloc(hi - lo ?: 1, sizeof(*rows));
+	size_t i, n = hi - lo;
+	int err = 0;
+
+	if (!rows)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		const struct skm_plain_key *k = kv_key(l, lo + i);
+		__u32 src;
+
+		memcpy(&src, k->src, sizeof(src));
+		rows[i].prefixlen = k->prefixlen;
+		rows[i].len = k->prefixlen >= SKM_PLAIN_PREFIX_BASE &&
+			      k->prefixlen <= SKM_PLAIN_PREFIX_BASE + 32 ?
+			      (int)(k->prefixlen - SKM_PLAIN_PREFIX_BASE) : -1;
+		/* the trie ignores the bits past the prefix: so do we */
+		rows[i].src = ntohl(src);
+		if (rows[i].len >= 0 && rows[i].len < 32)
+			rows[i].src &= rows[i].len ? ~0U << (32 - rows[i].len) : 0;
+		rows[i].port = ntohs(k->port);
+		rows[i].v = kv_val(l, lo + i);
+	}
+	qsort(rows, n, sizeof(*rows), cmp_plain_row);
+
+	for (i = 0; i < n && !err; i++) {
+		const struct plain_row *r = &rows[i];
+		char cidr[INET_ADDRSTRLEN + 24];
+		struct reason why;
+
+		if (r->len >= 0)
+			snprintf(cidr, sizeof(cidr), "%s/%d",
+				 addr_fmt(htonl(r->src), -1).s, r->len);
+		else	/* never written so by meshd */
+			snprintf(cidr, sizeof(cidr), "%s prefixlen %u",
+				 addr_fmt(htonl(r->src), -1).s, r->prefixlen);
+		reason_get(names_fd, r->v->reason_id, &why);
+		if (arr) {
+			err = json_push(arr, json_pack("{s:s, s:i, s:s, s:s?, s:s?}",
+				"cidr", cidr, "port", r->port,
+				"verdict", verdict_str(r->v),
+				"policy", reason_policy(&why, true),
+				"reason", reason_why(&why, true)));
+		} else {
+			char port[8] = "*";
+
+			if (r->port)
+				snprintf(port, sizeof(port), "%u", r->port);
+			table_row(t, "%s\t%s\t%s\t%s\t%s", cidr, port,
+				  verdict_str(r->v), reason_policy(&why, false),
+				  reason_why(&why, false));
+		}
+	}
+	free(rows);
+	return err;
+}
+
+/* Index in @rows of the workload @arg names: "namespace/name", a name
+ * that only one namespace uses, or an IP. -ENOENT (reported) when no
+ * workload or several match. */
+static int wl_resolve(const struct wl_row *rows, size_t n, const char *arg,
+		      size_t *idx)
+{
+	const char *slash = strchr(arg, '/');
+	size_t i, hits = 0;
+	struct in_addr ip;
+
+	if (inet_pton(AF_INET, arg, &ip) == 1) {
+		for (i = 0; i < n; i++) {
+			if (rows[i].ip == ip.s_addr) {
+				*idx = i;
+				return 0;
+			}
+		}
+		pr_err("no workload has IP %s in %s/%s (meshctl workloads lists them)",
+		       arg, opt.bpffs, SKM_MAP_WORKLOADS);
+		return -ENOENT;
+	}
+	for (i = 0; i < n; i++) {
+		const struct skm_name_val *nv = &rows[i].nv;
+		bool match;
+
+		if (!nv->name[0])
+			continue;
+		if (slash)
+			match = (size_t)(slash - arg) == strlen(nv->ns) &&
+				!strncmp(arg, nv->ns, slash - arg) &&
+				!strcmp(slash + 1, nv->name);
+		else
+			match = !strcmp(arg, nv->name);
+		if (match && !hits++)
+			*idx = i;
+	}
+	if (hits == 1)
+		return 0;
+	if (!hits) {
+		pr_err("workload %s not found in %s/%s (meshctl workloads lists them)",
+		       arg, opt.bpffs, SKM_MAP_WORKLOADS);
+	} else {
+		char *list = NULL;
+		size_t len;
+		FILE *f = open_memstream(&list, &len);
+
+		for (i = 0; f && i < n; i++)	/* rows are sorted by namespace */
+			if (!strcmp(arg, rows[i].nv.name))
+				fprintf(f, "%s%s", ftell(f) ? ", " : "", rows[i].nv.ns);
+		if (f && fclose(f)) {
+			free(list);
+			list = NULL;
+		}
+		pr_err("workload name %s is in %zu namespaces (%s): give namespace/name",
+		       arg, hits, list ? list : "?");
+		free(list);
+	}
+	return -ENOENT;
+}
+
+/* The workloads, verdicts and plaintext verdicts read at one time. */
+struct policy_snap {
+	struct wl_row *wls;	/* sorted by namespace, name */
+	size_t nwls;
+	size_t *dst;		/* indexes in wls of the destinations to show */
+	size_t ndst;
+	struct kv_list verdicts;	/* sorted by pol_set */
+	struct kv_list plain;		/* sorted by pol_set */
+};
+
+static void policy_snap_free(struct policy_snap *s)
+{
+	free(s->wls);
+	free(s->dst);
+	kv_free(&s->verdicts);
+	kv_free(&s->plain);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Reads the workloads, picks the destinations (opt.arg, or every local
+ * one with a policy), then reads both verdict maps. Sets *stable when
+ * every destination still points at the same set afterwards: meshd writes
+ * a new set, switches the workload to it, then deletes the old one, so a
+ * set live before and after the walk was read whole. */
+static int policy_read(const struct pmap *wls, const struct pmap *verdicts,
+		       const struct pmap *plain, int names_fd,
+		       struct policy_snap *s, bool *stable)
+{
+	struct kv_list l;
+	size_t i;
+	int err;
+
+	memset(s, 0, sizeof(*s));
+	*stable = true;
+	err = map_collect(wls, &l, false);
+	if (err)
+		return err;
+	s->wls = calloc(l.n ?: 1, sizeof(*s->wls));
+	s->dst = calloc(l.n ?: 1, sizeof(*s->dst));
+	if (!s->wls || !s->dst) {
+		err = -ENOMEM;
+		goto out;
+	}
+	s->nwls = l.n;
+	for (i = 0; i < l.n; i++) {
+		s->wls[i].ip = *(__u32 *)kv_key(&l, i);
+		memcpy(&s->wls[i].val, kv_val(&l, i), sizeof(s->wls[i].val));
+		name_get(names_fd, SKM_NAME_WORKLOAD, s->wls[i].val.wl_id, &s->wls[i].nv);
+	}
+	qsort(s->wls, s->nwls, sizeof(*s->wls), cmp_wl_row);
+
+	if (opt.arg) {
+		err = wl_resolve(s->wls, s->nwls, opt.arg, &s->dst[0]);
+		if (err)
+			goto out;
+		s->ndst = 1;
+	} else {
+		for (i = 0; i < s->nwls; i++)
+			if ((s->wls[i].val.flags & (SKM_WL_LOCAL | SKM_WL_POLICY)) ==
+			    (SKM_WL_LOCAL | SKM_WL_POLICY))
+				s->dst[s->ndst++] = i;
+	}
+	if (!s->ndst)
+		goto out;
+
+	err = map_collect(verdicts, &s->verdicts, false);
+	if (!err)
+		err = map_collect(plain, &s->plain, false);
+	if (err)
+		goto out;
+	if (s->verdicts.n)
+		qsort(s->verdicts.data, s->verdicts.n, s->verdicts.rec_size, cmp_verdict_set);
+	if (s->plain.n)
+		qsort(s->plain.data, s->plain.n, s->plain.rec_size, cmp_plain_set);
+
+	for (i = 0; i < s->ndst && *stable; i++) {
+		const struct wl_row *w = &s->wls[s->dst[i]];
+		struct skm_wl_val now;
+
+		*stable = !bpf_map_lookup_elem(wls->fd, &w->ip, &now) &&
+			  now.pol_set == w->val.pol_set && now.flags == w->val.flags;
+	}
+out:
+	kv_free(&l);
+	if (err)
+		policy_snap_free(s);
+	return err;
+}
+
+/* One destination: a header and two tables, or one JSON object. */
+static int policy_show(const struct policy_snap *s, const struct wl_row *w,
+		       int names_fd, json_t *arr)
+{
+	static const struct col src_cols[] = {
+		LEFT("SOURCE"), RIGHT("PORT"), LEFT("VERDICT"), LEFT("POLICY"),
+		LEFT("REASON"),
+	};
+	static const struct col plain_cols[] = {
+		LEFT("SOURCE"), RIGHT("PORT"), LEFT("VERDICT"), LEFT("POLICY"),
+		LEFT("REASON"),
+	};
+	bool local = w->val.flags & SKM_WL_LOCAL;
+	bool policy = local && (w->val.flags & SKM_WL_POLICY);
+	struct wl_label label = wl_label_fmt(&w->nv, w->val.wl_id);
+	struct addr_str ip = addr_fmt(w->ip, -1);
+	size_t vlo = 0, vhi = 0, plo = 0, phi = 0;
+	json_t *jsrc = NULL, *jplain = NULL;
+	struct table srcs, plain;
+	int err = 0;
+
+	if (policy) {
+		vlo = kv_bound(&s->verdicts, verdict_set_of, w->val.pol_set, false);
+		vhi = kv_bound(&s->verdicts, verdict_set_of, w->val.pol_set, true);
+		plo = kv_bound(&s->plain, plain_set_of, w->val.pol_set, false);
+		phi = kv_bound(&s->plain, plain_set_of, w->val.pol_set, true);
+	}
+
+	if (arr) {
+		jsrc = json_array();
+		jplain = json_array();
+		if (!jsrc || !jplain) {
+			json_decref(jsrc);
+			json_decref(jplain);
+			return -ENOMEM;
+		}
+		err = policy_sources(&s->verdicts, vlo, vhi, names_fd, NULL, jsrc);
+		if (!err)
+			err = policy_plain(&s->plain, plo, phi, names_fd, NULL, jplain);
+		if (err) {
+			json_decref(jsrc);
+			json_decref(jplain);
+			return err;
+		}
+		return json_push(arr, json_pack("{s:s?, s:s?, s:s, s:I, s:b, s:b, s:o, s:o}",
+			"namespace", or_null(w->nv.ns), "name", or_null(w->nv.name),
+			"ip", ip.s, "pol_set", JI(policy ? w->val.pol_set : 0),
+			"local", local, "policy", policy,
+			"sources", jsrc, "plaintext", jplain));
+	}
+
+	printf("%s (%s): ", label.s, ip.s);
+	if (!local) {
+		puts("not on this node: its own node enforces its policy");
+		return 0;
+	}
+	if (!policy) {
+		puts("no policy applies: every connection allowed");
+		return 0;
+	}
+	printf("pol_set %u\n\n", w->val.pol_set);
+	table_init(&srcs, src_cols, ARRAY_SIZE(src_cols));
+	table_init(&plain, plain_cols, ARRAY_SIZE(plain_cols));
+	err = policy_sources(&s->verdicts, vlo, vhi, names_fd, &srcs, NULL);
+	if (!err)
+		err = policy_plain(&s->plain, plo, phi, names_fd, &plain, NULL);
+	if (!err) {
+		puts("same-node sources (identity known):");
+		err = table_print(&srcs);
+	}
+	if (!err) {
+		puts("\nplaintext (no identity), by source address:");
+		err = table_print(&plain);
+	}
+	table_free(&srcs);
+	table_free(&plain);
+	return err;
+}
+
+static int cmd_policy(void)
+{
+	struct pmap wls, verdicts, plain, names;
+	struct policy_snap s = {};
+	json_t *arr = NULL;
+	bool stable = false;
+	size_t i;
+	int err, tries;
+
+	err = map_open(SKM_MAP_WORKLOADS, &wls, false);
+	if (err)
+		return err;
+	err = map_open(SKM_MAP_VERDICTS, &verdicts, false);
+	if (err)
+		goto out_wls;
+	err = map_open(SKM_MAP_PLAIN, &plain, false);
+	if (err)
+		goto out_verdicts;
+	map_open(SKM_MAP_NAMES, &names, true);
+
+	/* a set switched during the walk may have been read in part: again */
+	for (tries = 0; tries < 3 && !stable; tries++) {
+		policy_snap_free(&s);
+		err = policy_read(&wls, &verdicts, &plain, names.fd, &s, &stable);
+		if (err)
+			goto out_maps;
+	}
+	if (!stable)
+		pr_err("policy kept changing while it was read: what follows may be partial");
+
+	if (opt.json) {
+		arr = json_array();
+		if (!arr) {
+			err = -ENOMEM;
+			goto out_free;
+		}
+	} else if (!s.ndst) {
+		puts("no local workload has a policy: every connection is allowed");
+	}
+	for (i = 0; i < s.ndst && !err; i++) {
+		if (i && !opt.json)
+			putchar('\n');
+		err = policy_show(&s, &s.wls[s.dst[i]], names.fd, arr);
+	}
+	if (!err && opt.json)
+		err = json_emit(arr);
+
+out_free:
+	json_decref(arr);
+out_maps:
+	policy_snap_free(&s);
+	map_close(&names);
+	map_close(&plain);
+out_verdicts:
+	map_close(&verdicts);
+out_wls:
+	map_close(&wls);
+	return err;
+}
+
 /* ---- stats ----------------------------------------------------------- */
 
 static int stats_counters(struct table *t, json_t *obj)
 {
 	static const char *const stat_names[] = SKM_STAT_NAMES;
+	_Static_assert(ARRAY_SIZE(stat_names) == SKM_STAT__MAX,
+		       "SKM_STAT_NAMES must name every enum skm_stat");
 	struct pmap m;
 	struct kv_list l;
 	size_t i;
@@ -1319,9 +1877,11 @@ static int stats_devices(struct table *t, json_t *arr)
 		struct addr_str ipbuf = addr_fmt(dv.wl_ip, -1);
 		const char *ip = known ? ipbuf.s : NULL;
 
-		/* the node-side veth normally resolves; one that was moved
-		 * to another netns does not */
-		if (!if_indextoname(ifindex, ifname))
+		/* meshd records the name as its netns knows it; meshctl may
+		 * run in another netns, where the index means another device */
+		if (known && dv.ifname[0])
+			snprintf(ifname, sizeof(ifname), "%.*s", (int)sizeof(dv.ifname), dv.ifname);
+		else
 			snprintf(ifname, sizeof(ifname), "if%u", ifindex);
 		wl[0] = '\0';
 		if (known && name_get(names.fd, SKM_NAME_WORKLOAD, dv.wl_id, &nv))
@@ -1402,25 +1962,47 @@ out:
 static const struct cmd {
 	const char *name;
 	int (*fn)(void);
+	const char *args;	/* one optional argument, NULL: none */
 	const char *summary;
 	const char *help;
 } cmds[] = {
-	{ "status", cmd_status, "pin root, pinned links and programs, map fill",
+	{ "status", cmd_status, NULL, "pin root, pinned links and programs, map fill",
 	  "Shows the pin root, each link pinned under DIR/links (link and\n"
 	  "program ids, attach type, cgroup id), every skmesh map with its\n"
 	  "entries and fill, and the sk_msg program on skm_sock_hash.\n"
 	  "Fails (exit 1) when a map of skmesh.h is not pinned or does not\n"
 	  "match it.\n" },
-	{ "services", cmd_services, "service VIPs and their weighted backends",
+	{ "services", cmd_services, NULL, "service VIPs and their weighted backends",
 	  "Lists skm_services joined with the live backend set of each service.\n"
 	  "A backend's weight w= is the number of selection slots it holds.\n" },
-	{ "conns", cmd_conns, "live connections with per-connection counters",
+	{ "conns", cmd_conns, NULL, "live connections with per-connection counters",
 	  "Lists skm_conns, sorted by socket cookie. SRC is the socket's local\n"
 	  "address, DST the remote one, ORIG_DST what the application dialled.\n"
 	  "PATH is accelerated when the socket is in the sk_msg SOCKHASH.\n" },
-	{ "workloads", cmd_workloads, "workload IPs, names and mesh flags",
-	  "Lists skm_workloads with the names meshd stored in skm_names.\n" },
-	{ "stats", cmd_stats, "data-path counters and per-interface packets",
+	{ "workloads", cmd_workloads, NULL, "workload IPs, names, mesh and policy flags",
+	  "Lists skm_workloads with the names meshd stored in skm_names.\n"
+	  "FLAGS: local (on this node), meshed (captured by the mesh).\n"
+	  "POLICY yes: some policy can deny a connection to it (see meshctl\n"
+	  "policy). NETNS yes: its netns is known, so connect4 knows it as a\n"
+	  "source (skm_netns). POL_SET: its compiled policy set, - if none.\n" },
+	{ "policy", cmd_policy, "[WORKLOAD]",
+	  "verdicts enforced for local workloads, with the deciding rule",
+	  "Shows what the data path enforces for WORKLOAD (namespace/name, a name\n"
+	  "only one namespace uses, or its IP), or for every local workload with\n"
+	  "a policy when none is given. For each: its compiled policy set and\n"
+	  "two tables.\n"
+	  "\n"
+	  "same-node sources (identity known), from skm_verdicts: what connect4\n"
+	  "decides for a local pod whose netns meshd knows. A deny fails\n"
+	  "connect() with EPERM.\n"
+	  "plaintext (no identity), by source address, from skm_plain: what TC\n"
+	  "decides for a SYN from any other source; the longest matching\n"
+	  "prefix wins. A deny drops the SYN.\n"
+	  "\n"
+	  "PORT * is every port no policy names. POLICY is the policy that\n"
+	  "decided (- when none did), REASON why, with the rule's index.\n"
+	  "A workload not found is an error (exit 1).\n" },
+	{ "stats", cmd_stats, NULL, "data-path counters and per-interface packets",
 	  "Shows the skm_stats counters summed over CPUs, and the packet and\n"
 	  "byte counters of each pod-facing interface (skm_dev_stats).\n" },
 };
@@ -1440,8 +2022,9 @@ static void usage(FILE *f, const struct cmd *cmd)
 	size_t i;
 
 	if (cmd) {
-		fprintf(f, "Usage: meshctl [--bpffs DIR] %s [-o table|json] [--watch [SECONDS]]\n\n%s",
-			cmd->name, cmd->help);
+		fprintf(f, "Usage: meshctl [--bpffs DIR] %s%s%s [-o table|json] [--watch [SECONDS]]\n\n%s",
+			cmd->name, cmd->args ? " " : "", cmd->args ? cmd->args : "",
+			cmd->help);
 		return;
 	}
 	fputs("Usage: meshctl [--bpffs DIR] COMMAND [-o table|json] [--watch [SECONDS]]\n\n"
@@ -1583,6 +2166,8 @@ int main(int argc, char **argv)
 			cmd = cmd_find(a);
 			if (!cmd)
 				usage_error(NULL, "unknown command '%s'", a);
+		} else if (cmd->args && !opt.arg) {
+			opt.arg = a;
 		} else {
 			usage_error(cmd, "unexpected argument '%s'", a);
 		}
