@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +16,6 @@
 #include <netlink/netlink.h>
 #include <netlink/msg.h>
 #include <netlink/attr.h>
-#include <netlink/route/link.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -591,67 +593,62 @@ static int route_cb(struct nl_msg *msg, void *arg)
 	return NL_OK;
 }
 
-int pod_ifindex(uint32_t ip, char *ifname, size_t len)
+/* Whether IFINDEX is a veth (the driver ethtool names). */
+static int is_veth(int ifindex, char *ifname, size_t len)
+{
+	struct ethtool_drvinfo info = { .cmd = ETHTOOL_GDRVINFO };
+	struct ifreq ifr = {};
+	int fd, ok = 0;
+
+	if (!if_indextoname((unsigned int)ifindex, ifr.ifr_name))
+		return 0;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	ifr.ifr_data = (void *)&info;
+	if (!ioctl(fd, SIOCETHTOOL, &ifr) && !strcmp(info.driver, "veth")) {
+		snprintf(ifname, len, "%s", ifr.ifr_name);
+		ok = 1;
+	}
+	close(fd);
+	return ok;
+}
+
+/* Route lookup through SK (a connected rtnetlink socket). */
+static int pod_ifindex_on(struct nl_sock *sk, uint32_t ip, char *ifname, size_t len)
 {
 	struct rtmsg rtm = { .rtm_family = AF_INET, .rtm_dst_len = 32 };
 	struct route_reply r = { .oif = 0 };
-	struct rtnl_link *link = NULL;
-	struct nl_sock *sk;
-	struct nl_msg *msg = NULL;
-	const char *type;
+	struct nl_msg *msg = nlmsg_alloc_simple(RTM_GETROUTE, 0);
 	int err;
 
-	sk = nl_socket_alloc();
-	if (!sk)
-		return -ENOMEM;
-	err = nl_connect(sk, NETLINK_ROUTE);
-	if (err)
-		goto out;
-	msg = nlmsg_alloc_simple(RTM_GETROUTE, 0);
 	if (!msg || nlmsg_append(msg, &rtm, sizeof(rtm), NLMSG_ALIGNTO) ||
 	    nla_put_u32(msg, RTA_DST, ip)) {
-		err = -NLE_NOMEM;
-		goto out;
+		nlmsg_free(msg);
+		return -ENOMEM;
 	}
 	err = nl_send_auto(sk, msg);
+	nlmsg_free(msg);
 	if (err < 0)
-		goto out;
+		return -EIO;
 	nl_socket_modify_cb(sk, NL_CB_VALID, NL_CB_CUSTOM, route_cb, &r);
-	err = nl_recvmsgs_default(sk);
-	if (err < 0)
-		goto out;
-	if (!r.oif) {
-		err = -NLE_OBJ_NOTFOUND;
-		goto out;
-	}
+	if (nl_recvmsgs_default(sk) < 0 || !r.oif)
+		return -ENOENT;
 	/* Only a veth is a pod's interface: a route through anything else
 	 * (the node's uplink, a default route) means the pod is not wired. */
-	/* A fresh socket: this one's callbacks are route_cb's now. */
-	nl_socket_free(sk);
-	sk = nl_socket_alloc();
-	if (!sk || nl_connect(sk, NETLINK_ROUTE)) {
-		err = -NLE_NOMEM;
-		goto out;
-	}
-	err = rtnl_link_get_kernel(sk, r.oif, NULL, &link);
-	if (err < 0 || !link) {
-		err = -NLE_OBJ_NOTFOUND;
-		goto out;
-	}
-	type = rtnl_link_get_type(link);
-	if (!type || strcmp(type, "veth")) {
-		err = -NLE_OBJ_NOTFOUND;
-		goto out;
-	}
-	snprintf(ifname, len, "%s", rtnl_link_get_name(link));
-	err = r.oif;
-out:
-	if (link)
-		rtnl_link_put(link);
-	nlmsg_free(msg);
+	return is_veth(r.oif, ifname, len) ? r.oif : -ENOENT;
+}
+
+int pod_ifindex(uint32_t ip, char *ifname, size_t len)
+{
+	struct nl_sock *sk = nl_socket_alloc();
+	int rc = -ENOMEM;
+
+	if (sk && !nl_connect(sk, NETLINK_ROUTE))
+		rc = pod_ifindex_on(sk, ip, ifname, len);
 	if (sk)
 		nl_socket_free(sk);
-	return err > 0 ? err : -ENOENT;
+	return rc;
 }
 
 static int sync_devs(struct loader *l, const struct config *cfg, const char *node,
@@ -665,17 +662,23 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 	__u32 key, next;
 	int more, err = 0;
 
-	if (!zero)
-		return -ENOMEM;
+	struct rc_state *rs = l->rc_state;
+	struct nl_sock *nl = nl_socket_alloc();
+
+	if (!zero || !nl || nl_connect(nl, NETLINK_ROUTE)) {
+		err = -ENOMEM;
+		goto out;
+	}
 	for (size_t i = 0; i < cfg->nwls && !err; i++) {
 		const struct cfg_workload *w = &cfg->wls[i];
 		struct skm_dev_val dv = { .wl_ip = w->ip };
 		char ifname[IF_NAMESIZE];
+		ssize_t c;
 		int ifindex;
 
 		if (strcmp(w->node, node))
 			continue;
-		ifindex = pod_ifindex(w->ip, ifname, sizeof(ifname));
+		ifindex = pod_ifindex_on(nl, w->ip, ifname, sizeof(ifname));
 		if (ifindex < 0) {
 			pr_debug("Workload %s/%s: no veth route to it yet\n", w->ns, w->name);
 			st->tc_missing++;
@@ -684,6 +687,13 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 		key = (__u32)ifindex;
 		dv.wl_id = id_for(ids, SKM_NAME_WORKLOAD, w->ns, w->name);
 		memcpy(dv.ifname, ifname, strnlen(ifname, sizeof(dv.ifname) - 1));
+		/* Attached by this meshd already, to the same pod: done. */
+		c = rs->devs.ksz ? want_find(&rs->devs, &key) : -1;
+		if (c >= 0 && !memcmp((struct skm_dev_val *)rs->devs.vals + c, &dv, sizeof(dv))) {
+			st->tc_attached++;
+			err = want_add(&want, &key, &dv);
+			continue;
+		}
 		/* Counters survive restarts: only create them. */
 		bpf_map_update_elem(stats_fd, &key, zero, BPF_NOEXIST);
 		err = loader_tc_attach(l, ifindex);
@@ -707,8 +717,10 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 		}
 		key = next;
 	}
-	err = sync_map(devs_fd, &want, &((struct rc_state *)l->rc_state)->devs, st);
+	err = sync_map(devs_fd, &want, &rs->devs, st);
 out:
+	if (nl)
+		nl_socket_free(nl);
 	want_free(&want);
 	free(zero);
 	return err;
