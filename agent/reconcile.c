@@ -644,8 +644,10 @@ int pod_ifindex(uint32_t ip, char *ifname, size_t len)
 	struct nl_sock *sk = nl_socket_alloc();
 	int rc = -ENOMEM;
 
-	if (sk && !nl_connect(sk, NETLINK_ROUTE))
+	if (sk && !nl_connect(sk, NETLINK_ROUTE)) {
+		nl_socket_disable_auto_ack(sk);
 		rc = pod_ifindex_on(sk, ip, ifname, len);
+	}
 	if (sk)
 		nl_socket_free(sk);
 	return rc;
@@ -669,6 +671,10 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 		err = -ENOMEM;
 		goto out;
 	}
+	/* One reply per lookup: with libnl's default ack after each, a
+	 * reused socket would read the previous lookup's ack as the next
+	 * answer. */
+	nl_socket_disable_auto_ack(nl);
 	for (size_t i = 0; i < cfg->nwls && !err; i++) {
 		const struct cfg_workload *w = &cfg->wls[i];
 		struct skm_dev_val dv = { .wl_ip = w->ip };

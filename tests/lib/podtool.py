@@ -29,11 +29,13 @@ every server exits after --timeout seconds, so nothing outlives a test.
   xfer-server --port P              per connection: read to EOF, write
                                     the B the client asked for
   prober                            connect() probes driven by stdin: each
-                                    line "TIMEOUT IP:PORT..." starts every
-                                    connect at once (non-blocking) and
-                                    answers {"results": [...]} in order:
-                                    OK, an errno name (EPERM, ECONNREFUSED,
-                                    ...) or TIMEOUT (no answer in TIMEOUT s)
+                                    line "TIMEOUT IP:PORT[@SRC_IP]..." starts
+                                    every connect at once (non-blocking;
+                                    @SRC_IP: bound to that local address)
+                                    and answers {"results": [...]} in
+                                    order: OK, an errno name (EPERM,
+                                    ECONNREFUSED, ...) or TIMEOUT (no
+                                    answer in TIMEOUT s)
 """
 
 import argparse
@@ -348,8 +350,9 @@ def cmd_xfer(args):
 
 
 def probe_batch(targets, timeout):
-    """Start a non-blocking connect() to every (ip, port) at once; wait
-    until each is decided or timeout seconds passed. Returns, in order,
+    """Start a non-blocking connect() to every (ip, port[, src_ip]) at
+    once (bound to src_ip when given); wait until each is decided or
+    timeout seconds passed. Returns, in order,
     "OK", the errno name of the failure (EPERM: refused by the connect()
     hook itself; ECONNREFUSED: an RST came back) or "TIMEOUT" (the SYN got
     no answer). Every socket is closed with RST (SO_LINGER 0) at the end."""
@@ -359,7 +362,12 @@ def probe_batch(targets, timeout):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.setblocking(False)
-        e = s.connect_ex(to)
+        try:
+            if len(to) > 2:
+                s.bind((to[2], 0))
+            e = s.connect_ex(to[:2])
+        except OSError as err:
+            e = err.errno or errno.EINVAL
         if e == 0:
             res[i] = "OK"
             s.close()
@@ -392,7 +400,10 @@ def cmd_prober(args):
             continue
         try:
             timeout = float(words[0])
-            targets = [addr(w) for w in words[1:]]
+            targets = []
+            for w in words[1:]:
+                dst, _, src = w.partition("@")
+                targets.append(addr(dst) + ((src,) if src else ()))
         except ValueError:
             out({"error": "bad probe line: " + line.strip()})
             continue
