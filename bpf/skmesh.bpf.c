@@ -101,8 +101,11 @@ int skm_sk_msg(struct sk_msg_md *msg)
 	if (sc)
 		c = bpf_map_lookup_elem(&skm_conns, &sc->cookie);
 	if (c) {
-		__sync_fetch_and_add(&c->tx_bytes, len);
-		__sync_fetch_and_add(&c->tx_msgs, 1);
+		/* sendmsg holds this socket's lock and nothing else writes
+		 * its tx counters: plain adds. The peer's rx is shared with
+		 * the peer's own close, hence atomic. */
+		c->tx_bytes += len;
+		c->tx_msgs++;
 		if (c->peer_cookie) {
 			pc = bpf_map_lookup_elem(&skm_conns, &c->peer_cookie);
 			if (pc)
