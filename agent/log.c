@@ -31,7 +31,7 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt,
 
 	/* Netlink's extack text for an error meshd handles itself (such
 	 * as "no clsact qdisc yet, create it"): only worth a debug line. */
-	if (!strncmp(fmt, "Kernel error message", 20))
+	if (strstr(fmt, "Kernel error message"))
 		l = LOG_DEBUG;
 
 	if (l > log_level)
