@@ -79,12 +79,21 @@ void diag_free(struct cfg_diag *d)
 	memset(d, 0, sizeof(*d));
 }
 
+/* Appends one zeroed element to ARR (N elements of SIZE). The capacity is
+ * implied by N (the next power of two), so appending n elements costs
+ * O(n) copying, not O(n^2). */
 static void *grow(void *arr, size_t *n, size_t size)
 {
-	char *p = realloc(arr, (*n + 1) * size);
+	size_t cap = 1;
+	char *p = arr;
 
-	if (!p)
-		return NULL;
+	while (cap < *n)
+		cap <<= 1;
+	if (!arr || *n == cap) {
+		p = realloc(arr, (*n ? cap * 2 : 1) * size);
+		if (!p)
+			return NULL;
+	}
 	memset(p + *n * size, 0, size);
 	(*n)++;
 	return p;

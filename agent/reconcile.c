@@ -132,13 +132,20 @@ static int want_add(struct want *w, const void *k, const void *v)
 
 	if (want_find(w, k) >= 0)
 		return 0;
-	keys = realloc(w->keys, (w->n + 1) * w->ksz);
-	if (keys)
-		w->keys = keys;
-	vals = keys ? realloc(w->vals, (w->n + 1) * w->vsz) : NULL;
-	if (!vals)
-		return -ENOMEM;
-	w->vals = vals;
+	/* Arrays double at powers of two (their capacity follows from n). */
+	if (!(w->n & (w->n - 1))) {
+		size_t room = w->n ? 2 * w->n : 1;
+
+		keys = realloc(w->keys, room * w->ksz);
+		if (keys)
+			w->keys = keys;
+		vals = keys ? realloc(w->vals, room * w->vsz) : NULL;
+		if (!vals)
+			return -ENOMEM;
+		w->vals = vals;
+	}
+	keys = w->keys;
+	vals = w->vals;
 	memcpy(keys + w->n * w->ksz, k, w->ksz);
 	memcpy(vals + w->n * w->vsz, v, w->vsz);
 	w->n++;
