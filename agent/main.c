@@ -308,9 +308,10 @@ static int run(const struct opts *o)
 						stop = 1;
 				}
 			} else if (got[i].data.fd == ifd) {
-				/* Settle: a write often comes as several events. */
+				/* Settle briefly: an in-place write comes as
+				 * several events (a rename as one). */
 				if (config_changed(ifd, o->config))
-					reload_at = now_ms() + 100;
+					reload_at = now_ms() + 10;
 			} else {
 				events_consume(&ev);
 			}

@@ -2,6 +2,8 @@
 /*
  * Every map of the data path. All are pinned by name under the pin root so
  * the data path keeps working while meshd restarts; meshd reuses them.
+ * Hash maps are not preallocated: sized for large clusters, they would
+ * otherwise cost ~100 MB and most of meshd's start-up time on every node.
  */
 #ifndef SKM_MAPS_BPF_H
 #define SKM_MAPS_BPF_H
@@ -11,6 +13,7 @@
 /* (vip, port, proto) -> live backend set of a service */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_SERVICES);
 	__type(key, struct skm_svc_key);
 	__type(value, struct skm_svc_val);
@@ -20,6 +23,7 @@ struct {
 /* (set_id, slot) -> backend; weights are slot counts */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_BACKEND_SLOTS);
 	__type(key, struct skm_be_key);
 	__type(value, struct skm_be_val);
@@ -29,6 +33,7 @@ struct {
 /* workload IP -> identity and locality */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_WORKLOADS);
 	__type(key, __u32);
 	__type(value, struct skm_wl_val);
@@ -56,6 +61,7 @@ struct {
 /* 4-tuple -> socket cookie of an accelerated socket, to pair peers */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_SOCKS);
 	__type(key, struct skm_sock_key);
 	__type(value, __u64);
@@ -74,6 +80,7 @@ struct {
 /* socket cookie -> live connection record (what meshctl conns shows) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_CONNS);
 	__type(key, __u64);
 	__type(value, struct skm_conn);
@@ -108,6 +115,7 @@ struct {
 /* ifindex of a pod-facing veth -> workload behind it (meshctl, cleanup) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_DEVS);
 	__type(key, __u32);
 	__type(value, struct skm_dev_val);
@@ -117,6 +125,7 @@ struct {
 /* (kind, id) -> names, for meshctl only */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_NAMES);
 	__type(key, struct skm_name_key);
 	__type(value, struct skm_name_val);
@@ -126,6 +135,7 @@ struct {
 /* netns cookie -> wl_id of the local pod in it */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_WORKLOADS);
 	__type(key, __u64);
 	__type(value, __u32);
@@ -135,6 +145,7 @@ struct {
 /* (source workload, policy set, port) -> same-node verdict */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_VERDICTS);
 	__type(key, struct skm_verdict_key);
 	__type(value, struct skm_verdict);
