@@ -1914,6 +1914,10 @@ oom:
 	err = -ENOMEM;
 out:
 	keyidx_free(&byname);
+	if (!err && (cfg->wl_by_ip = malloc(sizeof(*cfg->wl_by_ip)))) {
+		*cfg->wl_by_ip = byip;	/* kept for lookups by address */
+		memset(&byip, 0, sizeof(byip));
+	}
 	keyidx_free(&byip);
 	keyidx_free(&svcname);
 	keyidx_free(&byvip);
@@ -1990,16 +1994,26 @@ out:
 
 const struct cfg_workload *config_workload_by_ip(const struct config *cfg, uint32_t ip)
 {
-	for (size_t i = 0; i < cfg->nwls; i++)
-		if (cfg->wls[i].ip == ip)
-			return &cfg->wls[i];
-	return NULL;
+	long i;
+
+	if (!cfg->wl_by_ip) {
+		for (size_t j = 0; j < cfg->nwls; j++)
+			if (cfg->wls[j].ip == ip)
+				return &cfg->wls[j];
+		return NULL;
+	}
+	i = keyidx_get(cfg->wl_by_ip, &ip, sizeof(ip));
+	return i < 0 ? NULL : &cfg->wls[i];
 }
 
 void config_free(struct config *cfg)
 {
 	if (!cfg)
 		return;
+	if (cfg->wl_by_ip) {
+		keyidx_free(cfg->wl_by_ip);
+		free(cfg->wl_by_ip);
+	}
 	for (size_t i = 0; i < cfg->nwls; i++) {
 		struct cfg_workload *w = &cfg->wls[i];
 

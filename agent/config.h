@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 /* Where a document or field came from, for messages. */
+struct keyidx;
+
 struct cfg_pos {
 	const char *file;	/* owned by the config's file list */
 	unsigned int line;	/* 1-based */
@@ -200,6 +202,7 @@ struct config {
 	size_t nauthz;
 	struct cfg_peerauthn *pas;	/* PeerAuthentication, in load order */
 	size_t npas;
+	struct keyidx *wl_by_ip;	/* workload IP -> index in wls */
 	char *root_ns;		/* Istio root namespace (mesh-wide scope) */
 	char *trust_domain;	/* of principals built from a namespace/SA */
 	/* indexes by namespace: positions in authz / pas sorted by

@@ -75,10 +75,9 @@ static int handle_event(void *ctx, void *data, size_t size)
 			    json_real((double)(e->end_ns - c->start_ns) / 1e6));
 	json_object_set_new(o, "path", json_string(c->flags & SKM_CONN_ACCEL ?
 						   "accelerated" : "passthrough"));
-	if (json_dumpf(o, ev->log, JSON_COMPACT) == 0) {
+	/* Flushed once per batch (events_consume), not per line. */
+	if (json_dumpf(o, ev->log, JSON_COMPACT) == 0)
 		fputc('\n', ev->log);
-		fflush(ev->log);
-	}
 	json_decref(o);
 	return 0;
 }
@@ -105,7 +104,10 @@ int events_epoll_fd(struct events *ev)
 
 int events_consume(struct events *ev)
 {
-	return ring_buffer__consume(ev->rb);
+	int n = ring_buffer__consume(ev->rb);
+
+	fflush(ev->log);
+	return n;
 }
 
 void events_close(struct events *ev)
