@@ -119,6 +119,7 @@ demo: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)./bench/same-node
+	$(Q)./bench/policy-scale
 
 # ASan/UBSan build of the user-space parts into build-asan/, then the tests.
 asan:
