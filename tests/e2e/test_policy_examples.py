@@ -39,15 +39,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tap  # noqa: E402
 import topo as topolib  # noqa: E402
+from polcheck import corpus, reload_and_wait, tc_missing, verdict  # noqa: E402
 
-CORPUS = os.path.join(topolib.REPO, "tests", "testdata", "istio-l4-policy", "cases")
 PLAIN_TIMEOUT = 0.5     # no answer to a SYN in this time: dropped
 CONFIRM_TIMEOUT = 2.0   # re-probe of a timeout where the docs say ALLOW
-
-
-def corpus(name):
-    with open(os.path.join(CORPUS, name)) as f:
-        return f.read()
 
 
 # --- the examples -------------------------------------------------------
@@ -365,48 +360,6 @@ def udp_roundtrip(topo, client, server):
     except subprocess.TimeoutExpired:
         srv.kill()
     return r.stdout.strip()
-
-
-def log_counts(h):
-    text = h.log_text()
-    return (text.count("meshd: applied config"),
-            text.count("is invalid: keeping the running config"))
-
-
-def reload_and_wait(h, timeout=5.0):
-    """SIGHUP meshd; (status, what it logged meanwhile)."""
-    size = len(h.log_text())
-    before = log_counts(h)
-    h.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = log_counts(h)
-        if now[0] > before[0]:
-            return "applied", h.log_text()[size:]
-        if now[1] > before[1]:
-            return "invalid", h.log_text()[size:]
-        time.sleep(0.01)
-    return None, h.log_text()[size:]
-
-
-def tc_missing(topo, pods):
-    """The pods whose node-side veth has no meshd TC filter (meshd's own
-    handle 0x534b) on egress, the direction towards the pod."""
-    bad = []
-    for p in pods:
-        r = topolib.sh(["tc", "-n", topo.node_ns(p.node), "filter", "show", "dev",
-                        p.host_veth, "egress"], check=False)
-        if "handle 0x534b" not in r.stdout:
-            bad.append("%s (%s, %s)" % (p.name, p.ip, p.host_veth))
-    return bad
-
-
-def verdict(raw, plain):
-    if raw in ("OK", "ECONNREFUSED"):
-        return "ALLOW"
-    if raw == ("TIMEOUT" if plain else "EPERM"):
-        return "DENY"
-    return "?" + raw
 
 
 def body(t, topo):

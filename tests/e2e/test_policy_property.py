@@ -59,6 +59,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tap  # noqa: E402
 import topo as topolib  # noqa: E402
+from polcheck import reload_and_wait, tc_missing, verdict  # noqa: E402
 
 PORTS = (8080, 8081, 9090, 7000)      # probed
 POLICY_PORTS = ("8080", "8081", "9090")
@@ -319,49 +320,7 @@ def gen_set(r):
 
 # --- meshd log ------------------------------------------------------------
 
-def log_counts(h):
-    text = h.log_text()
-    return (text.count("meshd: applied config"),
-            text.count("is invalid: keeping the running config"),
-            text.count("reconcile failed"))
-
-
-def reload_and_wait(h, timeout=5.0):
-    """SIGHUP meshd; 'applied', 'invalid', 'failed' or None (no answer)."""
-    before = log_counts(h)
-    h.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = log_counts(h)
-        if now[0] > before[0]:
-            return "applied"
-        if now[1] > before[1]:
-            return "invalid"
-        if now[2] > before[2]:
-            return "failed"
-        time.sleep(0.005)
-    return None
-
-
 # --- probing ---------------------------------------------------------------
-
-def tc_missing(topo, pods):
-    """The pods whose node-side veth has no meshd TC filter (meshd's own
-    handle 0x534b) on egress, the direction towards the pod."""
-    bad = []
-    for p in pods:
-        r = topolib.sh(["tc", "-n", topo.node_ns(p.node), "filter", "show", "dev",
-                        p.host_veth, "egress"], check=False)
-        if "handle 0x534b" not in r.stdout:
-            bad.append("%s (%s, %s)" % (p.name, p.ip, p.host_veth))
-    return bad
-
-
-def kernel_verdict(res, plain):
-    if plain:
-        return {"TIMEOUT": "DENY", "ECONNREFUSED": "ALLOW", "OK": "ALLOW"}.get(res, res)
-    return {"EPERM": "DENY", "ECONNREFUSED": "ALLOW", "OK": "ALLOW"}.get(res, res)
-
 
 def evaluate(cfg_path, probes):
     """policy-eval on probes [(src_ns, src_sa, src_ip, dst_ip, port, mode)];
@@ -465,7 +424,7 @@ def body(t, topo):
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, real)
-        st = reload_and_wait(h)
+        st = reload_and_wait(h)[0]
         nsets += 1
         if st != "applied":
             keep = os.path.join(KEEP_DIR, "skm-policy-property-%d-set%d.yaml" % (seed, nsets))
@@ -494,7 +453,7 @@ def body(t, topo):
                     probes.append(("-", "-", src.ip, d.ip, port, "plain"))
                 else:
                     probes.append((src.wl[2], src.wl[3], src.ip, d.ip, port, "mtls"))
-                kernel.append([kernel_verdict(x, plain), x, src, plain, d, port])
+                kernel.append([verdict(x, plain), x, src, plain, d, port])
                 eperms += x == "EPERM"
         want = evaluate(real, probes)
         # a timeout where the evaluator says ALLOW: a late RST, or really
@@ -513,7 +472,7 @@ def body(t, topo):
                 for k, raw2 in zip(again[tool], tool.next(10)["results"]):
                     if raw2 != "TIMEOUT":
                         confirmed_slow += 1
-                        k[0] = kernel_verdict(raw2, k[3])
+                        k[0] = verdict(raw2, k[3])
                         k[1] = "%s (first TIMEOUT after %ss)" % (raw2, PLAIN_TIMEOUT)
         set_bad = []
         for probe, k, (v, why) in zip(probes, kernel, want):

@@ -33,6 +33,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tap  # noqa: E402
 import topo as topolib  # noqa: E402
+from polcheck import tc_missing, verdict  # noqa: E402
 
 ROLES = {"P1": ("client", "foo", "client", {"app": "client"}),
          "P2": ("server", "foo", "server", {"app": "server"}),
@@ -164,26 +165,6 @@ def workload_docs(topo):
                     'spec: {ip: %s, node: node1, serviceAccount: "%s", netns: %s}\n'
                     % (name, ns, lab, p.ip, sa, p.netns_path))
     return docs
-
-
-def tc_missing(topo, pods):
-    """The pods whose node-side veth has no meshd TC filter (meshd's own
-    handle 0x534b) on egress, the direction towards the pod."""
-    bad = []
-    for p in pods:
-        r = topolib.sh(["tc", "-n", topo.node_ns(p.node), "filter", "show", "dev",
-                        p.host_veth, "egress"], check=False)
-        if "handle 0x534b" not in r.stdout:
-            bad.append("%s (%s, %s)" % (p.name, p.ip, p.host_veth))
-    return bad
-
-
-def verdict(raw, plain):
-    if raw in ("OK", "ECONNREFUSED"):
-        return "ALLOW"
-    if raw == ("TIMEOUT" if plain else "EPERM"):
-        return "DENY"
-    return "?" + raw
 
 
 def body(t, topo):
