@@ -33,6 +33,21 @@
 #define SKM_MAX_PLAIN		(1 << 18)
 #define SKM_EVENTS_BYTES	(4 << 20)
 
+/* The tunnel's ports, as ztunnel uses them. meshd listens on them inside
+ * each local pod's network namespace (ztunnel's in-pod mode). */
+#define SKM_PORT_OUTBOUND	15001	/* captured outbound connections */
+#define SKM_PORT_INBOUND_PLAIN	15006	/* reserved: never dialled, never captured */
+#define SKM_PORT_HBONE		15008	/* HBONE: HTTP/2 CONNECT over mTLS */
+
+/* SO_MARK of meshd's own sockets (ztunnel marks its sockets 0x539 too):
+ * connect4 neither balances, captures nor judges them; sockops keeps no
+ * connection record for them (meshd reports its tunnel itself) but puts
+ * the node-local ones in the SOCKHASH, so a pod<->meshd leg is
+ * accelerated like any same-node pair. */
+#define SKM_MESHD_MARK		0x539
+
+#define SKM_MAX_OUTBOUND	65536
+
 /* skm_services: (vip, port, proto) -> backend set */
 struct skm_svc_key {
 	__u32 vip;		/* network order */
@@ -83,8 +98,37 @@ struct skm_wl_val {
 	__u32 pad;
 };
 
-/* skm_netns: netns cookie -> wl_id of the local pod living in it, so
- * connect4 knows which workload is connecting. */
+/* skm_netns: netns cookie -> the local pod living in it (struct
+ * skm_netns_val), so connect4 knows which workload is connecting. */
+
+struct skm_netns_val {
+	__u32 wl_id;
+	__u32 ip;		/* the pod's IP, network order: where connect4
+				 * sends a captured connection (ip:15001) */
+};
+
+/* skm_outbound: a captured connection, found by meshd from the address
+ * its 15001 listener accepted. connect4 rewrites a meshed local pod's
+ * connect() to a meshed workload on another node (after service load
+ * balancing) to <pod ip>:SKM_PORT_OUTBOUND and keeps the original
+ * destination by socket cookie (skm_sock_vip); sockops moves it here
+ * once the source port is known (active ESTABLISHED, before meshd can
+ * accept) and deletes it when the socket closes. */
+struct skm_outbound_key {
+	__u32 ip;		/* the pod socket's local address, network order */
+	__u32 port;		/* its local port, host order */
+};
+
+struct skm_outbound_val {
+	__u32 dst_ip;		/* the workload to reach, network order */
+	__u16 dst_port;		/* network order (target port after LB) */
+	__u16 vport;		/* what the app dialled: VIP port, network order */
+	__u32 vip;		/* the VIP, or dst_ip when no service */
+	__u32 src_wl_id;	/* the connecting pod */
+	__u32 svc_id;		/* 0: no service */
+	__u32 pad;
+	__u64 cookie;		/* the pod socket's cookie */
+};
 
 /* skm_verdicts: (source workload, destination policy set, port) -> verdict
  * for a same-node connection with the source's identity. port is the
@@ -144,6 +188,7 @@ struct skm_sock_key {
 #define SKM_CONN_VIA_VIP	(1U << 2)	/* service load balanced */
 #define SKM_CONN_FIN_SENT	(1U << 3)	/* our FIN is out */
 #define SKM_CONN_FIN_RCVD	(1U << 4)	/* the peer's FIN came in */
+#define SKM_CONN_TUNNEL		(1U << 5)	/* captured: carried by meshd's tunnel */
 
 struct skm_conn {
 	struct skm_sock_key tuple;
@@ -271,6 +316,7 @@ struct skm_name_val {
 #define SKM_MAP_NETNS		"skm_netns"
 #define SKM_MAP_VERDICTS	"skm_verdicts"
 #define SKM_MAP_PLAIN		"skm_plain"
+#define SKM_MAP_OUTBOUND	"skm_outbound"
 #define SKM_MAX_NAMES		(SKM_MAX_WORKLOADS + SKM_MAX_SERVICES)
 
 #endif /* SKMESH_H */

@@ -13,7 +13,9 @@ PKGS=(
 	make gcc libc6-dev pkg-config clang llvm bpftool
 	libbpf-dev libelf-dev zlib1g-dev libssl-dev
 	libnl-3-dev libnl-route-3-dev libyaml-dev libjansson-dev libcmocka-dev
-	iproute2 util-linux procps python3 iperf3 curl
+	libnghttp2-dev
+	iproute2 util-linux procps python3 python3-h2 iperf3 curl openssl
+	stunnel4 nghttp2-client tcpdump
 )
 
 if [ "$(id -u)" -ne 0 ]; then

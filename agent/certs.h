@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Mesh identity in standalone mode: a root CA made by `meshctl ca init`,
+ * short-lived workload certificates issued by meshd, and the TLS contexts
+ * the tunnel uses, configured as ztunnel configures its own.
+ *
+ * Identities are SPIFFE IDs, spiffe://<trust-domain>/ns/<ns>/sa/<sa>.
+ * Workload certificates: ECDSA P-256, one URI SAN (the SPIFFE ID),
+ * extendedKeyUsage clientAuth + serverAuth, keyUsage digitalSignature +
+ * keyEncipherment, 24 hours by default, signed by the root.
+ *
+ * TLS: 1.3 only, AES-GCM suites only (TLS_AES_256_GCM_SHA384,
+ * TLS_AES_128_GCM_SHA256), ALPN "h2", no SNI, peer certificate required
+ * both ways and verified against the trust bundle (which may hold several
+ * roots, for rotation); the peer's leaf must carry exactly one SPIFFE URI
+ * SAN in our trust domain.
+ *
+ * Not thread-safe: one thread (the tunnel's) owns a certmgr and its
+ * contexts. SSL_CTX is reference counted by OpenSSL, so replacing a
+ * context on renewal never touches the connections made with the old one.
+ */
+#ifndef SKM_CERTS_H
+#define SKM_CERTS_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#define SKM_SPIFFE_MAX		256
+#define SKM_CERT_LIFETIME_S	(24 * 3600)
+
+/* File names inside a CA folder. */
+#define SKM_CA_CERT_FILE	"root-cert.pem"	/* the signing root */
+#define SKM_CA_KEY_FILE		"root-key.pem"	/* its key, PKCS#8, 0600 */
+#define SKM_CA_BUNDLE_FILE	"trust-bundle.pem" /* optional: more roots */
+
+/*
+ * meshctl ca init: a new root CA (ECDSA P-256, self-signed, CA:TRUE,
+ * keyCertSign + cRLSign, subject O=skmesh, CN=skmesh root CA <TD>, the
+ * trust domain also as a URI SAN spiffe://<TD>) valid DAYS days, written
+ * to DIR (made 0700 when missing) as SKM_CA_CERT_FILE and SKM_CA_KEY_FILE.
+ * Refuses to overwrite an existing key. Returns 0, or a negative errno
+ * with a one-line reason in ERR.
+ */
+int ca_init(const char *dir, const char *trust_domain, int days,
+	    char *err, size_t errlen);
+
+/* A loaded CA: the signer and the trust bundle (the root itself plus
+ * every certificate of SKM_CA_BUNDLE_FILE when present). */
+struct mesh_ca;
+
+int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen);
+void mesh_ca_free(struct mesh_ca *ca);
+
+/* SPIFFE ID helpers. spiffe_id() writes spiffe://TD/ns/NS/sa/SA into BUF
+ * (-ENAMETOOLONG when it does not fit). spiffe_parse() splits one
+ * (-EINVAL unless it is exactly that shape with non-empty parts); any of
+ * the out buffers may be NULL. */
+int spiffe_id(char *buf, size_t len, const char *td, const char *ns, const char *sa);
+int spiffe_parse(const char *uri, char *td, size_t tdlen, char *ns, size_t nslen,
+		 char *sa, size_t salen);
+
+/* One issued workload certificate. */
+struct wl_cert {
+	char id[SKM_SPIFFE_MAX];	/* SPIFFE ID */
+	X509 *leaf;
+	EVP_PKEY *key;
+	time_t not_before;
+	time_t not_after;
+};
+
+/* Issues a certificate for TD/NS/SA valid from NOW - 60 s (clock skew)
+ * for LIFETIME_S seconds. */
+int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char *sa,
+		  time_t now, int lifetime_s, struct wl_cert **out,
+		  char *err, size_t errlen);
+void wl_cert_free(struct wl_cert *c);
+
+/* Writes DIR/<ns>.<sa>.cert.pem (leaf then root, 0644) and
+ * DIR/<ns>.<sa>.key.pem (PKCS#8, 0600), each by write-then-rename. */
+int wl_cert_write(const struct wl_cert *c, const char *ns, const char *sa,
+		  const char *dir);
+
+/*
+ * TLS contexts for one workload certificate, trusting CA's bundle and
+ * only peers in trust domain TD.
+ * - server: asks for and requires a client certificate; selects ALPN h2
+ *   (a client not offering h2 fails the handshake).
+ * - client: offers ALPN h2; the server's identity is checked per
+ *   connection: call tls_expect_peer() on the SSL before the handshake.
+ * A handshake whose peer fails any check fails (alert), and
+ * tls_verify_error() tells why in words.
+ */
+SSL_CTX *tls_server_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td);
+SSL_CTX *tls_client_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td);
+int tls_expect_peer(SSL *ssl, const char *spiffe_id);
+
+/* After a successful handshake: the peer's SPIFFE ID into BUF. */
+int tls_peer_id(SSL *ssl, char *buf, size_t len);
+
+/* Why the last handshake on SSL failed verification ("no client
+ * certificate", "certificate has expired", "not signed by a mesh root",
+ * "trust domain other.td is not cluster.local", "no SPIFFE URI SAN",
+ * "server is spiffe://... but spiffe://... was expected"), or NULL. */
+const char *tls_verify_error(SSL *ssl);
+
+/*
+ * The certificates of this node's identities, issued on first use and
+ * renewed at half-life; a renewal that fails keeps the old certificate
+ * (while valid) and is retried with exponential backoff (1 s doubling to
+ * 5 min). Each renewal makes new SSL_CTXs: handshakes from then on use
+ * the new certificate, established connections keep theirs.
+ */
+struct certmgr;
+
+struct certmgr_opts {
+	const char *ca_dir;	/* read at start and again at each renewal,
+				 * so a rotated bundle or key is picked up */
+	const char *td;		/* trust domain */
+	const char *out_dir;	/* NULL: keep certificates in memory only */
+	int lifetime_s;		/* 0: SKM_CERT_LIFETIME_S */
+};
+
+int certmgr_new(const struct certmgr_opts *o, struct certmgr **out,
+		char *err, size_t errlen);
+void certmgr_free(struct certmgr *m);
+
+/* The contexts of NS/SA at NOW (issuing the certificate when it has none
+ * yet). Borrowed: valid until the next certmgr_tick() or certmgr_free();
+ * take a reference (SSL_new does) to keep one longer. NULL on failure
+ * with the reason in ERR. */
+SSL_CTX *certmgr_server_ctx(struct certmgr *m, const char *ns, const char *sa,
+			    time_t now, char *err, size_t errlen);
+SSL_CTX *certmgr_client_ctx(struct certmgr *m, const char *ns, const char *sa,
+			    time_t now, char *err, size_t errlen);
+
+/* Renews what is due at NOW; returns the time of the next renewal or
+ * retry (0 when nothing is held). */
+time_t certmgr_tick(struct certmgr *m, time_t now);
+
+/* For telemetry and config_dump: calls FN for each held certificate. */
+void certmgr_foreach(struct certmgr *m,
+		     void (*fn)(const struct wl_cert *c, int renew_failures, void *arg),
+		     void *arg);
+
+#endif /* SKM_CERTS_H */
