@@ -54,9 +54,11 @@ int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen
 void mesh_ca_free(struct mesh_ca *ca);
 
 /* SPIFFE ID helpers. spiffe_id() writes spiffe://TD/ns/NS/sa/SA into BUF
- * (-ENAMETOOLONG when it does not fit). spiffe_parse() splits one
- * (-EINVAL unless it is exactly that shape with non-empty parts); any of
- * the out buffers may be NULL. */
+ * (-ENAMETOOLONG when it does not fit, -EINVAL for a part the SPIFFE spec
+ * does not allow). spiffe_parse() splits one (-EINVAL unless it is exactly
+ * that shape with non-empty parts: TD of [a-z0-9._-], NS and SA of
+ * [A-Za-z0-9._-] other than "." and ".."; -ENAMETOOLONG when a part does
+ * not fit its buffer); any of the out buffers may be NULL. */
 int spiffe_id(char *buf, size_t len, const char *td, const char *ns, const char *sa);
 int spiffe_parse(const char *uri, char *td, size_t tdlen, char *ns, size_t nslen,
 		 char *sa, size_t salen);
@@ -66,19 +68,24 @@ struct wl_cert {
 	char id[SKM_SPIFFE_MAX];	/* SPIFFE ID */
 	X509 *leaf;
 	EVP_PKEY *key;
+	X509 *issuer;			/* the signing CA certificate */
 	time_t not_before;
 	time_t not_after;
 };
 
 /* Issues a certificate for TD/NS/SA valid from NOW - 60 s (clock skew)
- * for LIFETIME_S seconds. */
+ * to NOW + LIFETIME_S, with a fresh key: empty subject, critical URI SAN
+ * (the SPIFFE ID), CA:FALSE, authorityKeyIdentifier. -EKEYEXPIRED when
+ * the CA has expired at NOW. */
 int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char *sa,
 		  time_t now, int lifetime_s, struct wl_cert **out,
 		  char *err, size_t errlen);
 void wl_cert_free(struct wl_cert *c);
 
-/* Writes DIR/<ns>.<sa>.cert.pem (leaf then root, 0644) and
- * DIR/<ns>.<sa>.key.pem (PKCS#8, 0600), each by write-then-rename. */
+/* Writes DIR/<ns>.<sa>.cert.pem (leaf then issuer, 0644) and
+ * DIR/<ns>.<sa>.key.pem (PKCS#8, 0600), each by write-then-rename; DIR
+ * is made 0700 when missing. -EINVAL when NS or SA is not a SPIFFE
+ * path segment (so never a path). */
 int wl_cert_write(const struct wl_cert *c, const char *ns, const char *sa,
 		  const char *dir);
 
@@ -94,15 +101,21 @@ int wl_cert_write(const struct wl_cert *c, const char *ns, const char *sa,
  */
 SSL_CTX *tls_server_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td);
 SSL_CTX *tls_client_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td);
+/* 0, -EINVAL when SPIFFE_ID is not one (NULL: expect nothing). */
 int tls_expect_peer(SSL *ssl, const char *spiffe_id);
 
-/* After a successful handshake: the peer's SPIFFE ID into BUF. */
+/* After a successful handshake: the peer's SPIFFE ID into BUF (-ENOENT:
+ * no peer certificate, -EPERM: it did not verify, -ENAMETOOLONG). */
 int tls_peer_id(SSL *ssl, char *buf, size_t len);
 
 /* Why the last handshake on SSL failed verification ("no client
  * certificate", "certificate has expired", "not signed by a mesh root",
  * "trust domain other.td is not cluster.local", "no SPIFFE URI SAN",
- * "server is spiffe://... but spiffe://... was expected"), or NULL. */
+ * "server is spiffe://... but spiffe://... was expected", "client did
+ * not offer ALPN h2", "server did not select ALPN h2", "peer does not
+ * offer TLS 1.3", "peer refused the handshake: <alert>"), or NULL.
+ * Owned by SSL. The contexts' info callback records some of these: do
+ * not replace it with SSL_set_info_callback(). */
 const char *tls_verify_error(SSL *ssl);
 
 /*
@@ -120,6 +133,8 @@ struct certmgr_opts {
 	const char *td;		/* trust domain */
 	const char *out_dir;	/* NULL: keep certificates in memory only */
 	int lifetime_s;		/* 0: SKM_CERT_LIFETIME_S */
+	void (*warn)(const char *msg);	/* optional: told each failed
+					 * renewal, in one line */
 };
 
 int certmgr_new(const struct certmgr_opts *o, struct certmgr **out,
@@ -136,7 +151,9 @@ SSL_CTX *certmgr_client_ctx(struct certmgr *m, const char *ns, const char *sa,
 			    time_t now, char *err, size_t errlen);
 
 /* Renews what is due at NOW; returns the time of the next renewal or
- * retry (0 when nothing is held). */
+ * retry (0 when nothing is held). A renewal re-reads the CA folder; when
+ * that fails the loaded CA keeps signing, and the failure is counted and
+ * retried like a failed issue (a retry re-does only what failed). */
 time_t certmgr_tick(struct certmgr *m, time_t now);
 
 /* For telemetry and config_dump: calls FN for each held certificate. */

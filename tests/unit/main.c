@@ -48,5 +48,6 @@ int main(void)
 	failed += run_config_tests() != 0;
 	failed += run_policy_tests() != 0;
 	failed += run_corpus_tests() != 0;
+	failed += run_certs_tests() != 0;
 	return failed ? 1 : 0;
 }

@@ -1,0 +1,1260 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Mesh identity in standalone mode: the root CA, workload certificates
+ * (X.509-SVIDs as Istio issues them), the TLS 1.3 contexts of the tunnel
+ * and the manager that renews certificates at half-life. See certs.h for
+ * the contract and docs/identity.md for the profile and the files.
+ *
+ * No logging here: every failure comes back as a negative errno plus a
+ * one-line reason, so meshctl can link this file without meshd's log.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "certs.h"
+
+#define SKM_TLS_SUITES	"TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
+#define SKM_TLS_GROUPS	"X25519:P-256"
+#define SKM_SKEW_S	60		/* notBefore = now - this */
+#define SKM_RETRY_MAX_S	300		/* renewal backoff: 1 s doubling to this */
+#define SKM_REASON_MAX	(2 * SKM_SPIFFE_MAX + 64)
+
+static const unsigned char alpn_h2[] = { 2, 'h', '2' };
+
+/* --- errors -------------------------------------------------------------- */
+
+/* Formats ERR (when given), appending OpenSSL's reason when its queue
+ * holds one, and empties the queue. Returns RC. */
+__attribute__((format(printf, 4, 5)))
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	unsigned long e = ERR_peek_last_error();
+	va_list ap;
+	int n;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		n = vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+		if (e && n >= 0 && (size_t)n < errlen)
+			snprintf(err + n, errlen - n, ": %s",
+				 ERR_reason_error_string(e) ?: "OpenSSL error");
+	}
+	ERR_clear_error();
+	return rc;
+}
+
+/* --- SPIFFE IDs ------------------------------------------------------------ */
+
+/* The SPIFFE spec's characters: trust domains are lower case; path
+ * segments may be mixed case, and "." and ".." are not segments. */
+static int td_ok(const char *s, size_t n)
+{
+	if (!n)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
+		      s[i] == '.' || s[i] == '-' || s[i] == '_'))
+			return 0;
+	return 1;
+}
+
+static int seg_ok(const char *s, size_t n)
+{
+	if (!n || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '-' ||
+		      s[i] == '_'))
+			return 0;
+	return 1;
+}
+
+int spiffe_id(char *buf, size_t len, const char *td, const char *ns, const char *sa)
+{
+	int n;
+
+	if (!td || !ns || !sa || !td_ok(td, strlen(td)) ||
+	    !seg_ok(ns, strlen(ns)) || !seg_ok(sa, strlen(sa)))
+		return -EINVAL;
+	n = snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", td, ns, sa);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Copies N bytes of S into OUT (when given) as a string. */
+static int put(char *out, size_t outlen, const char *s, size_t n)
+{
+	if (!out)
+		return 0;
+	if (n >= outlen)
+		return -ENAMETOOLONG;
+	memcpy(out, s, n);
+	out[n] = '\0';
+	return 0;
+}
+
+int spiffe_parse(const char *uri, char *td, size_t tdlen, char *ns, size_t nslen,
+		 char *sa, size_t salen)
+{
+	const char *p, *t, *n, *s;
+	int rc;
+
+	if (!uri || strncmp(uri, "spiffe://", 9))
+		return -EINVAL;
+	t = uri + 9;
+	p = strchr(t, '/');
+	if (!p || !td_ok(t, p - t) || strncmp(p, "/ns/", 4))
+		return -EINVAL;
+	n = p + 4;
+	p = strchr(n, '/');
+	if (!p || !seg_ok(n, p - n) || strncmp(p, "/sa/", 4))
+		return -EINVAL;
+	s = p + 4;
+	if (strchr(s, '/') || !seg_ok(s, strlen(s)))
+		return -EINVAL;
+	if ((rc = put(td, tdlen, t, n - 4 - t)) ||
+	    (rc = put(ns, nslen, n, s - 4 - n)) ||
+	    (rc = put(sa, salen, s, strlen(s))))
+		return rc;
+	return 0;
+}
+
+/* --- certificates ------------------------------------------------------- */
+
+struct mesh_ca {
+	X509 *signer;		/* first certificate of SKM_CA_CERT_FILE */
+	EVP_PKEY *key;
+	X509_STORE *store;	/* every root we trust */
+};
+
+static time_t asn1_time(const ASN1_TIME *t)
+{
+	struct tm tm;
+
+	if (!ASN1_TIME_to_tm(t, &tm))
+		return 0;
+	return timegm(&tm);
+}
+
+/* A random positive 128-bit serial, as RFC 5280 and the CA/B forum ask. */
+static int set_serial(X509 *x)
+{
+	unsigned char b[16];
+	ASN1_INTEGER *ai = NULL;
+	BIGNUM *bn = NULL;
+	int ok = 0;
+
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		return 0;
+	b[0] &= 0x7f;
+	b[0] |= 0x01;		/* never zero, always 16 bytes */
+	bn = BN_bin2bn(b, sizeof(b), NULL);
+	if (bn)
+		ai = BN_to_ASN1_INTEGER(bn, NULL);
+	if (ai)
+		ok = X509_set_serialNumber(x, ai);
+	ASN1_INTEGER_free(ai);
+	BN_free(bn);
+	return ok;
+}
+
+/* Adds one extension written in openssl.cnf syntax; ISSUER signs X. */
+static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+	X509V3_CTX v3;
+	X509_EXTENSION *ext;
+	int ok;
+
+	X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
+	ext = X509V3_EXT_nconf_nid(NULL, &v3, nid, value);
+	if (!ext)
+		return 0;
+	ok = X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	return ok;
+}
+
+/* Adds a subjectAltName of one URI, built directly rather than through
+ * the config syntax, so no character of URI is ever parsed. */
+static int add_uri_san(X509 *x, const char *uri, int critical)
+{
+	GENERAL_NAMES *gens = GENERAL_NAMES_new();
+	GENERAL_NAME *gen = GENERAL_NAME_new();
+	ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+	int ok = 0;
+
+	if (!gens || !gen || !ia5 || !ASN1_STRING_set(ia5, uri, -1))
+		goto out;
+	GENERAL_NAME_set0_value(gen, GEN_URI, ia5);
+	ia5 = NULL;
+	if (!sk_GENERAL_NAME_push(gens, gen))
+		goto out;
+	gen = NULL;
+	ok = X509_add1_ext_i2d(x, NID_subject_alt_name, gens, critical,
+			       X509V3_ADD_DEFAULT) == 1;
+out:
+	ASN1_IA5STRING_free(ia5);
+	GENERAL_NAME_free(gen);
+	GENERAL_NAMES_free(gens);
+	return ok;
+}
+
+/* A new v3 certificate for KEY with a random serial, valid NB..NA. */
+static X509 *cert_new(EVP_PKEY *key, time_t nb, time_t na)
+{
+	X509 *x = X509_new();
+
+	if (!x || !X509_set_version(x, X509_VERSION_3) || !set_serial(x) ||
+	    !X509_set_pubkey(x, key) ||
+	    !ASN1_TIME_set(X509_getm_notBefore(x), nb) ||
+	    !ASN1_TIME_set(X509_getm_notAfter(x), na)) {
+		X509_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/* --- files ----------------------------------------------------------------- */
+
+/* Makes DIR (0700) unless it exists as a directory. */
+static int mkdir_private(const char *dir, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (!mkdir(dir, 0700))
+		return 0;
+	if (errno != EEXIST)
+		return fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
+	if (stat(dir, &st))
+		return fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return fail(err, errlen, -ENOTDIR, "%s: not a directory", dir);
+	return 0;
+}
+
+/* Writes the contents of memory BIO B into a new file PATH made with
+ * MODE (O_EXCL: an existing file is never replaced; a secret is never
+ * readable by others, not even for a moment). Public files get MODE
+ * whatever the umask; a key keeps what open() gave it. On failure the
+ * file is removed. */
+static int write_new(const char *path, BIO *b, mode_t mode, char *err, size_t errlen)
+{
+	char *data;
+	long len = BIO_get_mem_data(b, &data);
+	int fd, rc = 0;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+	if ((mode & 077) && fchmod(fd, mode))
+		rc = -errno;
+	while (!rc && len > 0) {
+		ssize_t w = write(fd, data, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = w < 0 ? -errno : -EIO;
+			break;
+		}
+		data += w;
+		len -= w;
+	}
+	if (!rc && fsync(fd))
+		rc = -errno;
+	if (close(fd) && !rc)
+		rc = -errno;
+	if (rc) {
+		unlink(path);
+		return fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+	}
+	return 0;
+}
+
+/* write_new() to PATH.tmp, then rename over PATH. */
+static int write_replace(const char *path, BIO *b, mode_t mode, char *err, size_t errlen)
+{
+	char tmp[PATH_MAX];
+	int rc;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return fail(err, errlen, -ENAMETOOLONG, "%s: name too long", path);
+	unlink(tmp);		/* left by a crash: ours to replace */
+	rc = write_new(tmp, b, mode, err, errlen);
+	if (rc)
+		return rc;
+	if (rename(tmp, path)) {
+		rc = -errno;
+		unlink(tmp);
+		return fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+	}
+	return 0;
+}
+
+static int path_join(char *out, const char *dir, const char *name)
+{
+	return snprintf(out, PATH_MAX, "%s/%s", dir, name) < PATH_MAX ? 0 : -ENAMETOOLONG;
+}
+
+/* PEM of KEY (PKCS#8) or of the certificates X and Y (Y may be NULL)
+ * into a new memory BIO. */
+static BIO *pem_key(EVP_PKEY *key)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+
+	if (b && !PEM_write_bio_PKCS8PrivateKey(b, key, NULL, NULL, 0, NULL, NULL)) {
+		BIO_free(b);
+		return NULL;
+	}
+	return b;
+}
+
+static BIO *pem_certs(X509 *x, X509 *y)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+
+	if (b && (!PEM_write_bio_X509(b, x) || (y && !PEM_write_bio_X509(b, y)))) {
+		BIO_free(b);
+		return NULL;
+	}
+	return b;
+}
+
+/* --- the root CA ------------------------------------------------------- */
+
+static X509 *root_new(EVP_PKEY *key, const char *td, int days)
+{
+	char uri[SKM_SPIFFE_MAX], cn[SKM_SPIFFE_MAX];
+	time_t now = time(NULL);
+	X509_NAME *name;
+	X509 *x;
+
+	snprintf(uri, sizeof(uri), "spiffe://%s", td);
+	snprintf(cn, sizeof(cn), "skmesh root CA %s", td);
+	x = cert_new(key, now - SKM_SKEW_S, now + (time_t)days * 86400);
+	if (!x)
+		return NULL;
+	name = X509_get_subject_name(x);
+	if (!X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+					(const unsigned char *)"skmesh", -1, -1, 0) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+					(const unsigned char *)cn, -1, -1, 0) ||
+	    !X509_set_issuer_name(x, name) ||
+	    !add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") ||
+	    !add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") ||
+	    !add_ext(x, x, NID_subject_key_identifier, "hash") ||
+	    !add_uri_san(x, uri, 0) ||
+	    !X509_sign(x, key, EVP_sha256())) {
+		X509_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+int ca_init(const char *dir, const char *trust_domain, int days,
+	    char *err, size_t errlen)
+{
+	char cert_path[PATH_MAX], key_path[PATH_MAX];
+	EVP_PKEY *key = NULL;
+	BIO *kb = NULL, *cb = NULL;
+	X509 *x = NULL;
+	int rc;
+
+	if (!trust_domain || !td_ok(trust_domain, strlen(trust_domain)) ||
+	    strlen(trust_domain) > 200)
+		return fail(err, errlen, -EINVAL,
+			    "trust domain '%s' is not valid: use lower-case letters, digits, '.', '-' and '_' (e.g. cluster.local)",
+			    trust_domain ?: "");
+	if (days < 1 || days > 36500)
+		return fail(err, errlen, -EINVAL, "validity of %d days: use 1 to 36500", days);
+	if (path_join(cert_path, dir, SKM_CA_CERT_FILE) ||
+	    path_join(key_path, dir, SKM_CA_KEY_FILE))
+		return fail(err, errlen, -ENAMETOOLONG, "%s: name too long", dir);
+	rc = mkdir_private(dir, err, errlen);
+	if (rc)
+		return rc;
+	if (!access(key_path, F_OK) || !access(cert_path, F_OK))
+		return fail(err, errlen, -EEXIST,
+			    "%s already holds a CA (%s): refusing to overwrite it; remove it first or choose another folder",
+			    dir, !access(key_path, F_OK) ? SKM_CA_KEY_FILE : SKM_CA_CERT_FILE);
+
+	key = EVP_EC_gen("P-256");
+	if (!key) {
+		rc = fail(err, errlen, -ENOMEM, "generating the P-256 key");
+		goto out;
+	}
+	x = root_new(key, trust_domain, days);
+	kb = pem_key(key);
+	if (x)
+		cb = pem_certs(x, NULL);
+	if (!kb || !cb) {
+		rc = fail(err, errlen, -ENOMEM, "making the root certificate");
+		goto out;
+	}
+	rc = write_new(key_path, kb, 0600, err, errlen);
+	if (rc)
+		goto out;
+	rc = write_new(cert_path, cb, 0644, err, errlen);
+	if (rc)
+		unlink(key_path);
+out:
+	BIO_free(kb);
+	BIO_free(cb);
+	X509_free(x);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+/* Adds every certificate of PEM file PATH to STORE (the first one also
+ * to *FIRST when given). Returns how many, or a negative errno. */
+static int load_roots(const char *path, X509_STORE *store, X509 **first,
+		      char *err, size_t errlen)
+{
+	BIO *b = BIO_new_file(path, "r");
+	unsigned long e;
+	int n = 0;
+	X509 *x;
+
+	if (!b) {
+		int rc = errno ? -errno : -EIO;
+
+		return fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+	}
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+		if (!X509_STORE_add_cert(store, x) &&
+		    ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
+			X509_free(x);
+			BIO_free(b);
+			return fail(err, errlen, -ENOMEM, "%s", path);
+		}
+		ERR_clear_error();
+		if (!n++ && first)
+			*first = x;
+		else
+			X509_free(x);
+	}
+	e = ERR_peek_last_error();
+	BIO_free(b);
+	if (!n || ERR_GET_REASON(e) != PEM_R_NO_START_LINE)
+		return fail(err, errlen, -EINVAL, "%s: %s", path,
+			    n ? "a certificate is not valid PEM" : "no certificate");
+	ERR_clear_error();
+	return n;
+}
+
+int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	struct mesh_ca *ca;
+	BIO *b;
+	int rc;
+
+	*out = NULL;
+	ca = calloc(1, sizeof(*ca));
+	if (!ca)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	ca->store = X509_STORE_new();
+	if (!ca->store) {
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+		goto out_free;
+	}
+	rc = path_join(path, dir, SKM_CA_CERT_FILE);
+	if (!rc)
+		rc = load_roots(path, ca->store, &ca->signer, err, errlen);
+	if (rc < 0)
+		goto out_free;
+
+	rc = path_join(path, dir, SKM_CA_KEY_FILE);
+	b = rc ? NULL : BIO_new_file(path, "r");
+	if (!b) {
+		rc = errno ? -errno : -EIO;
+		rc = fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+		goto out_free;
+	}
+	ca->key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+	BIO_free(b);
+	if (!ca->key) {
+		rc = fail(err, errlen, -EINVAL, "%s: no private key", path);
+		goto out_free;
+	}
+	if (!X509_check_private_key(ca->signer, ca->key)) {
+		rc = fail(err, errlen, -EINVAL, "%s does not belong to %s",
+			  SKM_CA_KEY_FILE, SKM_CA_CERT_FILE);
+		goto out_free;
+	}
+	if (X509_check_ca(ca->signer) != 1) {
+		rc = fail(err, errlen, -EINVAL, "%s/%s is not a CA certificate",
+			  dir, SKM_CA_CERT_FILE);
+		goto out_free;
+	}
+
+	rc = path_join(path, dir, SKM_CA_BUNDLE_FILE);
+	if (!rc && !access(path, F_OK))
+		rc = load_roots(path, ca->store, NULL, err, errlen);
+	if (rc < 0)
+		goto out_free;
+	*out = ca;
+	return 0;
+
+out_free:
+	mesh_ca_free(ca);
+	return rc ? rc : -ENAMETOOLONG;
+}
+
+void mesh_ca_free(struct mesh_ca *ca)
+{
+	if (!ca)
+		return;
+	X509_free(ca->signer);
+	EVP_PKEY_free(ca->key);
+	X509_STORE_free(ca->store);
+	free(ca);
+}
+
+/* --- workload certificates --------------------------------------------- */
+
+static X509 *leaf_new(struct mesh_ca *ca, EVP_PKEY *key, const char *id,
+		      time_t nb, time_t na)
+{
+	X509_NAME *empty = X509_NAME_new();
+	X509 *x = cert_new(key, nb, na);
+
+	/* an empty subject, as Istio's workload certificates have: then the
+	 * SAN, which carries the identity, must be critical (RFC 5280) */
+	if (!x || !empty || !X509_set_subject_name(x, empty) ||
+	    !X509_set_issuer_name(x, X509_get_subject_name(ca->signer)) ||
+	    !add_uri_san(x, id, 1) ||
+	    !add_ext(x, ca->signer, NID_key_usage,
+		     "critical,digitalSignature,keyEncipherment") ||
+	    !add_ext(x, ca->signer, NID_ext_key_usage, "serverAuth,clientAuth") ||
+	    !add_ext(x, ca->signer, NID_basic_constraints, "CA:FALSE") ||
+	    !add_ext(x, ca->signer, NID_authority_key_identifier, "keyid:always") ||
+	    !X509_sign(x, ca->key, EVP_sha256())) {
+		X509_free(x);
+		x = NULL;
+	}
+	X509_NAME_free(empty);
+	return x;
+}
+
+int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char *sa,
+		  time_t now, int lifetime_s, struct wl_cert **out,
+		  char *err, size_t errlen)
+{
+	time_t ca_end = asn1_time(X509_get0_notAfter(ca->signer));
+	struct wl_cert *c;
+	int rc;
+
+	*out = NULL;
+	if (lifetime_s <= 0)
+		return fail(err, errlen, -EINVAL, "certificate lifetime %d s", lifetime_s);
+	if (now >= ca_end)
+		return fail(err, errlen, -EKEYEXPIRED,
+			    "the signing CA expired at %ld: make a new one and rotate (docs/identity.md)",
+			    (long)ca_end);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	rc = spiffe_id(c->id, sizeof(c->id), td, ns, sa);
+	if (rc) {
+		fail(err, errlen, rc, "no SPIFFE ID for trust domain '%s', ns '%s', sa '%s'",
+		     td ?: "", ns ?: "", sa ?: "");
+		goto out_free;
+	}
+	c->issuer = ca->signer;
+	X509_up_ref(c->issuer);
+	c->not_before = now - SKM_SKEW_S;
+	c->not_after = now + lifetime_s;
+	c->key = EVP_EC_gen("P-256");
+	if (c->key)
+		c->leaf = leaf_new(ca, c->key, c->id, c->not_before, c->not_after);
+	if (!c->leaf) {
+		rc = fail(err, errlen, -ENOMEM, "issuing %s", c->id);
+		goto out_free;
+	}
+	*out = c;
+	return 0;
+
+out_free:
+	wl_cert_free(c);
+	return rc;
+}
+
+void wl_cert_free(struct wl_cert *c)
+{
+	if (!c)
+		return;
+	X509_free(c->leaf);
+	X509_free(c->issuer);
+	EVP_PKEY_free(c->key);
+	free(c);
+}
+
+/* wl_cert_write() that says why it failed. */
+static int cert_write(const struct wl_cert *c, const char *ns, const char *sa,
+		      const char *dir, char *err, size_t errlen)
+{
+	char cert_path[PATH_MAX], key_path[PATH_MAX];
+	BIO *kb = NULL, *cb = NULL;
+	int rc;
+
+	if (!seg_ok(ns, strlen(ns)) || !seg_ok(sa, strlen(sa)))
+		return fail(err, errlen, -EINVAL, "'%s'/'%s' is not a namespace/service account", ns, sa);
+	if (snprintf(cert_path, sizeof(cert_path), "%s/%s.%s.cert.pem", dir, ns, sa) >= PATH_MAX ||
+	    snprintf(key_path, sizeof(key_path), "%s/%s.%s.key.pem", dir, ns, sa) >= PATH_MAX)
+		return fail(err, errlen, -ENAMETOOLONG, "%s: name too long", dir);
+	rc = mkdir_private(dir, err, errlen);
+	if (rc)
+		return rc;
+	kb = pem_key(c->key);
+	cb = pem_certs(c->leaf, c->issuer);
+	if (!kb || !cb)
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+	if (!rc)
+		rc = write_replace(key_path, kb, 0600, err, errlen);
+	if (!rc)
+		rc = write_replace(cert_path, cb, 0644, err, errlen);
+	BIO_free(kb);
+	BIO_free(cb);
+	return rc;
+}
+
+int wl_cert_write(const struct wl_cert *c, const char *ns, const char *sa,
+		  const char *dir)
+{
+	return cert_write(c, ns, sa, dir, NULL, 0);
+}
+
+/* --- TLS ------------------------------------------------------------------ */
+
+/* What a context checks its peers against (SSL_CTX ex_data). */
+struct ctx_info {
+	char td[SKM_SPIFFE_MAX];
+	int server;
+};
+
+/* Per connection (SSL ex_data, made on first use): the identity the
+ * client expects and why the handshake failed. */
+struct tls_state {
+	char expect[SKM_SPIFFE_MAX];
+	char why[SKM_REASON_MAX];
+};
+
+static int ssl_idx = -1, ctx_idx = -1;
+static CRYPTO_ONCE idx_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+		    long argl, void *argp)
+{
+	free(ptr);
+}
+
+static void idx_init(void)
+{
+	ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, ex_free);
+	ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ex_free);
+}
+
+static int idx_ready(void)
+{
+	return CRYPTO_THREAD_run_once(&idx_once, idx_init) && ssl_idx >= 0 && ctx_idx >= 0;
+}
+
+/* SSL's state, made when CREATE; NULL when there is none (or no memory). */
+static struct tls_state *tls_state(const SSL *ssl, int create)
+{
+	struct tls_state *st;
+
+	if (!idx_ready())
+		return NULL;
+	st = SSL_get_ex_data(ssl, ssl_idx);
+	if (st || !create)
+		return st;
+	st = calloc(1, sizeof(*st));
+	if (st && !SSL_set_ex_data((SSL *)ssl, ssl_idx, st)) {
+		free(st);
+		st = NULL;
+	}
+	return st;
+}
+
+/* Records why SSL's handshake failed, unless a reason is known already:
+ * the first one is the cause, what follows is its echo. */
+__attribute__((format(printf, 2, 3)))
+static void set_why(const SSL *ssl, const char *fmt, ...)
+{
+	struct tls_state *st = tls_state(ssl, 1);
+	va_list ap;
+
+	if (!st || st->why[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(st->why, sizeof(st->why), fmt, ap);
+	va_end(ap);
+}
+
+/* The SPIFFE ID of certificate X into BUF: 0, or a negative errno with
+ * the reason in WHY (when given). */
+static int cert_spiffe_id(X509 *x, char *buf, size_t len, char *why, size_t whylen)
+{
+	GENERAL_NAMES *gens;
+	const GENERAL_NAME *uri = NULL;
+	int crit, nuri = 0, rc = 0;
+
+	gens = X509_get_ext_d2i(x, NID_subject_alt_name, &crit, NULL);
+	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+
+		if (g->type == GEN_URI) {
+			uri = g;
+			nuri++;
+		}
+	}
+	if (!nuri) {
+		rc = fail(why, whylen, -ENOENT, "no SPIFFE URI SAN");
+	} else if (nuri > 1) {
+		rc = fail(why, whylen, -EINVAL, "%d URI SANs: a SPIFFE certificate has exactly one", nuri);
+	} else {
+		const ASN1_STRING *s = uri->d.uniformResourceIdentifier;
+		const char *p = (const char *)ASN1_STRING_get0_data(s);
+		int n = ASN1_STRING_length(s);
+
+		if (n <= 0 || memchr(p, '\0', n)) {
+			rc = fail(why, whylen, -EINVAL, "URI SAN is not a SPIFFE ID");
+		} else if ((size_t)n >= len) {
+			rc = fail(why, whylen, -ENAMETOOLONG, "URI SAN is too long for a SPIFFE ID");
+		} else {
+			memcpy(buf, p, n);
+			buf[n] = '\0';
+			if (spiffe_parse(buf, NULL, 0, NULL, 0, NULL, 0))
+				rc = fail(why, whylen, -EINVAL,
+					  "URI SAN %s is not a SPIFFE ID spiffe://TD/ns/NS/sa/SA", buf);
+		}
+	}
+	GENERAL_NAMES_free(gens);
+	ERR_clear_error();
+	return rc;
+}
+
+/* The mesh's checks of a peer's leaf, after its chain verified: one
+ * SPIFFE ID, in our trust domain, the expected one (client side). */
+static int check_leaf(SSL *ssl, X509 *leaf)
+{
+	const SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+	const struct ctx_info *ci = SSL_CTX_get_ex_data(ctx, ctx_idx);
+	struct tls_state *st = tls_state(ssl, 0);
+	char id[SKM_SPIFFE_MAX], td[SKM_SPIFFE_MAX], why[SKM_REASON_MAX];
+	const unsigned char *alpn;
+	unsigned int alpn_len;
+
+	if (!ci) {
+		set_why(ssl, "context has no trust domain");
+		return 0;
+	}
+	if (cert_spiffe_id(leaf, id, sizeof(id), why, sizeof(why))) {
+		set_why(ssl, "%s", why);
+		return 0;
+	}
+	if (X509_check_ca(leaf)) {
+		set_why(ssl, "%s: the leaf certificate is a CA", id);
+		return 0;
+	}
+	spiffe_parse(id, td, sizeof(td), NULL, 0, NULL, 0);
+	if (strcmp(td, ci->td)) {
+		set_why(ssl, "trust domain %s is not %s", td, ci->td);
+		return 0;
+	}
+	if (ci->server)
+		return 1;
+	if (st && st->expect[0] && strcmp(id, st->expect)) {
+		set_why(ssl, "server is %s but %s was expected", id, st->expect);
+		return 0;
+	}
+	/* TLS 1.3 sends ALPN before the certificate: a server that did not
+	 * pick h2 is refused here, before any byte of ours goes to it */
+	SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+	if (alpn_len != 2 || memcmp(alpn, "h2", 2)) {
+		set_why(ssl, "server did not select ALPN h2");
+		return 0;
+	}
+	return 1;
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *sctx)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	int e = X509_STORE_CTX_get_error(sctx);
+
+	if (!ssl)
+		return ok;
+	if (!ok) {
+		switch (e) {
+		case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+		case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+		case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+		case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+		case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+		case X509_V_ERR_CERT_UNTRUSTED:
+			set_why(ssl, "not signed by a mesh root");
+			break;
+		default:
+			set_why(ssl, "%s", X509_verify_cert_error_string(e));
+		}
+		return 0;
+	}
+	if (X509_STORE_CTX_get_error_depth(sctx) != 0)
+		return 1;
+	if (!check_leaf(ssl, X509_STORE_CTX_get_current_cert(sctx))) {
+		X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
+		return 0;
+	}
+	return 1;
+}
+
+/* Names the failures OpenSSL decides without asking verify_cb: a client
+ * that sent no certificate or no TLS 1.3, and the peer's refusals. */
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+	int desc = ret & 0xff;
+
+	if (!(where & SSL_CB_ALERT) || (ret >> 8) != SSL3_AL_FATAL)
+		return;
+	if (!(where & SSL_CB_WRITE))
+		set_why(ssl, "peer refused the handshake: %s", SSL_alert_desc_string_long(ret));
+	else if (desc == SSL_AD_CERTIFICATE_REQUIRED && SSL_is_server((SSL *)ssl))
+		set_why(ssl, "no client certificate");
+	else if (desc == SSL_AD_PROTOCOL_VERSION)
+		set_why(ssl, "peer does not offer TLS 1.3");
+}
+
+/* A client that sends no ALPN at all never reaches alpn_cb. */
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+	const unsigned char *p;
+	size_t n;
+
+	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
+				      &p, &n))
+		return SSL_CLIENT_HELLO_SUCCESS;
+	set_why(ssl, "client did not offer ALPN h2");
+	*al = SSL_AD_NO_APPLICATION_PROTOCOL;
+	return SSL_CLIENT_HELLO_ERROR;
+}
+
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	if (SSL_select_next_proto((unsigned char **)out, outlen, alpn_h2, sizeof(alpn_h2),
+				  in, inlen) == OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_OK;
+	set_why(ssl, "client did not offer ALPN h2");
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static SSL_CTX *tls_ctx(const struct mesh_ca *ca, const struct wl_cert *c,
+			const char *td, int server)
+{
+	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+	struct ctx_info *ci = calloc(1, sizeof(*ci));
+
+	if (!ctx || !ci || !idx_ready() || !td || strlen(td) >= sizeof(ci->td))
+		goto out_free;
+	strcpy(ci->td, td);
+	ci->server = server;
+	if (!SSL_CTX_set_ex_data(ctx, ctx_idx, ci))
+		goto out_free;
+	ci = NULL;		/* the context's now */
+
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_ciphersuites(ctx, SKM_TLS_SUITES) ||
+	    !SSL_CTX_set1_groups_list(ctx, SKM_TLS_GROUPS) ||
+	    !SSL_CTX_use_certificate(ctx, c->leaf) ||
+	    !SSL_CTX_use_PrivateKey(ctx, c->key) ||
+	    !SSL_CTX_check_private_key(ctx))
+		goto out_free;
+	/* an intermediate signer travels with the leaf; a root never does */
+	if (c->issuer && X509_check_issued(c->issuer, c->issuer) != X509_V_OK &&
+	    !SSL_CTX_add1_chain_cert(ctx, c->issuer))
+		goto out_free;
+	SSL_CTX_set1_cert_store(ctx, ca->store);
+	/* no resumption: every connection shows and checks certificates */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_info_callback(ctx, info_cb);
+	if (server) {
+		SSL_CTX_set_num_tickets(ctx, 0);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+				   verify_cb);
+		SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+		SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+	} else {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+		if (SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2)))	/* 0: ok */
+			goto out_free;
+	}
+	return ctx;
+
+out_free:
+	free(ci);
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return NULL;
+}
+
+SSL_CTX *tls_server_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td)
+{
+	return tls_ctx(ca, c, td, 1);
+}
+
+SSL_CTX *tls_client_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td)
+{
+	return tls_ctx(ca, c, td, 0);
+}
+
+int tls_expect_peer(SSL *ssl, const char *id)
+{
+	struct tls_state *st;
+
+	if (id && spiffe_parse(id, NULL, 0, NULL, 0, NULL, 0))
+		return -EINVAL;
+	if (id && strlen(id) >= sizeof(st->expect))
+		return -ENAMETOOLONG;
+	st = tls_state(ssl, 1);
+	if (!st)
+		return -ENOMEM;
+	snprintf(st->expect, sizeof(st->expect), "%s", id ?: "");
+	return 0;
+}
+
+int tls_peer_id(SSL *ssl, char *buf, size_t len)
+{
+	X509 *peer = SSL_get0_peer_certificate(ssl);
+
+	if (!peer)
+		return -ENOENT;
+	if (SSL_get_verify_result(ssl) != X509_V_OK)
+		return -EPERM;
+	return cert_spiffe_id(peer, buf, len, NULL, 0);
+}
+
+const char *tls_verify_error(SSL *ssl)
+{
+	struct tls_state *st = tls_state(ssl, 0);
+
+	return st && st->why[0] ? st->why : NULL;
+}
+
+/* --- certmgr ------------------------------------------------------------- */
+
+struct cm_entry {
+	char *ns, *sa;
+	struct wl_cert *cert;
+	SSL_CTX *sctx, *cctx;
+	SSL_CTX *old_sctx, *old_cctx;	/* replaced outside a tick: freed
+					 * at the next one (borrowed until) */
+	time_t renew_at;	/* half-life of cert */
+	time_t retry_at;	/* 0: no failure pending */
+	int failures;		/* in a row */
+	int unwritten;		/* out_dir lacks the current cert */
+	char why[SKM_REASON_MAX];	/* the last failure */
+};
+
+struct certmgr {
+	char *ca_dir, *td, *out_dir;
+	int lifetime_s;
+	void (*warn)(const char *msg);
+	struct mesh_ca *ca;
+	struct cm_entry **v;
+	size_t n, cap;
+};
+
+static void entry_free(struct cm_entry *e)
+{
+	SSL_CTX_free(e->sctx);
+	SSL_CTX_free(e->cctx);
+	SSL_CTX_free(e->old_sctx);
+	SSL_CTX_free(e->old_cctx);
+	wl_cert_free(e->cert);
+	free(e->ns);
+	free(e->sa);
+	free(e);
+}
+
+void certmgr_free(struct certmgr *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n; i++)
+		entry_free(m->v[i]);
+	free(m->v);
+	mesh_ca_free(m->ca);
+	free(m->ca_dir);
+	free(m->td);
+	free(m->out_dir);
+	free(m);
+}
+
+int certmgr_new(const struct certmgr_opts *o, struct certmgr **out,
+		char *err, size_t errlen)
+{
+	struct certmgr *m;
+	int rc;
+
+	*out = NULL;
+	if (!o->ca_dir || !o->td || !td_ok(o->td, strlen(o->td)))
+		return fail(err, errlen, -EINVAL, "trust domain '%s' is not valid", o->td ?: "");
+	if (o->lifetime_s < 0)
+		return fail(err, errlen, -EINVAL, "certificate lifetime %d s", o->lifetime_s);
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	m->ca_dir = strdup(o->ca_dir);
+	m->td = strdup(o->td);
+	m->out_dir = o->out_dir ? strdup(o->out_dir) : NULL;
+	m->lifetime_s = o->lifetime_s ?: SKM_CERT_LIFETIME_S;
+	m->warn = o->warn;
+	if (!m->ca_dir || !m->td || (o->out_dir && !m->out_dir)) {
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+		goto out_free;
+	}
+	rc = mesh_ca_load(m->ca_dir, &m->ca, err, errlen);
+	if (!rc && m->out_dir)
+		rc = mkdir_private(m->out_dir, err, errlen);
+	if (rc)
+		goto out_free;
+	*out = m;
+	return 0;
+
+out_free:
+	certmgr_free(m);
+	return rc;
+}
+
+/* When E wants attention next: a retry, or the renewal at half-life. */
+static time_t entry_next(const struct cm_entry *e)
+{
+	if (e->retry_at && (!e->cert || e->retry_at < e->renew_at))
+		return e->retry_at;
+	return e->cert ? e->renew_at : 0;
+}
+
+static int entry_valid(const struct cm_entry *e, time_t now)
+{
+	return e->cert && now < e->cert->not_after;
+}
+
+/* Issues E a new certificate and contexts from the loaded CA and puts
+ * them in place; the old contexts are freed now, or at the next tick
+ * when DEFER (a caller may still hold them). */
+static int entry_issue(struct certmgr *m, struct cm_entry *e, time_t now, int defer)
+{
+	char why[SKM_REASON_MAX];
+	struct wl_cert *c;
+	SSL_CTX *sctx = NULL, *cctx = NULL;
+	int rc;
+
+	rc = mesh_ca_issue(m->ca, m->td, e->ns, e->sa, now, m->lifetime_s, &c,
+			   why, sizeof(why));
+	if (rc) {
+		snprintf(e->why, sizeof(e->why), "%s", why);
+		return rc;
+	}
+	sctx = tls_server_ctx(m->ca, c, m->td);
+	cctx = tls_client_ctx(m->ca, c, m->td);
+	if (!sctx || !cctx) {
+		snprintf(e->why, sizeof(e->why), "no TLS context for %s", c->id);
+		SSL_CTX_free(sctx);
+		SSL_CTX_free(cctx);
+		wl_cert_free(c);
+		return -ENOMEM;
+	}
+	if (defer) {
+		SSL_CTX_free(e->old_sctx);
+		SSL_CTX_free(e->old_cctx);
+		e->old_sctx = e->sctx;
+		e->old_cctx = e->cctx;
+	} else {
+		SSL_CTX_free(e->sctx);
+		SSL_CTX_free(e->cctx);
+	}
+	wl_cert_free(e->cert);
+	e->cert = c;
+	e->sctx = sctx;
+	e->cctx = cctx;
+	e->renew_at = now + (c->not_after - now) / 2;
+	e->unwritten = !!m->out_dir;
+	return 0;
+}
+
+/*
+ * One renewal of E at NOW: re-read the CA folder (on failure the loaded
+ * CA stays in use), issue when the certificate is due or unusable, write
+ * the files when they lag. Any failure keeps what works and schedules a
+ * retry, 1 s doubling to SKM_RETRY_MAX_S; a retry only re-does what
+ * failed, so a broken CA folder does not make a new key every retry.
+ */
+static void entry_renew(struct certmgr *m, struct cm_entry *e, time_t now, int defer)
+{
+	char why[SKM_REASON_MAX - 32];	/* room for what precedes it */
+	struct mesh_ca *ca;
+	int failed = 0;
+
+	e->why[0] = '\0';
+	if (mesh_ca_load(m->ca_dir, &ca, why, sizeof(why))) {
+		snprintf(e->why, sizeof(e->why), "reading the CA: %s", why);
+		failed = 1;
+	} else {
+		mesh_ca_free(m->ca);
+		m->ca = ca;
+	}
+	if ((!entry_valid(e, now) || now >= e->renew_at) && entry_issue(m, e, now, defer))
+		failed = 1;
+	if (e->cert && e->unwritten) {
+		if (cert_write(e->cert, e->ns, e->sa, m->out_dir, why, sizeof(why))) {
+			if (!e->why[0])
+				snprintf(e->why, sizeof(e->why), "writing: %s", why);
+			failed = 1;
+		} else {
+			e->unwritten = 0;
+		}
+	}
+	if (!failed) {
+		e->failures = 0;
+		e->retry_at = 0;
+		return;
+	}
+	e->failures++;
+	e->retry_at = now + (e->failures > 9 ? SKM_RETRY_MAX_S :
+			     (1 << (e->failures - 1)) < SKM_RETRY_MAX_S ?
+			     (1 << (e->failures - 1)) : SKM_RETRY_MAX_S);
+	if (e->renew_at <= now)		/* the renewal itself failed */
+		e->renew_at = e->retry_at;
+	if (m->warn) {
+		char msg[SKM_REASON_MAX + 160];
+
+		snprintf(msg, sizeof(msg),
+			 "certificate of %s/%s: %s (%d failure%s in a row, retry in %ld s%s)",
+			 e->ns, e->sa, e->why, e->failures, e->failures > 1 ? "s" : "",
+			 (long)(e->retry_at - now),
+			 entry_valid(e, now) ? ", the current one stays in use" : "");
+		m->warn(msg);
+	}
+}
+
+static struct cm_entry *entry_get(struct certmgr *m, const char *ns, const char *sa,
+				  char *err, size_t errlen)
+{
+	char id[SKM_SPIFFE_MAX];
+	struct cm_entry *e;
+
+	for (size_t i = 0; i < m->n; i++)
+		if (!strcmp(m->v[i]->ns, ns) && !strcmp(m->v[i]->sa, sa))
+			return m->v[i];
+	if (spiffe_id(id, sizeof(id), m->td, ns, sa)) {
+		fail(err, errlen, 0, "'%s'/'%s' is not a namespace/service account", ns, sa);
+		return NULL;
+	}
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? 2 * m->cap : 8;
+		struct cm_entry **v = realloc(m->v, cap * sizeof(*v));
+
+		if (!v)
+			goto out_nomem;
+		m->v = v;
+		m->cap = cap;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		goto out_nomem;
+	e->ns = strdup(ns);
+	e->sa = strdup(sa);
+	if (!e->ns || !e->sa) {
+		entry_free(e);
+		goto out_nomem;
+	}
+	m->v[m->n++] = e;
+	return e;
+
+out_nomem:
+	fail(err, errlen, 0, "out of memory");
+	return NULL;
+}
+
+/* NS/SA's entry with a certificate valid at NOW, or NULL (reason in ERR). */
+static struct cm_entry *entry_ready(struct certmgr *m, const char *ns, const char *sa,
+				    time_t now, char *err, size_t errlen)
+{
+	struct cm_entry *e = entry_get(m, ns, sa, err, errlen);
+
+	if (!e)
+		return NULL;
+	if (!entry_valid(e, now) && (!e->retry_at || now >= e->retry_at))
+		entry_renew(m, e, now, 1);
+	if (entry_valid(e, now))
+		return e;
+	fail(err, errlen, 0, "no valid certificate for %s/%s: %s", ns, sa,
+	     e->why[0] ? e->why : "expired");
+	return NULL;
+}
+
+SSL_CTX *certmgr_server_ctx(struct certmgr *m, const char *ns, const char *sa,
+			    time_t now, char *err, size_t errlen)
+{
+	struct cm_entry *e = entry_ready(m, ns, sa, now, err, errlen);
+
+	return e ? e->sctx : NULL;
+}
+
+SSL_CTX *certmgr_client_ctx(struct certmgr *m, const char *ns, const char *sa,
+			    time_t now, char *err, size_t errlen)
+{
+	struct cm_entry *e = entry_ready(m, ns, sa, now, err, errlen);
+
+	return e ? e->cctx : NULL;
+}
+
+time_t certmgr_tick(struct certmgr *m, time_t now)
+{
+	time_t next = 0;
+
+	for (size_t i = 0; i < m->n; i++) {
+		struct cm_entry *e = m->v[i];
+		time_t t;
+
+		SSL_CTX_free(e->old_sctx);
+		SSL_CTX_free(e->old_cctx);
+		e->old_sctx = e->old_cctx = NULL;
+		t = entry_next(e);
+		if (t && now >= t) {
+			entry_renew(m, e, now, 0);
+			t = entry_next(e);
+		}
+		if (t && (!next || t < next))
+			next = t;
+	}
+	return next;
+}
+
+void certmgr_foreach(struct certmgr *m,
+		     void (*fn)(const struct wl_cert *c, int renew_failures, void *arg),
+		     void *arg)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (m->v[i]->cert)
+			fn(m->v[i]->cert, m->v[i]->failures, arg);
+}
