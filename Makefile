@@ -78,9 +78,11 @@ $(OUT)/meshd: $(AGENT_OBJS)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
 
 # --- meshctl
-$(OUT)/meshctl: tools/meshctl.c include/skmesh.h | $(OUT)
+$(OUT)/meshctl: tools/meshctl.c tools/meshctl-ca.c tools/meshctl-ca.h $(OUT)/agent/certs.o \
+		 include/skmesh.h | $(OUT)
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent tools/meshctl.c tools/meshctl-ca.c $(OUT)/agent/certs.o \
+		-o $@ $(LDLIBS)
 
 # --- benchmarks
 $(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench

@@ -30,6 +30,7 @@
 #include <jansson.h>
 #include <linux/magic.h>
 
+#include "meshctl-ca.h"
 #include "skmesh.h"
 
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
@@ -2032,6 +2033,7 @@ static void usage(FILE *f, const struct cmd *cmd)
 	      "Commands:\n", f);
 	for (i = 0; i < ARRAY_SIZE(cmds); i++)
 		fprintf(f, "  %-10s  %s\n", cmds[i].name, cmds[i].summary);
+	fprintf(f, "  %-10s  %s\n", "ca init", "make the mesh root CA (meshctl ca init --help)");
 	fputs("\nOptions (before or after the command):\n"
 	      "  --bpffs DIR        pin root meshd was started with\n"
 	      "  -o, --output FMT   table (default) or json\n"
@@ -2162,6 +2164,8 @@ int main(int argc, char **argv)
 				usage_error(cmd, "--watch takes a number of seconds (0 < s <= 86400)");
 		} else if (a[0] == '-' && a[1]) {
 			usage_error(cmd, "unknown option '%s'", a);
+		} else if (!cmd && !strcmp(a, "ca")) {
+			return meshctl_ca_main(argc - i, argv + i);	/* no bpffs */
 		} else if (!cmd) {
 			cmd = cmd_find(a);
 			if (!cmd)
