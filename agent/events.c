@@ -37,23 +37,16 @@ static int handle_event(void *ctx, void *data, size_t size)
 	const struct skm_conn_event *e = data;
 	const struct skm_conn *c = &e->conn;
 	const struct config *cfg = *ev->cfg;
-	struct timespec now;
 	char ts[64];
-	struct tm tm;
 	json_t *o;
 
 	if (size < sizeof(*e))
 		return 0;
 	ev->seen++;
-	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(ts + strlen(ts), sizeof(ts) - strlen(ts), ".%06ldZ", now.tv_nsec / 1000);
-
 	o = json_object();
 	if (!o)
 		return 0;
-	json_object_set_new(o, "time", json_string(ts));
+	json_object_set_new(o, "time", json_string(log_time_now(ts, sizeof(ts))));
 	json_object_set_new(o, "event", json_string("close"));
 	json_object_set_new(o, "cookie", json_integer((json_int_t)e->cookie));
 	json_object_set_new(o, "role", json_string(c->flags & SKM_CONN_ACTIVE ? "client" : "server"));
@@ -76,8 +69,11 @@ static int handle_event(void *ctx, void *data, size_t size)
 	json_object_set_new(o, "path", json_string(c->flags & SKM_CONN_ACCEL ?
 						   "accelerated" : "passthrough"));
 	/* Flushed once per batch (events_consume), not per line. */
+	/* The tunnel thread writes whole lines to the same log. */
+	flockfile(ev->log);
 	if (json_dumpf(o, ev->log, JSON_COMPACT) == 0)
 		fputc('\n', ev->log);
+	funlockfile(ev->log);
 	json_decref(o);
 	return 0;
 }

@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <bpf/libbpf.h>
 
 #include "log.h"
@@ -45,4 +46,17 @@ void log_init(const char *prog, enum log_level level)
 	log_prog = prog;
 	log_level = level;
 	libbpf_set_print(libbpf_print);
+}
+
+const char *log_time_now(char *buf, unsigned long len)
+{
+	struct timespec now;
+	struct tm tm;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%06ldZ", now.tv_nsec / 1000);
+	return buf;
 }

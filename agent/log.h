@@ -19,4 +19,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
 #define pr_info(...)	log_msg(LOG_INFO, __VA_ARGS__)
 #define pr_debug(...)	log_msg(LOG_DEBUG, __VA_ARGS__)
 
+/* Now as RFC 3339 UTC with microseconds (2026-01-02T03:04:05.123456Z),
+ * for access-log lines; BUF holds at least 32 bytes. */
+const char *log_time_now(char *buf, unsigned long len);
+
 #endif /* SKM_LOG_H */

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * meshd: the per-node agent. Loads the data path, keeps the kernel maps in
- * line with the config (on start, SIGHUP and file changes) and writes an
- * access-log line for every closed connection.
+ * line with the config (on start, SIGHUP and file changes), carries
+ * cross-node traffic of meshed pods in the HBONE tunnel (tunnel.h) and
+ * writes an access-log line for every closed connection.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,6 +27,7 @@
 #include "reconcile.h"
 #include "skmesh.h"
 #include "skmesh.skel.h"
+#include "tunnel.h"
 
 struct opts {
 	const char *config;
@@ -34,6 +36,9 @@ struct opts {
 	const char *bpffs;
 	const char *admin;
 	const char *access_log;
+	const char *ca_dir;
+	const char *cert_dir;
+	int drain_s;
 	int check_config;
 	int cleanup;
 	int verbose;
@@ -53,6 +58,10 @@ static void usage(FILE *f)
 "  --bpffs DIR        pin root (default " SKM_PIN_ROOT ")\n"
 "  --admin ADDR       admin/metrics bind address (default 127.0.0.1)\n"
 "  --access-log PATH  one JSON line per closed connection (default: stdout)\n"
+"  --ca-dir DIR       mesh CA (meshctl ca init): turns on the HBONE tunnel\n"
+"                     for cross-node traffic between meshed pods\n"
+"  --cert-dir DIR     write the issued workload certificates there (0600 keys)\n"
+"  --drain-timeout S  on SIGTERM, how long tunnelled streams may finish (5)\n"
 "  --check-config     validate the config, print every problem, change nothing\n"
 "  --cleanup          detach and unpin everything under the pin root, then exit\n"
 "  -v, --verbose      more log output (twice for libbpf's)\n"
@@ -72,6 +81,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "bpffs", required_argument, NULL, 'b' },
 		{ "admin", required_argument, NULL, 'a' },
 		{ "access-log", required_argument, NULL, 'l' },
+		{ "ca-dir", required_argument, NULL, 'A' },
+		{ "cert-dir", required_argument, NULL, 'K' },
+		{ "drain-timeout", required_argument, NULL, 'D' },
 		{ "check-config", no_argument, NULL, 'C' },
 		{ "cleanup", no_argument, NULL, 'X' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -88,6 +100,20 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'b': o->bpffs = optarg; break;
 		case 'a': o->admin = optarg; break;
 		case 'l': o->access_log = optarg; break;
+		case 'A': o->ca_dir = optarg; break;
+		case 'K': o->cert_dir = optarg; break;
+		case 'D': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || end == optarg || v < 0 || v > 3600) {
+				fprintf(stderr, "meshd: --drain-timeout %s: give seconds, 0..3600\n",
+					optarg);
+				return -EINVAL;
+			}
+			o->drain_s = (int)v;
+			break;
+		}
 		case 'C': o->check_config = 1; break;
 		case 'X': o->cleanup = 1; break;
 		case 'v': o->verbose++; break;
@@ -102,6 +128,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (!o->bpffs)
 		o->bpffs = SKM_PIN_ROOT;
+	if (!o->drain_s)
+		o->drain_s = 5;
 	if (o->cleanup)
 		return 0;
 	if (!o->config) {
@@ -219,6 +247,8 @@ static int run(const struct opts *o)
 {
 	struct config *cfg = NULL, *next = NULL;
 	const struct config *cur;
+	struct cfgref *cref = NULL;
+	struct tunnel *tun = NULL;
 	char cgroot[PATH_MAX];
 	struct loader l;
 	struct events ev = {};
@@ -260,6 +290,25 @@ static int run(const struct opts *o)
 	err = events_open(&ev, bpf_map__fd(l.skel->maps.skm_events), alog, &cur);
 	if (err)
 		goto out_loader;
+	/* The config is shared with the tunnel thread from here on: it is
+	 * freed by the last of the two to let go of it. */
+	cref = cfgref_new(cfg);
+	if (!cref)
+		goto out_events;
+	if (o->ca_dir) {
+		struct tunnel_opts to = { .node = o->node, .bpffs = o->bpffs,
+					  .ca_dir = o->ca_dir, .cert_dir = o->cert_dir,
+					  .access_log = alog, .drain_s = o->drain_s };
+
+		err = tunnel_start(&to, cref, &tun);
+		if (err) {
+			pr_warn("cannot start the tunnel: %s\n", strerror(-err));
+			goto out_events;
+		}
+	} else {
+		pr_info("no --ca-dir: the HBONE tunnel is off; connections of meshed pods to "
+			"other nodes are refused\n");
+	}
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGHUP);
@@ -286,8 +335,8 @@ static int run(const struct opts *o)
 		epoll_ctl(efd, EPOLL_CTL_ADD, ifd, &eev);
 	}
 
-	pr_info("ready: node %s, cgroup %s, pins %s\n", o->node,
-		o->cgroup ? o->cgroup : cgroot, o->bpffs);
+	pr_info("ready: node %s, cgroup %s, pins %s%s\n", o->node,
+		o->cgroup ? o->cgroup : cgroot, o->bpffs, tun ? ", tunnel on" : "");
 
 	while (!stop) {
 		int timeout = reload_at ? 50 : 1000;
@@ -329,15 +378,24 @@ static int run(const struct opts *o)
 				continue;
 			}
 			cur = next;
-			config_free(cfg);
+			cfgref_put(cref);
+			cref = cfgref_new(next);
+			if (!cref) {
+				pr_warn("out of memory: stopping\n");
+				cfg = next;
+				next = NULL;
+				break;
+			}
 			cfg = next;
 			next = NULL;
+			tunnel_update(tun, cref);
 		}
 	}
-	events_consume(&ev);
 	pr_info("stopping; the data path stays attached under %s\n", o->bpffs);
 
 out_events:
+	tunnel_stop(tun);
+	events_consume(&ev);
 	if (efd >= 0)
 		close(efd);
 	if (ifd >= 0)

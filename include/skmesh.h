@@ -299,6 +299,48 @@ struct skm_name_val {
 	char ns[64];
 };
 
+/* skm_tun_stats: counters of meshd's tunnel, an array (key = enum
+ * skm_tun_stat, value __u64) that meshd creates, pins and refreshes; no
+ * kernel program touches it. */
+enum skm_tun_stat {
+	SKM_TUN_OUT_CAPTURED = 0,	/* captured connections accepted on 15001 */
+	SKM_TUN_OUT_NO_DST,		/* ... with no original destination: closed */
+	SKM_TUN_OUT_STREAMS_OK,		/* CONNECT answered 200 */
+	SKM_TUN_OUT_REFUSED,		/* CONNECT answered otherwise: pod gets RST */
+	SKM_TUN_OUT_DIAL_FAILED,	/* TCP to a peer's 15008 failed */
+	SKM_TUN_OUT_TLS_FAILED,		/* handshake with a peer failed */
+	SKM_TUN_OUT_WRONG_PEER,		/* ... because its identity was not the
+					 * destination's */
+	SKM_TUN_IN_TLS_OK,		/* HBONE connections accepted */
+	SKM_TUN_IN_TLS_FAILED,		/* handshakes refused, any reason */
+	SKM_TUN_IN_NO_CLIENT_CERT,
+	SKM_TUN_IN_UNTRUSTED,		/* chain not to a mesh root */
+	SKM_TUN_IN_EXPIRED,
+	SKM_TUN_IN_WRONG_TD,		/* another trust domain */
+	SKM_TUN_IN_NO_SPIFFE,		/* no SPIFFE URI SAN */
+	SKM_TUN_IN_BAD_REQUEST,		/* 400 */
+	SKM_TUN_IN_DENIED,		/* 401: AuthorizationPolicy */
+	SKM_TUN_IN_UPSTREAM_FAILED,	/* 503 */
+	SKM_TUN_IN_STREAMS_OK,		/* 200 */
+	SKM_TUN_BYTES_TO_PEERS,		/* stream payload sent into tunnels */
+	SKM_TUN_BYTES_FROM_PEERS,	/* stream payload received from tunnels */
+	SKM_TUN_PING_TIMEOUTS,		/* connections closed: no PING answer */
+	SKM_TUN_CONNS_OPEN,		/* gauge: TLS connections, both ways */
+	SKM_TUN_STREAMS_OPEN,		/* gauge: streams, both ways */
+	SKM_TUN_STAT__MAX,
+};
+
+#define SKM_TUN_STAT_NAMES {			\
+	"out_captured", "out_no_dst", "out_streams_ok", "out_refused",	\
+	"out_dial_failed", "out_tls_failed", "out_wrong_peer",	\
+	"in_tls_ok", "in_tls_failed", "in_no_client_cert", "in_untrusted",	\
+	"in_expired", "in_wrong_trust_domain", "in_no_spiffe_id",	\
+	"in_bad_request", "in_denied", "in_upstream_failed", "in_streams_ok",	\
+	"bytes_to_peers", "bytes_from_peers", "ping_timeouts",	\
+	"conns_open", "streams_open" }
+
+#define SKM_MAP_TUN_STATS	"skm_tun_stats"
+
 /* Map names as pinned (libbpf pins by name under the pin root). */
 #define SKM_MAP_SERVICES	"skm_services"
 #define SKM_MAP_BACKENDS	"skm_backends"

@@ -1,0 +1,1411 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The HBONE engine: TLS connections (OpenSSL, non-blocking) carrying
+ * HTTP/2 (libnghttp2, fed through its memory send/receive interface) whose
+ * CONNECT streams are each relayed to one TCP socket.
+ *
+ * Flow control never buffers without bound: TCP -> tunnel reads at most
+ * HB_TCP_BUF per stream ahead of what HTTP/2 may send, and stops reading
+ * while the TLS send queue is full; tunnel -> TCP hands the peer window
+ * back (automatic window updates are off) only for bytes the TCP socket
+ * took, so a reader that stops makes its peer stop at the stream window.
+ *
+ * Half-close: a FIN from the TCP side becomes END_STREAM and the other
+ * direction keeps flowing; END_STREAM from the peer becomes shutdown(WR)
+ * once everything before it is written. RST_STREAM becomes a TCP reset
+ * and a TCP error (or reset) becomes RST_STREAM.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "certs.h"
+#include "config.h"
+#include "hbone.h"
+#include "log.h"
+
+#define HB_RBUF		(64U << 10)
+#define HB_CONNECT_TIMEOUT_S	10
+
+enum hb_state {
+	HB_CONNECTING,		/* TCP connect in progress (client) */
+	HB_HANDSHAKE,
+	HB_READY,
+	HB_CLOSED,
+};
+
+struct hb_conn {
+	struct tun_obj o;
+	struct tunnel *t;
+	int fd;
+	SSL *ssl;
+	nghttp2_session *h2;
+	int client;
+	enum hb_state state;
+	char local_id[SKM_SPIFFE_MAX];
+	char peer_id[SKM_SPIFFE_MAX];	/* expected (client), verified (both) */
+	char node[64];			/* client: the destination node */
+	uint32_t peer_ip;
+	uint16_t peer_port;
+	unsigned char *wbuf;
+	size_t wlen, woff, wcap;
+	int nstreams;			/* streams using it (incl. pending) */
+	int goaway;			/* no new streams */
+	time_t started, last_active, ping_sent;
+	int ping_out;
+	struct hb_stream *streams;	/* doubly linked, via sprev/snext */
+	struct hb_conn *next;		/* t->conns */
+	struct hb_conn *dead_next;
+};
+
+struct hb_stream {
+	struct tun_obj o;
+	struct hb_conn *hc;
+	int fd;
+	int32_t sid;			/* 0: not submitted yet */
+	int client;
+	int h2_open;			/* the stream exists in the session */
+	int established;		/* 200 sent (server) or received (client) */
+	int connecting;			/* server: upstream connect() pending */
+	int status;
+	int deferred;			/* our data provider is waiting */
+	/* TCP -> tunnel */
+	unsigned char *ibuf;
+	size_t ilen, ioff;
+	int tcp_eof, eof_sent;
+	/* tunnel -> TCP */
+	unsigned char *obuf;
+	size_t olen, ooff, ocap;
+	size_t to_consume;		/* written to TCP, window not yet returned */
+	int h2_eof, shut_wr;
+	/* for the access log */
+	uint64_t tx, rx;
+	struct timespec start;
+	uint32_t src_ip, dst_ip, vip;
+	uint16_t src_port, dst_port, vport;
+	char src_wl[130], dst_wl[130];
+	char src_id[SKM_SPIFFE_MAX], dst_id[SKM_SPIFFE_MAX];
+	char authority[80], forwarded[96];
+	char why[200];
+	struct hb_stream *sprev, *snext;
+	struct hb_stream *dead_next;
+	int counted;			/* in SKM_TUN_STREAMS_OPEN */
+};
+
+static void conn_flush(struct hb_conn *hc);
+static void conn_fail(struct hb_conn *hc, const char *why);
+static void stream_update(struct hb_stream *s);
+static void stream_check_done(struct hb_stream *s);
+
+/* --- small helpers ---------------------------------------------------- */
+
+static void ip_str(uint32_t ip, char *buf, size_t len)
+{
+	if (!inet_ntop(AF_INET, &ip, buf, len))
+		snprintf(buf, len, "?");
+}
+
+static const char *ssl_err_str(char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+
+	if (!e) {
+		snprintf(buf, len, "connection closed during the handshake");
+		return buf;
+	}
+	ERR_error_string_n(e, buf, len);
+	ERR_clear_error();
+	return buf;
+}
+
+static void set_nv(nghttp2_nv *nv, const char *name, const char *value)
+{
+	nv->name = (uint8_t *)name;
+	nv->namelen = strlen(name);
+	nv->value = (uint8_t *)value;
+	nv->valuelen = strlen(value);
+	nv->flags = NGHTTP2_NV_FLAG_NONE;
+}
+
+static void access_log(struct tunnel *t, struct hb_stream *s, const char *end)
+{
+	FILE *f = t->o.access_log;
+	struct timespec now;
+	char ts[64], a[INET_ADDRSTRLEN + 8], ip[INET_ADDRSTRLEN];
+	json_t *o;
+	char *line;
+
+	if (!f)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	o = json_object();
+	if (!o)
+		return;
+	json_object_set_new(o, "time", json_string(log_time_now(ts, sizeof(ts))));
+	json_object_set_new(o, "event", json_string("close"));
+	json_object_set_new(o, "path", json_string("tunnel"));
+	json_object_set_new(o, "role", json_string(s->client ? "client" : "server"));
+	if (s->src_ip) {
+		ip_str(s->src_ip, ip, sizeof(ip));
+		snprintf(a, sizeof(a), "%s:%u", ip, s->src_port);
+		json_object_set_new(o, "src", json_string(a));
+	}
+	if (s->dst_ip) {
+		ip_str(s->dst_ip, ip, sizeof(ip));
+		snprintf(a, sizeof(a), "%s:%u", ip, s->dst_port);
+		json_object_set_new(o, "dst", json_string(a));
+	}
+	if (s->vip && s->vip != s->dst_ip) {
+		ip_str(s->vip, ip, sizeof(ip));
+		snprintf(a, sizeof(a), "%s:%u", ip, s->vport);
+		json_object_set_new(o, "orig_dst", json_string(a));
+	}
+	if (s->src_wl[0])
+		json_object_set_new(o, "src_workload", json_string(s->src_wl));
+	if (s->dst_wl[0])
+		json_object_set_new(o, "dst_workload", json_string(s->dst_wl));
+	if (s->src_id[0])
+		json_object_set_new(o, "src_principal", json_string(s->src_id));
+	if (s->dst_id[0])
+		json_object_set_new(o, "dst_principal", json_string(s->dst_id));
+	if (s->hc) {
+		ip_str(s->hc->peer_ip, ip, sizeof(ip));
+		snprintf(a, sizeof(a), "%s:%u", ip, s->hc->peer_port);
+		json_object_set_new(o, "peer", json_string(a));
+	}
+	json_object_set_new(o, "response_code", json_integer(s->status));
+	json_object_set_new(o, "bytes_sent", json_integer((json_int_t)s->tx));
+	json_object_set_new(o, "bytes_received", json_integer((json_int_t)s->rx));
+	json_object_set_new(o, "duration_ms",
+			    json_real((now.tv_sec - s->start.tv_sec) * 1e3 +
+				      (now.tv_nsec - s->start.tv_nsec) / 1e6));
+	json_object_set_new(o, "close", json_string(end));
+	if (s->why[0])
+		json_object_set_new(o, "reason", json_string(s->why));
+	line = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!line)
+		return;
+	flockfile(f);
+	fputs(line, f);
+	fputc('\n', f);
+	fflush(f);
+	funlockfile(f);
+	free(line);
+}
+
+/* --- streams ---------------------------------------------------------- */
+
+static struct hb_stream *stream_new(struct hb_conn *hc, int client)
+{
+	struct hb_stream *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->ibuf = malloc(HB_TCP_BUF);
+	if (!s->ibuf) {
+		free(s);
+		return NULL;
+	}
+	s->o.kind = TUN_OBJ_STREAM;
+	s->fd = -1;
+	s->client = client;
+	clock_gettime(CLOCK_REALTIME, &s->start);
+	s->hc = hc;
+	s->snext = hc->streams;
+	if (hc->streams)
+		hc->streams->sprev = s;
+	hc->streams = s;
+	hc->nstreams++;
+	tun_stat(hc->t, SKM_TUN_STREAMS_OPEN, 1);
+	s->counted = 1;
+	return s;
+}
+
+/* Detaches S from its connection (the HTTP/2 side is over). */
+static void stream_unlink(struct hb_stream *s)
+{
+	struct hb_conn *hc = s->hc;
+
+	if (!hc)
+		return;
+	if (s->sprev)
+		s->sprev->snext = s->snext;
+	else
+		hc->streams = s->snext;
+	if (s->snext)
+		s->snext->sprev = s->sprev;
+	s->sprev = s->snext = NULL;
+	hc->nstreams--;
+	hc->last_active = time(NULL);
+}
+
+static void stream_close_fd(struct hb_stream *s, int reset)
+{
+	struct tunnel *t;
+
+	if (s->fd < 0)
+		return;
+	t = s->hc ? s->hc->t : NULL;
+	if (t)
+		tun_unwatch(t, s->fd, &s->o);
+	if (reset) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	close(s->fd);
+	s->fd = -1;
+}
+
+/* Frees S once both of its sides are over. */
+static void stream_maybe_free(struct tunnel *t, struct hb_stream *s, const char *end)
+{
+	if (s->fd >= 0 || s->h2_open || s->o.dead)
+		return;
+	if (s->counted) {
+		tun_stat(t, SKM_TUN_STREAMS_OPEN, -1);
+		s->counted = 0;
+	}
+	access_log(t, s, end);
+	stream_unlink(s);
+	s->hc = NULL;
+	s->o.dead = 1;
+	s->dead_next = t->dead_streams;
+	t->dead_streams = s;
+}
+
+/* Ends S now: TCP reset, RST_STREAM to the peer. */
+static void stream_abort(struct hb_stream *s, uint32_t h2_error, const char *why)
+{
+	struct hb_conn *hc = s->hc;
+	struct tunnel *t = hc->t;
+
+	if (why && !s->why[0])
+		snprintf(s->why, sizeof(s->why), "%s", why);
+	stream_close_fd(s, 1);
+	if (s->h2_open && hc->h2) {
+		nghttp2_session_set_stream_user_data(hc->h2, s->sid, NULL);
+		nghttp2_submit_rst_stream(hc->h2, NGHTTP2_FLAG_NONE, s->sid, h2_error);
+		s->h2_open = 0;
+	}
+	stream_maybe_free(t, s, "reset");
+}
+
+/* Writes what the tunnel delivered to the TCP socket; returns the
+ * window of what was written. */
+static void stream_write_out(struct hb_stream *s)
+{
+	while (s->fd >= 0 && !s->connecting && s->ooff < s->olen) {
+		ssize_t n = write(s->fd, s->obuf + s->ooff, s->olen - s->ooff);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			stream_abort(s, NGHTTP2_CONNECT_ERROR, strerror(errno));
+			return;
+		}
+		s->ooff += n;
+		s->to_consume += n;
+	}
+	if (s->ooff == s->olen)
+		s->ooff = s->olen = 0;
+}
+
+static void stream_give_window(struct hb_stream *s)
+{
+	struct hb_conn *hc = s->hc;
+
+	if (!s->to_consume || !hc || !hc->h2)
+		return;
+	if (s->h2_open)
+		nghttp2_session_consume(hc->h2, s->sid, s->to_consume);
+	else
+		nghttp2_session_consume_connection(hc->h2, s->to_consume);
+	s->to_consume = 0;
+}
+
+/* Epoll interest of the TCP side from the stream's state. */
+static void stream_update(struct hb_stream *s)
+{
+	uint32_t ev = 0;
+
+	if (s->fd < 0 || !s->hc)
+		return;
+	if (s->connecting)
+		ev = EPOLLOUT;
+	else {
+		if (!s->tcp_eof && s->ilen < HB_TCP_BUF)
+			ev |= EPOLLIN;
+		if (s->ooff < s->olen)
+			ev |= EPOLLOUT;
+	}
+	/* With nothing to wait for, the fd stays registered but silent;
+	 * EPOLLERR/HUP still come, and tell of a reset. */
+	tun_watch(s->hc->t, s->fd, &s->o, ev);
+}
+
+static void stream_check_done(struct hb_stream *s)
+{
+	if (s->o.dead)
+		return;
+	if (s->fd >= 0 && !s->connecting && s->h2_eof && !s->shut_wr && s->ooff == s->olen) {
+		shutdown(s->fd, SHUT_WR);
+		s->shut_wr = 1;
+	}
+	/* The HTTP/2 stream closed cleanly (both ends sent END_STREAM) and
+	 * all it carried is written: the TCP side is done both ways. */
+	if (s->fd >= 0 && !s->h2_open && s->sid > 0 && s->ooff == s->olen &&
+	    (s->shut_wr || !s->established)) {
+		stream_close_fd(s, 0);
+	}
+	if (s->hc)
+		stream_maybe_free(s->hc->t, s, "closed");
+}
+
+/* TCP -> tunnel. */
+static ssize_t data_read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t length,
+			    uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+	struct hb_stream *s = src->ptr;
+	size_t n;
+
+	(void)h2; (void)sid; (void)user;
+	if (!s->established) {
+		s->deferred = 1;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	n = s->ilen - s->ioff;
+	if (n) {
+		if (n > length)
+			n = length;
+		memcpy(buf, s->ibuf + s->ioff, n);
+		s->ioff += n;
+		s->tx += n;
+		if (s->ioff == s->ilen) {
+			s->ioff = s->ilen = 0;
+			if (s->tcp_eof) {
+				*flags |= NGHTTP2_DATA_FLAG_EOF;
+				s->eof_sent = 1;
+			}
+		} else if (s->ioff > HB_TCP_BUF / 2) {
+			memmove(s->ibuf, s->ibuf + s->ioff, s->ilen - s->ioff);
+			s->ilen -= s->ioff;
+			s->ioff = 0;
+		}
+		tun_stat(s->hc->t, SKM_TUN_BYTES_TO_PEERS, n);
+		stream_update(s);
+		return n;
+	}
+	if (s->tcp_eof) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		s->eof_sent = 1;
+		return 0;
+	}
+	s->deferred = 1;
+	return NGHTTP2_ERR_DEFERRED;
+}
+
+static void stream_resume(struct hb_stream *s)
+{
+	if (s->deferred && s->h2_open && s->hc && s->hc->h2 && s->established) {
+		s->deferred = 0;
+		nghttp2_session_resume_data(s->hc->h2, s->sid);
+	}
+}
+
+static void stream_read_tcp(struct hb_stream *s)
+{
+	while (s->fd >= 0 && !s->tcp_eof && s->ilen < HB_TCP_BUF) {
+		ssize_t n = read(s->fd, s->ibuf + s->ilen, HB_TCP_BUF - s->ilen);
+
+		if (n > 0) {
+			s->ilen += n;
+			continue;
+		}
+		if (n == 0) {
+			s->tcp_eof = 1;
+			break;
+		}
+		if (errno == EAGAIN || errno == EINTR)
+			break;
+		stream_abort(s, NGHTTP2_CONNECT_ERROR, strerror(errno));
+		return;
+	}
+	stream_resume(s);
+}
+
+static void stream_event(struct tunnel *t, struct hb_stream *s, uint32_t events)
+{
+	struct hb_conn *hc = s->hc;
+
+	if (!hc)
+		return;
+	if (s->connecting) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			return;
+		getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		s->connecting = 0;
+		if (err) {
+			nghttp2_nv nv[1];
+
+			set_nv(&nv[0], ":status", "503");
+			s->status = 503;
+			snprintf(s->why, sizeof(s->why), "upstream connect: %s", strerror(err));
+			tun_stat(t, SKM_TUN_IN_UPSTREAM_FAILED, 1);
+			pr_info("tunnel: 503 for %s -> %s: %s\n", hc->peer_id, s->authority,
+				strerror(err));
+			stream_close_fd(s, 0);
+			nghttp2_submit_response(hc->h2, s->sid, nv, 1, NULL);
+		} else {
+			nghttp2_data_provider dp = { .source.ptr = s, .read_callback = data_read_cb };
+			nghttp2_nv nv[1];
+
+			set_nv(&nv[0], ":status", "200");
+			s->status = 200;
+			s->established = 1;
+			tun_stat(t, SKM_TUN_IN_STREAMS_OK, 1);
+			nghttp2_submit_response(hc->h2, s->sid, nv, 1, &dp);
+			stream_write_out(s);
+		}
+		if (!s->o.dead) {
+			stream_update(s);
+			stream_check_done(s);
+		}
+		conn_flush(hc);
+		return;
+	}
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		stream_read_tcp(s);
+	if (!s->o.dead && (events & (EPOLLOUT | EPOLLERR)))
+		stream_write_out(s);
+	if (!s->o.dead) {
+		stream_give_window(s);
+		stream_update(s);
+		stream_check_done(s);
+	}
+	conn_flush(hc);
+}
+
+/* --- HTTP/2 callbacks ------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *user)
+{
+	struct hb_conn *hc = user;
+	struct hb_stream *s;
+
+	if (hc->client || f->hd.type != NGHTTP2_HEADERS ||
+	    f->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	if (hc->goaway) {
+		nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+					  NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	s = stream_new(hc, 0);
+	if (!s)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	s->sid = f->hd.stream_id;
+	s->h2_open = 1;
+	snprintf(s->src_id, sizeof(s->src_id), "%s", hc->peer_id);
+	snprintf(s->dst_id, sizeof(s->dst_id), "%s", hc->local_id);
+	nghttp2_session_set_stream_user_data(h2, s->sid, s);
+	return 0;
+}
+
+static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name,
+		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+		     void *user)
+{
+	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
+
+	(void)flags; (void)user;
+	if (!s || f->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	if (namelen == 7 && !memcmp(name, ":status", 7)) {
+		char v[8] = "";
+
+		memcpy(v, value, valuelen < sizeof(v) - 1 ? valuelen : sizeof(v) - 1);
+		s->status = atoi(v);
+	} else if (namelen == 10 && !memcmp(name, ":authority", 10)) {
+		snprintf(s->authority, sizeof(s->authority), "%.*s", (int)valuelen, value);
+	} else if (namelen == 9 && !memcmp(name, "forwarded", 9)) {
+		snprintf(s->forwarded, sizeof(s->forwarded), "%.*s", (int)valuelen, value);
+	} else if (namelen == 7 && !memcmp(name, ":method", 7)) {
+		if (valuelen != 7 || memcmp(value, "CONNECT", 7))
+			s->status = -1;		/* answered 400 */
+	}
+	return 0;
+}
+
+/* "a.b.c.d:port" -> ip, port; anything else (names, IPv6) is refused. */
+static int parse_authority(const char *a, uint32_t *ip, uint16_t *port)
+{
+	char host[INET_ADDRSTRLEN];
+	const char *colon = strrchr(a, ':');
+	char *end;
+	unsigned long p;
+	size_t hl;
+
+	if (!colon || a[0] == '[')
+		return -EINVAL;
+	hl = colon - a;
+	if (!hl || hl >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, a, hl);
+	host[hl] = 0;
+	errno = 0;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || end == colon + 1 || errno || !p || p > 65535 ||
+	    inet_pton(AF_INET, host, ip) != 1)
+		return -EINVAL;
+	*port = (uint16_t)p;
+	return 0;
+}
+
+/* The source address a ztunnel puts in `forwarded: for=...`:
+ * for=1.2.3.4, for="1.2.3.4", for="1.2.3.4:5". */
+static uint32_t forwarded_ip(const char *fwd)
+{
+	const char *p = strstr(fwd, "for=");
+	char buf[INET_ADDRSTRLEN];
+	size_t n = 0;
+	uint32_t ip;
+
+	if (!p)
+		return 0;
+	p += 4;
+	if (*p == '"')
+		p++;
+	while (p[n] && p[n] != '"' && p[n] != ':' && p[n] != ';' && p[n] != ',' &&
+	       n < sizeof(buf) - 1)
+		n++;
+	memcpy(buf, p, n);
+	buf[n] = 0;
+	return inet_pton(AF_INET, buf, &ip) == 1 ? ip : 0;
+}
+
+static void respond(struct hb_stream *s, int code)
+{
+	char v[8];
+	nghttp2_nv nv[1];
+
+	snprintf(v, sizeof(v), "%d", code);
+	set_nv(&nv[0], ":status", v);
+	s->status = code;
+	nghttp2_submit_response(s->hc->h2, s->sid, nv, 1, NULL);
+}
+
+static struct tun_pod *pod_by_ip(struct tunnel *t, uint32_t ip)
+{
+	for (struct tun_pod *p = t->pods; p; p = p->next)
+		if (p->ip == ip)
+			return p;
+	return NULL;
+}
+
+/* A complete CONNECT request on the server side. */
+static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
+{
+	struct tunnel *t = hc->t;
+	struct tun_target tgt;
+	struct tun_pod *pod;
+	uint32_t ip, src;
+	uint16_t port;
+	int code, fd;
+
+	if (s->status < 0 || parse_authority(s->authority, &ip, &port)) {
+		snprintf(s->why, sizeof(s->why), "%s", s->status < 0 ? "method is not CONNECT" :
+			 "authority is not ip:port");
+		tun_stat(t, SKM_TUN_IN_BAD_REQUEST, 1);
+		pr_info("tunnel: 400 for %s: %s (\"%s\")\n", hc->peer_id, s->why, s->authority);
+		respond(s, 400);
+		return;
+	}
+	s->dst_ip = ip;
+	s->dst_port = port;
+	src = s->forwarded[0] ? forwarded_ip(s->forwarded) : 0;
+	s->src_ip = src ? src : hc->peer_ip;
+	code = tun_authorize(t, hc->peer_id, s->src_ip, ip, port, &tgt, s->why, sizeof(s->why));
+	if (code == 200) {
+		snprintf(s->dst_wl, sizeof(s->dst_wl), "%s/%s", tgt.ns, tgt.name);
+		pod = pod_by_ip(t, ip);
+		if (!pod || pod->netns_fd < 0) {
+			code = 503;
+			snprintf(s->why, sizeof(s->why), "no listener state for the workload");
+		}
+	}
+	if (code != 200) {
+		tun_stat(t, code == 400 ? SKM_TUN_IN_BAD_REQUEST : code == 401 ?
+			 SKM_TUN_IN_DENIED : SKM_TUN_IN_UPSTREAM_FAILED, 1);
+		pr_info("tunnel: %d for %s -> %s: %s\n", code, hc->peer_id, s->authority, s->why);
+		respond(s, code);
+		return;
+	}
+	fd = tun_connect(t, pod->netns_fd, ip, port);
+	if (fd < 0) {
+		snprintf(s->why, sizeof(s->why), "upstream socket: %s", strerror(-fd));
+		tun_stat(t, SKM_TUN_IN_UPSTREAM_FAILED, 1);
+		respond(s, 503);
+		return;
+	}
+	s->fd = fd;
+	s->connecting = 1;
+	stream_update(s);
+}
+
+static void client_response(struct hb_conn *hc, struct hb_stream *s)
+{
+	struct tunnel *t = hc->t;
+
+	if (s->status == 200) {
+		s->established = 1;
+		tun_stat(t, SKM_TUN_OUT_STREAMS_OK, 1);
+		stream_resume(s);
+		return;
+	}
+	tun_stat(t, SKM_TUN_OUT_REFUSED, 1);
+	snprintf(s->why, sizeof(s->why), "peer answered %d", s->status);
+	pr_info("tunnel: %s answered %d to CONNECT %s from %s\n", hc->peer_id, s->status,
+		s->authority, s->src_wl);
+	stream_abort(s, NGHTTP2_CANCEL, NULL);
+}
+
+static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *user)
+{
+	struct hb_conn *hc = user;
+	struct hb_stream *s;
+
+	switch (f->hd.type) {
+	case NGHTTP2_PING:
+		if (f->hd.flags & NGHTTP2_FLAG_ACK)
+			hc->ping_out = 0;
+		return 0;
+	case NGHTTP2_GOAWAY:
+		hc->goaway = 1;
+		return 0;
+	case NGHTTP2_HEADERS:
+	case NGHTTP2_DATA:
+		break;
+	default:
+		return 0;
+	}
+	s = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
+	if (!s)
+		return 0;
+	if (f->hd.type == NGHTTP2_HEADERS && (f->hd.flags & NGHTTP2_FLAG_END_HEADERS)) {
+		if (!hc->client && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+			handle_connect(hc, s);
+		else if (hc->client && f->headers.cat == NGHTTP2_HCAT_RESPONSE)
+			client_response(hc, s);
+	}
+	if (!s->o.dead && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+		s->h2_eof = 1;
+		stream_check_done(s);
+	}
+	return 0;
+}
+
+static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
+			 const uint8_t *data, size_t len, void *user)
+{
+	struct hb_conn *hc = user;
+	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, sid);
+
+	(void)flags;
+	if (!s || (s->fd < 0 && !s->connecting)) {
+		/* Nobody to deliver to: hand the window back at once. */
+		nghttp2_session_consume(h2, sid, len);
+		return 0;
+	}
+	s->rx += len;
+	tun_stat(hc->t, SKM_TUN_BYTES_FROM_PEERS, len);
+	if (!s->connecting && s->ooff == s->olen) {
+		ssize_t n = write(s->fd, data, len);
+
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			stream_abort(s, NGHTTP2_CONNECT_ERROR, strerror(errno));
+			return 0;
+		}
+		if (n > 0) {
+			data += n;
+			len -= n;
+			s->to_consume += n;
+		}
+	}
+	if (len) {
+		if (s->olen + len > s->ocap) {
+			size_t cap = s->ocap ? s->ocap : 65536;
+			unsigned char *p;
+
+			if (s->ooff) {
+				memmove(s->obuf, s->obuf + s->ooff, s->olen - s->ooff);
+				s->olen -= s->ooff;
+				s->ooff = 0;
+			}
+			while (cap < s->olen + len)
+				cap *= 2;
+			if (cap != s->ocap) {
+				p = realloc(s->obuf, cap);
+				if (!p) {
+					stream_abort(s, NGHTTP2_INTERNAL_ERROR, "out of memory");
+					return 0;
+				}
+				s->obuf = p;
+				s->ocap = cap;
+			}
+		}
+		memcpy(s->obuf + s->olen, data, len);
+		s->olen += len;
+		stream_update(s);
+	}
+	return 0;
+}
+
+static int on_stream_close(nghttp2_session *h2, int32_t sid, uint32_t error_code, void *user)
+{
+	struct hb_conn *hc = user;
+	struct hb_stream *s = nghttp2_session_get_stream_user_data(h2, sid);
+
+	if (!s)
+		return 0;
+	s->h2_open = 0;
+	if (s->to_consume) {
+		nghttp2_session_consume_connection(h2, s->to_consume);
+		s->to_consume = 0;
+	}
+	if (error_code != NGHTTP2_NO_ERROR || !s->established) {
+		if (!s->why[0])
+			snprintf(s->why, sizeof(s->why), "%s",
+				 error_code ? nghttp2_http2_strerror(error_code) : "refused");
+		stream_close_fd(s, 1);
+		stream_maybe_free(hc->t, s, "reset");
+		return 0;
+	}
+	s->h2_eof = 1;
+	stream_check_done(s);
+	return 0;
+}
+
+/* --- connections ------------------------------------------------------ */
+
+static void conn_update(struct hb_conn *hc)
+{
+	uint32_t ev = EPOLLIN;
+
+	if (hc->state == HB_CONNECTING || hc->woff < hc->wlen)
+		ev = EPOLLOUT | (hc->state == HB_CONNECTING ? 0 : EPOLLIN);
+	tun_watch(hc->t, hc->fd, &hc->o, ev);
+}
+
+static void conn_free_now(struct hb_conn *hc)
+{
+	if (hc->h2)
+		nghttp2_session_del(hc->h2);
+	SSL_free(hc->ssl);
+	free(hc->wbuf);
+	free(hc);
+}
+
+/* Closes HC; every stream still on it is reset. */
+static void conn_fail(struct hb_conn *hc, const char *why)
+{
+	struct tunnel *t = hc->t;
+	struct hb_conn **pp;
+
+	if (hc->o.dead)
+		return;
+	hc->state = HB_CLOSED;
+	while (hc->streams) {
+		struct hb_stream *s = hc->streams;
+
+		if (!s->why[0])
+			snprintf(s->why, sizeof(s->why), "tunnel connection: %s", why);
+		s->h2_open = 0;
+		stream_close_fd(s, 1);
+		stream_maybe_free(t, s, "reset");
+		if (hc->streams == s)		/* already dead: just unlink */
+			stream_unlink(s);
+	}
+	tun_unwatch(t, hc->fd, &hc->o);
+	close(hc->fd);
+	hc->fd = -1;
+	for (pp = &t->conns; *pp; pp = &(*pp)->next)
+		if (*pp == hc) {
+			*pp = hc->next;
+			break;
+		}
+	tun_stat(t, SKM_TUN_CONNS_OPEN, -1);
+	hc->o.dead = 1;
+	hc->dead_next = t->dead_conns;
+	t->dead_conns = hc;
+}
+
+static void conn_flush(struct hb_conn *hc)
+{
+	if (hc->o.dead || hc->state != HB_READY)
+		return;
+	for (;;) {
+		if (hc->woff == hc->wlen) {
+			hc->woff = hc->wlen = 0;
+			while (hc->wlen < HB_TLS_WBUF) {
+				const uint8_t *d;
+				ssize_t n = nghttp2_session_mem_send(hc->h2, &d);
+
+				if (n < 0) {
+					conn_fail(hc, nghttp2_strerror((int)n));
+					return;
+				}
+				if (!n)
+					break;
+				if (hc->wlen + n > hc->wcap) {
+					size_t cap = hc->wcap ? hc->wcap * 2 : HB_TLS_WBUF;
+					unsigned char *p;
+
+					while (cap < hc->wlen + n)
+						cap *= 2;
+					p = realloc(hc->wbuf, cap);
+					if (!p) {
+						conn_fail(hc, "out of memory");
+						return;
+					}
+					hc->wbuf = p;
+					hc->wcap = cap;
+				}
+				memcpy(hc->wbuf + hc->wlen, d, n);
+				hc->wlen += n;
+			}
+			if (!hc->wlen)
+				break;
+		}
+		ERR_clear_error();
+		int n = SSL_write(hc->ssl, hc->wbuf + hc->woff, (int)(hc->wlen - hc->woff));
+
+		if (n > 0) {
+			hc->woff += n;
+			hc->last_active = time(NULL);
+			continue;
+		}
+		int e = SSL_get_error(hc->ssl, n);
+
+		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+			break;
+		conn_fail(hc, "TLS write failed");
+		return;
+	}
+	if (!nghttp2_session_want_read(hc->h2) && !nghttp2_session_want_write(hc->h2) &&
+	    hc->woff == hc->wlen) {
+		conn_fail(hc, "closed");
+		return;
+	}
+	conn_update(hc);
+}
+
+static int conn_h2_setup(struct hb_conn *hc)
+{
+	nghttp2_session_callbacks *cb;
+	nghttp2_option *opt;
+	nghttp2_settings_entry iv[] = {
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HB_STREAM_WINDOW },
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, HB_MAX_STREAMS },
+	};
+	int err;
+
+	if (nghttp2_session_callbacks_new(&cb))
+		return -ENOMEM;
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	if (nghttp2_option_new(&opt)) {
+		nghttp2_session_callbacks_del(cb);
+		return -ENOMEM;
+	}
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	nghttp2_option_set_peer_max_concurrent_streams(opt, HB_MAX_STREAMS);
+	err = hc->client ? nghttp2_session_client_new2(&hc->h2, cb, hc, opt) :
+			   nghttp2_session_server_new2(&hc->h2, cb, hc, opt);
+	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cb);
+	if (err)
+		return -ENOMEM;
+	if (nghttp2_submit_settings(hc->h2, NGHTTP2_FLAG_NONE, iv, 2) ||
+	    nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, HB_CONN_WINDOW))
+		return -EIO;
+	return 0;
+}
+
+static void baggage_of(const struct hb_stream *s, char *buf, size_t len)
+{
+	const char *slash = strchr(s->src_wl, '/');
+	int nsl = slash ? (int)(slash - s->src_wl) : 0;
+	const char *name = slash ? slash + 1 : s->src_wl;
+
+	snprintf(buf, len, "k8s.cluster.name=Kubernetes,k8s.namespace.name=%.*s,"
+		 "k8s.pod.name=%s,service.name=%s,service.version=latest", nsl, s->src_wl,
+		 name, name);
+}
+
+static void submit_request(struct hb_conn *hc, struct hb_stream *s)
+{
+	nghttp2_data_provider dp = { .source.ptr = s, .read_callback = data_read_cb };
+	char fwd[64], bag[512], tp[64], ip[INET_ADDRSTRLEN];
+	uint64_t r[3] = {};
+	nghttp2_nv nv[5];
+	int32_t sid;
+
+	ip_str(s->src_ip, ip, sizeof(ip));
+	snprintf(fwd, sizeof(fwd), "for=\"%s:%u\"", ip, s->src_port);
+	baggage_of(s, bag, sizeof(bag));
+	if (getrandom(r, sizeof(r), GRND_NONBLOCK) < 0)
+		r[0] = (uint64_t)time(NULL);
+	snprintf(tp, sizeof(tp), "00-%016" PRIx64 "%016" PRIx64 "-%016" PRIx64 "-00",
+		 r[0], r[1], r[2] | 1);
+	set_nv(&nv[0], ":method", "CONNECT");
+	set_nv(&nv[1], ":authority", s->authority);
+	set_nv(&nv[2], "forwarded", fwd);
+	set_nv(&nv[3], "baggage", bag);
+	set_nv(&nv[4], "traceparent", tp);
+	sid = nghttp2_submit_request(hc->h2, NULL, nv, 5, &dp, s);
+	if (sid < 0) {
+		stream_abort(s, NGHTTP2_INTERNAL_ERROR, nghttp2_strerror(sid));
+		return;
+	}
+	s->sid = sid;
+	s->h2_open = 1;
+}
+
+static void conn_ready(struct hb_conn *hc)
+{
+	struct tunnel *t = hc->t;
+	const unsigned char *alpn = NULL;
+	unsigned int alpnlen = 0;
+	char id[SKM_SPIFFE_MAX], ip[INET_ADDRSTRLEN];
+
+	SSL_get0_alpn_selected(hc->ssl, &alpn, &alpnlen);
+	if (alpnlen != 2 || memcmp(alpn, "h2", 2)) {
+		conn_fail(hc, "ALPN h2 was not negotiated");
+		return;
+	}
+	if (tls_peer_id(hc->ssl, id, sizeof(id))) {
+		conn_fail(hc, "peer has no SPIFFE identity");
+		return;
+	}
+	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", id);
+	ip_str(hc->peer_ip, ip, sizeof(ip));
+	if (hc->client)
+		pr_info("tunnel: connected to %s at %s:%u as %s\n", hc->peer_id, ip,
+			hc->peer_port, hc->local_id);
+	else {
+		tun_stat(t, SKM_TUN_IN_TLS_OK, 1);
+		pr_info("tunnel: accepted %s from %s:%u as %s\n", hc->peer_id, ip,
+			hc->peer_port, hc->local_id);
+	}
+	if (conn_h2_setup(hc)) {
+		conn_fail(hc, "cannot set up HTTP/2");
+		return;
+	}
+	hc->state = HB_READY;
+	hc->last_active = hc->ping_sent = time(NULL);
+	for (struct hb_stream *s = hc->streams, *next; s; s = next) {
+		next = s->snext;
+		if (hc->client && !s->sid && !s->o.dead)
+			submit_request(hc, s);
+	}
+	conn_flush(hc);
+}
+
+static void count_tls_failure(struct hb_conn *hc, const char *why)
+{
+	struct tunnel *t = hc->t;
+	enum skm_tun_stat s = SKM_TUN_STAT__MAX;
+
+	if (hc->client) {
+		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
+		if (why && strstr(why, "expected"))
+			tun_stat(t, SKM_TUN_OUT_WRONG_PEER, 1);
+		return;
+	}
+	tun_stat(t, SKM_TUN_IN_TLS_FAILED, 1);
+	if (!why)
+		return;
+	if (strstr(why, "no client certificate"))
+		s = SKM_TUN_IN_NO_CLIENT_CERT;
+	else if (strstr(why, "expired") || strstr(why, "not yet valid"))
+		s = SKM_TUN_IN_EXPIRED;
+	else if (strstr(why, "trust domain"))
+		s = SKM_TUN_IN_WRONG_TD;
+	else if (strstr(why, "SPIFFE"))
+		s = SKM_TUN_IN_NO_SPIFFE;
+	else if (strstr(why, "mesh root") || strstr(why, "signed") || strstr(why, "issuer"))
+		s = SKM_TUN_IN_UNTRUSTED;
+	if (s != SKM_TUN_STAT__MAX)
+		tun_stat(t, s, 1);
+}
+
+static void conn_handshake(struct hb_conn *hc)
+{
+	int r, e;
+	char buf[256], ip[INET_ADDRSTRLEN];
+	const char *why;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(hc->ssl);
+	if (r == 1) {
+		conn_ready(hc);
+		return;
+	}
+	e = SSL_get_error(hc->ssl, r);
+	if (e == SSL_ERROR_WANT_READ) {
+		tun_watch(hc->t, hc->fd, &hc->o, EPOLLIN);
+		return;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		tun_watch(hc->t, hc->fd, &hc->o, EPOLLIN | EPOLLOUT);
+		return;
+	}
+	why = tls_verify_error(hc->ssl);
+	if (!why)
+		why = ssl_err_str(buf, sizeof(buf));
+	ip_str(hc->peer_ip, ip, sizeof(ip));
+	pr_warn("tunnel: TLS handshake %s %s:%u failed: %s\n", hc->client ? "with" : "from",
+		ip, hc->peer_port, why);
+	count_tls_failure(hc, why);
+	conn_fail(hc, why);
+}
+
+static void conn_read(struct hb_conn *hc)
+{
+	struct tunnel *t = hc->t;
+	size_t total = 0;
+
+	while (total < (4U << 20)) {
+		int n, e;
+
+		ERR_clear_error();
+		n = SSL_read(hc->ssl, t->rbuf, HB_RBUF);
+		if (n > 0) {
+			ssize_t r = nghttp2_session_mem_recv(hc->h2, t->rbuf, n);
+
+			total += n;
+			hc->last_active = time(NULL);
+			if (r < 0) {
+				conn_fail(hc, nghttp2_strerror((int)r));
+				return;
+			}
+			if (hc->o.dead)
+				return;
+			continue;
+		}
+		e = SSL_get_error(hc->ssl, n);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			break;
+		conn_fail(hc, e == SSL_ERROR_ZERO_RETURN ? "peer closed" : "connection lost");
+		return;
+	}
+	/* Window for what went straight to the sockets. */
+	for (struct hb_stream *s = hc->streams; s; s = s->snext)
+		stream_give_window(s);
+}
+
+static void conn_event(struct tunnel *t, struct hb_conn *hc, uint32_t events)
+{
+	(void)t;
+	if (hc->state == HB_CONNECTING) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		getsockopt(hc->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (err) {
+			char ip[INET_ADDRSTRLEN];
+
+			ip_str(hc->peer_ip, ip, sizeof(ip));
+			pr_warn("tunnel: cannot reach %s:%u: %s\n", ip, hc->peer_port,
+				strerror(err));
+			tun_stat(hc->t, SKM_TUN_OUT_DIAL_FAILED, 1);
+			conn_fail(hc, strerror(err));
+			return;
+		}
+		hc->state = HB_HANDSHAKE;
+	}
+	if (hc->state == HB_HANDSHAKE) {
+		conn_handshake(hc);
+		return;
+	}
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		conn_read(hc);
+	if (!hc->o.dead)
+		conn_flush(hc);
+}
+
+static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int client,
+				uint32_t peer_ip, uint16_t peer_port)
+{
+	struct hb_conn *hc = calloc(1, sizeof(*hc));
+
+	if (!hc)
+		return NULL;
+	hc->ssl = SSL_new(ctx);
+	if (!hc->ssl || !SSL_set_fd(hc->ssl, fd)) {
+		SSL_free(hc->ssl);
+		free(hc);
+		return NULL;
+	}
+	SSL_set_mode(hc->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+		     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	if (client)
+		SSL_set_connect_state(hc->ssl);
+	else
+		SSL_set_accept_state(hc->ssl);
+	hc->o.kind = TUN_OBJ_CONN;
+	hc->t = t;
+	hc->fd = fd;
+	hc->client = client;
+	hc->peer_ip = peer_ip;
+	hc->peer_port = peer_port;
+	hc->started = hc->last_active = time(NULL);
+	hc->next = t->conns;
+	t->conns = hc;
+	tun_stat(t, SKM_TUN_CONNS_OPEN, 1);
+	return hc;
+}
+
+/* --- entry points from tunnel.c --------------------------------------- */
+
+void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
+		   const struct sockaddr_in *peer)
+{
+	char err[256];
+	SSL_CTX *ctx = certmgr_server_ctx(t->certs, pod->ns, pod->sa, time(NULL),
+					  err, sizeof(err));
+	struct hb_conn *hc;
+
+	if (!ctx) {
+		pr_warn("tunnel: no certificate for %s/%s: %s\n", pod->ns, pod->sa, err);
+		close(fd);
+		return;
+	}
+	hc = conn_new(t, fd, ctx, 0, peer->sin_addr.s_addr, ntohs(peer->sin_port));
+	if (!hc) {
+		close(fd);
+		return;
+	}
+	spiffe_id(hc->local_id, sizeof(hc->local_id), t->td, pod->ns, pod->sa);
+	hc->state = HB_HANDSHAKE;
+	conn_handshake(hc);
+}
+
+/* A pooled connection for (source identity, destination identity,
+ * destination node) with room for one more stream. */
+static struct hb_conn *pool_find(struct tunnel *t, const char *src_id, const char *dst_id,
+				 const char *node)
+{
+	for (struct hb_conn *hc = t->conns; hc; hc = hc->next) {
+		int max = HB_MAX_STREAMS;
+
+		if (!hc->client || hc->goaway || hc->state == HB_CLOSED)
+			continue;
+		if (hc->h2) {
+			uint32_t m = nghttp2_session_get_remote_settings(
+				hc->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+
+			if ((int)m < max)
+				max = (int)m;
+		}
+		if (hc->nstreams < max && !strcmp(hc->local_id, src_id) &&
+		    !strcmp(hc->peer_id, dst_id) && !strcmp(hc->node, node))
+			return hc;
+	}
+	return NULL;
+}
+
+void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
+		    const struct sockaddr_in *peer, const struct skm_outbound_val *v,
+		    const struct cfg_workload *dst)
+{
+	char src_id[SKM_SPIFFE_MAX], dst_id[SKM_SPIFFE_MAX], err[256], ip[INET_ADDRSTRLEN];
+	struct hb_conn *hc;
+	struct hb_stream *s;
+
+	if (spiffe_id(src_id, sizeof(src_id), t->td, pod->ns, pod->sa) ||
+	    spiffe_id(dst_id, sizeof(dst_id), t->td, dst->ns, dst->sa)) {
+		close(fd);
+		return;
+	}
+	hc = pool_find(t, src_id, dst_id, dst->node);
+	if (!hc) {
+		SSL_CTX *ctx = certmgr_client_ctx(t->certs, pod->ns, pod->sa, time(NULL),
+						  err, sizeof(err));
+		int cfd;
+
+		if (!ctx) {
+			pr_warn("tunnel: no certificate for %s/%s: %s\n", pod->ns, pod->sa, err);
+			tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
+			close(fd);
+			return;
+		}
+		cfd = tun_connect(t, -1, dst->ip, SKM_PORT_HBONE);
+		if (cfd < 0) {
+			ip_str(dst->ip, ip, sizeof(ip));
+			pr_warn("tunnel: cannot dial %s:%u: %s\n", ip, SKM_PORT_HBONE,
+				strerror(-cfd));
+			tun_stat(t, SKM_TUN_OUT_DIAL_FAILED, 1);
+			close(fd);
+			return;
+		}
+		hc = conn_new(t, cfd, ctx, 1, dst->ip, SKM_PORT_HBONE);
+		if (!hc) {
+			close(cfd);
+			close(fd);
+			return;
+		}
+		snprintf(hc->local_id, sizeof(hc->local_id), "%s", src_id);
+		snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", dst_id);
+		snprintf(hc->node, sizeof(hc->node), "%s", dst->node);
+		tls_expect_peer(hc->ssl, dst_id);
+		hc->state = HB_CONNECTING;
+		conn_update(hc);
+	}
+	s = stream_new(hc, 1);
+	if (!s) {
+		close(fd);
+		return;
+	}
+	s->fd = fd;
+	s->src_ip = peer->sin_addr.s_addr;
+	s->src_port = ntohs(peer->sin_port);
+	s->dst_ip = v->dst_ip;
+	s->dst_port = ntohs(v->dst_port);
+	s->vip = v->vip;
+	s->vport = ntohs(v->vport);
+	snprintf(s->src_wl, sizeof(s->src_wl), "%s/%s", pod->ns, pod->name);
+	snprintf(s->dst_wl, sizeof(s->dst_wl), "%s/%s", dst->ns, dst->name);
+	snprintf(s->src_id, sizeof(s->src_id), "%s", src_id);
+	snprintf(s->dst_id, sizeof(s->dst_id), "%s", dst_id);
+	ip_str(v->dst_ip, ip, sizeof(ip));
+	snprintf(s->authority, sizeof(s->authority), "%s:%u", ip, s->dst_port);
+	stream_update(s);
+	if (hc->state == HB_READY) {
+		submit_request(hc, s);
+		conn_flush(hc);
+	}
+}
+
+void hbone_event(struct tunnel *t, struct tun_obj *o, uint32_t events)
+{
+	if (o->kind == TUN_OBJ_CONN)
+		conn_event(t, (struct hb_conn *)o, events);
+	else if (o->kind == TUN_OBJ_STREAM)
+		stream_event(t, (struct hb_stream *)o, events);
+}
+
+void hbone_tick(struct tunnel *t, time_t now)
+{
+	struct hb_conn *next;
+
+	for (struct hb_conn *hc = t->conns; hc; hc = next) {
+		next = hc->next;
+		if (hc->state != HB_READY) {
+			if (now - hc->started >= HB_CONNECT_TIMEOUT_S) {
+				if (hc->client)
+					tun_stat(t, hc->state == HB_CONNECTING ?
+						 SKM_TUN_OUT_DIAL_FAILED : SKM_TUN_OUT_TLS_FAILED, 1);
+				else
+					tun_stat(t, SKM_TUN_IN_TLS_FAILED, 1);
+				conn_fail(hc, "handshake timed out");
+			}
+			continue;
+		}
+		if (hc->ping_out && now - hc->ping_sent >= HB_PING_TIMEOUT_S) {
+			tun_stat(t, SKM_TUN_PING_TIMEOUTS, 1);
+			pr_warn("tunnel: %s did not answer PING for %d s: closing\n", hc->peer_id,
+				HB_PING_TIMEOUT_S);
+			conn_fail(hc, "PING timeout");
+			continue;
+		}
+		if (hc->client && !hc->nstreams && now - hc->last_active >= HB_IDLE_S) {
+			hc->goaway = 1;
+			nghttp2_session_terminate_session(hc->h2, NGHTTP2_NO_ERROR);
+			conn_flush(hc);
+			continue;
+		}
+		if (!hc->ping_out && now - hc->ping_sent >= HB_PING_EVERY_S) {
+			nghttp2_submit_ping(hc->h2, NGHTTP2_FLAG_NONE, NULL);
+			hc->ping_out = 1;
+			hc->ping_sent = now;
+			conn_flush(hc);
+		}
+	}
+}
+
+void hbone_drain(struct tunnel *t)
+{
+	struct hb_conn *next;
+
+	for (struct hb_conn *hc = t->conns; hc; hc = next) {
+		next = hc->next;
+		hc->goaway = 1;
+		if (hc->state != HB_READY) {
+			conn_fail(hc, "meshd is stopping");
+			continue;
+		}
+		nghttp2_submit_goaway(hc->h2, NGHTTP2_FLAG_NONE,
+				      nghttp2_session_get_last_proc_stream_id(hc->h2),
+				      NGHTTP2_NO_ERROR, NULL, 0);
+		conn_flush(hc);
+	}
+}
+
+void hbone_close_all(struct tunnel *t)
+{
+	while (t->conns)
+		conn_fail(t->conns, "meshd stopped");
+}
+
+void hbone_reap(struct tunnel *t)
+{
+	while (t->dead_streams) {
+		struct hb_stream *s = t->dead_streams;
+
+		t->dead_streams = s->dead_next;
+		free(s->ibuf);
+		free(s->obuf);
+		free(s);
+	}
+	while (t->dead_conns) {
+		struct hb_conn *hc = t->dead_conns;
+
+		t->dead_conns = hc->dead_next;
+		conn_free_now(hc);
+	}
+}
+
+int hbone_init(struct tunnel *t)
+{
+	t->rbuf = malloc(HB_RBUF);
+	return t->rbuf ? 0 : -ENOMEM;
+}
+
+void hbone_fini(struct tunnel *t)
+{
+	hbone_close_all(t);
+	hbone_reap(t);
+	free(t->rbuf);
+	t->rbuf = NULL;
+}

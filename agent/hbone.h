@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The tunnel's insides, shared by tunnel.c (thread, listeners, pool keys,
+ * policy) and hbone.c (the HBONE engine: TLS connections carrying HTTP/2
+ * CONNECT streams, each relayed to a TCP socket with flow control and
+ * half-close).
+ *
+ * HTTP/2 settings as ztunnel's: 4 MiB stream window, 16 MiB connection
+ * window, at most 100 streams on a connection; PING every 10 s, a
+ * connection without an answer for 20 s is closed; a pooled connection
+ * idle for 5 minutes is closed.
+ */
+#ifndef SKM_HBONE_H
+#define SKM_HBONE_H
+
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "skmesh.h"
+#include "tunnel.h"
+
+#define HB_STREAM_WINDOW	(4U << 20)
+#define HB_CONN_WINDOW		(16U << 20)
+#define HB_MAX_STREAMS		100
+#define HB_PING_EVERY_S		10
+#define HB_PING_TIMEOUT_S	20
+#define HB_IDLE_S		300
+#define HB_TCP_BUF		(256U << 10)	/* TCP -> tunnel, per stream */
+#define HB_TLS_WBUF		(256U << 10)	/* queued TLS plaintext */
+
+enum tun_obj_kind {
+	TUN_OBJ_EVENTFD = 1,
+	TUN_OBJ_TIMER,
+	TUN_OBJ_OUT_LISTENER,
+	TUN_OBJ_HBONE_LISTENER,
+	TUN_OBJ_CONN,		/* struct hb_conn: TLS + HTTP/2 */
+	TUN_OBJ_STREAM,		/* struct hb_stream: its TCP side */
+};
+
+/* What epoll's data.ptr points at: first member of every watched thing. */
+struct tun_obj {
+	enum tun_obj_kind kind;
+	uint32_t watched;	/* epoll events asked for */
+	int in_epoll;
+	int dead;		/* closed; freed by hbone_reap() */
+};
+
+struct tun_pod;
+
+struct tun_listener {
+	struct tun_obj o;
+	int fd;
+	struct tun_pod *pod;
+};
+
+/* A local pod with its two listeners. */
+struct tun_pod {
+	struct tun_listener out;	/* <ip>:15001 */
+	struct tun_listener hbone;	/* <ip>:15008 */
+	int netns_fd;
+	uint32_t ip;
+	int seen, gone;
+	char netns[PATH_MAX];
+	char ns[64], sa[64], name[64];
+	struct tun_pod *next;
+};
+
+/* The destination of an authorised CONNECT. */
+struct tun_target {
+	char netns[PATH_MAX];
+	char ns[64], name[64], sa[64];
+};
+
+struct hb_conn;
+struct hb_stream;
+struct certmgr;
+
+struct tunnel {
+	struct tunnel_opts o;
+	char td[128];
+	pthread_t thread;
+	pthread_mutex_t lock;
+	struct cfgref *pub;	/* handed over by tunnel_update() */
+	struct cfgref *cur;	/* the thread's own */
+	atomic_int stop_req;
+	int draining;
+	time_t drain_until;
+
+	int epfd, evfd, tfd, self_netns, outbound_fd, stats_fd;
+	struct tun_obj ev_obj, timer_obj;
+	struct tun_pod *pods;
+	struct certmgr *certs;
+	time_t cert_next;
+
+	struct hb_conn *conns;		/* every TLS connection */
+	struct hb_conn *dead_conns;
+	struct hb_stream *dead_streams;
+	unsigned char *rbuf;		/* TLS read buffer */
+
+	uint64_t stats[SKM_TUN_STAT__MAX];
+	int stats_dirty;
+};
+
+/* tunnel.c */
+int tun_watch(struct tunnel *t, int fd, struct tun_obj *o, uint32_t events);
+void tun_unwatch(struct tunnel *t, int fd, struct tun_obj *o);
+int tun_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port);
+void tun_stat(struct tunnel *t, enum skm_tun_stat s, int64_t d);
+/* HTTP status ztunnel would answer: 200 (TARGET filled), 400, 401, 503;
+ * WHY says why in words. */
+int tun_authorize(struct tunnel *t, const char *peer_id, uint32_t src_ip,
+		  uint32_t dst_ip, uint16_t dst_port, struct tun_target *target,
+		  char *why, size_t whylen);
+void tunnel_free_fds(struct tunnel *t);
+
+/* hbone.c */
+struct cfg_workload;
+int hbone_init(struct tunnel *t);
+void hbone_fini(struct tunnel *t);
+/* A captured connection FD from POD (PEER is its address) to carry to
+ * DST; V is what the kernel kept of it. Takes FD. */
+void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
+		    const struct sockaddr_in *peer, const struct skm_outbound_val *v,
+		    const struct cfg_workload *dst);
+/* An HBONE connection accepted on POD's 15008. Takes FD. */
+void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
+		   const struct sockaddr_in *peer);
+void hbone_event(struct tunnel *t, struct tun_obj *o, uint32_t events);
+void hbone_tick(struct tunnel *t, time_t now);
+void hbone_drain(struct tunnel *t);
+void hbone_close_all(struct tunnel *t);
+void hbone_reap(struct tunnel *t);
+
+#endif /* SKM_HBONE_H */

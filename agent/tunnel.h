@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The HBONE tunnel: cross-node traffic between meshed pods, carried as
+ * HTTP/2 CONNECT streams over mutual TLS 1.3, as Istio ambient's ztunnel
+ * carries it, so a skmesh node and a ztunnel node can talk.
+ *
+ * meshd listens inside each local pod's network namespace (ztunnel's
+ * in-pod mode): on <pod ip>:15001 for the connections the kernel captured
+ * (connect4 sends a pod's connect() to a meshed workload on another node
+ * there; skm_outbound tells the original destination), and on
+ * <pod ip>:15008 for HBONE from other nodes. All of it runs in one thread
+ * with its own epoll loop, reading the config through a reference counted
+ * snapshot, so a reload never stalls the data it carries.
+ */
+#ifndef SKM_TUNNEL_H
+#define SKM_TUNNEL_H
+
+#include <stdatomic.h>
+#include <stdio.h>
+
+struct config;
+
+/* A config shared between meshd's threads; freed with the last put. */
+struct cfgref {
+	struct config *cfg;
+	atomic_int refs;
+};
+
+struct cfgref *cfgref_new(struct config *cfg);	/* takes CFG; refs 1 */
+struct cfgref *cfgref_get(struct cfgref *r);
+void cfgref_put(struct cfgref *r);
+
+struct tunnel_opts {
+	const char *node;	/* this node: its Workloads get listeners */
+	const char *bpffs;	/* pin root: skm_outbound, skm_tun_stats */
+	const char *ca_dir;	/* mesh CA (meshctl ca init) */
+	const char *cert_dir;	/* where issued certificates go, or NULL */
+	int cert_lifetime_s;	/* 0: 24 hours */
+	FILE *access_log;	/* one JSON line per tunnelled stream */
+	int drain_s;		/* SIGTERM: how long streams may finish */
+};
+
+struct tunnel;
+
+/* Starts the tunnel thread with config R (a reference is taken). */
+int tunnel_start(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **out);
+
+/* Hands a new config to the tunnel: listeners follow the local pods,
+ * new streams are judged by its policy. Live streams are untouched. */
+void tunnel_update(struct tunnel *t, struct cfgref *r);
+
+/* Stops accepting, sends GOAWAY, lets streams finish for up to the drain
+ * time, then closes everything and joins the thread. */
+void tunnel_stop(struct tunnel *t);
+
+#endif /* SKM_TUNNEL_H */

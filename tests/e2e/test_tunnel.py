@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+"""
+The HBONE tunnel between two meshd (issue 4), with real clients: a pod on
+node1 talks to a pod on node2 by its IP or a Service VIP; the kernel
+captures the connection into node1's meshd, which carries it over mutual
+TLS 1.3 + HTTP/2 CONNECT to node2's meshd, which connects to the pod.
+
+Checks: exact bytes both ways (asymmetric sizes, half-close), a 1 GiB
+transfer with sha256, curl to an HTTP server, 200 concurrent connections
+with checksums pooled on few TLS connections, TLS on the node link (no
+plaintext, a TLS 1.3 handshake), peer SPIFFE identities in both logs and
+access logs, a policy denial (401, counted) that resets the client, a
+killed server giving the client a clean EOF, and SIGTERM draining.
+
+2 nodes x 2 pods, a meshd on each node with a CA from `meshctl ca init`.
+"""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import tap  # noqa: E402
+import topo as topolib  # noqa: E402
+
+TD = "cluster.local"
+MARKER = b"skmesh-plaintext-marker-7f3a9c"
+
+CONCURRENT_CLIENT = r"""
+import hashlib, os, socket, sys, threading, json
+to, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+host, port = to.rsplit(":", 1)
+res = []
+lock = threading.Lock()
+def one(i):
+    data = os.urandom(size)
+    try:
+        s = socket.create_connection((host, int(port)), timeout=60)
+        s.settimeout(60)
+        t = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
+        t.start()
+        h = hashlib.sha256(); got = 0
+        while True:
+            b = s.recv(1 << 16)
+            if not b: break
+            h.update(b); got += len(b)
+        t.join(); s.close()
+        ok = got == size and h.digest() == hashlib.sha256(data).digest()
+    except OSError as e:
+        ok = False
+    with lock: res.append(ok)
+ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(json.dumps({"ok": sum(res), "n": n}))
+"""
+
+
+def tun_stats(n, topo):
+    """The tunnel counters of node n (skm_tun_stats, by name)."""
+    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned",
+                        os.path.join(topo.pin_dir(n), "skm_tun_stats")],
+                       capture_output=True, text=True, check=True)
+    names = ["out_captured", "out_no_dst", "out_streams_ok", "out_refused",
+             "out_dial_failed", "out_tls_failed", "out_wrong_peer",
+             "in_tls_ok", "in_tls_failed", "in_no_client_cert", "in_untrusted",
+             "in_expired", "in_wrong_trust_domain", "in_no_spiffe_id",
+             "in_bad_request", "in_denied", "in_upstream_failed", "in_streams_ok",
+             "bytes_to_peers", "bytes_from_peers", "ping_timeouts",
+             "conns_open", "streams_open"]
+    out = {}
+    for e in json.loads(r.stdout):
+        k = e.get("formatted", e)["key"] if "formatted" in e else e["key"]
+        v = e.get("formatted", e)["value"] if "formatted" in e else e["value"]
+        if isinstance(k, list):
+            k = int.from_bytes(bytes(int(x, 16) for x in k), "little")
+        if isinstance(v, list):
+            v = int.from_bytes(bytes(int(x, 16) for x in v), "little")
+        if k < len(names):
+            out[names[k]] = v
+    return out
+
+
+def tunnel_events(h):
+    return [e for e in h.access_events() if e.get("path") == "tunnel"]
+
+
+def start_mesh(topo, cfg):
+    ca = os.path.join(topo.logdir, "ca")
+    topo.run([os.path.join(topolib.build_dir(), "meshctl"), "ca", "init",
+              "--trust-domain", TD, "--out", ca])
+    hs = {}
+    for n in (1, 2):
+        hs[n] = topo.start_meshd(n, cfg, ["--ca-dir", ca, "--cert-dir",
+                                          os.path.join(topo.logdir, "certs-n%d" % n)])
+    return ca, hs
+
+
+def spiffe(pod):
+    return "spiffe://%s/ns/default/sa/%s" % (TD, pod.name)
+
+
+def body(t, topo):
+    a1, a2 = topo.node_pods(1)
+    b1, b2 = topo.node_pods(2)
+    svc = {"name": "b", "vip": "10.96.7.1", "ports": [{"port": 80, "targetPort": 7000}],
+           "endpoints": [(b1.ip, 1)]}
+    cfg = topo.write_config(topo.config_path(), services=[svc])
+    ca, hs = start_mesh(topo, cfg)
+    h1, h2 = hs[1], hs[2]
+    t.check("both meshd run the tunnel", all("tunnel on" in h.log_text()
+                                              for h in (h1, h2)))
+
+    # --- exact bytes, asymmetric, with half-close (xfer writes A, shuts
+    # down, the server answers B)
+    pairs = [(8, 1), (1000, 50000), (123457, 17), (3000001, 250000), (9, 2 * 1048576 + 3)]
+    srv = topo.podtool(b1, "xfer-server", "--port", 7000, "--timeout", 200)
+    srv.expect("listening")
+    for target in ("%s:7000" % b1.ip, "%s:80" % svc["vip"]):
+        r = topo.pod_run(a1, topo.podtool_argv(
+            "xfer", "--to", target, "--pairs", ",".join("%d:%d" % ab for ab in pairs)),
+            timeout=60, check=False)
+        conns = [tap.json_line(l) for l in r.stdout.splitlines() if l.startswith("{")]
+        t.check("through the tunnel to %s: every pair exact both ways" % target,
+                len(conns) == len(pairs) and
+                all(c.get("received") == b for c, (a, b) in zip(conns, pairs)),
+                r.stdout + r.stderr)
+    st1, st2 = tun_stats(1, topo), tun_stats(2, topo)
+    t.check("node1 captured and tunnelled them (out_streams_ok %d)" % st1.get("out_streams_ok", 0),
+            st1.get("out_streams_ok", 0) >= 2 * len(pairs), st1)
+    t.check("node2 accepted them (in_streams_ok %d)" % st2.get("in_streams_ok", 0),
+            st2.get("in_streams_ok", 0) >= 2 * len(pairs), st2)
+    t.check("one pooled TLS connection carried them (node1 conns_open %s)"
+            % st1.get("conns_open"), st1.get("conns_open") == 1, st1)
+
+    # --- identities in the logs
+    t.check("node1 logs the server's SPIFFE identity",
+            ("connected to %s" % spiffe(b1)) in h1.log_text(), h1.log_tail())
+    t.check("node2 logs the client's SPIFFE identity",
+            ("accepted %s" % spiffe(a1)) in h2.log_text(), h2.log_tail())
+    tap.wait_until(lambda: len(tunnel_events(h2)) >= 2 * len(pairs), timeout=5)
+    ev1, ev2 = tunnel_events(h1), tunnel_events(h2)
+    t.check("access logs: a tunnel line per stream on each side with both principals",
+            len(ev1) >= 2 * len(pairs) and len(ev2) >= 2 * len(pairs) and
+            all(e.get("src_principal") == spiffe(a1) and
+                e.get("dst_principal") == spiffe(b1) for e in ev1 + ev2),
+            "node1: %s\nnode2: %s" % (ev1[:2], ev2[:2]))
+    sizes = sorted((e["bytes_sent"], e["bytes_received"]) for e in ev1)
+    t.check("client-side access log bytes equal what the apps wrote",
+            sorted(pairs * 2) == sizes, sizes)
+    t.check("VIP connections log the VIP as orig_dst",
+            any(e.get("orig_dst") == "%s:80" % svc["vip"] for e in ev1), ev1[-1:])
+    srv.proc.terminate()
+    keys = [os.path.join(topo.logdir, d, f) for d in ("certs-n1", "certs-n2")
+            for f in sorted(os.listdir(os.path.join(topo.logdir, d))) if f.endswith("key.pem")]
+    t.check("workload keys written 0600 on both nodes (%d)" % len(keys),
+            len(keys) >= 2 and all(os.stat(k).st_mode & 0o777 == 0o600 for k in keys),
+            keys)
+
+    # --- TLS on the wire, and a 1 GiB transfer with sha256
+    pcap = os.path.join(topo.logdir, "fab.pcap")
+    dump_err = os.path.join(topo.logdir, "tcpdump.err")
+    with open(dump_err, "w") as ef:
+        dump = topo.node_popen(1, ["tcpdump", "-Z", "root", "--immediate-mode", "-i", "fab0", "-U", "-s", "0",
+                                   "-w", pcap, "tcp port 15008"],
+                               stdout=subprocess.DEVNULL, stderr=ef)
+    t.require("tcpdump listens on node1's link",
+              tap.wait_until(lambda: "listening on" in open(dump_err).read(), timeout=10),
+              open(dump_err).read())
+    sink = topo.podtool(b2, "sink", "--port", 7001, "--timeout", 200)
+    sink.expect("listening")
+    # a new identity pair (a2 -> b2): a new TLS connection and handshake
+    r = topo.pod_run(a2, [sys.executable, "-c",
+                          "import socket,sys; s=socket.create_connection(('%s',7001)); "
+                          "s.sendall(%r*1000); s.close()" % (b2.ip, MARKER)], timeout=30)
+    got = sink.next(timeout=30)
+    t.check("marker stream arrived whole", got.get("bytes") == len(MARKER) * 1000, got)
+    time.sleep(0.5)
+    dump.send_signal(signal.SIGINT)
+    dump.wait(timeout=10)
+    with open(pcap, "rb") as f:
+        wire = f.read()
+    t.check("capture on node1's link saw tunnel traffic (%d bytes)" % len(wire),
+            len(wire) > 2000, open(dump_err).read())
+    t.check("no plaintext on the node link", MARKER not in wire)
+    t.check("a TLS handshake record on the wire", b"\x16\x03\x01" in wire or
+            b"\x16\x03\x03" in wire)
+    # ServerHello's supported_versions extension: type 0x002b, length 2,
+    # the selected version 0x0304
+    t.check("the server selected TLS 1.3 (ServerHello supported_versions 0x0304)",
+            b"\x00\x2b\x00\x02\x03\x04" in wire)
+
+    big = 1 << 30
+    r = topo.pod_run(a2, topo.podtool_argv("send", "--to", "%s:7001" % b2.ip,
+                                          "--bytes", big, "--seed", 7), timeout=240,
+                     check=False)
+    sent = tap.json_line(r.stdout) if r.returncode == 0 else {}
+    got = sink.next(timeout=120) if sent else {}
+    t.check("1 GiB through the tunnel, sha256 equal",
+            sent.get("bytes") == big and got.get("bytes") == big and
+            sent.get("sha256") == got.get("sha256"), "%s\n%s\n%s" % (sent, got, r.stderr))
+    sink.proc.terminate()
+
+    # --- curl to an HTTP server
+    docroot = os.path.join(topo.logdir, "www")
+    os.makedirs(docroot)
+    payload = os.urandom(3 * 1048576 + 11)
+    with open(os.path.join(docroot, "blob"), "wb") as f:
+        f.write(payload)
+    web = topo.pod_popen(b1, [sys.executable, "-m", "http.server", "8080", "--bind", b1.ip,
+                              "--directory", docroot], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    out = os.path.join(topo.logdir, "blob.out")
+    ok = False
+    for _ in range(50):
+        r = topo.pod_run(a1, ["curl", "-sS", "--max-time", "20", "-o", out, "-w",
+                              "%{http_code}", "http://%s:8080/blob" % b1.ip],
+                         check=False, timeout=30)
+        if r.stdout.strip() == "200":
+            ok = True
+            break
+        time.sleep(0.1)
+    t.check("curl through the tunnel: 200 and the exact file",
+            ok and open(out, "rb").read() == payload, r.stdout + r.stderr)
+    web.terminate()
+
+    # --- 200 concurrent connections, checksummed, on pooled connections
+    echo = topo.podtool(b1, "echo", "--port", 7002, "--timeout", 200)
+    echo.expect("listening")
+    r = topo.pod_run(a1, [sys.executable, "-c", CONCURRENT_CLIENT, "%s:7002" % b1.ip,
+                          "200", "65536"], timeout=120, check=False)
+    res = tap.json_line(r.stdout) if r.stdout.strip() else {}
+    t.check("200 concurrent tunnelled connections, every echo checksum right",
+            res.get("ok") == 200, r.stdout + r.stderr)
+    after = tun_stats(1, topo)
+    t.check("they shared few TLS connections (%s open)" % after.get("conns_open"),
+            after.get("conns_open", 99) <= 4, after)
+    t.check("no stream left open", tap.wait_until(
+        lambda: tun_stats(1, topo).get("streams_open") == 0, timeout=5),
+        tun_stats(1, topo))
+
+    # --- a killed server: the client sees a clean EOF
+    holder = topo.podtool(a1, "session", "--to", "%s:7002" % b1.ip, stdin=True)
+    holder.expect("event")
+    info = holder.cmd("xfer 1000")
+    t.check("held session works", info.get("ok") is True, info)
+    echo.proc.kill()
+    echo.proc.wait()
+    time.sleep(0.3)
+    reply = holder.cmd("xfer 10", timeout=20)
+    t.check("after the server was killed the client gets a clean EOF, not a hang",
+            reply.get("event") == "xfer" and reply.get("ok") is False and
+            reply.get("received") == 1000, reply)
+    holder.proc.kill()
+
+    # --- policy: deny a1 -> b1; the CONNECT gets 401 and the client a reset
+    deny = ("apiVersion: security.istio.io/v1\n"
+            "kind: AuthorizationPolicy\n"
+            "metadata: {name: deny-a1, namespace: default}\n"
+            "spec:\n"
+            "  selector: {matchLabels: {app: %s}}\n"
+            "  action: DENY\n"
+            "  rules: [{from: [{source: {principals: [\"%s/ns/default/sa/%s\"]}}]}]\n"
+            % (b1.name, TD, a1.name))
+    topo.write_config(cfg, services=[svc], extra=deny)
+    tap.wait_until(lambda: h2.log_text().count("applied config") >= 2 and
+                   h1.log_text().count("applied config") >= 2, timeout=5)
+    time.sleep(0.3)
+    sink = topo.podtool(b1, "sink", "--port", 7003, "--timeout", 60)
+    sink.expect("listening")
+    d0 = tun_stats(2, topo).get("in_denied", 0)
+    r = topo.pod_run(a1, topo.podtool_argv("send", "--to", "%s:7003" % b1.ip,
+                                          "--bytes", 100000, "--seed", 1),
+                     timeout=30, check=False)
+    t.check("denied: node2 answered 401 (in_denied +1)",
+            tap.wait_until(lambda: tun_stats(2, topo).get("in_denied", 0) == d0 + 1,
+                           timeout=5), tun_stats(2, topo))
+    t.check("denied: node1 counted the refusal", tun_stats(1, topo).get("out_refused", 0) >= 1)
+    t.check("denied: the pod's connection did not deliver anything",
+            not any(l.get("bytes") for l in sink.lines if "bytes" in l), sink.lines)
+    r2 = topo.pod_run(a2, topo.podtool_argv("send", "--to", "%s:7003" % b1.ip,
+                                           "--bytes", 1000, "--seed", 2),
+                      timeout=30, check=False)
+    t.check("another source is still allowed", r2.returncode == 0 and
+            tap.json_line(r2.stdout).get("bytes") == 1000, r2.stdout + r2.stderr)
+    sink.proc.terminate()
+
+    # --- SIGTERM: meshd drains and exits in time
+    t0 = time.monotonic()
+    rc = topo.stop_meshd(h1, timeout=15)
+    t.check("meshd node1 stops on SIGTERM within the drain time (%.1f s, rc %s)"
+            % (time.monotonic() - t0, rc), rc == 0 and time.monotonic() - t0 < 8,
+            h1.log_tail())
+    t.check("meshd said it was draining", "tunnel: draining" in h1.log_text(), h1.log_tail())
+
+
+if __name__ == "__main__":
+    tap.main(body, nodes=2, pods=2)
