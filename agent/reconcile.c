@@ -1029,7 +1029,7 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 		       struct pset **retired, size_t *nretired, struct reconcile_stats *st)
 {
 	struct rc_state *rs = l->rc_state;
-	struct want netns = { .ksz = sizeof(__u64), .vsz = sizeof(__u32) };
+	struct want netns = { .ksz = sizeof(__u64), .vsz = sizeof(struct skm_netns_val) };
 	struct policy_src *srcs = calloc(cfg->nwls + 1, sizeof(*srcs));
 	struct pset *next_sets = NULL;
 	size_t nsrcs = 0, nnext = 0;
@@ -1042,9 +1042,11 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 		rs->seeded = 1;
 	}
 
-	/* Sources: local pods whose netns connect4 can recognise. */
+	/* Sources: local pods whose netns connect4 can recognise, with the
+	 * address it sends their captured connections to. */
 	for (size_t i = 0; i < cfg->nwls && !err; i++) {
 		const struct cfg_workload *w = &cfg->wls[i];
+		struct skm_netns_val nv;
 		struct skm_wl_val *v;
 		uint64_t cookie;
 		ssize_t e;
@@ -1052,7 +1054,7 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 		if (strcmp(w->node, node) || !w->netns)
 			continue;
 		if (netns_cookie(w->netns, &cookie)) {
-			pr_warn("Workload %s/%s: cannot read netns %s; its connections are judged as plaintext at the destination\n",
+			pr_warn("Workload %s/%s: cannot read netns %s; its connections are not captured and are judged as plaintext at the destination\n",
 				w->ns, w->name, w->netns);
 			continue;
 		}
@@ -1061,7 +1063,9 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 		v->flags |= SKM_WL_NETNS;
 		srcs[nsrcs].wl_id = v->wl_id;
 		srcs[nsrcs++].w = w;
-		err = want_add(&netns, &cookie, &v->wl_id);
+		nv.wl_id = v->wl_id;
+		nv.ip = w->ip;
+		err = want_add(&netns, &cookie, &nv);
 	}
 	if (!err)
 		err = sync_map(bpf_map__fd(l->skel->maps.skm_netns), &netns, &rs->netns, st);

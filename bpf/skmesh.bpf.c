@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * skmesh kernel data path: socket load balancing (cgroup/connect4,
- * getpeername4, recvmsg4), same-node acceleration (sockops + sk_msg),
- * per-connection records (sockops) and per-pod counters (TC).
+ * getpeername4, recvmsg4), capture for meshd's tunnel (connect4),
+ * same-node acceleration (sockops + sk_msg), per-connection records
+ * (sockops), policy (connect4, TC) and per-pod counters (TC).
  */
 #include "lib/common.bpf.h"
 #include "lib/maps.bpf.h"
 #include "lib/lb.bpf.h"
+#include "lib/capture.bpf.h"
 #include "lib/conn.bpf.h"
 #include "lib/policy.bpf.h"
 
@@ -15,9 +17,22 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 SEC("cgroup/connect4")
 int skm_connect4(struct bpf_sock_addr *ctx)
 {
-	switch (lb4_connect(ctx)) {
+	struct skm_orig_dst od = {};
+	struct skm_wl_val *dst;
+	int keep = 0, ok = 1;
+	__u64 cookie;
+	__u32 ip;
+	__u16 port;
+
+	/* meshd dials the real destinations itself, judged already. */
+	if (is_meshd_sk(ctx->sk)) {
+		stat_inc(SKM_STAT_MESHD_CONNECT);
+		return 1;
+	}
+	switch (lb4_connect(ctx, &od)) {
 	case LB_REWRITTEN:
 		stat_inc(SKM_STAT_LB_CONNECT);
+		keep = 1;
 		break;
 	case LB_NO_BACKEND:
 		/* ECONNREFUSED, as a kube-proxy REJECT rule gives, rather
@@ -28,8 +43,25 @@ int skm_connect4(struct bpf_sock_addr *ctx)
 	case LB_NOT_SERVICE:
 		break;
 	}
-	/* Policy judges the backend actually dialled. */
-	return policy_connect4(ctx, ctx->user_ip4, (__u16)ctx->user_port);
+	/* Capture and policy look at the backend actually dialled, TCP only
+	 * (like ztunnel). A captured connection is judged by the
+	 * destination node's meshd, with its mTLS identity. */
+	if (ctx->protocol == IPPROTO_TCP) {
+		ip = ctx->user_ip4;
+		port = (__u16)ctx->user_port;
+		dst = bpf_map_lookup_elem(&skm_workloads, &ip);
+		if (dst && capture4(ctx, dst, ip, port, &od)) {
+			stat_inc(SKM_STAT_CAPTURE);
+			keep = 1;
+		} else if (dst) {
+			ok = policy_connect4(ctx, dst, port);
+		}
+	}
+	if (keep && ok) {
+		cookie = bpf_get_socket_cookie(ctx);
+		bpf_map_update_elem(&skm_sock_vip, &cookie, &od, BPF_ANY);
+	}
+	return ok;
 }
 
 SEC("cgroup/getpeername4")
@@ -51,16 +83,20 @@ int skm_sockops(struct bpf_sock_ops *skops)
 {
 	struct skm_conn *c;
 	__u64 cookie;
+	__u32 state;
+	int active;
 
 	if (skops->family != AF_INET)
 		return 1;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		conn_open(skops, 1);
-		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		conn_open(skops, 0);
+		active = skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
+		if (is_meshd_sk(skops->sk))
+			meshd_sock_open(skops, active);
+		else
+			conn_open(skops, active);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:	/* no option reserved: a refresh */
@@ -70,10 +106,15 @@ int skm_sockops(struct bpf_sock_ops *skops)
 			conn_refresh(skops, c);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] == BPF_TCP_CLOSE)
+		state = skops->args[1];
+		if (is_meshd_sk(skops->sk)) {
+			if (state == BPF_TCP_CLOSE)
+				outbound_close(skops);
+		} else if (state == BPF_TCP_CLOSE) {
 			conn_close(skops);
-		else
-			conn_state(skops, skops->args[1]);
+		} else {
+			conn_state(skops, state);
+		}
 		break;
 	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
 		conn_seen_segment(skops);
@@ -92,8 +133,9 @@ int skm_sk_msg(struct sk_msg_md *msg)
 		.dport = msg->local_port,
 	};
 	__u64 len = msg->size;
-	struct skm_conn *c = NULL, *pc;
+	struct skm_conn *c = NULL, *pc = NULL;
 	struct skm_sk_ctx *sc = NULL;
+	__u64 *pcookie;
 	long ret;
 
 	if (msg->sk)
@@ -102,16 +144,21 @@ int skm_sk_msg(struct sk_msg_md *msg)
 		c = bpf_map_lookup_elem(&skm_conns, &sc->cookie);
 	if (c) {
 		/* sendmsg holds this socket's lock and nothing else writes
-		 * its tx counters: plain adds. The peer's rx is shared with
-		 * the peer's own close, hence atomic. */
+		 * its tx counters: plain adds. */
 		c->tx_bytes += len;
 		c->tx_msgs++;
-		if (c->peer_cookie) {
+		if (c->peer_cookie)
 			pc = bpf_map_lookup_elem(&skm_conns, &c->peer_cookie);
-			if (pc)
-				__sync_fetch_and_add(&pc->rx_bytes, len);
-		}
+	} else {
+		/* No record of its own (one of meshd's sockets): what it
+		 * writes is still what its peer receives. */
+		pcookie = bpf_map_lookup_elem(&skm_socks, &peer);
+		if (pcookie)
+			pc = bpf_map_lookup_elem(&skm_conns, pcookie);
 	}
+	/* The peer's rx is shared with the peer's own close: atomic. */
+	if (pc)
+		__sync_fetch_and_add(&pc->rx_bytes, len);
 
 	ret = bpf_msg_redirect_hash(msg, &skm_sock_hash, &peer, BPF_F_INGRESS);
 	if (ret == SK_PASS) {

@@ -110,10 +110,17 @@ struct skm_netns_val {
 /* skm_outbound: a captured connection, found by meshd from the address
  * its 15001 listener accepted. connect4 rewrites a meshed local pod's
  * connect() to a meshed workload on another node (after service load
- * balancing) to <pod ip>:SKM_PORT_OUTBOUND and keeps the original
+ * balancing) to <pod ip>:SKM_PORT_OUTBOUND, when meshd listens there (a
+ * listener with SKM_MESHD_MARK in the pod's netns), and keeps the original
  * destination by socket cookie (skm_sock_vip); sockops moves it here
  * once the source port is known (active ESTABLISHED, before meshd can
- * accept) and deletes it when the socket closes. */
+ * accept) and deletes it when meshd's end of that leg (its accepted
+ * socket, marked SKM_MESHD_MARK) closes. Not when the pod's end closes:
+ * a pod that writes and closes at once reaches CLOSE as soon as its FIN
+ * is acknowledged, possibly before meshd has accepted. An entry whose
+ * meshd end never existed (nothing marked listening) ages out of the
+ * LRU; a new connection from the same address to SKM_PORT_OUTBOUND
+ * replaces it (captured) or deletes it (dialled directly). */
 struct skm_outbound_key {
 	__u32 ip;		/* the pod socket's local address, network order */
 	__u32 port;		/* its local port, host order */
@@ -162,17 +169,27 @@ struct skm_plain_key {
 
 /* skm_sock_vip: socket cookie -> what the app asked for (getpeername4,
  * recvmsg4 and the connection record read it). LRU: UDP sockets have no
- * close callback. */
+ * close callback. Written by connect4 for a load-balanced or a captured
+ * socket. */
 struct skm_orig_dst {
-	__u32 vip;		/* network order */
+	__u32 vip;		/* what the app dialled (VIP, or the workload
+				 * itself when no service), network order */
 	__u16 vport;		/* network order */
 	__u16 pad;
-	__u32 be_ip;		/* chosen backend, network order */
-	__u16 be_port;
+	__u32 be_ip;		/* where the socket is connected: the chosen
+				 * backend, or <pod ip> when captured */
+	__u16 be_port;		/* network order; SKM_PORT_OUTBOUND if captured */
 	__u16 pad2;
-	__u32 svc_id;
+	__u32 svc_id;		/* 0: no service */
 	__u32 pad3;
+	__u32 dst_ip;		/* the workload to reach (after load
+				 * balancing), network order */
+	__u16 dst_port;		/* network order */
+	__u16 flags;		/* SKM_OD_* */
+	__u32 src_wl_id;	/* captured: the connecting pod */
 };
+
+#define SKM_OD_CAPTURED	(1U << 0)	/* sent to the pod's SKM_PORT_OUTBOUND */
 
 /* skm_sock_hash / skm_socks: the 4-tuple as seen from one socket. */
 struct skm_sock_key {
@@ -252,6 +269,12 @@ enum skm_stat {
 	SKM_STAT_POLICY_UNKNOWN_SRC,	/* connect from an unknown netns: TC decides */
 	SKM_STAT_PLAIN_ALLOW,		/* plaintext SYNs to a pod let through */
 	SKM_STAT_PLAIN_DENY,		/* plaintext SYNs to a pod dropped */
+	SKM_STAT_CAPTURE,		/* connects sent to the pod's SKM_PORT_OUTBOUND */
+	SKM_STAT_CAPTURE_NO_LISTENER,	/* ... not: meshd does not listen there */
+	SKM_STAT_MESHD_CONNECT,		/* connects of meshd's sockets, left alone */
+	SKM_STAT_HBONE_SYN,		/* SYNs to a pod's SKM_PORT_HBONE let through */
+	SKM_STAT_TUNNEL_PORT_DENY,	/* SYNs to a pod's 15001/15006 from outside
+					 * the pod dropped */
 	SKM_STAT__MAX,
 };
 
@@ -261,7 +284,9 @@ enum skm_stat {
 	"msg_redirect", "msg_redirect_bytes", "msg_pass",	\
 	"conn_open", "conn_close", "conn_table_full",	\
 	"event_drop", "policy_allow", "policy_deny", "policy_unknown_src",	\
-	"plain_allow", "plain_deny" }
+	"plain_allow", "plain_deny",		\
+	"capture", "capture_no_listener", "meshd_connect", "hbone_syn",	\
+	"tunnel_port_deny" }
 
 /* skm_dev_stats: per-CPU packet/byte counters of a pod-facing interface,
  * keyed by ifindex of the node-side veth. "in" is what the pod sent

@@ -331,7 +331,7 @@ static const struct map_spec {
 	{ SKM_MAP_DEV_STATS, sizeof(__u32), sizeof(struct skm_dev_stats) },
 	{ SKM_MAP_DEVS, sizeof(__u32), sizeof(struct skm_dev_val) },
 	{ SKM_MAP_NAMES, sizeof(struct skm_name_key), sizeof(struct skm_name_val) },
-	{ SKM_MAP_NETNS, sizeof(__u64), sizeof(__u32) },
+	{ SKM_MAP_NETNS, sizeof(__u64), sizeof(struct skm_netns_val) },
 	{ SKM_MAP_VERDICTS, sizeof(struct skm_verdict_key), sizeof(struct skm_verdict) },
 	/* an LPM trie: get_next_key walks it like a hash */
 	{ SKM_MAP_PLAIN, sizeof(struct skm_plain_key), sizeof(struct skm_verdict) },

@@ -11,6 +11,7 @@
 #define AF_INET		2
 #define ECONNREFUSED	111
 #define TC_ACT_OK	0
+#define IPPROTO_TCP	6
 
 #define likely(x)	__builtin_expect(!!(x), 1)
 #define unlikely(x)	__builtin_expect(!!(x), 0)

@@ -8,6 +8,7 @@
 #define SKM_CONN_BPF_H
 
 #include "lib/maps.bpf.h"
+#include "lib/capture.bpf.h"
 
 static __always_inline void sock_key_of(struct bpf_sock_ops *skops,
 					struct skm_sock_key *k)
@@ -34,6 +35,24 @@ static __always_inline int is_local_meshed(__u32 ip)
 	__u32 want = SKM_WL_LOCAL | SKM_WL_MESHED;
 
 	return wl && (wl->flags & want) == want;
+}
+
+/* Same-node acceleration only where both ends are meshed workloads of
+ * this node (pod<->pod, and pod<->meshd inside one pod, where both ends
+ * are the pod's own address); everything else keeps the normal stack.
+ * 1: the socket is in the SOCKHASH. */
+static __always_inline int sock_accel(struct bpf_sock_ops *skops,
+				      struct skm_sock_key *k)
+{
+	if (!is_local_meshed(k->sip) ||
+	    (k->dip != k->sip && !is_local_meshed(k->dip)))
+		return 0;
+	if (bpf_sock_hash_update(skops, &skm_sock_hash, k, BPF_ANY)) {
+		stat_inc(SKM_STAT_SOCK_INSERT_FAIL);
+		return 0;
+	}
+	stat_inc(SKM_STAT_SOCK_INSERT);
+	return 1;
 }
 
 /* Application bytes TCP carried: without the SYN (in the base) and
@@ -117,21 +136,21 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 			c.orig_ip = od->vip;
 			c.orig_port = od->vport;
 			c.svc_id = od->svc_id;
-			c.flags |= SKM_CONN_VIA_VIP;
+			if (od->svc_id)
+				c.flags |= SKM_CONN_VIA_VIP;
+			if (od->flags & SKM_OD_CAPTURED) {
+				/* Before the record: meshd needs it even
+				 * when the connection table is full. */
+				c.flags |= SKM_CONN_TUNNEL;
+				outbound_open(&c.tuple, od, cookie);
+			}
 		}
+		if (c.tuple.dport == SKM_PORT_OUTBOUND && !(c.flags & SKM_CONN_TUNNEL))
+			outbound_forget(&c.tuple);
 	}
 
-	/* Same-node acceleration only where both ends are meshed workloads
-	 * of this node; everything else keeps the normal stack. */
-	if (is_local_meshed(c.tuple.sip) && is_local_meshed(c.tuple.dip)) {
-		if (bpf_sock_hash_update(skops, &skm_sock_hash, &c.tuple,
-					 BPF_ANY) == 0) {
-			c.flags |= SKM_CONN_ACCEL;
-			stat_inc(SKM_STAT_SOCK_INSERT);
-		} else {
-			stat_inc(SKM_STAT_SOCK_INSERT_FAIL);
-		}
-	}
+	if (sock_accel(skops, &c.tuple))
+		c.flags |= SKM_CONN_ACCEL;
 	conn_refresh(skops, &c);
 	if (c.flags & SKM_CONN_ACCEL) {
 		struct skm_sk_ctx init = { .cookie = cookie };
@@ -157,6 +176,23 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 				  (c.flags & SKM_CONN_ACCEL ? 0 :
 				   BPF_SOCK_OPS_RTT_CB_FLAG |
 				   BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG));
+}
+
+/* meshd's own sockets: no record and no close event (meshd reports its
+ * tunnel itself), but a node-local pair is accelerated like any other:
+ * the pod<->meshd leg of a captured connection, and meshd's leg to the
+ * destination pod. sk_msg counts their bytes on the peer's record. The
+ * end meshd accepted on SKM_PORT_OUTBOUND is followed to its close, which
+ * retires the leg's skm_outbound entry. */
+static __always_inline void meshd_sock_open(struct bpf_sock_ops *skops, int active)
+{
+	struct skm_sock_key k;
+
+	sock_key_of(skops, &k);
+	sock_accel(skops, &k);
+	if (!active && k.sport == SKM_PORT_OUTBOUND)
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+					  BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
 /* Follows the close handshake so the FINs can be told from data. A FIN

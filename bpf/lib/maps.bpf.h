@@ -132,15 +132,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_names SEC(".maps");
 
-/* netns cookie -> wl_id of the local pod in it */
+/* netns cookie -> the local pod in it (wl_id, ip) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SKM_MAX_WORKLOADS);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct skm_netns_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_netns SEC(".maps");
+
+/* pod socket's local ip:port -> where its captured connection goes, for
+ * meshd's outbound listener. LRU: an entry whose meshd end never closes
+ * (nothing marked accepted it) must not stay forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SKM_MAX_OUTBOUND);
+	__type(key, struct skm_outbound_key);
+	__type(value, struct skm_outbound_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_outbound SEC(".maps");
 
 /* (source workload, policy set, port) -> same-node verdict */
 struct {

@@ -15,12 +15,12 @@
 
 #include "lib/maps.bpf.h"
 
-#define IPPROTO_TCP	6
 #define ETH_P_IP	0x0800
 #define TC_ACT_SHOT	2
 
 #define WL_ENFORCED	(SKM_WL_LOCAL | SKM_WL_POLICY)
 #define WL_KNOWN_SRC	(SKM_WL_LOCAL | SKM_WL_MESHED | SKM_WL_NETNS)
+#define WL_LOCAL_MESHED	(SKM_WL_LOCAL | SKM_WL_MESHED)
 
 /* Verdict of the port's entry, or of the "other ports" entry. */
 static __always_inline struct skm_verdict *
@@ -36,21 +36,19 @@ verdict_lookup(struct skm_verdict_key *k, __u16 port)
 	return bpf_map_lookup_elem(&skm_verdicts, k);
 }
 
-/* 1: the connect may go on; 0: refuse it. IP and port are the final
- * destination (after service load balancing), network order. */
+/* 1: the TCP connect may go on; 0: refuse it. DST is the workload at the
+ * final destination (after service load balancing), PORT its port in
+ * network order. */
 static __always_inline int policy_connect4(struct bpf_sock_addr *ctx,
-					   __u32 ip, __u16 port)
+					   const struct skm_wl_val *dst,
+					   __u16 port)
 {
 	struct skm_verdict_key k = {};
-	struct skm_wl_val *dst;
+	struct skm_netns_val *src;
 	struct skm_verdict *v;
-	__u32 *src;
 	__u64 netns;
 
-	if (ctx->protocol != IPPROTO_TCP)
-		return 1;	/* like ztunnel: TCP only */
-	dst = bpf_map_lookup_elem(&skm_workloads, &ip);
-	if (!dst || (dst->flags & WL_ENFORCED) != WL_ENFORCED)
+	if ((dst->flags & WL_ENFORCED) != WL_ENFORCED)
 		return 1;
 	netns = bpf_get_netns_cookie(ctx);
 	src = bpf_map_lookup_elem(&skm_netns, &netns);
@@ -61,7 +59,7 @@ static __always_inline int policy_connect4(struct bpf_sock_addr *ctx,
 		stat_inc(SKM_STAT_POLICY_UNKNOWN_SRC);
 		return 1;
 	}
-	k.src_id = *src;
+	k.src_id = src->wl_id;
 	k.pol_set = dst->pol_set;
 	v = verdict_lookup(&k, bpf_ntohs(port));
 	if (v && v->allow) {
@@ -88,7 +86,11 @@ static __always_inline struct skm_verdict *plain_lookup(struct skm_plain_key *k,
 
 /* TC_ACT_OK or TC_ACT_SHOT for a packet going to a local pod. Only the
  * first SYN of a TCP connection is judged: without it there is no
- * connection, and established ones were judged when they began. */
+ * connection, and established ones were judged when they began. Ports of
+ * meshd's tunnel come first: HBONE (SKM_PORT_HBONE) is mTLS that meshd
+ * authenticates and judges itself, so it always passes; the outbound
+ * capture ports are for the pod itself only (over its loopback, never
+ * through this veth), so a SYN to them from outside is dropped. */
 static __always_inline int policy_to_pod(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
@@ -113,7 +115,18 @@ static __always_inline int policy_to_pod(struct __sk_buff *skb)
 
 	daddr = iph->daddr;
 	dst = bpf_map_lookup_elem(&skm_workloads, &daddr);
-	if (!dst || (dst->flags & WL_ENFORCED) != WL_ENFORCED)
+	if (!dst || (dst->flags & WL_LOCAL_MESHED) != WL_LOCAL_MESHED)
+		return TC_ACT_OK;
+	if (th->dest == bpf_htons(SKM_PORT_HBONE)) {
+		stat_inc(SKM_STAT_HBONE_SYN);
+		return TC_ACT_OK;
+	}
+	if (th->dest == bpf_htons(SKM_PORT_OUTBOUND) ||
+	    th->dest == bpf_htons(SKM_PORT_INBOUND_PLAIN)) {
+		stat_inc(SKM_STAT_TUNNEL_PORT_DENY);
+		return TC_ACT_SHOT;
+	}
+	if ((dst->flags & WL_ENFORCED) != WL_ENFORCED)
 		return TC_ACT_OK;
 	saddr = iph->saddr;
 	srcw = bpf_map_lookup_elem(&skm_workloads, &saddr);

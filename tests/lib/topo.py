@@ -14,7 +14,8 @@ by proxy ARP; the node routes each pod /32 to its veth and every other node's
     fabric  skm<rid>-fab   bridge br0, 10.99.0.0/24
     node n  skm<rid>-n<n>  fab0 10.99.0.<n>/24, veth s<rid>n<n>p<i> per pod
     pod     skm<rid>-n<n>p<i>  eth0 10.99.<n>.<i+1>/32
-    cgroups <cg2root>/skm<rid>/n<n>/p<i>
+    cgroups <cg2root>/skm<rid>/n<n>/p<i>   (meshd of node n: in n<n> itself,
+                                           the cgroup it attaches to)
     pins    /sys/fs/bpf/skm<rid>-n<n>   (made by meshd, removed by down())
 
 Everything is named after a per-run id <rid> (4 hex digits) claimed with an
@@ -753,10 +754,12 @@ class Topology:
 
     def start_meshd(self, n, config_path, extra_args=(), timeout=10,
                     detach=False):
-        """Start meshd for node n in the node's network namespace (and in
-        our own cgroup, not a pod's); wait for `meshd: ready` in its log.
-        Returns a Meshd; raises TopoError with the log tail if it exits
-        or is not ready in time."""
+        """Start meshd for node n in the node's network namespace and in
+        the node's cgroup, the one it attaches to (as on a real node,
+        where it attaches to the cgroup root: the programs see meshd's
+        sockets and know them by their mark); wait for `meshd: ready` in
+        its log. Returns a Meshd; raises TopoError with the log tail if
+        it exits or is not ready in time."""
         if not self.logdir:
             self.logdir = tempfile.mkdtemp(prefix="%s-logs-" % self.prefix)
         k = sum(1 for f in os.listdir(self.logdir)
@@ -767,7 +770,9 @@ class Topology:
         self.meshd_nodes.add(n)
         self._write_state()
         with open(log, "w") as lf:
-            proc = self.popen(self.node_argv(n, argv), stdout=lf,
+            proc = self.popen(self.cgroup_argv(self.node_cgroup(n),
+                                               self.node_netns_path(n), argv),
+                              stdout=lf,
                               stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL)
         h = Meshd(n, proc, argv, log, access)
