@@ -122,6 +122,7 @@ bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)./bench/same-node
 	$(Q)./bench/policy-scale
+	$(Q)./bench/tunnel
 
 # ASan/UBSan build of the user-space parts into build-asan/, then the tests.
 asan:

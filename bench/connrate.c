@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * connrate - TCP connect() rate, for bench/policy-scale.
+ * connrate - TCP connect() rate, for bench/policy-scale and bench/tunnel.
  *
- *   connrate serve   --port P [--cpu N] [--timeout S]
+ *   connrate serve   --port P [--cpu N] [--timeout S] [--exchange B]
  *   connrate connect --to IP:PORT [--seconds S] [--warmup W] [--cpu N]
- *                    [--fin] [--check-peer]
+ *                    [--fin] [--check-peer] [--exchange B]
  *
  * serve: listens on 0.0.0.0:P (backlog 4096) and accepts and closes
  * connections in a loop, nothing else; prints {"listening":P} once ready.
  * Exits on SIGTERM/SIGINT or after --timeout seconds (default 900).
+ * With --exchange B it reads B bytes of each connection, writes them
+ * back, and closes once the client closed (so the client always closes
+ * first and no TIME_WAIT is left on the server's side).
  *
  * connect: for SECONDS (default 3) after a warm-up of W (default 0.3)
  * seconds, loops socket(), blocking connect() to IP:PORT, close(), as fast
@@ -18,20 +21,30 @@
  * seconds. --fin closes normally instead (use a short run). --check-peer
  * calls getpeername() on each socket and fails unless the peer is IP:PORT
  * (a load balancer that rewrites connect() must hand the VIP back).
+ * --exchange B (the server must use the same B) makes each connection
+ * carry a small request and answer before it is closed: the client writes
+ * B bytes and reads them back. Through a proxy or tunnel, connect()
+ * returns once the local end accepted; only the answer shows that the
+ * whole path was set up.
  * Prints one JSON line:
  *   {"connects":N,"seconds":T,"rate":R,"errors":E,"first_error":"..",
- *    "p50_us":..,"p99_us":..}
+ *    "p50_us":..,"p99_us":..,"exchange":B}
  * where rate = connects / seconds over the measured part, and the
- * percentiles are of the connect() call alone. Exit 1 when any connect()
+ * percentiles are of the connect() call alone (with --exchange: of the
+ * connect() and the exchange). Exit 1 when any connect() or exchange
  * failed (the figure would not be a connect rate).
  *
  * Both sides pin themselves to --cpu when given. Errors go to stderr.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -45,6 +58,8 @@
 /* connect() latency histogram: 0.1 us buckets up to 10 ms. */
 #define HIST_BUCKETS	100000
 #define HIST_NS		100
+#define EXCHANGE_MAX	65536
+#define EXCHANGE_TIMEOUT_S 5	/* a stalled exchange is an error, not a hang */
 
 static volatile sig_atomic_t stop;
 
@@ -106,7 +121,130 @@ static int parse_addr(const char *s, struct sockaddr_in *sa)
 	return inet_pton(AF_INET, buf, &sa->sin_addr) == 1 ? 0 : -1;
 }
 
-static int serve(int port, int timeout)
+/* Reads or writes exactly @len bytes (@wr: write). Returns 0, or an
+ * errno (EPIPE for EOF before the end). */
+static int xfer_full(int fd, char *buf, size_t len, int wr)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = wr ? write(fd, buf + done, len - done) : read(fd, buf + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno;
+		if (n == 0)
+			return EPIPE;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static void set_io_timeout(int fd)
+{
+	struct timeval tv = { .tv_sec = EXCHANGE_TIMEOUT_S };
+	int one = 1;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* serve --exchange: many connections at once (a tunnel tears one down
+ * while the client already opens the next), each echoing @len bytes and
+ * closed once the client closed. One poll() loop: per connection, the
+ * bytes read so far, then the bytes written, then waiting for EOF. */
+#define MAX_CONNS 4096
+
+struct xconn {
+	int fd;
+	size_t got, sent;
+	char buf[EXCHANGE_MAX];
+};
+
+static int serve_exchange(int lfd, size_t len)
+{
+	static struct pollfd pfd[MAX_CONNS + 1];
+	static struct xconn *xc[MAX_CONNS + 1];
+	unsigned long accepted = 0;
+	int n = 1;
+
+	pfd[0].fd = lfd;
+	pfd[0].events = POLLIN;
+	while (!stop) {
+		if (poll(pfd, (nfds_t)n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("connrate serve: poll");
+			return 1;
+		}
+		if ((pfd[0].revents & POLLIN) && n <= MAX_CONNS) {
+			int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			struct xconn *x = c >= 0 ? calloc(1, sizeof(*x)) : NULL;
+
+			if (x) {
+				int one = 1;
+
+				setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+				x->fd = c;
+				xc[n] = x;
+				pfd[n].fd = c;
+				pfd[n].events = POLLIN;
+				pfd[n].revents = 0;
+				n++;
+				accepted++;
+			} else if (c >= 0) {
+				close(c);
+			}
+		}
+		for (int i = 1; i < n; i++) {
+			struct xconn *x = xc[i];
+			ssize_t k;
+			int done = 0;
+
+			if (!pfd[i].revents)
+				continue;
+			if (x->got < len) {
+				k = read(x->fd, x->buf + x->got, len - x->got);
+				if (k > 0)
+					x->got += (size_t)k;
+				else if (k == 0 || errno != EAGAIN)
+					done = 1;
+			} else if (x->sent < len) {
+				k = write(x->fd, x->buf + x->sent, len - x->sent);
+				if (k > 0)
+					x->sent += (size_t)k;
+				else if (errno != EAGAIN)
+					done = 1;
+			} else {
+				char sink[4096];
+
+				k = read(x->fd, sink, sizeof(sink));
+				if (k == 0 || (k < 0 && errno != EAGAIN))
+					done = 1;
+			}
+			if (x->got == len && x->sent < len && !done) {
+				k = write(x->fd, x->buf + x->sent, len - x->sent);
+				if (k > 0)
+					x->sent += (size_t)k;
+			}
+			pfd[i].events = x->got == len && x->sent < len ? POLLOUT : POLLIN;
+			if (done) {
+				close(x->fd);
+				free(x);
+				n--;
+				xc[i] = xc[n];
+				pfd[i] = pfd[n];
+				i--;
+			}
+		}
+	}
+	fprintf(stderr, "connrate serve: %lu connections accepted\n", accepted);
+	return 0;
+}
+
+static int serve(int port, int timeout, size_t exchange)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 	unsigned long accepted = 0;
@@ -121,6 +259,8 @@ static int serve(int port, int timeout)
 	alarm(timeout);
 	printf("{\"listening\":%d}\n", port);
 	fflush(stdout);
+	if (exchange)
+		return serve_exchange(fd, exchange);
 	while (!stop) {
 		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
 
@@ -150,12 +290,14 @@ static double percentile(const uint32_t *hist, uint64_t n, double q)
 }
 
 static int run_connect(const struct sockaddr_in *dst, double seconds, double warmup,
-		       int fin, int check_peer)
+		       int fin, int check_peer, size_t exchange)
 {
+	static char out[EXCHANGE_MAX], in[EXCHANGE_MAX];
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 	static uint32_t hist[HIST_BUCKETS];
 	uint64_t n = 0, errors = 0, consecutive = 0;
 	int first_errno = 0;
+	const char *first_what = "";	/* "exchange: " when the echo failed */
 	double t_start, t_end, t_mark;
 	int measuring = warmup <= 0;
 
@@ -174,6 +316,24 @@ static int run_connect(const struct sockaddr_in *dst, double seconds, double war
 		}
 		t0 = now_ns();
 		rc = connect(fd, (const struct sockaddr *)dst, sizeof(*dst));
+		if (!rc && exchange) {
+			int e;
+
+			set_io_timeout(fd);
+			out[0] = (char)n;	/* not the same bytes every time */
+			e = xfer_full(fd, out, exchange, 1);
+			if (!e)
+				e = xfer_full(fd, in, exchange, 0);
+			if (!e && memcmp(in, out, exchange))
+				e = EBADMSG;
+			if (e) {
+				if (!first_errno)
+					first_what = "exchange: ";
+				/* SO_RCVTIMEO expired: say so rather than EAGAIN */
+				errno = e == EAGAIN || e == EWOULDBLOCK ? ETIMEDOUT : e;
+				rc = -1;
+			}
+		}
 		t1 = now_ns();
 		if (rc) {
 			if (!first_errno)
@@ -181,8 +341,8 @@ static int run_connect(const struct sockaddr_in *dst, double seconds, double war
 			if (measuring)
 				errors++;
 			if (++consecutive >= 1000) {
-				fprintf(stderr, "connrate: 1000 connect() failures in a row (%s)\n",
-					strerror(first_errno));
+				fprintf(stderr, "connrate: 1000 connect() failures in a row (%s%s)\n",
+					first_what, strerror(first_errno));
 				close(fd);
 				break;
 			}
@@ -223,10 +383,11 @@ static int run_connect(const struct sockaddr_in *dst, double seconds, double war
 		double elapsed = now_s() - t_mark;
 
 		printf("{\"connects\":%llu,\"seconds\":%.4f,\"rate\":%.1f,\"errors\":%llu,"
-		       "\"first_error\":\"%s\",\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
+		       "\"first_error\":\"%s%s\",\"p50_us\":%.1f,\"p99_us\":%.1f,"
+		       "\"exchange\":%zu}\n",
 		       (unsigned long long)n, elapsed, n / elapsed, (unsigned long long)errors,
-		       first_errno ? strerror(first_errno) : "", percentile(hist, n, 0.5),
-		       percentile(hist, n, 0.99));
+		       first_what, first_errno ? strerror(first_errno) : "", percentile(hist, n, 0.5),
+		       percentile(hist, n, 0.99), exchange);
 	}
 	return errors || consecutive ? 1 : 0;
 }
@@ -234,9 +395,9 @@ static int run_connect(const struct sockaddr_in *dst, double seconds, double war
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: connrate serve --port P [--cpu N] [--timeout S]\n"
+		"usage: connrate serve --port P [--cpu N] [--timeout S] [--exchange B]\n"
 		"       connrate connect --to IP:PORT [--seconds S] [--warmup W] [--cpu N]\n"
-		"                        [--fin] [--check-peer]\n");
+		"                        [--fin] [--check-peer] [--exchange B]\n");
 }
 
 int main(int argc, char **argv)
@@ -250,12 +411,14 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "fin", no_argument, NULL, 'f' },
 		{ "check-peer", no_argument, NULL, 'k' },
+		{ "exchange", required_argument, NULL, 'x' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	struct sockaddr_in dst = {};
 	double seconds = 3, warmup = 0.3;
 	int port = 0, cpu = -1, timeout = 900, fin = 0, check_peer = 0, have_dst = 0, c;
+	long exchange = 0;
 	const char *mode;
 	struct sigaction sa = { .sa_handler = on_signal };
 
@@ -285,6 +448,13 @@ int main(int argc, char **argv)
 		case 'T': timeout = atoi(optarg); break;
 		case 'f': fin = 1; break;
 		case 'k': check_peer = 1; break;
+		case 'x':
+			exchange = atol(optarg);
+			if (exchange < 1 || exchange > EXCHANGE_MAX) {
+				fprintf(stderr, "connrate: --exchange 1-%d\n", EXCHANGE_MAX);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -298,14 +468,14 @@ int main(int argc, char **argv)
 			fprintf(stderr, "connrate serve: --port 1-65535 is required\n");
 			return 2;
 		}
-		return serve(port, timeout);
+		return serve(port, timeout, (size_t)exchange);
 	}
 	if (!strcmp(mode, "connect")) {
 		if (!have_dst || seconds <= 0) {
 			fprintf(stderr, "connrate connect: --to IP:PORT is required\n");
 			return 2;
 		}
-		return run_connect(&dst, seconds, warmup, fin, check_peer);
+		return run_connect(&dst, seconds, warmup, fin, check_peer, (size_t)exchange);
 	}
 	usage(stderr);
 	return 2;
