@@ -7,12 +7,15 @@
 #include <dirent.h>
 #include <stddef.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "config.h"
@@ -25,6 +28,7 @@
 struct doc_ctx {
 	yaml_document_t *doc;
 	const char *file;
+	unsigned int line0;	/* lines of the file before the parsed text */
 	struct cfg_diag *diag;
 	struct config *cfg;
 };
@@ -109,7 +113,7 @@ static yaml_node_t *ynode(struct doc_ctx *c, int id)
 static void pos_of(struct doc_ctx *c, const yaml_node_t *n, struct cfg_pos *p)
 {
 	p->file = c->file;
-	p->line = n ? n->start_mark.line + 1 : 0;
+	p->line = n ? c->line0 + (unsigned int)n->start_mark.line + 1 : 0;
 	p->col = n ? n->start_mark.column + 1 : 0;
 }
 
@@ -1699,61 +1703,647 @@ out:
 	return rc;
 }
 
-static int load_file(struct config *cfg, const char *path, struct cfg_diag *diag)
+/* --- parse results, shared ----------------------------------------------- */
+
+/*
+ * A reload parses only the documents that changed. What a run of documents
+ * of one file parses to (its objects and its messages) is a unit; a unit
+ * never changes once made, and the cache and every config built from it
+ * hold references to it, so a config stays a valid snapshot, readable from
+ * any thread, while the cache moves on. What the checks of the whole config
+ * derive (endpoints of selectors, PeerAuthentication conversions and their
+ * warnings, indexes) is made again for each config, in its own memory.
+ */
+struct cfg_path {
+	long refs;
+	char s[];		/* positions point here */
+};
+
+struct cfg_unit {
+	long refs;
+	struct cfg_path *path;
+	struct config part;	/* only the object arrays are set */
+	struct cfg_diag diag;	/* its messages, in order */
+	int yaml_error;		/* ends in malformed YAML: the file stops */
+};
+
+/* What a config holds of the shared results. */
+struct cfg_refs {
+	struct cfg_unit **units;
+	size_t nunits;
+	struct cfg_path **paths;	/* cfg->files point into these */
+	size_t npaths;
+};
+
+static void ref_get(long *refs)
 {
+	__atomic_add_fetch(refs, 1, __ATOMIC_RELAXED);
+}
+
+/* Drops a reference; 1 when it was the last. */
+static int ref_put(long *refs)
+{
+	return __atomic_sub_fetch(refs, 1, __ATOMIC_ACQ_REL) == 0;
+}
+
+static struct cfg_path *path_new(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	struct cfg_path *p = malloc(sizeof(*p) + n);
+
+	if (!p)
+		return NULL;
+	p->refs = 1;
+	memcpy(p->s, s, n);
+	return p;
+}
+
+static void path_put(struct cfg_path *p)
+{
+	if (p && ref_put(&p->refs))
+		free(p);
+}
+
+/* Frees the objects of PART and everything they own. */
+static void objects_free(struct config *part)
+{
+	for (size_t i = 0; i < part->nwls; i++) {
+		struct cfg_workload *w = &part->wls[i];
+
+		free(w->name);
+		free(w->ns);
+		free(w->sa);
+		free(w->node);
+		free(w->netns);
+		labels_free(&w->labels);
+	}
+	for (size_t i = 0; i < part->nsvcs; i++) {
+		struct cfg_service *s = &part->svcs[i];
+
+		free(s->name);
+		free(s->ns);
+		for (size_t j = 0; j < s->nports; j++)
+			free(s->ports[j].name);
+		free(s->ports);
+		labels_free(&s->selector);
+		free(s->eps);
+	}
+	for (size_t i = 0; i < part->nauthz; i++)
+		cfg_authz_free(&part->authz[i]);
+	for (size_t i = 0; i < part->npas; i++)
+		cfg_peerauthn_free(&part->pas[i]);
+	free(part->wls);
+	free(part->svcs);
+	free(part->authz);
+	free(part->pas);
+}
+
+static struct cfg_unit *unit_new(struct cfg_path *path)
+{
+	struct cfg_unit *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return NULL;
+	u->refs = 1;
+	ref_get(&path->refs);
+	u->path = path;
+	return u;
+}
+
+static void unit_put(struct cfg_unit *u)
+{
+	if (!u || !ref_put(&u->refs))
+		return;
+	objects_free(&u->part);
+	diag_free(&u->diag);
+	path_put(u->path);
+	free(u);
+}
+
+/* --- the cache ------------------------------------------------------------ */
+
+/* A run of a file's lines that holds at most one document. */
+struct cfg_chunk {
+	size_t off, len;	/* bytes of the file's text */
+	unsigned int line0;	/* lines before it */
+	int kept;		/* taken over from the last read */
+	uint64_t hash[2];	/* of its text */
+	struct cfg_unit *unit;	/* NULL: no document in it */
+};
+
+/* A file as it was last read. */
+struct cfg_fstate {
+	struct cfg_path *path;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime, ctime;
+	int64_t read_at;	/* CLOCK_REALTIME (ns) before the read */
+	struct cfg_chunk *chunks;	/* in order, covering the text */
+	size_t nchunks;
+};
+
+struct cfg_cache {
+	char *root_ns;		/* the units depend on it */
+	struct cfg_fstate *files;
+	size_t nfiles;
+	struct keyidx bypath;	/* path -> index in files */
+	char *buf;		/* where files are read, kept for the next */
+	size_t bufcap;
+};
+
+static void fstate_free(struct cfg_fstate *f)
+{
+	for (size_t i = 0; i < f->nchunks; i++)
+		unit_put(f->chunks[i].unit);
+	free(f->chunks);
+	path_put(f->path);
+	memset(f, 0, sizeof(*f));
+}
+
+static void cache_files_free(struct cfg_cache *c)
+{
+	for (size_t i = 0; i < c->nfiles; i++)
+		fstate_free(&c->files[i]);
+	free(c->files);
+	c->files = NULL;
+	c->nfiles = 0;
+	keyidx_free(&c->bypath);
+}
+
+struct cfg_cache *cfg_cache_new(void)
+{
+	return calloc(1, sizeof(struct cfg_cache));
+}
+
+void cfg_cache_free(struct cfg_cache *c)
+{
+	if (!c)
+		return;
+	cache_files_free(c);
+	free(c->root_ns);
+	free(c->buf);
+	free(c);
+}
+
+static int64_t ts_ns(struct timespec t)
+{
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/*
+ * Whether the file F describes is still what F read, going by its stat:
+ * same inode, size and times. A change made in the same clock tick as the
+ * read could keep every time the same, so a file changed (ctime) less than
+ * a second before it was read is always read again and compared.
+ */
+static int fstate_current(const struct cfg_fstate *f, const struct stat *st)
+{
+	return f->dev == st->st_dev && f->ino == st->st_ino && f->size == st->st_size &&
+	       ts_ns(f->mtime) == ts_ns(st->st_mtim) && ts_ns(f->ctime) == ts_ns(st->st_ctim) &&
+	       ts_ns(f->ctime) + 1000000000 <= f->read_at;
+}
+
+static uint64_t rotl64(uint64_t x, int r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+static uint64_t fmix64(uint64_t k)
+{
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdULL;
+	k ^= k >> 33;
+	k *= 0xc4ceb9fe1a85ec53ULL;
+	return k ^ (k >> 33);
+}
+
+/* MurmurHash3's x64 128-bit mix (the tail zero-padded to a block): a
+ * chunk counts as unchanged when length, first line and this agree. */
+static void hash128(const char *p, size_t len, uint64_t out[2])
+{
+	const uint64_t c1 = 0x87c37b91114253d5ULL, c2 = 0x4cf5ad432745937fULL;
+	uint64_t h1 = 0, h2 = 0;
+
+	for (size_t i = 0; i < len; i += 16) {
+		uint64_t k[2] = { 0, 0 };
+
+		memcpy(k, p + i, len - i < 16 ? len - i : 16);
+		h1 ^= rotl64(k[0] * c1, 31) * c2;
+		h1 = (rotl64(h1, 27) + h2) * 5 + 0x52dce729;
+		h2 ^= rotl64(k[1] * c2, 33) * c1;
+		h2 = (rotl64(h2, 31) + h1) * 5 + 0x38495ab5;
+	}
+	h1 ^= len;
+	h2 ^= len;
+	h1 += h2;
+	h2 += h1;
+	h1 = fmix64(h1);
+	h2 = fmix64(h2);
+	out[0] = h1 + h2;
+	out[1] = h2 + h1 + h2;
+}
+
+static int blankz_at(const char *p, const char *end)
+{
+	return p == end || *p == ' ' || *p == '\t' || *p == '\n';
+}
+
+/*
+ * Cuts TEXT into chunks at its "---" lines, so that each can be parsed
+ * alone: libyaml ends a document at "---" in column 0 whatever it is in
+ * (or fails, and then the file is parsed whole). Texts where a part could
+ * parse differently alone are not cut (the whole is one chunk): other line
+ * breaks than LF (lines would be counted differently), NUL, UTF-16,
+ * directives ("%") and "..." lines (a document that goes on after them).
+ * Returns 0 or -ENOMEM.
+ */
+static int chunks_find(const char *text, size_t len, struct cfg_chunk **out, size_t *n)
+{
+	const unsigned char *u = (const unsigned char *)text;
+	const char *p = text, *end = text + len;
+	struct cfg_chunk *ch = NULL;
+	unsigned int line = 0;
+	size_t nch = 0;
+	int cut = !(len >= 2 && ((u[0] == 0xfe && u[1] == 0xff) || (u[0] == 0xff && u[1] == 0xfe))) &&
+		  !memchr(text, 0, len) && !memchr(text, '\r', len);
+
+	/* NEL (C2 85), LS and PS (E2 80 A8/A9) are line breaks to libyaml */
+	for (const char *q = text; cut && (q = memchr(q, 0xc2, (size_t)(end - q))); q++)
+		cut = !(end - q >= 2 && (unsigned char)q[1] == 0x85);
+	for (const char *q = text; cut && (q = memchr(q, 0xe2, (size_t)(end - q))); q++)
+		cut = !(end - q >= 3 && (unsigned char)q[1] == 0x80 &&
+			((unsigned char)q[2] == 0xa8 || (unsigned char)q[2] == 0xa9));
+
+	if (!(ch = grow(NULL, &nch, sizeof(*ch))))
+		return -ENOMEM;
+	if (len >= 3 && !memcmp(p, "\xef\xbb\xbf", 3))
+		p += 3;
+	while (cut && p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t left = (size_t)(end - p);
+
+		if (*p == '%' || (left >= 3 && !memcmp(p, "...", 3) && blankz_at(p + 3, end))) {
+			nch = 1;
+			break;
+		}
+		if (line && left >= 3 && !memcmp(p, "---", 3) && blankz_at(p + 3, end)) {
+			struct cfg_chunk *c = grow(ch, &nch, sizeof(*ch));
+
+			if (!c) {
+				free(ch);
+				return -ENOMEM;
+			}
+			ch = c;
+			ch[nch - 1].off = (size_t)(p - text);
+			ch[nch - 1].line0 = line;
+		}
+		if (!nl)
+			break;
+		p = nl + 1;
+		line++;
+	}
+	for (size_t i = 0; i < nch; i++)
+		ch[i].len = (i + 1 < nch ? ch[i + 1].off : len) - ch[i].off;
+	*out = ch;
+	*n = nch;
+	return 0;
+}
+
+/*
+ * Parses the text of chunks CH[0..N) with one parser; each document goes
+ * to the unit of the chunk it starts in (made here, left in CH). With
+ * WHOLE (N is 1: the whole file), a YAML error is reported in that unit
+ * and ends the file, as in any YAML parser. Without, a YAML error returns
+ * -EAGAIN: a part parsed alone may fail differently from the whole file,
+ * which must be parsed whole then. Returns 0 or a negative errno.
+ */
+static int parse_chunks(const char *text, struct cfg_chunk *ch, size_t n, int whole,
+			struct cfg_path *path, char *root_ns)
+{
+	size_t off = ch[0].off, len = ch[n - 1].off + ch[n - 1].len - off, k = 0;
 	yaml_parser_t parser;
 	yaml_document_t doc;
-	struct doc_ctx c = { .doc = &doc, .diag = diag, .cfg = cfg };
-	char **files;
-	FILE *f;
+	struct doc_ctx c = { .doc = &doc, .file = path->s, .line0 = ch[0].line0 };
 	int rc = 0;
 
-	f = fopen(path, "r");
-	if (!f) {
-		rc = -errno;
-		diag_add(diag, 1, NULL, "%s: cannot open: %s", path, strerror(errno));
-		return rc;
-	}
-	files = realloc(cfg->files, (cfg->nfiles + 1) * sizeof(*files));
-	if (!files || !(files[cfg->nfiles] = strdup(path))) {
-		if (files)
-			cfg->files = files;
-		fclose(f);
+	if (!yaml_parser_initialize(&parser))
 		return -ENOMEM;
-	}
-	cfg->files = files;
-	c.file = cfg->files[cfg->nfiles++];
-
-	yaml_parser_initialize(&parser);
-	yaml_parser_set_input_file(&parser, f);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text + off, len);
 	for (;;) {
 		if (!yaml_parser_load(&parser, &doc)) {
 			struct cfg_pos p = {
-				.file = c.file,
-				.line = parser.problem_mark.line + 1,
-				.col = parser.problem_mark.column + 1,
+				.file = path->s,
+				.line = ch[0].line0 + (unsigned int)parser.problem_mark.line + 1,
+				.col = (unsigned int)parser.problem_mark.column + 1,
 			};
 
-			diag_add(diag, 1, &p, "malformed YAML: %s%s%s",
+			if (!whole) {
+				rc = -EAGAIN;
+				break;
+			}
+			if (!ch[0].unit && !(ch[0].unit = unit_new(path))) {
+				rc = -ENOMEM;
+				break;
+			}
+			diag_add(&ch[0].unit->diag, 1, &p, "malformed YAML: %s%s%s",
 				 parser.problem ? parser.problem : "syntax error",
-				 parser.context ? " " : "",
-				 parser.context ? parser.context : "");
-			rc = -EINVAL;
+				 parser.context ? " " : "", parser.context ? parser.context : "");
+			ch[0].unit->yaml_error = 1;
 			break;
 		}
 		if (!yaml_document_get_root_node(&doc)) {
 			yaml_document_delete(&doc);	/* end of stream */
 			break;
 		}
+		while (k + 1 < n && ch[k + 1].line0 <= ch[0].line0 + doc.start_mark.line)
+			k++;
+		if (!ch[k].unit && !(ch[k].unit = unit_new(path))) {
+			yaml_document_delete(&doc);
+			rc = -ENOMEM;
+			break;
+		}
+		c.diag = &ch[k].unit->diag;
+		c.cfg = &ch[k].unit->part;
+		c.cfg->root_ns = root_ns;	/* lent for the parse */
 		if (parse_doc(&c) == -ENOMEM)
 			rc = -ENOMEM;
+		c.cfg->root_ns = NULL;
 		yaml_document_delete(&doc);
 		if (rc)
 			break;
 	}
 	yaml_parser_delete(&parser);
-	fclose(f);
 	return rc;
+}
+
+/* Reads all of FD into the cache's buffer (SIZE is a hint); *LEN bytes. */
+static int read_all(struct cfg_cache *c, int fd, size_t size, size_t *len)
+{
+	size_t n = 0;
+
+	for (;;) {
+		ssize_t r;
+
+		if (n + 1 >= c->bufcap || size + 1 > c->bufcap) {
+			size_t cap = c->bufcap ? c->bufcap * 2 : 65536;
+			char *b;
+
+			while (cap < size + 1)
+				cap *= 2;
+			if (!(b = realloc(c->buf, cap)))
+				return -ENOMEM;
+			c->buf = b;
+			c->bufcap = cap;
+		}
+		r = read(fd, c->buf + n, c->bufcap - n - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (!r)
+			break;
+		n += (size_t)r;
+	}
+	c->buf[n] = 0;
+	*len = n;
+	return 0;
+}
+
+/* One load in progress. */
+struct load_ctx {
+	struct config *cfg;
+	struct cfg_diag *diag;
+	struct cfg_cache *old;		/* what the last load saw */
+	struct cfg_fstate *next;	/* what this one sees: the next cache */
+	size_t nnext;
+};
+
+/* Appends copies of FROM's messages to D. Returns 0 or -ENOMEM. */
+static int diag_append(struct cfg_diag *d, const struct cfg_diag *from)
+{
+	char **msgs;
+
+	if (!from->n && !from->nerrors && !from->nwarnings)
+		return 0;
+	d->nerrors += from->nerrors;
+	d->nwarnings += from->nwarnings;
+	if (!from->n)
+		return 0;
+	if (!(msgs = realloc(d->msgs, (d->n + from->n) * sizeof(*msgs))))
+		return -ENOMEM;
+	d->msgs = msgs;
+	for (size_t i = 0; i < from->n; i++)
+		if ((d->msgs[d->n] = strdup(from->msgs[i])))
+			d->n++;
+	return 0;
+}
+
+/*
+ * The parse of TEXT (LEN bytes), the content of file F (F->path set): the
+ * units of chunks whose text (length and hash) is what the last read of the
+ * file (OLD, may be NULL) had at the same line are taken over, the other
+ * chunks parsed. Returns 0 or -ENOMEM.
+ */
+static int fstate_parse(struct cfg_fstate *f, const char *text, size_t len,
+			struct cfg_fstate *old, char *root_ns)
+{
+	size_t j = 0;
+	int rc;
+
+	if ((rc = chunks_find(text, len, &f->chunks, &f->nchunks)))
+		return rc;
+	for (size_t i = 0; i < f->nchunks; i++)
+		hash128(text + f->chunks[i].off, f->chunks[i].len, f->chunks[i].hash);
+	for (size_t i = 0; old && i < f->nchunks; i++) {
+		struct cfg_chunk *c = &f->chunks[i], *o;
+
+		while (j < old->nchunks && old->chunks[j].line0 < c->line0)
+			j++;
+		if (j == old->nchunks)
+			break;
+		o = &old->chunks[j];
+		/* a unit that ends in a YAML error stands only for the
+		 * whole file it was parsed with */
+		if (o->line0 != c->line0 || o->len != c->len ||
+		    (o->unit && o->unit->yaml_error && f->nchunks > 1) ||
+		    memcmp(o->hash, c->hash, sizeof(c->hash)))
+			continue;
+		c->unit = o->unit;
+		c->kept = 1;
+		o->unit = NULL;
+	}
+	/* runs of chunks that changed, each with one parser */
+	for (size_t i = 0, e; i < f->nchunks && !rc; i = e) {
+		for (e = i + 1; e < f->nchunks && f->chunks[e].kept == f->chunks[i].kept; e++)
+			;
+		if (!f->chunks[i].kept)
+			rc = parse_chunks(text, &f->chunks[i], e - i, 0, f->path, root_ns);
+	}
+	if (rc != -EAGAIN)
+		return rc;
+	/* Parsed whole, as one unit. */
+	for (size_t i = 0; i < f->nchunks; i++)
+		unit_put(f->chunks[i].unit);
+	f->nchunks = 1;
+	f->chunks[0] = (struct cfg_chunk){ .off = 0, .len = len };
+	hash128(text, len, f->chunks[0].hash);
+	return parse_chunks(text, f->chunks, 1, 1, f->path, root_ns);
+}
+
+/* Adds the file F to the config: its path, its units and their messages. */
+static int config_take(struct load_ctx *lc, const struct cfg_fstate *f)
+{
+	struct config *cfg = lc->cfg;
+	struct cfg_refs *r = cfg->refs;
+	char **files;
+	void *p;
+
+	if (!(files = grow(cfg->files, &cfg->nfiles, sizeof(*files))))
+		return -ENOMEM;
+	cfg->files = files;
+	if (!(p = grow(r->paths, &r->npaths, sizeof(*r->paths)))) {
+		cfg->nfiles--;
+		return -ENOMEM;
+	}
+	r->paths = p;
+	ref_get(&f->path->refs);
+	r->paths[r->npaths - 1] = f->path;
+	files[cfg->nfiles - 1] = f->path->s;
+	for (size_t i = 0; i < f->nchunks; i++) {
+		struct cfg_unit *u = f->chunks[i].unit;
+
+		if (!u)
+			continue;
+		if (!(p = grow(r->units, &r->nunits, sizeof(*r->units))))
+			return -ENOMEM;
+		r->units = p;
+		ref_get(&u->refs);
+		r->units[r->nunits - 1] = u;
+		if (diag_append(lc->diag, &u->diag))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int load_file(struct load_ctx *lc, const char *name)
+{
+	long oi = keyidx_get(&lc->old->bypath, name, strlen(name));
+	struct cfg_fstate *old = oi < 0 ? NULL : &lc->old->files[oi];
+	struct cfg_fstate f = {}, *next;
+	struct timespec now;
+	struct stat st;
+	size_t len = 0;
+	int fd, rc;
+
+	fd = open(name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st)) {
+		rc = -errno;
+		diag_add(lc->diag, 1, NULL, "%s: cannot open: %s", name, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	if (old && fstate_current(old, &st)) {
+		close(fd);
+		f = *old;	/* taken over whole */
+		memset(old, 0, sizeof(*old));
+		goto out;
+	}
+	f.dev = st.st_dev;
+	f.ino = st.st_ino;
+	f.size = st.st_size;
+	f.mtime = st.st_mtim;
+	f.ctime = st.st_ctim;
+	clock_gettime(CLOCK_REALTIME, &now);
+	f.read_at = ts_ns(now);
+	rc = read_all(lc->old, fd, st.st_size > 0 ? (size_t)st.st_size : 0, &len);
+	close(fd);
+	if (rc) {
+		diag_add(lc->diag, 1, NULL, "%s: cannot read: %s", name, strerror(-rc));
+		return rc;
+	}
+	if (old) {
+		f.path = old->path;
+		old->path = NULL;
+	} else if (!(f.path = path_new(name))) {
+		return -ENOMEM;
+	}
+	rc = fstate_parse(&f, lc->old->buf, len, old, lc->old->root_ns);
+	if (rc) {
+		fstate_free(&f);
+		return rc;
+	}
+out:
+	if (!(next = grow(lc->next, &lc->nnext, sizeof(*next)))) {
+		fstate_free(&f);
+		return -ENOMEM;
+	}
+	lc->next = next;
+	next[lc->nnext - 1] = f;
+	rc = config_take(lc, &next[lc->nnext - 1]);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < f.nchunks; i++)
+		if (f.chunks[i].unit && f.chunks[i].unit->yaml_error)
+			return -EINVAL;
+	return 0;
+}
+
+/*
+ * The config's object arrays, from its units: the objects are copied
+ * shallow (what they point to stays the units'), except what the checks of
+ * the whole config change: the endpoints of services with a selector start
+ * empty, and a PeerAuthentication's warnings are the config's own copies.
+ */
+static int objects_gather(struct config *cfg)
+{
+	const struct cfg_refs *r = cfg->refs;
+	size_t nwls = 0, nsvcs = 0, nauthz = 0, npas = 0;
+
+	for (size_t i = 0; i < r->nunits; i++) {
+		nwls += r->units[i]->part.nwls;
+		nsvcs += r->units[i]->part.nsvcs;
+		nauthz += r->units[i]->part.nauthz;
+		npas += r->units[i]->part.npas;
+	}
+	cfg->wls = calloc(nwls ? nwls : 1, sizeof(*cfg->wls));
+	cfg->svcs = calloc(nsvcs ? nsvcs : 1, sizeof(*cfg->svcs));
+	cfg->authz = calloc(nauthz ? nauthz : 1, sizeof(*cfg->authz));
+	cfg->pas = calloc(npas ? npas : 1, sizeof(*cfg->pas));
+	if (!cfg->wls || !cfg->svcs || !cfg->authz || !cfg->pas)
+		return -ENOMEM;
+	for (size_t i = 0; i < r->nunits; i++) {
+		const struct config *u = &r->units[i]->part;
+
+		memcpy(cfg->wls + cfg->nwls, u->wls, u->nwls * sizeof(*u->wls));
+		cfg->nwls += u->nwls;
+		for (size_t j = 0; j < u->nsvcs; j++) {
+			struct cfg_service *s = &cfg->svcs[cfg->nsvcs++];
+
+			*s = u->svcs[j];
+			if (s->has_selector) {
+				s->eps = NULL;
+				s->neps = 0;
+			}
+		}
+		memcpy(cfg->authz + cfg->nauthz, u->authz, u->nauthz * sizeof(*u->authz));
+		cfg->nauthz += u->nauthz;
+		for (size_t j = 0; j < u->npas; j++) {
+			const struct cfg_peerauthn *src = &u->pas[j];
+			struct cfg_peerauthn *p = &cfg->pas[cfg->npas++];
+
+			*p = *src;
+			p->warnings = NULL;
+			p->nwarnings = 0;
+			p->conv = NULL;
+			p->nconv = 0;
+			for (size_t k = 0; k < src->nwarnings; k++)
+				if (cfg_warning_add(&p->warnings, &p->nwarnings, src->warnings[k]))
+					return -ENOMEM;
+		}
+	}
+	return 0;
 }
 
 static int yaml_name(const struct dirent *d)
@@ -1766,25 +2356,50 @@ static int yaml_name(const struct dirent *d)
 	       (n > 4 && !strcmp(d->d_name + n - 4, ".yml"));
 }
 
+/* "A\0B" in *BUF (grown as needed): no two pairs share it. Returns its
+ * length, or 0 when out of memory. */
+static size_t pair_key(char **buf, size_t *cap, const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la + lb + 1 > *cap) {
+		char *k = realloc(*buf, la + lb + 64);
+
+		if (!k)
+			return 0;
+		*buf = k;
+		*cap = la + lb + 64;
+	}
+	memcpy(*buf, a, la);
+	(*buf)[la] = 0;
+	memcpy(*buf + la + 1, b, lb);
+	return la + lb + 1;
+}
+
 /* Cross-document checks: duplicates, selectors, map capacity. */
 static int validate(struct config *cfg, struct cfg_diag *diag)
 {
-	size_t nkeys = 0, nslots = 0;
+	size_t nkeys = 0, nslots = 0, keycap = 0;
 
 	struct keyidx byname = {}, byip = {}, svcname = {}, byvip = {}, nsfirst = {};
 	size_t *ns_next = calloc(cfg->nwls + 1, sizeof(*ns_next));
-	char key[300];
+	char *key = NULL;
 	int err = 0;
 
 	if (!ns_next)
 		return -ENOMEM;
+	if (keyidx_reserve(&byname, cfg->nwls, cfg->nwls * 24) ||
+	    keyidx_reserve(&byip, cfg->nwls, cfg->nwls * 4) ||
+	    keyidx_reserve(&svcname, cfg->nsvcs, cfg->nsvcs * 24) ||
+	    keyidx_reserve(&byvip, cfg->nsvcs, cfg->nsvcs * 7))
+		goto oom;
 	/* Indexes keep these checks linear: names and IPs of workloads, the
 	 * workloads of each namespace (chained through ns_next, for
 	 * selectors), names and VIP:ports of services. */
 	for (size_t i = 0; i < cfg->nwls; i++) {
 		struct cfg_workload *w = &cfg->wls[i];
-		int n = snprintf(key, sizeof(key), "%s/%s", w->ns, w->name);
-		long j = keyidx_put(&byname, key, (size_t)n, i);
+		size_t n = pair_key(&key, &keycap, w->ns, w->name);
+		long j = n ? keyidx_put(&byname, key, n, i) : -1;
 		long h;
 
 		if (j < 0)
@@ -1821,8 +2436,8 @@ static int validate(struct config *cfg, struct cfg_diag *diag)
 
 	for (size_t i = 0; i < cfg->nsvcs; i++) {
 		struct cfg_service *s = &cfg->svcs[i];
-		int n = snprintf(key, sizeof(key), "%s/%s", s->ns, s->name);
-		long j = keyidx_put(&svcname, key, (size_t)n, i);
+		size_t n = pair_key(&key, &keycap, s->ns, s->name);
+		long j = n ? keyidx_put(&svcname, key, n, i) : -1;
 
 		if (j < 0)
 			goto oom;
@@ -1923,31 +2538,73 @@ out:
 	keyidx_free(&byvip);
 	keyidx_free(&nsfirst);
 	free(ns_next);
+	free(key);
 	return err;
 }
 
 int config_load(const char *path, struct config **out, struct cfg_diag *diag)
 {
-	return config_load_opts(path, NULL, out, diag);
+	return config_load_cached(path, NULL, NULL, out, diag);
 }
 
 int config_load_opts(const char *path, const struct cfg_opts *opts,
 		     struct config **out, struct cfg_diag *diag)
 {
+	return config_load_cached(path, opts, NULL, out, diag);
+}
+
+/* The files LC saw become the cache; those it did not see are dropped. */
+static int cache_replace(struct cfg_cache *c, struct load_ctx *lc)
+{
+	cache_files_free(c);
+	c->files = lc->next;
+	c->nfiles = lc->nnext;
+	lc->next = NULL;
+	lc->nnext = 0;
+	for (size_t i = 0; i < c->nfiles; i++) {
+		const char *p = c->files[i].path->s;
+
+		if (keyidx_put(&c->bypath, p, strlen(p), i) < 0) {
+			cache_files_free(c);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+int config_load_cached(const char *path, const struct cfg_opts *opts,
+		       struct cfg_cache *cache, struct config **out,
+		       struct cfg_diag *diag)
+{
 	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct load_ctx lc = { .cfg = cfg, .diag = diag };
 	struct dirent **ents = NULL;
+	struct cfg_cache tmp = {};
 	struct stat st;
 	int rc = 0, n;
 
 	if (!cfg)
 		return -ENOMEM;
+	if (!cache)
+		cache = &tmp;
 	cfg->root_ns = strdup(opts && opts->root_ns ? opts->root_ns : CFG_DEFAULT_ROOT_NS);
 	cfg->trust_domain = strdup(opts && opts->trust_domain ? opts->trust_domain :
 				   CFG_DEFAULT_TRUST_DOMAIN);
-	if (!cfg->root_ns || !cfg->trust_domain) {
+	cfg->refs = calloc(1, sizeof(*cfg->refs));
+	if (!cfg->root_ns || !cfg->trust_domain || !cfg->refs) {
 		rc = -ENOMEM;
 		goto out;
 	}
+	if (!cache->root_ns || strcmp(cache->root_ns, cfg->root_ns)) {
+		/* what was parsed depends on the root namespace */
+		cache_files_free(cache);
+		free(cache->root_ns);
+		if (!(cache->root_ns = strdup(cfg->root_ns))) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	lc.old = cache;
 	if (stat(path, &st)) {
 		rc = -errno;
 		diag_add(diag, 1, NULL, "%s: %s (--config takes a YAML file or a folder of them)",
@@ -1965,7 +2622,7 @@ int config_load_opts(const char *path, const struct cfg_opts *opts,
 			char *f = NULL;
 
 			if (!rc && asprintf(&f, "%s/%s", path, ents[i]->d_name) > 0) {
-				int r = load_file(cfg, f, diag);
+				int r = load_file(&lc, f);
 
 				if (r == -ENOMEM)
 					rc = r;
@@ -1975,15 +2632,29 @@ int config_load_opts(const char *path, const struct cfg_opts *opts,
 		}
 		free(ents);
 	} else {
-		rc = load_file(cfg, path, diag);
+		rc = load_file(&lc, path);
 		if (rc != -ENOMEM)
 			rc = 0;
 	}
+	if (!rc)
+		rc = cache_replace(cache, &lc);
+	if (!rc)
+		rc = objects_gather(cfg);
 	if (!rc)
 		rc = validate(cfg, diag);
 	if (!rc && diag->nerrors)
 		rc = -EINVAL;
 out:
+	for (size_t i = 0; i < lc.nnext; i++)
+		fstate_free(&lc.next[i]);
+	free(lc.next);
+	if (rc == -ENOMEM)
+		cache_files_free(cache);	/* it lent files to this load */
+	if (cache == &tmp) {
+		cache_files_free(&tmp);
+		free(tmp.root_ns);
+		free(tmp.buf);
+	}
 	if (rc) {
 		config_free(cfg);
 		return rc;
@@ -2008,47 +2679,39 @@ const struct cfg_workload *config_workload_by_ip(const struct config *cfg, uint3
 
 void config_free(struct config *cfg)
 {
+	struct cfg_refs *r;
+
 	if (!cfg)
 		return;
 	if (cfg->wl_by_ip) {
 		keyidx_free(cfg->wl_by_ip);
 		free(cfg->wl_by_ip);
 	}
-	for (size_t i = 0; i < cfg->nwls; i++) {
-		struct cfg_workload *w = &cfg->wls[i];
-
-		free(w->name);
-		free(w->ns);
-		free(w->sa);
-		free(w->node);
-		free(w->netns);
-		labels_free(&w->labels);
+	/* the config's own parts; the rest is its units' */
+	for (size_t i = 0; i < cfg->nsvcs; i++)
+		if (cfg->svcs[i].has_selector)
+			free(cfg->svcs[i].eps);
+	for (size_t i = 0; i < cfg->npas; i++) {
+		warnings_free(cfg->pas[i].warnings, cfg->pas[i].nwarnings);
+		cfg_rules_free(cfg->pas[i].conv, cfg->pas[i].nconv);
 	}
-	for (size_t i = 0; i < cfg->nsvcs; i++) {
-		struct cfg_service *s = &cfg->svcs[i];
-
-		free(s->name);
-		free(s->ns);
-		for (size_t j = 0; j < s->nports; j++)
-			free(s->ports[j].name);
-		free(s->ports);
-		labels_free(&s->selector);
-		free(s->eps);
-	}
-	for (size_t i = 0; i < cfg->nauthz; i++)
-		cfg_authz_free(&cfg->authz[i]);
-	for (size_t i = 0; i < cfg->npas; i++)
-		cfg_peerauthn_free(&cfg->pas[i]);
+	free(cfg->wls);
+	free(cfg->svcs);
 	free(cfg->authz);
 	free(cfg->pas);
 	free(cfg->authz_by_ns);
 	free(cfg->pas_by_ns);
 	free(cfg->root_ns);
 	free(cfg->trust_domain);
-	for (size_t i = 0; i < cfg->nfiles; i++)
-		free(cfg->files[i]);
 	free(cfg->files);
-	free(cfg->wls);
-	free(cfg->svcs);
+	if ((r = cfg->refs)) {
+		for (size_t i = 0; i < r->nunits; i++)
+			unit_put(r->units[i]);
+		for (size_t i = 0; i < r->npaths; i++)
+			path_put(r->paths[i]);
+		free(r->units);
+		free(r->paths);
+		free(r);
+	}
 	free(cfg);
 }

@@ -3,7 +3,8 @@
  * The declarative config: Kubernetes-style YAML documents
  * (apiVersion/kind/metadata/spec), many per file, many files per folder.
  * Loading never touches the kernel: a config is parsed and validated whole,
- * and only a valid one is handed to reconcile.
+ * and only a valid one is handed to reconcile. A loaded config never
+ * changes: it can be read from any thread until config_free().
  */
 #ifndef SKM_CONFIG_H
 #define SKM_CONFIG_H
@@ -11,11 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Where a document or field came from, for messages. */
 struct keyidx;
+struct cfg_refs;
 
+/* Where a document or field came from, for messages. */
 struct cfg_pos {
-	const char *file;	/* owned by the config's file list */
+	const char *file;	/* one of the config's files */
 	unsigned int line;	/* 1-based */
 	unsigned int col;	/* 1-based */
 };
@@ -209,6 +211,9 @@ struct config {
 	 * (namespace, load order), see policy.c */
 	size_t *authz_by_ns;
 	size_t *pas_by_ns;
+	/* parse results it shares (read-only) with other configs and the
+	 * cache: most strings and lists its objects point to */
+	struct cfg_refs *refs;
 };
 
 /* Options of config_load_opts(); NULL fields take the defaults. */
@@ -236,6 +241,27 @@ int config_load(const char *path, struct config **out, struct cfg_diag *diag);
 int config_load_opts(const char *path, const struct cfg_opts *opts,
 		     struct config **out, struct cfg_diag *diag);
 void config_free(struct config *cfg);
+
+/*
+ * What config_load_cached() keeps from one load to the next, so that a
+ * reload parses only what changed: each file's text, and what each of its
+ * documents parsed to. A file whose inode, size and times are those of the
+ * last read is not read again; a changed one is read and cut at its "---"
+ * lines, and only the documents whose text (by a 128-bit hash) or first
+ * line differs from the last read are parsed. Whole-config checks run on
+ * every load. A cache serves one loader
+ * at a time; the configs it makes do not depend on it (they may outlive it,
+ * and be read and freed on any thread).
+ */
+struct cfg_cache;
+
+struct cfg_cache *cfg_cache_new(void);
+void cfg_cache_free(struct cfg_cache *cache);
+/* config_load_opts() through CACHE (NULL: none); the result, messages
+ * included, is the same as without. */
+int config_load_cached(const char *path, const struct cfg_opts *opts,
+		       struct cfg_cache *cache, struct config **out,
+		       struct cfg_diag *diag);
 
 void diag_add(struct cfg_diag *d, int is_error, const struct cfg_pos *pos,
 	      const char *fmt, ...) __attribute__((format(printf, 4, 5)));

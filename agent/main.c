@@ -144,11 +144,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
+/* What run() keeps from one load of the config to the next (NULL: none),
+ * so a reload parses only the documents that changed. */
+static struct cfg_cache *config_cache;
+
 /* Loads and validates the config; prints every message. */
 static int load_config(const char *path, struct config **out)
 {
 	struct cfg_diag diag = {};
-	int err = config_load(path, out, &diag);
+	int err = config_load_cached(path, NULL, config_cache, out, &diag);
 
 	diag_print(&diag, "meshd");
 	if (err && !diag.nerrors)
@@ -258,6 +262,7 @@ static int run(const struct opts *o)
 	int sfd = -1, ifd = -1, efd = -1, err, stop = 0;
 	double reload_at = 0;
 
+	config_cache = cfg_cache_new();
 	err = load_config(o->config, &cfg);
 	if (err)
 		return 1;
@@ -411,6 +416,8 @@ out_log:
 		fclose(alog);
 out_cfg:
 	config_free(cfg);
+	cfg_cache_free(config_cache);
+	config_cache = NULL;
 	return stop ? 0 : 1;
 }
 
