@@ -42,7 +42,7 @@ AGENT_LIB_OBJS	:= $(filter-out $(OUT)/agent/main.o,$(AGENT_OBJS))
 BPF_HDRS	:= include/skmesh.h $(wildcard bpf/lib/*.h)
 
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
-		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval
+		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert
 
 all: $(BINS)
 
@@ -102,6 +102,11 @@ $(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) | $(OUT)/t
 $(OUT)/tests/policy-eval: tests/tools/policy-eval.c $(AGENT_LIB_OBJS) | $(OUT)/tests
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS)
+
+# --- test tool: workload certificates with chosen validity, for the tunnel tests
+$(OUT)/tests/mkcert: tests/tools/mkcert.c $(OUT)/agent/certs.o | $(OUT)/tests
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(OUT)/agent/certs.o -o $@ $(LDLIBS)
 
 # --- one-command entry points
 deps:

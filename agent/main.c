@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -38,6 +39,7 @@ struct opts {
 	const char *access_log;
 	const char *ca_dir;
 	const char *cert_dir;
+	int cert_lifetime_s;
 	int drain_s;
 	int check_config;
 	int cleanup;
@@ -62,6 +64,8 @@ static void usage(FILE *f)
 "                     for cross-node traffic between meshed pods\n"
 "  --cert-dir DIR     write the issued workload certificates there (0600 keys)\n"
 "  --drain-timeout S  on SIGTERM, how long tunnelled streams may finish (5)\n"
+"  --cert-lifetime S  lifetime of issued workload certificates (86400); they\n"
+"                     are renewed at half-life\n"
 "  --check-config     validate the config, print every problem, change nothing\n"
 "  --cleanup          detach and unpin everything under the pin root, then exit\n"
 "  -v, --verbose      more log output (twice for libbpf's)\n"
@@ -70,6 +74,22 @@ static void usage(FILE *f)
 "Reloads the config on SIGHUP and when the file changes; an invalid config is\n"
 "reported and the running state is kept. SIGTERM/SIGINT stop meshd and leave\n"
 "the data path attached (use --cleanup to remove it).\n");
+}
+
+static int seconds_arg(const char *name, const char *arg, long min, long max, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || *end || end == arg || v < min || v > max) {
+		fprintf(stderr, "meshd: %s %s: give whole seconds, %ld..%ld\n", name, arg,
+			min, max);
+		return -EINVAL;
+	}
+	*out = (int)v;
+	return 0;
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -84,6 +104,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "ca-dir", required_argument, NULL, 'A' },
 		{ "cert-dir", required_argument, NULL, 'K' },
 		{ "drain-timeout", required_argument, NULL, 'D' },
+		{ "cert-lifetime", required_argument, NULL, 'T' },
 		{ "check-config", no_argument, NULL, 'C' },
 		{ "cleanup", no_argument, NULL, 'X' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -92,6 +113,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	};
 	int c;
 
+	o->drain_s = -1;
 	while ((c = getopt_long(argc, argv, "c:n:g:b:a:l:vh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': o->config = optarg; break;
@@ -102,18 +124,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'l': o->access_log = optarg; break;
 		case 'A': o->ca_dir = optarg; break;
 		case 'K': o->cert_dir = optarg; break;
-		case 'D': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-
-			if (*end || end == optarg || v < 0 || v > 3600) {
-				fprintf(stderr, "meshd: --drain-timeout %s: give seconds, 0..3600\n",
-					optarg);
+		case 'D':
+			if (seconds_arg("--drain-timeout", optarg, 0, 3600, &o->drain_s))
 				return -EINVAL;
-			}
-			o->drain_s = (int)v;
 			break;
-		}
+		case 'T':
+			if (seconds_arg("--cert-lifetime", optarg, 10, 366 * 86400,
+					&o->cert_lifetime_s))
+				return -EINVAL;
+			break;
 		case 'C': o->check_config = 1; break;
 		case 'X': o->cleanup = 1; break;
 		case 'v': o->verbose++; break;
@@ -128,7 +147,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (!o->bpffs)
 		o->bpffs = SKM_PIN_ROOT;
-	if (!o->drain_s)
+	if (o->drain_s < 0)
 		o->drain_s = 5;
 	if (o->cleanup)
 		return 0;
@@ -303,7 +322,8 @@ static int run(const struct opts *o)
 	if (o->ca_dir) {
 		struct tunnel_opts to = { .node = o->node, .bpffs = o->bpffs,
 					  .ca_dir = o->ca_dir, .cert_dir = o->cert_dir,
-					  .access_log = alog, .drain_s = o->drain_s };
+					  .access_log = alog, .drain_s = o->drain_s,
+					  .cert_lifetime_s = o->cert_lifetime_s };
 
 		err = tunnel_start(&to, cref, &tun);
 		if (err) {
@@ -415,10 +435,27 @@ out_log:
 	if (alog != stdout)
 		fclose(alog);
 out_cfg:
-	config_free(cfg);
+	if (cref)
+		cfgref_put(cref);
+	else
+		config_free(cfg);
 	cfg_cache_free(config_cache);
 	config_cache = NULL;
 	return stop ? 0 : 1;
+}
+
+/* Every tunnelled connection holds two descriptors in meshd (three with
+ * the pod's): the usual soft limit of 1024 is far too low for a node. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		pr_warn("cannot raise the open file limit to %llu: %s\n",
+			(unsigned long long)rl.rlim_max, strerror(errno));
 }
 
 int main(int argc, char **argv)
@@ -450,6 +487,7 @@ int main(int argc, char **argv)
 		printf("meshd: detached and unpinned everything under %s\n", o.bpffs);
 		return 0;
 	}
+	raise_fd_limit();
 	if (o.admin)
 		pr_info("--admin %s: no admin endpoints are served by this version\n", o.admin);
 	return run(&o);

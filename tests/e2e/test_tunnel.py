@@ -11,7 +11,9 @@ transfer with sha256, curl to an HTTP server, 200 concurrent connections
 with checksums pooled on few TLS connections, TLS on the node link (no
 plaintext, a TLS 1.3 handshake), peer SPIFFE identities in both logs and
 access logs, a policy denial (401, counted) that resets the client, a
-killed server giving the client a clean EOF, and SIGTERM draining.
+killed server giving the client a clean EOF, certificate renewal at
+half-life (short lifetime: new handshakes get the new certificate, a
+connection made before keeps flowing) and SIGTERM draining.
 
 2 nodes x 2 pods, a meshd on each node with a CA from `meshctl ca init`.
 """
@@ -29,6 +31,7 @@ import topo as topolib  # noqa: E402
 
 TD = "cluster.local"
 MARKER = b"skmesh-plaintext-marker-7f3a9c"
+LIFETIME = 30       # workload certificates: renewed at half-life, 15 s
 
 CONCURRENT_CLIENT = r"""
 import hashlib, os, socket, sys, threading, json
@@ -95,9 +98,23 @@ def start_mesh(topo, cfg):
               "--trust-domain", TD, "--out", ca])
     hs = {}
     for n in (1, 2):
-        hs[n] = topo.start_meshd(n, cfg, ["--ca-dir", ca, "--cert-dir",
+        hs[n] = topo.start_meshd(n, cfg, ["--ca-dir", ca, "--cert-lifetime", str(LIFETIME),
+                                          "--cert-dir",
                                           os.path.join(topo.logdir, "certs-n%d" % n)])
     return ca, hs
+
+
+def server_serial(topo, n, pod, cert, key, root):
+    """The serial of the certificate pod's 15008 presents to a client."""
+    r = topo.node_run(n, ["openssl", "s_client", "-connect", "%s:15008" % pod.ip,
+                          "-tls1_3", "-alpn", "h2", "-cert", cert, "-key", key,
+                          "-CAfile", root, "-verify_return_error"],
+                      stdin=subprocess.DEVNULL, errors="replace", timeout=20, check=False)
+    pem = r.stdout[r.stdout.find("-----BEGIN CERTIFICATE-----"):
+                   r.stdout.find("-----END CERTIFICATE-----") + 25]
+    x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem,
+                       capture_output=True, text=True)
+    return x.stdout.strip() if x.returncode == 0 else "none: " + r.stdout[-300:]
 
 
 def spiffe(pod):
@@ -112,6 +129,7 @@ def body(t, topo):
     cfg = topo.write_config(topo.config_path(), services=[svc])
     ca, hs = start_mesh(topo, cfg)
     h1, h2 = hs[1], hs[2]
+    t_issued = time.monotonic()
     t.check("both meshd run the tunnel", all("tunnel on" in h.log_text()
                                               for h in (h1, h2)))
 
@@ -160,6 +178,21 @@ def body(t, topo):
     t.check("workload keys written 0600 on both nodes (%d)" % len(keys),
             len(keys) >= 2 and all(os.stat(k).st_mode & 0o777 == 0o600 for k in keys),
             keys)
+    mk = os.path.join(topolib.build_dir(), "tests", "mkcert")
+    topo.run([mk, "--ca-dir", ca, "--ns", "default", "--sa", a1.name, "--out",
+              os.path.join(topo.logdir, "client")])
+    ccert = os.path.join(topo.logdir, "client", "default.%s.cert.pem" % a1.name)
+    ckey = os.path.join(topo.logdir, "client", "default.%s.key.pem" % a1.name)
+    root = os.path.join(ca, "root-cert.pem")
+    serial1 = server_serial(topo, 1, b1, ccert, ckey, root)
+    t.check("openssl s_client gets b1's certificate from node2's 15008 (%s)" % serial1,
+            serial1.startswith("serial="))
+    keeper_srv = topo.podtool(b2, "echo", "--port", 7010, "--timeout", 200)
+    keeper_srv.expect("listening")
+    keeper = topo.podtool(a1, "session", "--to", "%s:7010" % b2.ip, stdin=True)
+    keeper.expect("event")
+    r0 = keeper.cmd("xfer 5000")
+    t.check("a held tunnelled connection works before renewal", r0.get("ok") is True, r0)
 
     # --- TLS on the wire, and a 1 GiB transfer with sha256
     pcap = os.path.join(topo.logdir, "fab.pcap")
@@ -239,8 +272,8 @@ def body(t, topo):
     after = tun_stats(1, topo)
     t.check("they shared few TLS connections (%s open)" % after.get("conns_open"),
             after.get("conns_open", 99) <= 4, after)
-    t.check("no stream left open", tap.wait_until(
-        lambda: tun_stats(1, topo).get("streams_open") == 0, timeout=5),
+    t.check("no stream left open but the held one", tap.wait_until(
+        lambda: tun_stats(1, topo).get("streams_open") == 1, timeout=5),
         tun_stats(1, topo))
 
     # --- a killed server: the client sees a clean EOF
@@ -288,6 +321,21 @@ def body(t, topo):
     t.check("another source is still allowed", r2.returncode == 0 and
             tap.json_line(r2.stdout).get("bytes") == 1000, r2.stdout + r2.stderr)
     sink.proc.terminate()
+
+    # --- renewal at half-life: new handshakes see a new certificate, the
+    # connection made before keeps working
+    time.sleep(max(0, t_issued + LIFETIME / 2 + 2 - time.monotonic()))
+    serial2 = server_serial(topo, 1, b1, ccert, ckey, root)
+    t.check("after half-life a new handshake gets a renewed certificate (%s -> %s)"
+            % (serial1, serial2), serial2.startswith("serial=") and serial2 != serial1)
+    r1 = keeper.cmd("xfer 2000000", timeout=30)
+    t.check("the connection made before renewal keeps flowing", r1.get("ok") is True, r1)
+    keeper.cmd("close")
+    keeper_srv.proc.terminate()
+    t.check("no stream open on either node", tap.wait_until(
+        lambda: tun_stats(1, topo).get("streams_open") == 0 and
+        tun_stats(2, topo).get("streams_open") == 0, timeout=5),
+        (tun_stats(1, topo), tun_stats(2, topo)))
 
     # --- SIGTERM: meshd drains and exits in time
     t0 = time.monotonic()
