@@ -76,19 +76,32 @@ struct want {
 	void *keys;
 	void *vals;
 	size_t n;
+	size_t room;		/* entries the arrays hold */
 	size_t ksz, vsz;
 	uint32_t *idx;		/* slot -> entry index + 1, 0 = empty */
 	size_t cap;		/* power of two, > 2n */
 };
 
+/* Eight bytes a step: keys such as names (132 bytes) are hashed on every
+ * lookup, tens of thousands of times a reconcile. */
 static uint64_t hash_bytes(const void *p, size_t n)
 {
 	const unsigned char *b = p;
-	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
+	uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
 
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 1099511628211ULL;
-	return h;
+	for (; n >= 8; b += 8, n -= 8) {
+		memcpy(&w, b, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 31;
+	}
+	if (n) {
+		w = 0;
+		memcpy(&w, b, n);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+	}
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 33);
 }
 
 static ssize_t want_find(const struct want *w, const void *k)
@@ -125,6 +138,33 @@ static int want_rehash(struct want *w, size_t cap)
 	return 0;
 }
 
+/* Grows W's arrays to ROOM entries. */
+static int want_room(struct want *w, size_t room)
+{
+	char *keys = realloc(w->keys, room * w->ksz), *vals;
+
+	if (keys)
+		w->keys = keys;
+	vals = keys ? realloc(w->vals, room * w->vsz) : NULL;
+	if (!vals)
+		return -ENOMEM;
+	w->vals = vals;
+	w->room = room;
+	return 0;
+}
+
+/* Makes room for N entries in all, so filling W allocates once. */
+static int want_reserve(struct want *w, size_t n)
+{
+	size_t cap = w->cap ? w->cap : 64;
+
+	if (n > w->room && want_room(w, n))
+		return -ENOMEM;
+	while (2 * n >= cap)
+		cap *= 2;
+	return cap != w->cap ? want_rehash(w, cap) : 0;
+}
+
 /* Adds K -> V; a key added twice keeps its first value. */
 static int want_add(struct want *w, const void *k, const void *v)
 {
@@ -132,18 +172,8 @@ static int want_add(struct want *w, const void *k, const void *v)
 
 	if (want_find(w, k) >= 0)
 		return 0;
-	/* Arrays double at powers of two (their capacity follows from n). */
-	if (!(w->n & (w->n - 1))) {
-		size_t room = w->n ? 2 * w->n : 1;
-
-		keys = realloc(w->keys, room * w->ksz);
-		if (keys)
-			w->keys = keys;
-		vals = keys ? realloc(w->vals, room * w->vsz) : NULL;
-		if (!vals)
-			return -ENOMEM;
-		w->vals = vals;
-	}
+	if (w->n == w->room && want_room(w, w->room ? 2 * w->room : 1))
+		return -ENOMEM;
 	keys = w->keys;
 	vals = w->vals;
 	memcpy(keys + w->n * w->ksz, k, w->ksz);
@@ -168,7 +198,7 @@ static void want_free(struct want *w)
 	free(w->idx);
 	w->keys = w->vals = NULL;
 	w->idx = NULL;
-	w->n = w->cap = 0;
+	w->n = w->cap = w->room = 0;
 }
 
 /* --- ids --------------------------------------------------------------- */
@@ -181,8 +211,15 @@ struct id_key {
 	struct skm_name_val v;
 };
 
+/* Names and their ids; looked up tens of thousands of times a reconcile,
+ * so by a hash of the name's strings, without building the key. */
 struct id_table {
-	struct want byname;	/* id_key -> id */
+	struct id_key *keys;	/* entry -> name */
+	uint32_t *ids;		/* entry -> id */
+	size_t n, room;
+	uint64_t *hashes;	/* slot -> hash of its entry's name */
+	uint32_t *slots;	/* slot -> entry + 1, 0 = empty */
+	size_t cap;		/* power of two, > 2n */
 	uint32_t max_id[4];
 };
 
@@ -195,42 +232,123 @@ static void name_val(struct skm_name_val *v, const char *ns, const char *name)
 	memcpy(v->ns, ns, strnlen(ns, sizeof(v->ns) - 1));
 }
 
-/* Seeds T from what skm_names holds: the cache when valid, else the map. */
-static int id_table_load(int fd, const struct want *cache, struct id_table *t)
+static uint64_t id_hash(uint32_t kind, const char *ns, size_t nl, const char *name, size_t ml)
 {
-	struct skm_name_key key, next;
-	int more;
+	uint64_t m = hash_bytes(name, ml);
+	uint64_t h = hash_bytes(ns, nl) ^ ((m << 17) | (m >> 47));
 
-	t->byname.ksz = sizeof(struct id_key);
-	t->byname.vsz = sizeof(uint32_t);
-	if (cache->ksz) {
-		for (size_t i = 0; i < cache->n; i++) {
-			const struct skm_name_key *k = (struct skm_name_key *)cache->keys + i;
-			struct id_key ik = { .kind = k->kind };
+	h ^= kind * 0x9e3779b97f4a7c15ULL;
+	h *= 0xff51afd7ed558ccdULL;
+	return h ^ (h >> 32);
+}
 
-			if (k->kind >= 4)
-				continue;
-			ik.v = ((struct skm_name_val *)cache->vals)[i];
-			if (want_add(&t->byname, &ik, &k->id))
-				return -ENOMEM;
-			if (k->id > t->max_id[k->kind])
-				t->max_id[k->kind] = k->id;
-		}
-		return 0;
+/* The entry of (KIND, NS, NAME), cut as name_val() cuts; -1 if none. */
+static ssize_t id_find(const struct id_table *t, uint32_t kind, const char *ns, size_t nl,
+		       const char *name, size_t ml, uint64_t hash)
+{
+	size_t mask = t->cap - 1;
+
+	if (!t->cap)
+		return -1;
+	for (size_t i = hash & mask; t->slots[i]; i = (i + 1) & mask) {
+		const struct id_key *k = &t->keys[t->slots[i] - 1];
+
+		if (t->hashes[i] == hash && k->kind == kind && !k->v.ns[nl] && !k->v.name[ml] &&
+		    !memcmp(k->v.ns, ns, nl) && !memcmp(k->v.name, name, ml))
+			return (ssize_t)t->slots[i] - 1;
 	}
-	more = bpf_map_get_next_key(fd, NULL, &key) == 0;
-	while (more) {
-		struct id_key ik = {};
+	return -1;
+}
 
-		more = bpf_map_get_next_key(fd, &key, &next) == 0;
-		if (!bpf_map_lookup_elem(fd, &key, &ik.v) && key.kind < 4) {
-			ik.kind = key.kind;
-			if (want_add(&t->byname, &ik, &key.id))
-				return -ENOMEM;
-			if (key.id > t->max_id[key.kind])
-				t->max_id[key.kind] = key.id;
-		}
-		key = next;
+static int id_rehash(struct id_table *t, size_t cap)
+{
+	uint64_t *hashes = calloc(cap, sizeof(*hashes));
+	uint32_t *slots = calloc(cap, sizeof(*slots));
+
+	if (!hashes || !slots) {
+		free(hashes);
+		free(slots);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < t->cap; i++) {
+		size_t j;
+
+		if (!t->slots[i])
+			continue;
+		for (j = t->hashes[i] & (cap - 1); slots[j]; j = (j + 1) & (cap - 1))
+			;
+		slots[j] = t->slots[i];
+		hashes[j] = t->hashes[i];
+	}
+	free(t->hashes);
+	free(t->slots);
+	t->hashes = hashes;
+	t->slots = slots;
+	t->cap = cap;
+	return 0;
+}
+
+/* Adds KEY -> ID (KEY not there yet). */
+static int id_insert(struct id_table *t, const struct id_key *key, uint32_t id)
+{
+	size_t nl = strnlen(key->v.ns, sizeof(key->v.ns) - 1);
+	size_t ml = strnlen(key->v.name, sizeof(key->v.name) - 1);
+	uint64_t hash = id_hash(key->kind, key->v.ns, nl, key->v.name, ml);
+	size_t i;
+
+	if (t->n == t->room) {
+		size_t room = t->room ? 2 * t->room : 256;
+		struct id_key *keys = realloc(t->keys, room * sizeof(*keys));
+		uint32_t *ids = keys ? realloc(t->ids, room * sizeof(*ids)) : NULL;
+
+		if (keys)
+			t->keys = keys;
+		if (!ids)
+			return -ENOMEM;
+		t->ids = ids;
+		t->room = room;
+	}
+	if (2 * (t->n + 1) >= t->cap && id_rehash(t, t->cap ? 2 * t->cap : 512))
+		return -ENOMEM;
+	t->keys[t->n] = *key;
+	t->ids[t->n] = id;
+	for (i = hash & (t->cap - 1); t->slots[i]; i = (i + 1) & (t->cap - 1))
+		;
+	t->slots[i] = (uint32_t)++t->n;
+	t->hashes[i] = hash;
+	if (id > t->max_id[key->kind])
+		t->max_id[key->kind] = id;
+	return 0;
+}
+
+static void id_table_free(struct id_table *t)
+{
+	free(t->keys);
+	free(t->ids);
+	free(t->hashes);
+	free(t->slots);
+	memset(t, 0, sizeof(*t));
+}
+
+/* Seeds T from what skm_names holds (CACHE, read from the map). */
+static int id_table_load(const struct want *cache, struct id_table *t)
+{
+	for (size_t i = 0; i < cache->n; i++) {
+		const struct skm_name_key *k = (struct skm_name_key *)cache->keys + i;
+		struct id_key ik = { .kind = k->kind };
+		size_t nl, ml;
+
+		if (k->kind >= 4)
+			continue;
+		ik.v = ((struct skm_name_val *)cache->vals)[i];
+		nl = strnlen(ik.v.ns, sizeof(ik.v.ns) - 1);
+		ml = strnlen(ik.v.name, sizeof(ik.v.name) - 1);
+		memset(ik.v.ns + nl, 0, sizeof(ik.v.ns) - nl);
+		memset(ik.v.name + ml, 0, sizeof(ik.v.name) - ml);
+		if (id_find(t, ik.kind, ik.v.ns, nl, ik.v.name, ml,
+			    id_hash(ik.kind, ik.v.ns, nl, ik.v.name, ml)) < 0 &&
+		    id_insert(t, &ik, k->id))
+			return -ENOMEM;
 	}
 	return 0;
 }
@@ -238,18 +356,20 @@ static int id_table_load(int fd, const struct want *cache, struct id_table *t)
 static uint32_t id_for(struct id_table *t, uint32_t kind, const char *ns,
 		       const char *name)
 {
+	size_t nl = strnlen(ns, sizeof(((struct skm_name_val *)0)->ns) - 1);
+	size_t ml = strnlen(name, sizeof(((struct skm_name_val *)0)->name) - 1);
+	ssize_t e = id_find(t, kind, ns, nl, name, ml, id_hash(kind, ns, nl, name, ml));
 	struct id_key ik = { .kind = kind };
 	uint32_t id;
-	ssize_t e;
 
-	name_val(&ik.v, ns, name);
-	e = want_find(&t->byname, &ik);
 	if (e >= 0)
-		return ((uint32_t *)t->byname.vals)[e];
+		return t->ids[e];
 	/* Remembered, so the next ask for the same object gets the same id. */
-	id = ++t->max_id[kind];
-	want_add(&t->byname, &ik, &id);
-	return id;
+	id = t->max_id[kind] + 1;
+	name_val(&ik.v, ns, name);
+	if (!id_insert(t, &ik, id))
+		return id;
+	return ++t->max_id[kind];	/* out of memory: unique still */
 }
 
 /* What is compiled for one local destination, kept between reconciles so
@@ -277,7 +397,8 @@ struct rc_state {
 	struct want netns;	/* skm_netns */
 	struct want svcs;	/* skm_services key -> struct svc_cached */
 	uint32_t next_set_id;	/* last backend set id handed out */
-	int set_seeded;
+	struct id_table ids;	/* every id handed out, kept for good */
+	int ids_seeded;
 };
 
 /* A service entry as written, with a hash of its backend set. */
@@ -286,54 +407,197 @@ struct svc_cached {
 	uint64_t hash;
 };
 
-/* Makes map FD hold exactly W: deletes what is not wanted, writes what is
- * missing or different, leaves equal entries alone. CACHE is what the map
- * held after the last sync: with it the diff is made in memory, without
- * reading the map (an invalid cache, ksz 0, means read the map). On
- * return CACHE holds W's entries and W the old cache's, for the caller to
- * free; on error CACHE is invalidated. */
-static int sync_map(int fd, struct want *w, struct want *cache, struct reconcile_stats *st)
+/* --- many entries per bpf() call -------------------------------------- */
+
+#define BATCH_MAX	65536	/* entries per batch call */
+
+/* Whether a batch call failed because the map type has no batch command
+ * (the kernel then leaves the count as it was given). */
+static int batch_unsupported(int err)
 {
-	char key[256], next[256], cur[512];
-	struct want tmp;
-	int more, err = 0;
+	return err == 524 /* ENOTSUPP */ || err == EOPNOTSUPP || err == EINVAL || err == ENOSYS;
+}
 
-	if (w->ksz > sizeof(key) || w->vsz > sizeof(cur))
-		return -E2BIG;
-	if (cache->ksz) {
-		for (size_t i = 0; i < cache->n; i++) {
-			const char *k = (char *)cache->keys + i * cache->ksz;
+/*
+ * Writes N entries (KEYS, VALS: arrays of KSZ / VSZ bytes each) in order,
+ * with the batch command where the map type has it (one bpf() call per
+ * BATCH_MAX entries instead of one per entry), one call per entry where
+ * not. Returns 0, or a negative errno with *DONE the entries written
+ * before the failure.
+ */
+static int map_write_many(int fd, const void *keys, const void *vals, size_t n,
+			  size_t ksz, size_t vsz, size_t *done)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+	size_t i = 0;
+	int err = 0;
 
-			if (want_find(w, k) < 0 && !bpf_map_delete_elem(fd, k))
-				st->deletes++;
-		}
-	} else {
-		more = bpf_map_get_next_key(fd, NULL, key) == 0;
-		while (more) {
-			more = bpf_map_get_next_key(fd, key, next) == 0;
-			if (want_find(w, key) < 0 && !bpf_map_delete_elem(fd, key))
-				st->deletes++;
-			memcpy(key, next, w->ksz);
-		}
-	}
-	for (size_t i = 0; i < w->n; i++) {
-		const char *k = (char *)w->keys + i * w->ksz;
-		const char *v = (char *)w->vals + i * w->vsz;
-		ssize_t c;
+	while (i < n) {
+		__u32 count = n - i > BATCH_MAX ? BATCH_MAX : (__u32)(n - i);
 
-		if (cache->ksz) {
-			c = want_find(cache, k);
-			if (c >= 0 && !memcmp((char *)cache->vals + c * cache->vsz, v, w->vsz))
-				continue;
-		} else if (!bpf_map_lookup_elem(fd, k, cur) && !memcmp(cur, v, w->vsz)) {
+		if (!bpf_map_update_batch(fd, (const char *)keys + i * ksz,
+					  (const char *)vals + i * vsz, &count, &opts)) {
+			i += count;
 			continue;
 		}
-		if (bpf_map_update_elem(fd, k, v, BPF_ANY)) {
+		if (!batch_unsupported(errno))
+			i += count;	/* the entry at i failed: tried alone below */
+		break;
+	}
+	for (; i < n; i++) {
+		if (bpf_map_update_elem(fd, (const char *)keys + i * ksz,
+					(const char *)vals + i * vsz, BPF_ANY)) {
 			err = -errno;
 			break;
 		}
-		st->writes++;
 	}
+	*done = i;
+	return err;
+}
+
+/* Deletes N keys (KSZ bytes each), batched where the map type allows; a
+ * key that is not there is skipped. Returns how many were deleted. */
+static size_t map_delete_many(int fd, const void *keys, size_t n, size_t ksz)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	size_t i = 0, deleted = 0;
+	int batch = 1;
+
+	while (i < n) {
+		__u32 count = n - i > BATCH_MAX ? BATCH_MAX : (__u32)(n - i);
+
+		if (!batch) {
+			deleted += !bpf_map_delete_elem(fd, (const char *)keys + i * ksz);
+			i++;
+			continue;
+		}
+		if (!bpf_map_delete_batch(fd, (const char *)keys + i * ksz, &count, &opts)) {
+			deleted += count;
+			i += count;
+		} else if (batch_unsupported(errno)) {
+			batch = 0;
+		} else {
+			/* stopped at a key that is not there: skip it */
+			deleted += count;
+			i += count + 1;
+		}
+	}
+	return deleted;
+}
+
+/*
+ * Reads every entry of map FD into C (whose ksz and vsz are set), with the
+ * batch lookup where the map type has it. Returns 0 or a negative errno.
+ */
+static int map_dump(int fd, struct want *c)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	char in[64], out[64], key[256], next[256], val[512];
+	__u32 chunk = 4096;
+	void *keys = malloc(chunk * c->ksz), *vals = malloc(chunk * c->vsz);
+	int err = 0, first = 1, more;
+
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		__u32 count = chunk;
+		int r = bpf_map_lookup_batch(fd, first ? NULL : in, out, keys, vals, &count, &opts);
+		int e = r ? errno : 0;
+
+		if (r && batch_unsupported(e) && first)
+			goto one_by_one;
+		if (r && e != ENOENT) {
+			err = -e;
+			goto out;
+		}
+		for (__u32 i = 0; i < count && !err; i++)
+			err = want_add(c, (char *)keys + i * c->ksz, (char *)vals + i * c->vsz);
+		if (r || err)
+			goto out;	/* ENOENT: that was the last */
+		memcpy(in, out, sizeof(in));
+		first = 0;
+	}
+one_by_one:
+	if (c->ksz > sizeof(key) || c->vsz > sizeof(val)) {
+		err = -E2BIG;
+		goto out;
+	}
+	more = bpf_map_get_next_key(fd, NULL, key) == 0;
+	while (more && !err) {
+		more = bpf_map_get_next_key(fd, key, next) == 0;
+		if (!bpf_map_lookup_elem(fd, key, val))
+			err = want_add(c, key, val);
+		memcpy(key, next, c->ksz);
+	}
+out:
+	free(keys);
+	free(vals);
+	return err;
+}
+
+/* Makes map FD hold exactly W: deletes what is not wanted, writes what is
+ * missing or different, leaves equal entries alone. CACHE is what the map
+ * held after the last sync: the diff is made in memory against it (an
+ * invalid cache, ksz 0, is filled by reading the map first). On return
+ * CACHE holds W's entries and W the old cache's, for the caller to free;
+ * on error CACHE is invalidated. */
+static int sync_map(int fd, struct want *w, struct want *cache, struct reconcile_stats *st)
+{
+	char *dk = NULL, *wk = NULL, *wv = NULL;
+	size_t nd = 0, nw = 0, done = 0;
+	struct want tmp;
+	int err = 0;
+
+	if (!cache->ksz) {
+		cache->ksz = w->ksz;
+		cache->vsz = w->vsz;
+		if ((err = map_dump(fd, cache)))
+			goto out;
+	}
+	for (size_t i = 0; i < cache->n; i++)
+		nd += want_find(w, (char *)cache->keys + i * cache->ksz) < 0;
+	for (size_t i = 0; i < w->n; i++) {
+		ssize_t c = want_find(cache, (char *)w->keys + i * w->ksz);
+
+		nw += c < 0 || memcmp((char *)cache->vals + c * cache->vsz,
+				      (char *)w->vals + i * w->vsz, w->vsz);
+	}
+	if (nd && !(dk = malloc(nd * cache->ksz))) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0, j = 0; j < nd; i++)
+		if (want_find(w, (char *)cache->keys + i * cache->ksz) < 0)
+			memcpy(dk + j++ * cache->ksz, (char *)cache->keys + i * cache->ksz, cache->ksz);
+	st->deletes += map_delete_many(fd, dk, nd, cache->ksz);
+	if (nw == w->n) {
+		/* all of it (a first sync): write W's arrays as they are */
+		err = map_write_many(fd, w->keys, w->vals, nw, w->ksz, w->vsz, &done);
+	} else if (nw) {
+		wk = malloc(nw * w->ksz);
+		wv = malloc(nw * w->vsz);
+		if (!wk || !wv) {
+			err = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0, j = 0; j < nw; i++) {
+			const char *k = (char *)w->keys + i * w->ksz, *v = (char *)w->vals + i * w->vsz;
+			ssize_t c = want_find(cache, k);
+
+			if (c >= 0 && !memcmp((char *)cache->vals + c * cache->vsz, v, w->vsz))
+				continue;
+			memcpy(wk + j * w->ksz, k, w->ksz);
+			memcpy(wv + j++ * w->vsz, v, w->vsz);
+		}
+		err = map_write_many(fd, wk, wv, nw, w->ksz, w->vsz, &done);
+	}
+	st->writes += (unsigned int)done;
+out:
+	free(dk);
+	free(wk);
+	free(wv);
 	if (err) {
 		want_free(cache);
 		cache->ksz = 0;
@@ -351,104 +615,176 @@ static int sync_map(int fd, struct want *w, struct want *cache, struct reconcile
 
 /* --- services ------------------------------------------------------------ */
 
-static int read_set(int be_fd, uint32_t set_id, uint32_t nslots,
-		    struct skm_be_val *out)
+/* Appends ITEM (SZ bytes) to *ARR of *N entries, room for *ROOM. */
+static int push(void *arr, size_t *n, size_t *room, size_t sz, const void *item)
 {
-	for (uint32_t s = 0; s < nslots; s++) {
-		struct skm_be_key k = { .set_id = set_id, .slot = s };
+	void **a = arr;
 
-		if (bpf_map_lookup_elem(be_fd, &k, &out[s]))
-			return -ENOENT;
+	if (*n == *room) {
+		size_t r = *room ? *room * 2 : 64;
+		void *p = realloc(*a, r * sz);
+
+		if (!p)
+			return -ENOMEM;
+		*a = p;
+		*room = r;
 	}
+	memcpy((char *)*a + *n * sz, item, sz);
+	(*n)++;
 	return 0;
 }
 
-static void delete_set(int be_fd, uint32_t set_id, uint32_t nslots,
-		       struct reconcile_stats *st)
+/*
+ * Fills RS->svcs from the maps (the first sync, or one after an error):
+ * every service entry, with the hash of the backend set it points to; an
+ * entry whose set has a slot missing is cached with svc_id 0 (no service
+ * has it), so it is written again. Seeds the set ids past the highest.
+ */
+static int svcs_read(int svc_fd, int be_fd, struct rc_state *rs)
 {
-	for (uint32_t s = 0; s < nslots; s++) {
-		struct skm_be_key k = { .set_id = set_id, .slot = s };
+	struct want svcs = { .ksz = sizeof(struct skm_svc_key), .vsz = sizeof(struct skm_svc_val) };
+	struct want bes = { .ksz = sizeof(struct skm_be_key), .vsz = sizeof(struct skm_be_val) };
+	struct skm_be_val *set = NULL;
+	size_t room = 0;
+	int err;
 
-		if (!bpf_map_delete_elem(be_fd, &k))
-			st->deletes++;
+	rs->svcs.ksz = sizeof(struct skm_svc_key);
+	rs->svcs.vsz = sizeof(struct svc_cached);
+	err = map_dump(svc_fd, &svcs);
+	if (!err)
+		err = map_dump(be_fd, &bes);
+	for (size_t i = 0; i < svcs.n && !err; i++) {
+		struct svc_cached c = { .v = ((struct skm_svc_val *)svcs.vals)[i] };
+		uint32_t s;
+
+		if (c.v.nslots > room) {
+			struct skm_be_val *p = realloc(set, c.v.nslots * sizeof(*set));
+
+			if (!p) {
+				err = -ENOMEM;
+				break;
+			}
+			set = p;
+			room = c.v.nslots;
+		}
+		for (s = 0; s < c.v.nslots; s++) {
+			struct skm_be_key k = { .set_id = c.v.set_id, .slot = s };
+			ssize_t e = want_find(&bes, &k);
+
+			if (e < 0)
+				break;
+			set[s] = ((struct skm_be_val *)bes.vals)[e];
+		}
+		if (s < c.v.nslots)
+			c.v.svc_id = 0;
+		c.hash = hash_bytes(set, c.v.nslots * sizeof(*set));
+		if (c.v.set_id > rs->next_set_id)
+			rs->next_set_id = c.v.set_id;
+		err = want_add(&rs->svcs, (char *)svcs.keys + i * svcs.ksz, &c);
 	}
+	if (err) {
+		want_free(&rs->svcs);
+		rs->svcs.ksz = 0;
+	}
+	free(set);
+	want_free(&svcs);
+	want_free(&bes);
+	return err;
 }
 
-static uint32_t max_set_id(int svc_fd)
-{
-	struct skm_svc_key key, next;
-	struct skm_svc_val v;
-	uint32_t max = 0;
-	int more = bpf_map_get_next_key(svc_fd, NULL, &key) == 0;
+/* What one sync_services pass writes, at its end, in three batches: every
+ * new backend set, then every service entry switched to its new set, then
+ * the replaced sets deleted; so no connect() finds an entry whose set is
+ * not all there. */
+struct svc_batch {
+	struct skm_be_key *bk;		/* new sets */
+	struct skm_be_val *bv;
+	size_t nbk, nbv, bk_room, bv_room;
+	struct skm_svc_key *sk;		/* entries */
+	struct skm_svc_val *sv;
+	size_t nsk, nsv, sk_room, sv_room;
+	struct skm_be_key *old;		/* slots of replaced sets */
+	size_t nold, old_room;
+};
 
-	while (more) {
-		more = bpf_map_get_next_key(svc_fd, &key, &next) == 0;
-		if (!bpf_map_lookup_elem(svc_fd, &key, &v) && v.set_id > max)
-			max = v.set_id;
-		key = next;
-	}
-	return max;
+static void svc_batch_free(struct svc_batch *b)
+{
+	free(b->bk);
+	free(b->bv);
+	free(b->sk);
+	free(b->sv);
+	free(b->old);
 }
 
-/* Points KEY at backends BES (NSLOTS slots) and records what was written
- * in NEXT. Unchanged (by the cache, or by reading the map when the cache
- * is invalid): nothing written. Changed: the new set is written under a
- * fresh id, the service entry is switched with one update, then the old
- * set is deleted. */
-static int put_service(int svc_fd, int be_fd, struct rc_state *rs,
+/* Points KEY at backends BES (NSLOTS slots) and records the entry in NEXT.
+ * Unchanged (by the cache): nothing to write. Changed: a new set under a
+ * fresh id, and the entry's switch to it, go to B. */
+static int put_service(struct rc_state *rs, struct svc_batch *b,
 		       const struct skm_svc_key *key, uint32_t svc_id,
-		       const struct skm_be_val *bes, uint32_t nslots,
-		       struct want *next, struct reconcile_stats *st)
+		       const struct skm_be_val *bes, uint32_t nslots, struct want *next)
 {
 	struct svc_cached nc = { .v = { .svc_id = svc_id, .nslots = nslots },
 				 .hash = hash_bytes(bes, nslots * sizeof(*bes)) };
-	struct skm_be_val cur[SKM_MAX_SLOTS_PER_SVC * 4];
-	struct skm_svc_val old;
-	int have;
+	ssize_t c = want_find(&rs->svcs, key);
+	const struct svc_cached *oc = c >= 0 ? (struct svc_cached *)rs->svcs.vals + c : NULL;
 
-	if (rs->svcs.ksz) {
-		ssize_t c = want_find(&rs->svcs, key);
-		const struct svc_cached *oc = c >= 0 ? (struct svc_cached *)rs->svcs.vals + c : NULL;
-
-		have = !!oc;
-		if (oc) {
-			old = oc->v;
-			if (oc->v.svc_id == svc_id && oc->v.nslots == nslots && oc->hash == nc.hash)
-				return want_add(next, key, oc);
-		}
-	} else {
-		have = !bpf_map_lookup_elem(svc_fd, key, &old);
-		if (have && old.svc_id == svc_id && old.nslots == nslots &&
-		    nslots <= sizeof(cur) / sizeof(cur[0]) &&
-		    !read_set(be_fd, old.set_id, old.nslots, cur) &&
-		    !memcmp(cur, bes, nslots * sizeof(*bes))) {
-			nc.v = old;
-			return want_add(next, key, &nc);
-		}
-	}
-
+	if (oc && oc->v.svc_id == svc_id && oc->v.nslots == nslots && oc->hash == nc.hash)
+		return want_add(next, key, oc);
 	nc.v.set_id = nslots ? ++rs->next_set_id : 0;
 	for (uint32_t s = 0; s < nslots; s++) {
 		struct skm_be_key k = { .set_id = nc.v.set_id, .slot = s };
 
-		if (bpf_map_update_elem(be_fd, &k, &bes[s], BPF_ANY)) {
-			int err = -errno;
-
-			delete_set(be_fd, nc.v.set_id, s, st);
-			return err;
-		}
-		st->writes++;
+		if (push(&b->bk, &b->nbk, &b->bk_room, sizeof(k), &k) ||
+		    push(&b->bv, &b->nbv, &b->bv_room, sizeof(bes[s]), &bes[s]))
+			return -ENOMEM;
 	}
-	if (bpf_map_update_elem(svc_fd, key, &nc.v, BPF_ANY)) {
-		int err = -errno;
+	if (push(&b->sk, &b->nsk, &b->sk_room, sizeof(*key), key) ||
+	    push(&b->sv, &b->nsv, &b->sv_room, sizeof(nc.v), &nc.v))
+		return -ENOMEM;
+	for (uint32_t s = 0; oc && s < oc->v.nslots; s++) {
+		struct skm_be_key k = { .set_id = oc->v.set_id, .slot = s };
 
-		delete_set(be_fd, nc.v.set_id, nslots, st);
+		if (push(&b->old, &b->nold, &b->old_room, sizeof(k), &k))
+			return -ENOMEM;
+	}
+	return want_add(next, key, &nc);
+}
+
+/* Deletes the slots of the sets of entries B->sv[FROM..). */
+static void drop_new_sets(int be_fd, const struct svc_batch *b, size_t from,
+			  struct reconcile_stats *st)
+{
+	for (size_t i = from; i < b->nsv; i++)
+		for (uint32_t s = 0; s < b->sv[i].nslots; s++) {
+			struct skm_be_key k = { .set_id = b->sv[i].set_id, .slot = s };
+
+			st->deletes += !bpf_map_delete_elem(be_fd, &k);
+		}
+}
+
+/* Writes what B holds, in its order. Returns 0 or a negative errno; what
+ * is left after a failure (sets nothing points to) is removed, or left to
+ * the next start's reconcile_gc_backends. */
+static int svc_batch_flush(int svc_fd, int be_fd, struct svc_batch *b,
+			   struct reconcile_stats *st)
+{
+	size_t done = 0;
+	int err;
+
+	err = map_write_many(be_fd, b->bk, b->bv, b->nbk, sizeof(*b->bk), sizeof(*b->bv), &done);
+	st->writes += (unsigned int)done;
+	if (err) {
+		st->deletes += map_delete_many(be_fd, b->bk, done, sizeof(*b->bk));
 		return err;
 	}
-	st->writes++;
-	if (have && old.nslots)
-		delete_set(be_fd, old.set_id, old.nslots, st);
-	return want_add(next, key, &nc);
+	err = map_write_many(svc_fd, b->sk, b->sv, b->nsk, sizeof(*b->sk), sizeof(*b->sv), &done);
+	st->writes += (unsigned int)done;
+	if (err) {
+		drop_new_sets(be_fd, b, done, st);
+		return err;
+	}
+	st->deletes += map_delete_many(be_fd, b->old, b->nold, sizeof(*b->old));
+	return 0;
 }
 
 static int sync_services(struct loader *l, const struct config *cfg,
@@ -460,32 +796,47 @@ static int sync_services(struct loader *l, const struct config *cfg,
 	struct rc_state *rs = l->rc_state;
 	struct want next = { .ksz = sizeof(struct skm_svc_key),
 			     .vsz = sizeof(struct svc_cached) };
-	struct skm_svc_key key, nkey;
-	struct skm_svc_val old;
-	int more, err = 0;
+	struct svc_batch b = {};
+	struct skm_svc_key key;
+	uint32_t *weights = NULL, *slots = NULL;
+	struct skm_be_val *bes = NULL;
+	size_t room = 0, nkeys = 0;
+	int err = 0;
 
-	if (!rs->set_seeded) {
-		rs->next_set_id = max_set_id(svc_fd);
-		rs->set_seeded = 1;
-	}
+	if (!rs->svcs.ksz && (err = svcs_read(svc_fd, be_fd, rs)))
+		goto out;
+	for (size_t i = 0; i < cfg->nsvcs; i++)
+		nkeys += cfg->svcs[i].nports;
+	if ((err = want_reserve(&next, nkeys)))
+		goto out;
 	for (size_t i = 0; i < cfg->nsvcs && !err; i++) {
 		const struct cfg_service *s = &cfg->svcs[i];
 		uint32_t svc_id = id_for(ids, SKM_NAME_SERVICE, s->ns, s->name);
-		uint32_t *weights = calloc(s->neps + 1, sizeof(*weights));
 		unsigned int cap = s->neps > SKM_MAX_SLOTS_PER_SVC ? s->neps : SKM_MAX_SLOTS_PER_SVC;
-		uint32_t *slots = calloc(cap, sizeof(*slots));
-		struct skm_be_val *bes = calloc(cap, sizeof(*bes));
 		struct skm_name_key nk = { .kind = SKM_NAME_SERVICE, .id = svc_id };
 		struct skm_name_val nv;
 		unsigned int nslots;
 
-		if (!weights || !slots || !bes) {
-			err = -ENOMEM;
-			goto next_svc;
+		if (cap > room || s->neps + 1 > room) {
+			size_t r = cap > s->neps + 1 ? cap : s->neps + 1;
+			void *w = realloc(weights, r * sizeof(*weights));
+
+			if (w)
+				weights = w;
+			w = w ? realloc(slots, r * sizeof(*slots)) : NULL;
+			if (w)
+				slots = w;
+			w = w ? realloc(bes, r * sizeof(*bes)) : NULL;
+			if (!w) {
+				err = -ENOMEM;
+				break;
+			}
+			bes = w;
+			room = r;
 		}
 		name_val(&nv, s->ns, s->name);
 		if ((err = want_add(names, &nk, &nv)))
-			goto next_svc;
+			break;
 		for (size_t e = 0; e < s->neps; e++)
 			weights[e] = s->eps[e].weight;
 		nslots = build_slots(weights, (unsigned int)s->neps, slots, cap);
@@ -501,51 +852,46 @@ static int sync_services(struct loader *l, const struct config *cfg,
 				bes[k].port = htons(port->target);
 				bes[k].pad = 0;
 			}
-			err = put_service(svc_fd, be_fd, rs, &key, svc_id, bes, nslots, &next, st);
-			if (err)
-				pr_warn("Service %s/%s port %u: cannot write skm_services/skm_backends: %s\n",
-					s->ns, s->name, port->port, strerror(-err));
+			err = put_service(rs, &b, &key, svc_id, bes, nslots, &next);
 		}
-next_svc:
-		free(weights);
-		free(slots);
-		free(bes);
 	}
-	if (err)
+	if (!err)
+		err = svc_batch_flush(svc_fd, be_fd, &b, st);
+	if (err) {
+		pr_warn("cannot write skm_services/skm_backends: %s\n", strerror(-err));
 		goto out;
+	}
 
-	/* Services no longer configured: entry first, then its slots. */
-	if (rs->svcs.ksz) {
-		for (size_t i = 0; i < rs->svcs.n; i++) {
-			const struct skm_svc_key *k = (struct skm_svc_key *)rs->svcs.keys + i;
-			const struct svc_cached *c = (struct svc_cached *)rs->svcs.vals + i;
+	/* Services no longer configured: entries first, then their slots. */
+	b.nsk = b.nold = 0;
+	for (size_t i = 0; i < rs->svcs.n && !err; i++) {
+		const struct skm_svc_key *k = (struct skm_svc_key *)rs->svcs.keys + i;
+		const struct svc_cached *c = (struct svc_cached *)rs->svcs.vals + i;
 
-			if (want_find(&next, k) < 0 && !bpf_map_delete_elem(svc_fd, k)) {
-				st->deletes++;
-				delete_set(be_fd, c->v.set_id, c->v.nslots, st);
-			}
+		if (want_find(&next, k) >= 0)
+			continue;
+		err = push(&b.sk, &b.nsk, &b.sk_room, sizeof(*k), k);
+		for (uint32_t s = 0; s < c->v.nslots && !err; s++) {
+			struct skm_be_key bk = { .set_id = c->v.set_id, .slot = s };
+
+			err = push(&b.old, &b.nold, &b.old_room, sizeof(bk), &bk);
 		}
-	} else {
-		more = bpf_map_get_next_key(svc_fd, NULL, &key) == 0;
-		while (more) {
-			more = bpf_map_get_next_key(svc_fd, &key, &nkey) == 0;
-			if (want_find(&next, &key) < 0 && !bpf_map_lookup_elem(svc_fd, &key, &old) &&
-			    !bpf_map_delete_elem(svc_fd, &key)) {
-				st->deletes++;
-				delete_set(be_fd, old.set_id, old.nslots, st);
-			}
-			key = nkey;
-		}
+	}
+	if (!err) {
+		st->deletes += map_delete_many(svc_fd, b.sk, b.nsk, sizeof(*b.sk));
+		st->deletes += map_delete_many(be_fd, b.old, b.nold, sizeof(*b.old));
 	}
 out:
-	if (err) {
-		/* What the map holds is uncertain now: read it next time. */
-		want_free(&rs->svcs);
+	/* after an error what the map holds is uncertain: read it next time */
+	want_free(&rs->svcs);
+	if (err)
 		want_free(&next);
-	} else {
-		want_free(&rs->svcs);
+	else
 		rs->svcs = next;
-	}
+	svc_batch_free(&b);
+	free(weights);
+	free(slots);
+	free(bes);
 	return err;
 }
 
@@ -765,6 +1111,7 @@ void reconcile_release(struct loader *l)
 	want_free(&rs->devs);
 	want_free(&rs->netns);
 	want_free(&rs->svcs);
+	id_table_free(&rs->ids);
 	free(rs);
 	l->rc_state = NULL;
 }
@@ -966,26 +1313,22 @@ static int pset_write(struct loader *l, struct pset *p, struct reconcile_stats *
 {
 	int vfd = bpf_map__fd(l->skel->maps.skm_verdicts);
 	int pfd = bpf_map__fd(l->skel->maps.skm_plain);
+	size_t done = 0;
+	int err;
 
-	for (size_t i = 0; i < p->verdicts.n; i++) {
-		struct skm_verdict_key *k = (void *)((char *)p->verdicts.keys + i * p->verdicts.ksz);
-
-		k->pol_set = p->pol_set;
-		if (bpf_map_update_elem(vfd, k, (char *)p->verdicts.vals + i * p->verdicts.vsz,
-					BPF_ANY))
-			return -errno;
-		st->writes++;
-	}
-	for (size_t i = 0; i < p->plain.n; i++) {
-		struct skm_plain_key *k = (void *)((char *)p->plain.keys + i * p->plain.ksz);
-
-		k->pol_set = htonl(p->pol_set);
-		if (bpf_map_update_elem(pfd, k, (char *)p->plain.vals + i * p->plain.vsz,
-					BPF_ANY))
-			return -errno;
-		st->writes++;
-	}
-	return 0;
+	for (size_t i = 0; i < p->verdicts.n; i++)
+		((struct skm_verdict_key *)p->verdicts.keys)[i].pol_set = p->pol_set;
+	for (size_t i = 0; i < p->plain.n; i++)
+		((struct skm_plain_key *)p->plain.keys)[i].pol_set = htonl(p->pol_set);
+	err = map_write_many(vfd, p->verdicts.keys, p->verdicts.vals, p->verdicts.n,
+			     p->verdicts.ksz, p->verdicts.vsz, &done);
+	st->writes += (unsigned int)done;
+	if (err)
+		return err;
+	err = map_write_many(pfd, p->plain.keys, p->plain.vals, p->plain.n,
+			     p->plain.ksz, p->plain.vsz, &done);
+	st->writes += (unsigned int)done;
+	return err;
 }
 
 static void pset_delete(struct loader *l, struct pset *p, struct reconcile_stats *st)
@@ -993,12 +1336,8 @@ static void pset_delete(struct loader *l, struct pset *p, struct reconcile_stats
 	int vfd = bpf_map__fd(l->skel->maps.skm_verdicts);
 	int pfd = bpf_map__fd(l->skel->maps.skm_plain);
 
-	for (size_t i = 0; i < p->verdicts.n; i++)
-		if (!bpf_map_delete_elem(vfd, (char *)p->verdicts.keys + i * p->verdicts.ksz))
-			st->deletes++;
-	for (size_t i = 0; i < p->plain.n; i++)
-		if (!bpf_map_delete_elem(pfd, (char *)p->plain.keys + i * p->plain.ksz))
-			st->deletes++;
+	st->deletes += map_delete_many(vfd, p->verdicts.keys, p->verdicts.n, p->verdicts.ksz);
+	st->deletes += map_delete_many(pfd, p->plain.keys, p->plain.n, p->plain.ksz);
 }
 
 /* The highest pol_set any workload entry refers to (a restarted meshd
@@ -1195,7 +1534,7 @@ int reconcile_gc_policy(struct loader *l)
 int reconcile(struct loader *l, const struct config *cfg, const char *node,
 	      struct reconcile_stats *st)
 {
-	struct id_table ids = {};
+	struct id_table *ids;
 	struct want wls = { .ksz = sizeof(__u32), .vsz = sizeof(struct skm_wl_val) };
 	struct want names = { .ksz = sizeof(struct skm_name_key),
 			      .vsz = sizeof(struct skm_name_val) };
@@ -1211,14 +1550,33 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 		goto out;
 	}
 	rs = l->rc_state;
-	err = id_table_load(names_fd, &rs->names, &ids);
-	if (err)
+	if (!rs->names.ksz) {
+		rs->names.ksz = sizeof(struct skm_name_key);
+		rs->names.vsz = sizeof(struct skm_name_val);
+		if ((err = map_dump(names_fd, &rs->names))) {
+			want_free(&rs->names);
+			rs->names.ksz = 0;
+			goto out;
+		}
+	}
+	/* Ids are read from skm_names once, then kept: an id once given is
+	 * never given to another name. */
+	ids = &rs->ids;
+	if (!rs->ids_seeded) {
+		if ((err = id_table_load(&rs->names, ids))) {
+			id_table_free(ids);
+			goto out;
+		}
+		rs->ids_seeded = 1;
+	}
+	if ((err = want_reserve(&wls, cfg->nwls)) ||
+	    (err = want_reserve(&names, cfg->nwls + cfg->nsvcs + 64)))
 		goto out;
 
 	for (size_t i = 0; i < cfg->nwls; i++) {
 		const struct cfg_workload *w = &cfg->wls[i];
 		struct skm_wl_val v = {
-			.wl_id = id_for(&ids, SKM_NAME_WORKLOAD, w->ns, w->name),
+			.wl_id = id_for(ids, SKM_NAME_WORKLOAD, w->ns, w->name),
 			.flags = SKM_WL_MESHED | (!strcmp(w->node, node) ? SKM_WL_LOCAL : 0),
 		};
 		struct skm_name_key nk = { .kind = SKM_NAME_WORKLOAD, .id = v.wl_id };
@@ -1231,7 +1589,7 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 		if (err)
 			goto out;
 	}
-	err = sync_policy(l, cfg, node, &ids, &wls, &names, &retired, &nretired, st);
+	err = sync_policy(l, cfg, node, ids, &wls, &names, &retired, &nretired, st);
 	if (err) {
 		pr_warn("cannot compile policy: %s\n", strerror(-err));
 		goto out;
@@ -1245,10 +1603,10 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 	retire(l, retired, nretired, st);
 	retired = NULL;
 	nretired = 0;
-	err = sync_services(l, cfg, &ids, &names, st);
+	err = sync_services(l, cfg, ids, &names, st);
 	if (err)
 		goto out;
-	err = sync_devs(l, cfg, node, &ids, st);
+	err = sync_devs(l, cfg, node, ids, st);
 	if (err) {
 		pr_warn("cannot write skm_devs: %s\n", strerror(-err));
 		goto out;
@@ -1264,7 +1622,6 @@ out:
 	for (size_t i = 0; i < nretired; i++)
 		pset_free(&retired[i]);
 	free(retired);
-	want_free(&ids.byname);
 	want_free(&wls);
 	want_free(&names);
 	return err;
