@@ -38,6 +38,9 @@
 
 #define HB_RBUF		(64U << 10)
 #define HB_CONNECT_TIMEOUT_S	10
+#define HB_MAX_DATA		(128U << 10)	/* DATA payload we send at most */
+#define HB_RESET_BURST		100000
+#define HB_RESET_RATE		50000	/* per second */
 
 enum hb_state {
 	HB_CONNECTING,		/* TCP connect in progress (client) */
@@ -698,6 +701,9 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *user
 		return 0;
 	case NGHTTP2_GOAWAY:
 		hc->goaway = 1;
+		if (f->goaway.error_code != NGHTTP2_NO_ERROR)
+			pr_warn("tunnel: %s closes the connection: GOAWAY %s\n", hc->peer_id,
+				nghttp2_http2_strerror(f->goaway.error_code));
 		return 0;
 	case NGHTTP2_HEADERS:
 	case NGHTTP2_DATA:
@@ -799,6 +805,36 @@ static int on_stream_close(nghttp2_session *h2, int32_t sid, uint32_t error_code
 	}
 	s->h2_eof = 1;
 	stream_check_done(s);
+	return 0;
+}
+
+/* DATA frames as large as the peer allows, up to HB_MAX_DATA: fewer frames
+ * and callbacks per byte (nghttp2 sends 16 KiB frames otherwise). */
+static ssize_t data_length(nghttp2_session *h2, uint8_t type, int32_t sid,
+			   int32_t session_window, int32_t stream_window,
+			   uint32_t remote_max_frame, void *user)
+{
+	ssize_t n = HB_MAX_DATA;
+
+	(void)h2; (void)type; (void)sid; (void)user;
+	if (n > session_window)
+		n = session_window;
+	if (n > stream_window)
+		n = stream_window;
+	if (n > (ssize_t)remote_max_frame)
+		n = remote_max_frame;
+	return n > 0 ? n : 1;
+}
+
+/* nghttp2's word on what it refused (a protocol error closes the
+ * connection with GOAWAY): worth a line, once per connection. */
+static int on_error(nghttp2_session *h2, int code, const char *msg, size_t len, void *user)
+{
+	struct hb_conn *hc = user;
+
+	(void)h2;
+	pr_warn("tunnel: HTTP/2 with %s: %.*s (%s)\n", hc->peer_id, (int)len, msg,
+		nghttp2_strerror(code));
 	return 0;
 }
 
@@ -923,6 +959,7 @@ static int conn_h2_setup(struct hb_conn *hc)
 	nghttp2_settings_entry iv[] = {
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HB_STREAM_WINDOW },
 		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, HB_MAX_STREAMS },
+		{ NGHTTP2_SETTINGS_MAX_FRAME_SIZE, HB_MAX_FRAME },
 	};
 	int err;
 
@@ -933,19 +970,27 @@ static int conn_h2_setup(struct hb_conn *hc)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	nghttp2_session_callbacks_set_error_callback2(cb, on_error);
+	nghttp2_session_callbacks_set_data_source_read_length_callback(cb, data_length);
 	if (nghttp2_option_new(&opt)) {
 		nghttp2_session_callbacks_del(cb);
 		return -ENOMEM;
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, HB_MAX_STREAMS);
+	/* nghttp2's guard against "rapid reset" floods (by default a burst of
+	 * 1000 RST_STREAMs, then 33/s) would close the connection of a busy
+	 * peer: every tunnelled connection its app ends with a reset is one.
+	 * Peers here are authenticated mesh workloads, and a stream costs
+	 * them as much as us; keep the guard, far above real traffic. */
+	nghttp2_option_set_stream_reset_rate_limit(opt, HB_RESET_BURST, HB_RESET_RATE);
 	err = hc->client ? nghttp2_session_client_new2(&hc->h2, cb, hc, opt) :
 			   nghttp2_session_server_new2(&hc->h2, cb, hc, opt);
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cb);
 	if (err)
 		return -ENOMEM;
-	if (nghttp2_submit_settings(hc->h2, NGHTTP2_FLAG_NONE, iv, 2) ||
+	if (nghttp2_submit_settings(hc->h2, NGHTTP2_FLAG_NONE, iv, 3) ||
 	    nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, HB_CONN_WINDOW))
 		return -EIO;
 	return 0;

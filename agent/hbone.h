@@ -6,7 +6,7 @@
  * half-close).
  *
  * HTTP/2 settings as ztunnel's: 4 MiB stream window, 16 MiB connection
- * window, at most 100 streams on a connection; PING every 10 s, a
+ * window, 1 MiB frames, at most 100 streams on a connection; PING every 10 s, a
  * connection without an answer for 20 s is closed; a pooled connection
  * idle for 5 minutes is closed.
  */
@@ -27,6 +27,7 @@
 #define HB_STREAM_WINDOW	(4U << 20)
 #define HB_CONN_WINDOW		(16U << 20)
 #define HB_MAX_STREAMS		100
+#define HB_MAX_FRAME		(1U << 20)	/* SETTINGS_MAX_FRAME_SIZE */
 #define HB_PING_EVERY_S		10
 #define HB_PING_TIMEOUT_S	20
 #define HB_IDLE_S		300
