@@ -66,8 +66,9 @@ static int handle_event(void *ctx, void *data, size_t size)
 	json_object_set_new(o, "start_ns", json_integer((json_int_t)c->start_ns));
 	json_object_set_new(o, "duration_ms",
 			    json_real((double)(e->end_ns - c->start_ns) / 1e6));
-	json_object_set_new(o, "path", json_string(c->flags & SKM_CONN_ACCEL ?
-						   "accelerated" : "passthrough"));
+	json_object_set_new(o, "path", json_string(c->flags & SKM_CONN_TUNNEL ? "tunnelled" :
+						   c->flags & SKM_CONN_ACCEL ? "accelerated" :
+						   "passthrough"));
 	/* Flushed once per batch (events_consume), not per line. */
 	/* The tunnel thread writes whole lines to the same log. */
 	flockfile(ev->log);

@@ -37,15 +37,20 @@ static __always_inline int is_local_meshed(__u32 ip)
 	return wl && (wl->flags & want) == want;
 }
 
-/* Same-node acceleration only where both ends are meshed workloads of
- * this node (pod<->pod, and pod<->meshd inside one pod, where both ends
- * are the pod's own address); everything else keeps the normal stack.
+/* Same-node acceleration only between two meshed pods of this node;
+ * everything else keeps the normal stack. Not a pod's connection to its
+ * own address, which is what the legs to and from meshd's tunnel are
+ * (pod ip:port <-> pod ip:15001, meshd in the pod's namespace <-> pod
+ * ip:port): a redirect to a socket's ingress queue is held in kernel
+ * memory with no per-socket limit (the writer never blocks), so a pod
+ * writing faster than the tunnel carries, or an app that stops reading
+ * what the tunnel delivers, would queue without bound; plain TCP there
+ * gives the backpressure that HTTP/2 flow control passes on.
  * 1: the socket is in the SOCKHASH. */
 static __always_inline int sock_accel(struct bpf_sock_ops *skops,
 				      struct skm_sock_key *k)
 {
-	if (!is_local_meshed(k->sip) ||
-	    (k->dip != k->sip && !is_local_meshed(k->dip)))
+	if (k->dip == k->sip || !is_local_meshed(k->sip) || !is_local_meshed(k->dip))
 		return 0;
 	if (bpf_sock_hash_update(skops, &skm_sock_hash, k, BPF_ANY)) {
 		stat_inc(SKM_STAT_SOCK_INSERT_FAIL);
@@ -179,17 +184,14 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 }
 
 /* meshd's own sockets: no record and no close event (meshd reports its
- * tunnel itself), but a node-local pair is accelerated like any other:
- * the pod<->meshd leg of a captured connection, and meshd's leg to the
- * destination pod. sk_msg counts their bytes on the peer's record. The
- * end meshd accepted on SKM_PORT_OUTBOUND is followed to its close, which
- * retires the leg's skm_outbound entry. */
+ * tunnel itself), and not accelerated (see sock_accel). The end meshd
+ * accepted on SKM_PORT_OUTBOUND is followed to its close, which retires
+ * the leg's skm_outbound entry. */
 static __always_inline void meshd_sock_open(struct bpf_sock_ops *skops, int active)
 {
 	struct skm_sock_key k;
 
 	sock_key_of(skops, &k);
-	sock_accel(skops, &k);
 	if (!active && k.sport == SKM_PORT_OUTBOUND)
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 					  BPF_SOCK_OPS_STATE_CB_FLAG);
