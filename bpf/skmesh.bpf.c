@@ -133,9 +133,8 @@ int skm_sk_msg(struct sk_msg_md *msg)
 		.dport = msg->local_port,
 	};
 	__u64 len = msg->size;
-	struct skm_conn *c = NULL, *pc = NULL;
+	struct skm_conn *c = NULL, *pc;
 	struct skm_sk_ctx *sc = NULL;
-	__u64 *pcookie;
 	long ret;
 
 	if (msg->sk)
@@ -144,21 +143,16 @@ int skm_sk_msg(struct sk_msg_md *msg)
 		c = bpf_map_lookup_elem(&skm_conns, &sc->cookie);
 	if (c) {
 		/* sendmsg holds this socket's lock and nothing else writes
-		 * its tx counters: plain adds. */
+		 * its tx counters: plain adds. The peer's rx is shared with
+		 * the peer's own close, hence atomic. */
 		c->tx_bytes += len;
 		c->tx_msgs++;
-		if (c->peer_cookie)
+		if (c->peer_cookie) {
 			pc = bpf_map_lookup_elem(&skm_conns, &c->peer_cookie);
-	} else {
-		/* No record of its own (one of meshd's sockets): what it
-		 * writes is still what its peer receives. */
-		pcookie = bpf_map_lookup_elem(&skm_socks, &peer);
-		if (pcookie)
-			pc = bpf_map_lookup_elem(&skm_conns, pcookie);
+			if (pc)
+				__sync_fetch_and_add(&pc->rx_bytes, len);
+		}
 	}
-	/* The peer's rx is shared with the peer's own close: atomic. */
-	if (pc)
-		__sync_fetch_and_add(&pc->rx_bytes, len);
 
 	ret = bpf_msg_redirect_hash(msg, &skm_sock_hash, &peer, BPF_F_INGRESS);
 	if (ret == SK_PASS) {

@@ -41,9 +41,10 @@
 
 /* SO_MARK of meshd's own sockets (ztunnel marks its sockets 0x539 too):
  * connect4 neither balances, captures nor judges them; sockops keeps no
- * connection record for them (meshd reports its tunnel itself) but puts
- * the node-local ones in the SOCKHASH, so a pod<->meshd leg is
- * accelerated like any same-node pair. */
+ * connection record for them (meshd reports its tunnel itself). The
+ * pod<->meshd legs are a pod's connections to its own address, which are
+ * not accelerated: a redirect has no backpressure. Sockets meshd accepts
+ * carry its listener's mark. */
 #define SKM_MESHD_MARK		0x539
 
 #define SKM_MAX_OUTBOUND	65536

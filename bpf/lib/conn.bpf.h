@@ -189,10 +189,7 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
  * the leg's skm_outbound entry. */
 static __always_inline void meshd_sock_open(struct bpf_sock_ops *skops, int active)
 {
-	struct skm_sock_key k;
-
-	sock_key_of(skops, &k);
-	if (!active && k.sport == SKM_PORT_OUTBOUND)
+	if (!active && skops->local_port == SKM_PORT_OUTBOUND)
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 					  BPF_SOCK_OPS_STATE_CB_FLAG);
 }
