@@ -103,8 +103,12 @@ struct tunnel {
 	struct hb_stream *dead_streams;
 	unsigned char *rbuf;		/* TLS read buffer */
 
-	uint64_t stats[SKM_TUN_STAT__MAX];
-	int stats_dirty;
+	/* Counters: the pinned skm_tun_stats array itself, mmap'ed, so a
+	 * count is a memory write and readers always see the latest; a
+	 * private copy when it cannot be had. */
+	uint64_t *stats;
+	uint64_t stats_local[SKM_TUN_STAT__MAX];
+	size_t stats_len;	/* of the mapping, 0: stats_local */
 };
 
 /* tunnel.c */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -413,49 +414,53 @@ int tun_authorize(struct tunnel *t, const char *peer_id, uint32_t src_ip,
 void tun_stat(struct tunnel *t, enum skm_tun_stat s, int64_t d)
 {
 	t->stats[s] += (uint64_t)d;
-	t->stats_dirty = 1;
-}
-
-static void stats_publish(struct tunnel *t)
-{
-	if (t->stats_fd < 0 || !t->stats_dirty)
-		return;
-	for (__u32 i = 0; i < SKM_TUN_STAT__MAX; i++)
-		bpf_map_update_elem(t->stats_fd, &i, &t->stats[i], BPF_ANY);
-	t->stats_dirty = 0;
 }
 
 /* The counters live in a pinned array so meshctl reads them like the
- * kernel's; an existing pin (meshd restarted) is reused and continues. */
+ * kernel's, mapped into meshd so counting costs no system call (a map
+ * update per count was most of a tunnelled round trip's cost). A pin
+ * left by an earlier meshd is reused and its counts continue; the
+ * gauges start again from zero. */
 static void stats_open(struct tunnel *t)
 {
+	LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_MMAPABLE);
+	size_t len = (SKM_TUN_STAT__MAX * sizeof(__u64) + 4095) & ~(size_t)4095;
 	char path[PATH_MAX];
+	void *m;
 
+	t->stats = t->stats_local;
 	snprintf(path, sizeof(path), "%s/%s", t->o.bpffs, SKM_MAP_TUN_STATS);
 	t->stats_fd = bpf_obj_get(path);
 	if (t->stats_fd >= 0) {
 		struct bpf_map_info info = {};
-		__u32 len = sizeof(info);
+		__u32 ilen = sizeof(info);
 
-		if (!bpf_obj_get_info_by_fd(t->stats_fd, &info, &len) &&
-		    info.max_entries == SKM_TUN_STAT__MAX && info.value_size == 8) {
-			for (__u32 i = 0; i < SKM_TUN_STAT__MAX; i++)
-				bpf_map_lookup_elem(t->stats_fd, &i, &t->stats[i]);
-			t->stats[SKM_TUN_CONNS_OPEN] = t->stats[SKM_TUN_STREAMS_OPEN] = 0;
-			t->stats_dirty = 1;
+		if (bpf_obj_get_info_by_fd(t->stats_fd, &info, &ilen) ||
+		    info.max_entries != SKM_TUN_STAT__MAX || info.value_size != 8 ||
+		    !(info.map_flags & BPF_F_MMAPABLE)) {
+			close(t->stats_fd);
+			t->stats_fd = -1;
+			unlink(path);
+		}
+	}
+	if (t->stats_fd < 0) {
+		t->stats_fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, SKM_MAP_TUN_STATS,
+					     sizeof(__u32), sizeof(__u64), SKM_TUN_STAT__MAX, &mo);
+		if (t->stats_fd < 0 || bpf_obj_pin(t->stats_fd, path)) {
+			pr_warn("tunnel: cannot pin %s: %s (meshctl will not show tunnel counters)\n",
+				path, strerror(errno));
 			return;
 		}
-		close(t->stats_fd);
-		unlink(path);
 	}
-	t->stats_fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, SKM_MAP_TUN_STATS, sizeof(__u32),
-				     sizeof(__u64), SKM_TUN_STAT__MAX, NULL);
-	if (t->stats_fd < 0 || bpf_obj_pin(t->stats_fd, path)) {
-		pr_warn("tunnel: cannot pin %s: %s (meshctl will not show tunnel counters)\n",
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, t->stats_fd, 0);
+	if (m == MAP_FAILED) {
+		pr_warn("tunnel: cannot map %s: %s (meshctl will not show tunnel counters)\n",
 			path, strerror(errno));
 		return;
 	}
-	t->stats_dirty = 1;
+	t->stats = m;
+	t->stats_len = len;
+	t->stats[SKM_TUN_CONNS_OPEN] = t->stats[SKM_TUN_STREAMS_OPEN] = 0;
 }
 
 /* --- the thread ------------------------------------------------------- */
@@ -489,7 +494,6 @@ static void tick(struct tunnel *t)
 	if (t->certs && now >= t->cert_next)
 		t->cert_next = certmgr_tick(t->certs, now);
 	hbone_tick(t, now);
-	stats_publish(t);
 }
 
 static void *tunnel_main(void *arg)
@@ -544,11 +548,9 @@ static void *tunnel_main(void *arg)
 		if (t->draining && (!t->stats[SKM_TUN_STREAMS_OPEN] ||
 				    time(NULL) >= t->drain_until))
 			break;
-		stats_publish(t);
 	}
 	hbone_close_all(t);
 	hbone_reap(t);
-	stats_publish(t);
 	return NULL;
 }
 
@@ -573,6 +575,7 @@ int tunnel_start(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **
 	t->o = *o;
 	t->cur = cfgref_get(r);
 	t->outbound_fd = t->stats_fd = t->evfd = t->tfd = t->epfd = t->self_netns = -1;
+	t->stats = t->stats_local;
 	pthread_mutex_init(&t->lock, NULL);
 	co.td = r->cfg->trust_domain;
 	snprintf(t->td, sizeof(t->td), "%s", r->cfg->trust_domain);
@@ -634,6 +637,8 @@ void tunnel_free_fds(struct tunnel *t)
 		pod_close(t, p);
 		free(p);
 	}
+	if (t->stats_len)
+		munmap(t->stats, t->stats_len);
 	certmgr_free(t->certs);
 	cfgref_put(t->cur);
 	cfgref_put(t->pub);
