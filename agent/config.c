@@ -29,6 +29,7 @@ struct doc_ctx {
 	yaml_document_t *doc;
 	const char *file;
 	unsigned int line0;	/* lines of the file before the parsed text */
+	uint64_t digest;	/* of the document's text */
 	struct cfg_diag *diag;
 	struct config *cfg;
 };
@@ -1330,6 +1331,7 @@ static int parse_authz(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 	a->ns = m->ns;
 	m->name = m->ns = NULL;
 	pos_of(c, root, &a->pos);
+	a->digest = c->digest;
 	pp.ns = a->ns;
 	pp.warn = &a->warnings;
 	pp.nwarn = &a->nwarnings;
@@ -1485,6 +1487,7 @@ static int parse_peerauthn(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 	p->ns = m->ns;
 	m->name = m->ns = NULL;
 	pos_of(c, root, &p->pos);
+	p->digest = c->digest;
 	pp.ns = p->ns;
 	pp.warn = &p->warnings;
 	pp.nwarn = &p->nwarnings;
@@ -2021,7 +2024,7 @@ static int chunks_find(const char *text, size_t len, struct cfg_chunk **out, siz
 static int parse_chunks(const char *text, struct cfg_chunk *ch, size_t n, int whole,
 			struct cfg_path *path, char *root_ns)
 {
-	size_t off = ch[0].off, len = ch[n - 1].off + ch[n - 1].len - off, k = 0;
+	size_t off = ch[0].off, len = ch[n - 1].off + ch[n - 1].len - off, k = 0, ndocs = 0;
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	struct doc_ctx c = { .doc = &doc, .file = path->s, .line0 = ch[0].line0 };
@@ -2063,6 +2066,8 @@ static int parse_chunks(const char *text, struct cfg_chunk *ch, size_t n, int wh
 			rc = -ENOMEM;
 			break;
 		}
+		/* a chunk holds one document; a file parsed whole, many */
+		c.digest = ch[k].hash[0] ^ (whole ? ++ndocs * 0x9e3779b97f4a7c15ULL : 0);
 		c.diag = &ch[k].unit->diag;
 		c.cfg = &ch[k].unit->part;
 		c.cfg->root_ns = root_ns;	/* lent for the parse */

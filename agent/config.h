@@ -157,6 +157,7 @@ struct cfg_authz {
 	size_t nrules;
 	char **warnings;	/* what is not enforced at L4, for dumps */
 	size_t nwarnings;
+	uint64_t digest;	/* of its document's text (see policy_inputs) */
 	struct cfg_pos pos;
 };
 
@@ -190,6 +191,7 @@ struct cfg_peerauthn {
 	size_t nconv;
 	char **warnings;
 	size_t nwarnings;
+	uint64_t digest;	/* of its document's text (see policy_inputs) */
 	struct cfg_pos pos;
 };
 

@@ -938,6 +938,44 @@ int policy_applies(const struct config *cfg, const struct pol_target *dst)
 	return 0;
 }
 
+/* --- what a destination's verdicts depend on ----------------------------- */
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+	h = (h ^ v) * 0xff51afd7ed558ccdULL;
+	return h ^ (h >> 32);
+}
+
+static uint64_t mix_str(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return mix(h, 0xff);	/* the end, so "a"+"bc" differs from "ab"+"c" */
+}
+
+uint64_t policy_inputs(const struct config *cfg, const struct pol_target *dst)
+{
+	uint64_t h = mix_str(mix_str(mix_str(0x243f6a8885a308d3ULL, cfg->root_ns),
+				     cfg->trust_domain), dst->ns);
+	const char *nss[2] = { dst->ns, cfg->root_ns };
+
+	for (size_t i = 0; dst->labels && i < dst->labels->n; i++)
+		h = mix_str(mix_str(h, dst->labels->v[i].key), dst->labels->v[i].val);
+	h = mix(h, dst->labels ? dst->labels->n : 0);
+	for (size_t k = 0; k < 2; k++) {
+		struct range a = ns_range(cfg, 0, cfg->authz_by_ns, cfg->nauthz, nss[k]);
+		struct range p = ns_range(cfg, 1, cfg->pas_by_ns, cfg->npas, nss[k]);
+
+		for (size_t i = 0; i < a.n; i++)
+			h = mix(h, cfg->authz[a.v[i]].digest);
+		h = mix(h, a.n);
+		for (size_t i = 0; i < p.n; i++)
+			h = mix(h, cfg->pas[p.v[i]].digest);
+		h = mix(h, p.n);
+	}
+	return h;
+}
+
 /* --- after loading ----------------------------------------------------- */
 
 static int pa_warn(struct cfg_peerauthn *p, const char *fmt, ...)

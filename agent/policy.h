@@ -111,6 +111,16 @@ int policy_cidrs_of(const struct config *cfg, const struct pol_target *dst,
  */
 int policy_applies(const struct config *cfg, const struct pol_target *dst);
 
+/*
+ * A digest of all that the verdicts for DST depend on in CFG: its namespace
+ * and labels, the AuthorizationPolicies and PeerAuthentications of its
+ * namespace and of the root namespace (their documents' digests, in load
+ * order), the root namespace and the trust domain. The same digest in two
+ * configs means the same verdicts for the same connections, so reconcile
+ * compiles again only the destinations whose digest changed.
+ */
+uint64_t policy_inputs(const struct config *cfg, const struct pol_target *dst);
+
 /* --- used by the config loader -------------------------------------- */
 
 /* After every document is read: indexes by namespace, duplicate names,

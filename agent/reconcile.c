@@ -377,6 +377,10 @@ static uint32_t id_for(struct id_table *t, uint32_t kind, const char *ns,
 struct pset {
 	uint32_t dst_ip;
 	uint32_t pol_set;
+	uint64_t inputs;	/* what it was compiled from (policy_inputs,
+				 * the sources, the address) */
+	int fresh;		/* written by this reconcile */
+	int moved;		/* carried over to the next list */
 	uint64_t hash;		/* of the compiled entries, pol_set left out */
 	struct want verdicts;	/* skm_verdict_key -> skm_verdict */
 	struct want plain;	/* skm_plain_key -> skm_verdict */
@@ -1357,11 +1361,41 @@ static uint32_t max_pol_set(int wl_fd)
 	return max;
 }
 
+static uint64_t mix64(uint64_t h, uint64_t v)
+{
+	h = (h ^ v) * 0xff51afd7ed558ccdULL;
+	return h ^ (h >> 32);
+}
+
+/* Puts in NAMES the reasons P's verdicts name, as CACHE (what skm_names
+ * holds) has them: 0, or -ENOENT when one is not there. */
+static int pset_names(const struct pset *p, const struct want *cache, struct want *names)
+{
+	const struct want *lists[2] = { &p->verdicts, &p->plain };
+
+	for (size_t k = 0; k < 2; k++)
+		for (size_t i = 0; i < lists[k]->n; i++) {
+			const struct skm_verdict *v = (struct skm_verdict *)lists[k]->vals + i;
+			struct skm_name_key nk = { .kind = SKM_NAME_REASON, .id = v->reason_id };
+			ssize_t e;
+
+			if (want_find(names, &nk) >= 0)
+				continue;
+			if ((e = want_find(cache, &nk)) < 0)
+				return -ENOENT;
+			if (want_add(names, &nk, (char *)cache->vals + e * cache->vsz))
+				return -ENOMEM;
+		}
+	return 0;
+}
+
 /*
- * Compiles the policy of every local destination. Unchanged ones keep
- * their pol_set; changed ones get their entries written under a new one
- * (*RETIRED collects the old sets, deleted once the workloads point away
- * from them). Sets WLS' values: POLICY/NETNS flags and pol_set.
+ * Compiles the policy of every local destination whose inputs (its
+ * policy_inputs(), the sources, its address) changed; the others keep
+ * their live set without compiling. Unchanged results keep their pol_set;
+ * changed ones get their entries written under a new one (*RETIRED
+ * collects the old sets, deleted once the workloads point away from
+ * them). Sets WLS' values: POLICY/NETNS flags and pol_set.
  */
 static int sync_policy(struct loader *l, const struct config *cfg, const char *node,
 		       struct id_table *ids, struct want *wls, struct want *names,
@@ -1372,6 +1406,7 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 	struct policy_src *srcs = calloc(cfg->nwls + 1, sizeof(*srcs));
 	struct pset *next_sets = NULL;
 	size_t nsrcs = 0, nnext = 0;
+	uint64_t srcs_digest = 0;
 	int err = 0;
 
 	if (!srcs)
@@ -1409,29 +1444,48 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 	if (!err)
 		err = sync_map(bpf_map__fd(l->skel->maps.skm_netns), &netns, &rs->netns, st);
 
+	for (size_t i = 0; i < nsrcs; i++) {
+		const struct cfg_workload *w = srcs[i].w;
+
+		srcs_digest = mix64(mix64(mix64(mix64(srcs_digest, srcs[i].wl_id), w->ip),
+					  hash_bytes(w->ns, strlen(w->ns))),
+				    hash_bytes(w->sa, strlen(w->sa)));
+	}
+
 	for (size_t i = 0; i < cfg->nwls && !err; i++) {
 		const struct cfg_workload *w = &cfg->wls[i];
 		struct pol_target t = { .ns = w->ns, .labels = &w->labels };
 		struct skm_wl_val *v;
 		struct pset p = { .dst_ip = w->ip }, *old = NULL, *grown;
+		uint64_t inputs;
 
-		if (strcmp(w->node, node) || !policy_applies(cfg, &t))
+		if (strcmp(w->node, node))
+			continue;
+		inputs = mix64(mix64(policy_inputs(cfg, &t), srcs_digest), w->ip);
+		for (size_t j = 0; j < rs->nsets; j++)
+			if (rs->sets[j].dst_ip == w->ip && rs->sets[j].pol_set && !rs->sets[j].moved)
+				old = &rs->sets[j];
+		/* Nothing it depends on changed: the live set stays, uncompiled. */
+		if (old && old->inputs == inputs && !pset_names(old, &rs->names, names)) {
+			p = *old;
+			old->moved = 1;
+			goto keep;
+		}
+		if (!policy_applies(cfg, &t))
 			continue;
 		err = compile_dst(cfg, w, srcs, nsrcs, ids, names, &p);
 		if (err) {
 			pset_free(&p);
 			break;
 		}
-		for (size_t j = 0; j < rs->nsets; j++)
-			if (rs->sets[j].dst_ip == w->ip && rs->sets[j].pol_set)
-				old = &rs->sets[j];
 		if (old && old->hash == p.hash) {
 			/* Unchanged: keep the live set, drop the copy. */
 			pset_free(&p);
 			p = *old;
-			memset(old, 0, sizeof(*old));
+			old->moved = 1;
 		} else {
 			p.pol_set = ++rs->next_pol_set;
+			p.fresh = 1;
 			err = pset_write(l, &p, st);
 			if (err) {
 				pr_warn("Workload %s/%s: cannot write its policy (skm_verdicts/skm_plain): %s\n",
@@ -1442,6 +1496,8 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 			}
 			st->policies_compiled++;
 		}
+		p.inputs = inputs;
+keep:
 		grown = realloc(next_sets, (nnext + 1) * sizeof(*next_sets));
 		if (!grown) {
 			pset_free(&p);
@@ -1456,15 +1512,20 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 	}
 
 	/* Everything not carried over is retired; on error the new sets are
-	 * retired instead and the old ones stay live. */
+	 * retired instead and the old ones stay live (and stay the list's). */
 	if (err) {
-		for (size_t j = 0; j < nnext; j++)
-			if (next_sets[j].pol_set)
-				pset_delete(l, &next_sets[j], st);
-		for (size_t j = 0; j < nnext; j++)
+		for (size_t j = 0; j < nnext; j++) {
+			if (!next_sets[j].fresh)
+				continue;
+			pset_delete(l, &next_sets[j], st);
 			pset_free(&next_sets[j]);
+		}
 		free(next_sets);
+		for (size_t j = 0; j < rs->nsets; j++)
+			rs->sets[j].moved = 0;
 	} else {
+		for (size_t j = 0; j < nnext; j++)
+			next_sets[j].fresh = 0;
 		*retired = rs->sets;
 		*nretired = rs->nsets;
 		rs->sets = next_sets;
@@ -1478,6 +1539,8 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 static void retire(struct loader *l, struct pset *sets, size_t n, struct reconcile_stats *st)
 {
 	for (size_t i = 0; i < n; i++) {
+		if (sets[i].moved)
+			continue;	/* live, in the new list */
 		if (sets[i].pol_set)
 			pset_delete(l, &sets[i], st);
 		pset_free(&sets[i]);
@@ -1620,7 +1683,8 @@ out:
 	/* Sets retired but still referenced after a failed switch stay in
 	 * the kernel; the GC at the next start removes them. */
 	for (size_t i = 0; i < nretired; i++)
-		pset_free(&retired[i]);
+		if (!retired[i].moved)
+			pset_free(&retired[i]);
 	free(retired);
 	want_free(&wls);
 	want_free(&names);

@@ -717,6 +717,40 @@ static void test_incremental_options(void **state)
 	inc_done(&t);
 }
 
+/* What a destination's verdicts depend on: a policy's change changes the
+ * digest of the workloads of its namespace, not of the others. */
+static void test_policy_inputs(void **state)
+{
+	struct cfg_label wl = { "app", "web" }, al = { "app", "api" };
+	struct cfg_labels web = { &wl, 1 }, api = { &al, 1 };
+	const struct pol_target shop = { "shop", &web }, corp = { "corp", &api };
+	uint64_t shop0, corp0;
+	struct inc t;
+
+	inc_init(&t);
+	inc_write(&t, "30-policies.yaml", inc_policies);
+	assert_int_equal(inc_check(&t, t.dir), 0);
+	shop0 = policy_inputs(t.cfg, &shop);
+	corp0 = policy_inputs(t.cfg, &corp);
+	assert_int_not_equal(shop0, corp0);
+	/* a line added to a policy of shop: the documents below move, and
+	 * what depends only on them stays */
+	assert_int_equal(inc_edit(&t, "30-policies.yaml", t.dir, inc_policies,
+				  "metadata: {name: deny-admin, namespace: shop}",
+				  "# checked\nmetadata: {name: deny-admin, namespace: shop}"), 0);
+	assert_true(policy_inputs(t.cfg, &corp) == corp0);
+	/* a rule of a policy in shop */
+	assert_int_equal(inc_edit(&t, "30-policies.yaml", t.dir, inc_policies,
+				  "ports: [\"15000\"]", "ports: [\"15001\"]"), 0);
+	assert_true(policy_inputs(t.cfg, &shop) != shop0);
+	assert_true(policy_inputs(t.cfg, &corp) == corp0);
+	/* the mesh-wide policy: everyone */
+	assert_int_equal(inc_edit(&t, "30-policies.yaml", t.dir, inc_policies,
+				  "spec: {mtls: {mode: STRICT}}", "spec: {mtls: {mode: PERMISSIVE}}"), 0);
+	assert_true(policy_inputs(t.cfg, &corp) != corp0);
+	inc_done(&t);
+}
+
 int run_config_tests(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -736,6 +770,7 @@ int run_config_tests(void)
 		cmocka_unit_test(test_incremental_one_file),
 		cmocka_unit_test(test_incremental_same_size_rewrite),
 		cmocka_unit_test(test_incremental_options),
+		cmocka_unit_test(test_policy_inputs),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
