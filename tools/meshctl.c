@@ -1849,6 +1849,34 @@ static int stats_counters(struct table *t, json_t *obj)
 	return err;
 }
 
+/* meshd's tunnel counters (skm_tun_stats), when meshd runs the tunnel. */
+static int stats_tunnel(struct table *t, json_t *obj)
+{
+	static const char *const names[] = SKM_TUN_STAT_NAMES;
+	_Static_assert(ARRAY_SIZE(names) == SKM_TUN_STAT__MAX,
+		       "SKM_TUN_STAT_NAMES must name every enum skm_tun_stat");
+	struct pmap m;
+	__u32 i;
+	int err = map_open(SKM_MAP_TUN_STATS, &m, true);
+
+	if (err == -ENOENT)
+		return 0;	/* no tunnel: nothing to show */
+	if (err)
+		return err;
+	for (i = 0; i < SKM_TUN_STAT__MAX && !err; i++) {
+		__u64 val = 0;
+
+		if (bpf_map_lookup_elem(m.fd, &i, &val))
+			continue;
+		if (obj)
+			err = json_object_set_new(obj, names[i], json_integer(JI(val))) ? -ENOMEM : 0;
+		else
+			table_row(t, "%s\t%llu", names[i], (unsigned long long)val);
+	}
+	map_close(&m);
+	return err;
+}
+
 static int stats_devices(struct table *t, json_t *arr)
 {
 	struct pmap stats, devs, names;
@@ -1920,16 +1948,19 @@ static int cmd_stats(void)
 		RIGHT("PKTS_IN"), RIGHT("BYTES_IN"), RIGHT("PKTS_OUT"),
 		RIGHT("BYTES_OUT"),
 	};
-	struct table ctrs, devs;
-	json_t *doc = NULL, *jctrs = NULL, *jdevs = NULL;
+	static const struct col tun_cols[] = { LEFT("TUNNEL_COUNTER"), RIGHT("VALUE") };
+	struct table ctrs, devs, tun;
+	json_t *doc = NULL, *jctrs = NULL, *jdevs = NULL, *jtun = NULL;
 	int err;
 
 	table_init(&ctrs, ctr_cols, ARRAY_SIZE(ctr_cols));
 	table_init(&devs, dev_cols, ARRAY_SIZE(dev_cols));
+	table_init(&tun, tun_cols, ARRAY_SIZE(tun_cols));
 	if (opt.json) {
 		jctrs = json_object();
 		jdevs = json_array();
-		if (!jctrs || !jdevs) {
+		jtun = json_object();
+		if (!jctrs || !jdevs || !jtun) {
 			err = -ENOMEM;
 			goto out;
 		}
@@ -1937,24 +1968,33 @@ static int cmd_stats(void)
 	err = stats_counters(&ctrs, jctrs);
 	if (!err)
 		err = stats_devices(&devs, jdevs);
+	if (!err)
+		err = stats_tunnel(&tun, jtun);
 	if (err)
 		goto out;
 
 	if (opt.json) {
-		doc = json_pack("{s:O, s:O}", "counters", jctrs, "devices", jdevs);
+		doc = json_pack("{s:O, s:O, s:O}", "counters", jctrs, "devices", jdevs,
+				"tunnel", jtun);
 		err = json_emit(doc);
 	} else {
 		err = table_print(&ctrs);
 		putchar('\n');
 		if (!err)
 			err = table_print(&devs);
+		if (!err && tun.ncells) {
+			putchar('\n');
+			err = table_print(&tun);
+		}
 	}
 out:
 	json_decref(doc);
 	json_decref(jctrs);
 	json_decref(jdevs);
+	json_decref(jtun);
 	table_free(&ctrs);
 	table_free(&devs);
+	table_free(&tun);
 	return err;
 }
 

@@ -154,6 +154,9 @@ def body(t, topo):
             st2.get("in_streams_ok", 0) >= 2 * len(pairs), st2)
     t.check("one pooled TLS connection carried them (node1 conns_open %s)"
             % st1.get("conns_open"), st1.get("conns_open") == 1, st1)
+    mj = topo.meshctl_json(1, "stats").get("tunnel", {})
+    t.eq("meshctl stats shows the tunnel counters", mj.get("out_streams_ok"),
+         tun_stats(1, topo)["out_streams_ok"], mj)
 
     # --- identities in the logs
     t.check("node1 logs the server's SPIFFE identity",
