@@ -15,7 +15,7 @@ PKGS=(
 	libnl-3-dev libnl-route-3-dev libyaml-dev libjansson-dev libcmocka-dev
 	libnghttp2-dev
 	iproute2 util-linux procps python3 python3-h2 iperf3 curl openssl
-	stunnel4 nghttp2-client tcpdump
+	stunnel4 nghttp2-client nghttp2-proxy tcpdump
 )
 
 if [ "$(id -u)" -ne 0 ]; then
