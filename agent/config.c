@@ -2321,7 +2321,8 @@ static int objects_gather(struct config *cfg)
 	for (size_t i = 0; i < r->nunits; i++) {
 		const struct config *u = &r->units[i]->part;
 
-		memcpy(cfg->wls + cfg->nwls, u->wls, u->nwls * sizeof(*u->wls));
+		if (u->nwls)
+			memcpy(cfg->wls + cfg->nwls, u->wls, u->nwls * sizeof(*u->wls));
 		cfg->nwls += u->nwls;
 		for (size_t j = 0; j < u->nsvcs; j++) {
 			struct cfg_service *s = &cfg->svcs[cfg->nsvcs++];
@@ -2332,7 +2333,8 @@ static int objects_gather(struct config *cfg)
 				s->neps = 0;
 			}
 		}
-		memcpy(cfg->authz + cfg->nauthz, u->authz, u->nauthz * sizeof(*u->authz));
+		if (u->nauthz)
+			memcpy(cfg->authz + cfg->nauthz, u->authz, u->nauthz * sizeof(*u->authz));
 		cfg->nauthz += u->nauthz;
 		for (size_t j = 0; j < u->npas; j++) {
 			const struct cfg_peerauthn *src = &u->pas[j];

@@ -66,7 +66,7 @@ static int pool_room(struct keyidx *ix, size_t more)
 	size_t cap = ix->pool_cap ? ix->pool_cap : 1024;
 	char *p;
 
-	if (ix->pool_len + more <= ix->pool_cap)
+	if (ix->pool && ix->pool_len + more <= ix->pool_cap)
 		return 0;
 	while (cap < ix->pool_len + more)
 		cap *= 2;
