@@ -38,6 +38,7 @@
 
 #define HB_RBUF		(64U << 10)
 #define HB_CONNECT_TIMEOUT_S	10
+#define HB_TLS_RBUF		(64U << 10)	/* OpenSSL's read-ahead buffer */
 #define HB_MAX_DATA		(128U << 10)	/* DATA payload we send at most */
 #define HB_RESET_BURST		100000
 #define HB_RESET_RATE		50000	/* per second */
@@ -432,10 +433,13 @@ static void stream_resume(struct hb_stream *s)
 static void stream_read_tcp(struct hb_stream *s)
 {
 	while (s->fd >= 0 && !s->tcp_eof && s->ilen < HB_TCP_BUF) {
-		ssize_t n = read(s->fd, s->ibuf + s->ilen, HB_TCP_BUF - s->ilen);
+		size_t want = HB_TCP_BUF - s->ilen;
+		ssize_t n = read(s->fd, s->ibuf + s->ilen, want);
 
 		if (n > 0) {
 			s->ilen += n;
+			if ((size_t)n < want)
+				break;	/* drained: epoll tells of more */
 			continue;
 		}
 		if (n == 0) {
@@ -1135,12 +1139,15 @@ static void conn_handshake(struct hb_conn *hc)
 	conn_fail(hc, why);
 }
 
+/* Reads what the socket had: OpenSSL reads ahead (one read() for many
+ * records), so after the first SSL_read only what it already holds is
+ * taken; more from the kernel wakes epoll again, and no read() is spent
+ * just to hear EAGAIN. */
 static void conn_read(struct hb_conn *hc)
 {
 	struct tunnel *t = hc->t;
-	size_t total = 0;
 
-	while (total < (4U << 20)) {
+	for (;;) {
 		int n, e;
 
 		ERR_clear_error();
@@ -1148,7 +1155,6 @@ static void conn_read(struct hb_conn *hc)
 		if (n > 0) {
 			ssize_t r = nghttp2_session_mem_recv(hc->h2, t->rbuf, n);
 
-			total += n;
 			hc->last_active = time(NULL);
 			if (r < 0) {
 				conn_fail(hc, nghttp2_strerror((int)r));
@@ -1156,6 +1162,8 @@ static void conn_read(struct hb_conn *hc)
 			}
 			if (hc->o.dead)
 				return;
+			if (!SSL_has_pending(hc->ssl))
+				break;
 			continue;
 		}
 		e = SSL_get_error(hc->ssl, n);
@@ -1214,6 +1222,9 @@ static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int clie
 	}
 	SSL_set_mode(hc->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
 		     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	/* one read() for as many records as are there, not two per record */
+	SSL_set_read_ahead(hc->ssl, 1);
+	SSL_set_default_read_buffer_len(hc->ssl, HB_TLS_RBUF);
 	if (client)
 		SSL_set_connect_state(hc->ssl);
 	else
