@@ -372,9 +372,14 @@ int tun_authorize(struct tunnel *t, const char *peer_id, uint32_t src_ip,
 	struct pol_target pt;
 	struct pol_conn pc;
 
-	if (!w || strcmp(w->node, t->o.node)) {
-		snprintf(why, whylen, "%s", w ? "not a workload of this node" :
-			 "no such workload");
+	/* As ztunnel answers: a workload of another node is a bad request,
+	 * an address no workload has is one we cannot serve. */
+	if (!w) {
+		snprintf(why, whylen, "no such workload");
+		return 503;
+	}
+	if (strcmp(w->node, t->o.node)) {
+		snprintf(why, whylen, "not a workload of this node");
 		return 400;
 	}
 	if (dst_port == SKM_PORT_OUTBOUND || dst_port == SKM_PORT_INBOUND_PLAIN ||
