@@ -899,36 +899,60 @@ out:
 	return err;
 }
 
+/*
+ * Deletes the entries of map FD (keys of KSZ bytes, values of VSZ) whose
+ * set (SET_OF(key)) is not in LIVE; reads and deletes in batches. Returns
+ * how many went, or a negative errno.
+ */
+static long gc_map(int fd, size_t ksz, size_t vsz, const struct want *live,
+		   uint32_t (*set_of)(const void *key))
+{
+	struct want all = { .ksz = ksz, .vsz = vsz };
+	char *dead = NULL;
+	size_t n = 0;
+	long removed;
+	int err = map_dump(fd, &all);
+
+	if (!err && all.n && !(dead = malloc(all.n * ksz)))
+		err = -ENOMEM;
+	for (size_t i = 0; !err && i < all.n; i++) {
+		const char *k = (char *)all.keys + i * ksz;
+		uint32_t set = set_of(k);
+
+		if (want_find(live, &set) < 0)
+			memcpy(dead + n++ * ksz, k, ksz);
+	}
+	removed = err ? err : (long)map_delete_many(fd, dead, n, ksz);
+	free(dead);
+	want_free(&all);
+	return removed;
+}
+
+static uint32_t be_set_of(const void *k)
+{
+	return ((const struct skm_be_key *)k)->set_id;
+}
+
 int reconcile_gc_backends(struct loader *l)
 {
 	int svc_fd = bpf_map__fd(l->skel->maps.skm_services);
 	int be_fd = bpf_map__fd(l->skel->maps.skm_backends);
+	struct want svcs = { .ksz = sizeof(struct skm_svc_key), .vsz = sizeof(struct skm_svc_val) };
 	struct want live = { .ksz = sizeof(uint32_t), .vsz = 1 };
-	struct skm_svc_key sk, snext;
-	struct skm_be_key bk, bnext;
-	struct skm_svc_val v;
-	int more, removed = 0;
+	int err = map_dump(svc_fd, &svcs);
+	long removed;
 	char one = 1;
 
-	more = bpf_map_get_next_key(svc_fd, NULL, &sk) == 0;
-	while (more) {
-		more = bpf_map_get_next_key(svc_fd, &sk, &snext) == 0;
-		if (!bpf_map_lookup_elem(svc_fd, &sk, &v) && want_add(&live, &v.set_id, &one)) {
-			want_free(&live);
-			return -ENOMEM;
-		}
-		sk = snext;
-	}
-	more = bpf_map_get_next_key(be_fd, NULL, &bk) == 0;
-	while (more) {
-		more = bpf_map_get_next_key(be_fd, &bk, &bnext) == 0;
-		if (want_find(&live, &bk.set_id) < 0 && !bpf_map_delete_elem(be_fd, &bk))
-			removed++;
-		bk = bnext;
-	}
+	for (size_t i = 0; i < svcs.n && !err; i++)
+		err = want_add(&live, &((struct skm_svc_val *)svcs.vals)[i].set_id, &one);
+	removed = err ? err : gc_map(be_fd, sizeof(struct skm_be_key), sizeof(struct skm_be_val),
+				     &live, be_set_of);
+	want_free(&svcs);
 	want_free(&live);
+	if (removed < 0)
+		return (int)removed;
 	if (removed)
-		pr_info("removed %d backend slots no service refers to\n", removed);
+		pr_info("removed %ld backend slots no service refers to\n", removed);
 	return 0;
 }
 
@@ -1548,50 +1572,48 @@ static void retire(struct loader *l, struct pset *sets, size_t n, struct reconci
 	free(sets);
 }
 
+static uint32_t verdict_set_of(const void *k)
+{
+	return ((const struct skm_verdict_key *)k)->pol_set;
+}
+
+static uint32_t plain_set_of(const void *k)
+{
+	return ntohl(((const struct skm_plain_key *)k)->pol_set);
+}
+
 int reconcile_gc_policy(struct loader *l)
 {
 	int wl_fd = bpf_map__fd(l->skel->maps.skm_workloads);
-	int vfd = bpf_map__fd(l->skel->maps.skm_verdicts);
-	int pfd = bpf_map__fd(l->skel->maps.skm_plain);
+	struct want wls = { .ksz = sizeof(uint32_t), .vsz = sizeof(struct skm_wl_val) };
 	struct want live = { .ksz = sizeof(uint32_t), .vsz = 1 };
-	struct skm_verdict_key vk, vnext;
-	struct skm_plain_key pk, pnext;
-	uint32_t wk, wnext;
-	struct skm_wl_val v;
-	int more, removed = 0;
+	int err = map_dump(wl_fd, &wls);
+	long removed = 0, r;
 	char one = 1;
 
-	more = bpf_map_get_next_key(wl_fd, NULL, &wk) == 0;
-	while (more) {
-		more = bpf_map_get_next_key(wl_fd, &wk, &wnext) == 0;
-		if (!bpf_map_lookup_elem(wl_fd, &wk, &v) && v.pol_set &&
-		    want_add(&live, &v.pol_set, &one)) {
-			want_free(&live);
-			return -ENOMEM;
-		}
-		wk = wnext;
-	}
-	more = bpf_map_get_next_key(vfd, NULL, &vk) == 0;
-	while (more) {
-		more = bpf_map_get_next_key(vfd, &vk, &vnext) == 0;
-		if (want_find(&live, &vk.pol_set) < 0 && !bpf_map_delete_elem(vfd, &vk))
-			removed++;
-		vk = vnext;
-	}
-	more = bpf_map_get_next_key(pfd, NULL, &pk) == 0;
-	while (more) {
-		uint32_t ps;
+	for (size_t i = 0; i < wls.n && !err; i++) {
+		const struct skm_wl_val *v = (struct skm_wl_val *)wls.vals + i;
 
-		more = bpf_map_get_next_key(pfd, &pk, &pnext) == 0;
-		ps = ntohl(pk.pol_set);
-		if (want_find(&live, &ps) < 0 && !bpf_map_delete_elem(pfd, &pk))
-			removed++;
-		pk = pnext;
+		if (v->pol_set)
+			err = want_add(&live, &v->pol_set, &one);
 	}
+	if (!err) {
+		r = gc_map(bpf_map__fd(l->skel->maps.skm_verdicts), sizeof(struct skm_verdict_key),
+			   sizeof(struct skm_verdict), &live, verdict_set_of);
+		err = r < 0 ? (int)r : 0;
+		removed += r > 0 ? r : 0;
+	}
+	if (!err) {
+		r = gc_map(bpf_map__fd(l->skel->maps.skm_plain), sizeof(struct skm_plain_key),
+			   sizeof(struct skm_verdict), &live, plain_set_of);
+		err = r < 0 ? (int)r : 0;
+		removed += r > 0 ? r : 0;
+	}
+	want_free(&wls);
 	want_free(&live);
 	if (removed)
-		pr_info("removed %d policy entries no workload refers to\n", removed);
-	return 0;
+		pr_info("removed %ld policy entries no workload refers to\n", removed);
+	return err;
 }
 
 int reconcile(struct loader *l, const struct config *cfg, const char *node,
