@@ -206,7 +206,9 @@ struct skm_sock_key {
 #define SKM_CONN_VIA_VIP	(1U << 2)	/* service load balanced */
 #define SKM_CONN_FIN_SENT	(1U << 3)	/* our FIN is out */
 #define SKM_CONN_FIN_RCVD	(1U << 4)	/* the peer's FIN came in */
-#define SKM_CONN_TUNNEL		(1U << 5)	/* captured: carried by meshd's tunnel */
+#define SKM_CONN_TUNNEL		(1U << 5)	/* carried by meshd's tunnel: captured at
+					 * the source, or reached by meshd's
+					 * upstream leg (skm_meshd_legs) */
 
 struct skm_conn {
 	struct skm_sock_key tuple;
@@ -385,6 +387,7 @@ enum skm_tun_stat {
 #define SKM_MAP_VERDICTS	"skm_verdicts"
 #define SKM_MAP_PLAIN		"skm_plain"
 #define SKM_MAP_OUTBOUND	"skm_outbound"
+#define SKM_MAP_MESHD_LEGS	"skm_meshd_legs"
 #define SKM_MAX_NAMES		(SKM_MAX_WORKLOADS + SKM_MAX_SERVICES)
 
 #endif /* SKMESH_H */

@@ -152,6 +152,15 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 		}
 		if (c.tuple.dport == SKM_PORT_OUTBOUND && !(c.flags & SKM_CONN_TUNNEL))
 			outbound_forget(&c.tuple);
+	} else if (c.tuple.sip == c.tuple.dip) {
+		/* reached by meshd's upstream leg: a tunnelled connection */
+		struct skm_sock_key rk = { .sip = c.tuple.dip, .dip = c.tuple.sip,
+					   .sport = c.tuple.dport, .dport = c.tuple.sport };
+
+		if (bpf_map_lookup_elem(&skm_meshd_legs, &rk)) {
+			c.flags |= SKM_CONN_TUNNEL;
+			bpf_map_delete_elem(&skm_meshd_legs, &rk);
+		}
 	}
 
 	if (sock_accel(skops, &c.tuple))
@@ -175,10 +184,13 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 	/* Close must be seen to emit the event. A passthrough socket's live
 	 * counters are refreshed on every RTT sample (what it sent got
 	 * acked) and as it writes a segment (its ACKs carry what it
-	 * received); an accelerated one's come from sk_msg. */
+	 * received); an accelerated one's come from sk_msg. A captured
+	 * one's leg only reaches meshd in the same pod, whose tunnel counts
+	 * the stream: it is read at close only, and its packets run no
+	 * program (two per packet cost a tunnelled round trip microseconds). */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 				  BPF_SOCK_OPS_STATE_CB_FLAG |
-				  (c.flags & SKM_CONN_ACCEL ? 0 :
+				  (c.flags & (SKM_CONN_ACCEL | SKM_CONN_TUNNEL) ? 0 :
 				   BPF_SOCK_OPS_RTT_CB_FLAG |
 				   BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG));
 }
@@ -189,7 +201,16 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
  * the leg's skm_outbound entry. */
 static __always_inline void meshd_sock_open(struct bpf_sock_ops *skops, int active)
 {
-	if (!active && skops->local_port == SKM_PORT_OUTBOUND)
+	if (active) {
+		struct skm_sock_key k;
+		__u32 one = 1;
+
+		sock_key_of(skops, &k);
+		if (k.sip == k.dip)
+			bpf_map_update_elem(&skm_meshd_legs, &k, &one, BPF_ANY);
+		return;
+	}
+	if (skops->local_port == SKM_PORT_OUTBOUND)
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 					  BPF_SOCK_OPS_STATE_CB_FLAG);
 }

@@ -153,6 +153,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_outbound SEC(".maps");
 
+/* meshd's connections to a pod's own address (its upstream legs on the
+ * destination node), by 4-tuple as meshd's socket sees it: the pod's end
+ * finds its peer here and knows it was reached through the tunnel. Taken
+ * out by that end; LRU for a leg whose other end never came. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SKM_MAX_OUTBOUND);
+	__type(key, struct skm_sock_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_meshd_legs SEC(".maps");
+
 /* (source workload, policy set, port) -> same-node verdict */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

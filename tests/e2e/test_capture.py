@@ -227,10 +227,10 @@ def body(t, topo):
           c1["msg_redirect_bytes"] - c0["msg_redirect_bytes"]), (0, 0))
     evs = tap.wait_until(lambda: [e for e in h2.access_events()
                                   if ev["local"] in (e["src"], e["dst"])])
-    t.eq("upstream leg: one close event, the app's (server, passthrough, "
+    t.eq("upstream leg: one close event, the app's (server, tunnelled, "
          "both byte counts); none for meshd's socket",
          [(e["role"], e["path"], e["bytes_sent"], e["bytes_received"]) for e in evs],
-         [("server", "passthrough", M, M)], evs)
+         [("server", "tunnelled", M, M)], evs)
     send(cl, "close")
 
     # --- (a) through a Service VIP whose endpoint is on node2
