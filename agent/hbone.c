@@ -745,19 +745,9 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
 	}
 	s->rx += len;
 	tun_stat(hc->t, SKM_TUN_BYTES_FROM_PEERS, len);
-	if (!s->connecting && s->ooff == s->olen) {
-		ssize_t n = write(s->fd, data, len);
-
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			stream_abort(s, NGHTTP2_CONNECT_ERROR, strerror(errno));
-			return 0;
-		}
-		if (n > 0) {
-			data += n;
-			len -= n;
-			s->to_consume += n;
-		}
-	}
+	/* Queued, and written once per read of the TLS socket (conn_read):
+	 * one write() for the many records OpenSSL read ahead, not one per
+	 * record. */
 	if (len) {
 		if (s->olen + len > s->ocap) {
 			size_t cap = s->ocap ? s->ocap : 65536;
@@ -782,7 +772,6 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
 		}
 		memcpy(s->obuf + s->olen, data, len);
 		s->olen += len;
-		stream_update(s);
 	}
 	return 0;
 }
@@ -1172,9 +1161,19 @@ static void conn_read(struct hb_conn *hc)
 		conn_fail(hc, e == SSL_ERROR_ZERO_RETURN ? "peer closed" : "connection lost");
 		return;
 	}
-	/* Window for what went straight to the sockets. */
-	for (struct hb_stream *s = hc->streams; s; s = s->snext)
+	/* What the records carried goes to the sockets now, and the window
+	 * for what they took back to the peer. */
+	for (struct hb_stream *s = hc->streams, *next; s; s = next) {
+		next = s->snext;
+		if (s->ooff < s->olen) {
+			stream_write_out(s);
+			if (s->o.dead)
+				continue;
+			stream_update(s);
+		}
 		stream_give_window(s);
+		stream_check_done(s);
+	}
 }
 
 static void conn_event(struct tunnel *t, struct hb_conn *hc, uint32_t events)
