@@ -885,57 +885,105 @@ static void conn_fail(struct hb_conn *hc, const char *why)
 	t->dead_conns = hc;
 }
 
-static void conn_flush(struct hb_conn *hc)
+/* TLS records are written by OpenSSL into the connection's own buffer
+ * (out_bio below) and go to the socket from there, many records to a
+ * write(), instead of one write() per 16 KiB record. */
+static BIO_METHOD *out_bio_method;
+
+static int out_bio_write(BIO *b, const char *data, int len)
 {
-	if (hc->o.dead || hc->state != HB_READY)
-		return;
-	for (;;) {
-		if (hc->woff == hc->wlen) {
-			hc->woff = hc->wlen = 0;
-			while (hc->wlen < HB_TLS_WBUF) {
-				const uint8_t *d;
-				ssize_t n = nghttp2_session_mem_send(hc->h2, &d);
+	struct hb_conn *hc = BIO_get_data(b);
 
-				if (n < 0) {
-					conn_fail(hc, nghttp2_strerror((int)n));
-					return;
-				}
-				if (!n)
-					break;
-				if (hc->wlen + n > hc->wcap) {
-					size_t cap = hc->wcap ? hc->wcap * 2 : HB_TLS_WBUF;
-					unsigned char *p;
+	if (len <= 0)
+		return 0;
+	if (hc->wlen + len > hc->wcap) {
+		size_t cap = hc->wcap ? hc->wcap : HB_TLS_WBUF;
+		unsigned char *p;
 
-					while (cap < hc->wlen + n)
-						cap *= 2;
-					p = realloc(hc->wbuf, cap);
-					if (!p) {
-						conn_fail(hc, "out of memory");
-						return;
-					}
-					hc->wbuf = p;
-					hc->wcap = cap;
-				}
-				memcpy(hc->wbuf + hc->wlen, d, n);
-				hc->wlen += n;
-			}
-			if (!hc->wlen)
-				break;
+		if (hc->woff) {
+			memmove(hc->wbuf, hc->wbuf + hc->woff, hc->wlen - hc->woff);
+			hc->wlen -= hc->woff;
+			hc->woff = 0;
 		}
-		ERR_clear_error();
-		int n = SSL_write(hc->ssl, hc->wbuf + hc->woff, (int)(hc->wlen - hc->woff));
+		while (cap < hc->wlen + len)
+			cap *= 2;
+		if (cap != hc->wcap) {
+			p = realloc(hc->wbuf, cap);
+			if (!p)
+				return -1;
+			hc->wbuf = p;
+			hc->wcap = cap;
+		}
+	}
+	memcpy(hc->wbuf + hc->wlen, data, len);
+	hc->wlen += len;
+	return len;
+}
+
+static long out_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b; (void)num; (void)ptr;
+	return cmd == BIO_CTRL_FLUSH;
+}
+
+/* Writes the queued records: 0 all out, 1 the socket is full, -1 lost. */
+static int conn_push(struct hb_conn *hc)
+{
+	while (hc->woff < hc->wlen) {
+		ssize_t n = write(hc->fd, hc->wbuf + hc->woff, hc->wlen - hc->woff);
 
 		if (n > 0) {
 			hc->woff += n;
 			hc->last_active = time(NULL);
 			continue;
 		}
-		int e = SSL_get_error(hc->ssl, n);
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n < 0 && errno == EAGAIN ? 1 : -1;
+	}
+	hc->woff = hc->wlen = 0;
+	return 0;
+}
 
-		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
-			break;
-		conn_fail(hc, "TLS write failed");
+static void conn_flush(struct hb_conn *hc)
+{
+	if (hc->o.dead || hc->state != HB_READY)
 		return;
+	for (;;) {
+		int r = conn_push(hc), produced = 0;
+
+		if (r < 0) {
+			conn_fail(hc, "connection lost");
+			return;
+		}
+		if (r > 0)
+			break;		/* EPOLLOUT brings us back */
+		while (hc->wlen < HB_TLS_WBUF) {
+			const uint8_t *d;
+			ssize_t n = nghttp2_session_mem_send(hc->h2, &d);
+			ssize_t off = 0;
+
+			if (n < 0) {
+				conn_fail(hc, nghttp2_strerror((int)n));
+				return;
+			}
+			if (!n)
+				break;
+			while (off < n) {
+				int w;
+
+				ERR_clear_error();
+				w = SSL_write(hc->ssl, d + off, (int)(n - off));
+				if (w <= 0) {
+					conn_fail(hc, "TLS write failed");
+					return;
+				}
+				off += w;
+			}
+			produced = 1;
+		}
+		if (!produced)
+			break;
 	}
 	if (!nghttp2_session_want_read(hc->h2) && !nghttp2_session_want_write(hc->h2) &&
 	    hc->woff == hc->wlen) {
@@ -1099,23 +1147,24 @@ static void count_tls_failure(struct hb_conn *hc, const char *why)
 
 static void conn_handshake(struct hb_conn *hc)
 {
-	int r, e;
+	int r, e, push;
 	char buf[256], ip[INET_ADDRSTRLEN];
 	const char *why;
 
 	ERR_clear_error();
 	r = SSL_do_handshake(hc->ssl);
+	e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(hc->ssl, r);
+	push = conn_push(hc);	/* what the handshake produced, an alert too */
+	if (push < 0 && (e == SSL_ERROR_NONE || e == SSL_ERROR_WANT_READ)) {
+		conn_fail(hc, "connection lost during the handshake");
+		return;
+	}
 	if (r == 1) {
 		conn_ready(hc);
 		return;
 	}
-	e = SSL_get_error(hc->ssl, r);
-	if (e == SSL_ERROR_WANT_READ) {
-		tun_watch(hc->t, hc->fd, &hc->o, EPOLLIN);
-		return;
-	}
-	if (e == SSL_ERROR_WANT_WRITE) {
-		tun_watch(hc->t, hc->fd, &hc->o, EPOLLIN | EPOLLOUT);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		tun_watch(hc->t, hc->fd, &hc->o, EPOLLIN | (push > 0 ? EPOLLOUT : 0));
 		return;
 	}
 	why = tls_verify_error(hc->ssl);
@@ -1210,15 +1259,23 @@ static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int clie
 				uint32_t peer_ip, uint16_t peer_port)
 {
 	struct hb_conn *hc = calloc(1, sizeof(*hc));
+	BIO *rb, *wb;
 
 	if (!hc)
 		return NULL;
 	hc->ssl = SSL_new(ctx);
-	if (!hc->ssl || !SSL_set_fd(hc->ssl, fd)) {
+	rb = BIO_new_socket(fd, BIO_NOCLOSE);
+	wb = out_bio_method ? BIO_new(out_bio_method) : NULL;
+	if (!hc->ssl || !rb || !wb) {
+		BIO_free(rb);
+		BIO_free(wb);
 		SSL_free(hc->ssl);
 		free(hc);
 		return NULL;
 	}
+	BIO_set_data(wb, hc);
+	BIO_set_init(wb, 1);
+	SSL_set_bio(hc->ssl, rb, wb);
 	SSL_set_mode(hc->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
 		     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	/* one read() for as many records as are there, not two per record */
@@ -1453,6 +1510,14 @@ void hbone_reap(struct tunnel *t)
 
 int hbone_init(struct tunnel *t)
 {
+	if (!out_bio_method) {
+		out_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+					      "skmesh tunnel records");
+		if (!out_bio_method ||
+		    !BIO_meth_set_write(out_bio_method, out_bio_write) ||
+		    !BIO_meth_set_ctrl(out_bio_method, out_bio_ctrl))
+			return -ENOMEM;
+	}
 	t->rbuf = malloc(HB_RBUF);
 	return t->rbuf ? 0 : -ENOMEM;
 }
@@ -1463,4 +1528,6 @@ void hbone_fini(struct tunnel *t)
 	hbone_reap(t);
 	free(t->rbuf);
 	t->rbuf = NULL;
+	BIO_meth_free(out_bio_method);
+	out_bio_method = NULL;
 }
