@@ -364,7 +364,11 @@ static int run(const struct opts *o)
 		o->cgroup ? o->cgroup : cgroot, o->bpffs, tun ? ", tunnel on" : "");
 
 	while (!stop) {
-		int timeout = reload_at ? 50 : 1000;
+		/* A pending reload is due when its settle time is over: wait
+		 * no longer than that (a fixed 50 ms here once cost a reload
+		 * up to 50 ms on top of its 10 ms settle). */
+		double due = reload_at ? reload_at - now_ms() : 1000;
+		int timeout = due <= 0 ? 0 : (int)due + 1;
 		int n = epoll_wait(efd, got, 8, timeout);
 
 		if (n < 0 && errno != EINTR) {
