@@ -31,6 +31,34 @@ static void put_workload(json_t *o, const char *key, const struct config *cfg, _
 	json_object_set_new(o, key, json_string(buf));
 }
 
+static double mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* 1: this line may be written; 0: over the rate, counted as dropped. */
+static int take_token(struct events *ev)
+{
+	double now = mono_ms();
+
+	if (!ev->last_ms)
+		ev->tokens = ev->rate;
+	else
+		ev->tokens += (now - ev->last_ms) * ev->rate / 1e3;
+	if (ev->tokens > ev->rate)
+		ev->tokens = ev->rate;
+	ev->last_ms = now;
+	if (ev->tokens < 1) {
+		ev->dropped++;
+		return 0;
+	}
+	ev->tokens -= 1;
+	return 1;
+}
+
 static int handle_event(void *ctx, void *data, size_t size)
 {
 	struct events *ev = ctx;
@@ -43,6 +71,8 @@ static int handle_event(void *ctx, void *data, size_t size)
 	if (size < sizeof(*e))
 		return 0;
 	ev->seen++;
+	if (ev->rate && !take_token(ev))
+		return 0;
 	o = json_object();
 	if (!o)
 		return 0;
@@ -104,6 +134,13 @@ int events_consume(struct events *ev)
 	int n = ring_buffer__consume(ev->rb);
 
 	fflush(ev->log);
+	if (ev->dropped != ev->dropped_reported && mono_ms() - ev->report_ms >= 1e3) {
+		pr_warn("access log: %llu lines over --access-log-rate %u/s not written "
+			"(%llu since start)\n", ev->dropped - ev->dropped_reported, ev->rate,
+			ev->dropped);
+		ev->dropped_reported = ev->dropped;
+		ev->report_ms = mono_ms();
+	}
 	return n;
 }
 

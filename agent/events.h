@@ -14,6 +14,13 @@ struct events {
 	FILE *log;
 	const struct config **cfg;	/* current config, for workload names */
 	unsigned long long seen;
+	/* Lines per second at most (0: no limit), so a flood of short
+	 * connections cannot make meshd spend its time writing JSON: a
+	 * token bucket holding one second's worth; what it refuses is
+	 * counted and said once a second. */
+	unsigned int rate;
+	double tokens, last_ms, report_ms;
+	unsigned long long dropped, dropped_reported;
 };
 
 int events_open(struct events *ev, int ringbuf_fd, FILE *log,

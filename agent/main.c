@@ -37,6 +37,8 @@ struct opts {
 	const char *bpffs;
 	const char *admin;
 	const char *access_log;
+	unsigned int access_log_rate;
+	int access_log_rate_set;
 	const char *ca_dir;
 	const char *cert_dir;
 	int cert_lifetime_s;
@@ -60,6 +62,8 @@ static void usage(FILE *f)
 "  --bpffs DIR        pin root (default " SKM_PIN_ROOT ")\n"
 "  --admin ADDR       admin/metrics bind address (default 127.0.0.1)\n"
 "  --access-log PATH  one JSON line per closed connection (default: stdout)\n"
+"  --access-log-rate N  at most N access-log lines a second (5000; 0: no\n"
+"                     limit); the rest are counted and reported\n"
 "  --ca-dir DIR       mesh CA (meshctl ca init): turns on the HBONE tunnel\n"
 "                     for cross-node traffic between meshed pods\n"
 "  --cert-dir DIR     write the issued workload certificates there (0600 keys)\n"
@@ -76,7 +80,7 @@ static void usage(FILE *f)
 "the data path attached (use --cleanup to remove it).\n");
 }
 
-static int seconds_arg(const char *name, const char *arg, long min, long max, int *out)
+static int int_arg(const char *name, const char *arg, long min, long max, int *out)
 {
 	char *end;
 	long v;
@@ -84,7 +88,7 @@ static int seconds_arg(const char *name, const char *arg, long min, long max, in
 	errno = 0;
 	v = strtol(arg, &end, 10);
 	if (errno || *end || end == arg || v < min || v > max) {
-		fprintf(stderr, "meshd: %s %s: give whole seconds, %ld..%ld\n", name, arg,
+		fprintf(stderr, "meshd: %s %s: give a whole number, %ld..%ld\n", name, arg,
 			min, max);
 		return -EINVAL;
 	}
@@ -102,6 +106,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "admin", required_argument, NULL, 'a' },
 		{ "access-log", required_argument, NULL, 'l' },
 		{ "ca-dir", required_argument, NULL, 'A' },
+		{ "access-log-rate", required_argument, NULL, 'R' },
 		{ "cert-dir", required_argument, NULL, 'K' },
 		{ "drain-timeout", required_argument, NULL, 'D' },
 		{ "cert-lifetime", required_argument, NULL, 'T' },
@@ -123,13 +128,22 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'a': o->admin = optarg; break;
 		case 'l': o->access_log = optarg; break;
 		case 'A': o->ca_dir = optarg; break;
+		case 'R': {
+			int v;
+
+			if (int_arg("--access-log-rate", optarg, 0, 10000000, &v))
+				return -EINVAL;
+			o->access_log_rate = (unsigned int)v;
+			o->access_log_rate_set = 1;
+			break;
+		}
 		case 'K': o->cert_dir = optarg; break;
 		case 'D':
-			if (seconds_arg("--drain-timeout", optarg, 0, 3600, &o->drain_s))
+			if (int_arg("--drain-timeout", optarg, 0, 3600, &o->drain_s))
 				return -EINVAL;
 			break;
 		case 'T':
-			if (seconds_arg("--cert-lifetime", optarg, 10, 366 * 86400,
+			if (int_arg("--cert-lifetime", optarg, 10, 366 * 86400,
 					&o->cert_lifetime_s))
 				return -EINVAL;
 			break;
@@ -149,6 +163,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		o->bpffs = SKM_PIN_ROOT;
 	if (o->drain_s < 0)
 		o->drain_s = 5;
+	if (!o->access_log_rate_set)
+		o->access_log_rate = 5000;
 	if (o->cleanup)
 		return 0;
 	if (!o->config) {
@@ -314,6 +330,7 @@ static int run(const struct opts *o)
 	err = events_open(&ev, bpf_map__fd(l.skel->maps.skm_events), alog, &cur);
 	if (err)
 		goto out_loader;
+	ev.rate = o->access_log_rate;
 	/* The config is shared with the tunnel thread from here on: it is
 	 * freed by the last of the two to let go of it. */
 	cref = cfgref_new(cfg);
@@ -367,7 +384,7 @@ static int run(const struct opts *o)
 		/* A pending reload is due when its settle time is over: wait
 		 * no longer than that (a fixed 50 ms here once cost a reload
 		 * up to 50 ms on top of its 10 ms settle). */
-		double due = reload_at ? reload_at - now_ms() : 1000;
+		double due = reload_at ? reload_at - now_ms() : SKM_EVENTS_POLL_MS;
 		int timeout = due <= 0 ? 0 : (int)due + 1;
 		int n = epoll_wait(efd, got, 8, timeout);
 
@@ -375,6 +392,10 @@ static int run(const struct opts *o)
 			pr_warn("epoll_wait: %s\n", strerror(errno));
 			break;
 		}
+		/* Close events wake meshd in batches (see conn.bpf.h): the
+		 * rest are read on this timer. */
+		if (n == 0)
+			events_consume(&ev);
 		for (int i = 0; i < n; i++) {
 			if (got[i].data.fd == sfd) {
 				struct signalfd_siginfo si;

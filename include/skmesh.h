@@ -32,6 +32,8 @@
 #define SKM_MAX_VERDICTS	(1 << 20)
 #define SKM_MAX_PLAIN		(1 << 18)
 #define SKM_EVENTS_BYTES	(4 << 20)
+#define SKM_EVENTS_WAKE_BYTES	(64 * 256)	/* ~64 events wake meshd */
+#define SKM_EVENTS_POLL_MS	50		/* ... else meshd reads this often */
 
 /* The tunnel's ports, as ztunnel uses them. meshd listens on them inside
  * each local pod's network namespace (ztunnel's in-pod mode). */

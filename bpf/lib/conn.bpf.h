@@ -279,7 +279,12 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 		ev->cookie = cookie;
 		ev->end_ns = bpf_ktime_get_ns();
 		__builtin_memcpy(&ev->conn, c, sizeof(*c));
-		bpf_ringbuf_submit(ev, 0);
+		/* Wake meshd only once a batch has gathered: one wake-up per
+		 * closed socket cost a flood of short connections a fifth of
+		 * its rate. meshd also reads the ring every SKM_EVENTS_POLL_MS. */
+		bpf_ringbuf_submit(ev, bpf_ringbuf_query(&skm_events, BPF_RB_AVAIL_DATA) >=
+				       SKM_EVENTS_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP :
+				       BPF_RB_NO_WAKEUP);
 	} else {
 		stat_inc(SKM_STAT_EVENT_DROP);
 	}
