@@ -17,7 +17,9 @@ The tunnel against an independent HTTP/2 + TLS implementation
 - hbone-peer as the server in node2's pod (meshd of node2 stopped):
   meshd of node1 carries a captured connection to it (interop of meshd's
   client side); a server presenting another identity is refused.
-meshd never crashes through any of it.
+Malformed peers (plain HTTP to 15008; TLS with a good certificate and then
+garbage instead of HTTP/2) are closed and counted. meshd never crashes
+through any of it.
 """
 import json
 import os
@@ -154,6 +156,26 @@ def body(t, topo):
     t.check("CONNECT denied by AuthorizationPolicy: 401 (in_denied +1)",
             rc == 3 and "status 401" in err and after["in_denied"] == before["in_denied"] + 1,
             "rc %s\n%s" % (rc, err))
+
+    # --- malformed peers: closed, counted, meshd unharmed
+    before = tun_stats(2, topo)
+    r = topo.node_run(1, [sys.executable, "-c",
+                          "import socket; s = socket.create_connection(('%s', 15008), 5); "
+                          "s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); "
+                          "s.settimeout(5); print(len(s.recv(4096)))" % b1.ip],
+                      timeout=20, check=False)
+    t.check("plain HTTP to 15008: the handshake fails and is counted",
+            tap.wait_until(lambda: tun_stats(2, topo)["in_tls_failed"] ==
+                           before["in_tls_failed"] + 1, timeout=5), (r.stdout, r.stderr))
+    garbage = os.urandom(4096)
+    r = subprocess.run(topo.node_argv(1, ["openssl", "s_client", "-quiet", "-connect", to,
+                                          "-tls1_3", "-alpn", "h2", "-cert", good[0],
+                                          "-key", good[1], "-CAfile", root]),
+                       input=garbage, capture_output=True, timeout=20)
+    t.check("TLS with a good certificate, then garbage instead of HTTP/2: closed, "
+            "meshd runs on", h2.proc.poll() is None and tap.wait_until(
+                lambda: tun_stats(2, topo)["conns_open"] == 0, timeout=5),
+            (tun_stats(2, topo), r.stderr[-300:]))
 
     # --- plaintext from another node: STRICT drops it, PERMISSIVE not
     sink2 = topo.podtool(b2, "echo", "--port", 7000, "--timeout", 300)
