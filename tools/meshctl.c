@@ -335,6 +335,8 @@ static const struct map_spec {
 	{ SKM_MAP_VERDICTS, sizeof(struct skm_verdict_key), sizeof(struct skm_verdict) },
 	/* an LPM trie: get_next_key walks it like a hash */
 	{ SKM_MAP_PLAIN, sizeof(struct skm_plain_key), sizeof(struct skm_verdict) },
+	{ SKM_MAP_OUTBOUND, sizeof(struct skm_outbound_key), sizeof(struct skm_outbound_val) },
+	{ SKM_MAP_MESHD_LEGS, sizeof(struct skm_sock_key), sizeof(__u32) },
 };
 
 /* "<pin root>/<name>" into @buf; -ENAMETOOLONG (reported) if it does not fit */
