@@ -110,6 +110,7 @@ struct hb_stream {
 
 static void conn_flush(struct hb_conn *hc);
 static void conn_fail(struct hb_conn *hc, const char *why);
+static void conn_read(struct hb_conn *hc);
 static void stream_update(struct hb_stream *s);
 static void stream_check_done(struct hb_stream *s);
 
@@ -1114,7 +1115,13 @@ static void conn_ready(struct hb_conn *hc)
 		if (hc->client && !s->sid && !s->o.dead)
 			submit_request(hc, s);
 	}
-	conn_flush(hc);
+	/* The handshake's last read may have read ahead what the peer sent
+	 * next (its SETTINGS, a request): it is in OpenSSL's buffer, and the
+	 * socket will not wake us for it. */
+	if (SSL_has_pending(hc->ssl))
+		conn_read(hc);
+	if (!hc->o.dead)
+		conn_flush(hc);
 }
 
 static void count_tls_failure(struct hb_conn *hc, const char *why)
