@@ -619,14 +619,6 @@ static void respond(struct hb_stream *s, int code)
 	nghttp2_submit_response(s->hc->h2, s->sid, nv, 1, NULL);
 }
 
-static struct tun_pod *pod_by_ip(struct tunnel *t, uint32_t ip)
-{
-	for (struct tun_pod *p = t->pods; p; p = p->next)
-		if (p->ip == ip)
-			return p;
-	return NULL;
-}
-
 /* A complete CONNECT request on the server side. */
 static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 {
@@ -652,7 +644,7 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 	code = tun_authorize(t, hc->peer_id, s->src_ip, ip, port, &tgt, s->why, sizeof(s->why));
 	if (code == 200) {
 		snprintf(s->dst_wl, sizeof(s->dst_wl), "%s/%s", tgt.ns, tgt.name);
-		pod = pod_by_ip(t, ip);
+		pod = tun_pod_find(t, ip);
 		if (!pod || pod->netns_fd < 0) {
 			code = 503;
 			snprintf(s->why, sizeof(s->why), "no listener state for the workload");

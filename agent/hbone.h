@@ -115,6 +115,8 @@ struct tunnel {
 int tun_watch(struct tunnel *t, int fd, struct tun_obj *o, uint32_t events);
 void tun_unwatch(struct tunnel *t, int fd, struct tun_obj *o);
 int tun_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port);
+/* The local pod with address IP (network order) that has listeners. */
+struct tun_pod *tun_pod_find(struct tunnel *t, uint32_t ip);
 void tun_stat(struct tunnel *t, enum skm_tun_stat s, int64_t d);
 /* HTTP status ztunnel would answer: 200 (TARGET filled), 400, 401, 503;
  * WHY says why in words. */

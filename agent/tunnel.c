@@ -162,7 +162,7 @@ static void pod_close(struct tunnel *t, struct tun_pod *p)
 	p->out.fd = p->hbone.fd = p->netns_fd = -1;
 }
 
-static struct tun_pod *pod_find(struct tunnel *t, uint32_t ip)
+struct tun_pod *tun_pod_find(struct tunnel *t, uint32_t ip)
 {
 	for (struct tun_pod *p = t->pods; p; p = p->next)
 		if (p->ip == ip)
@@ -208,7 +208,7 @@ static void pods_sync(struct tunnel *t)
 
 		if (strcmp(w->node, t->o.node))
 			continue;
-		p = pod_find(t, w->ip);
+		p = tun_pod_find(t, w->ip);
 		if (p && (!w->netns || strcmp(p->netns, w->netns) || strcmp(p->ns, w->ns) ||
 			  strcmp(p->sa, w->sa))) {
 			pod_close(t, p);
