@@ -6,8 +6,8 @@ CLANG		?= clang
 CC		?= gcc
 BPFTOOL		?= bpftool
 ARCH		:= $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson openssl libnghttp2 2>/dev/null)
-PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 openssl libnghttp2 2>/dev/null)
+PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson openssl libnghttp2 libmicrohttpd zlib 2>/dev/null)
+PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 openssl libnghttp2 libmicrohttpd zlib 2>/dev/null)
 NL_CFLAGS	:= $(shell pkg-config --cflags libnl-route-3.0 2>/dev/null)
 
 CFLAGS		?= -O2 -g

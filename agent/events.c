@@ -6,9 +6,11 @@
 #include <bpf/libbpf.h>
 #include <jansson.h>
 
+#include "alog.h"
 #include "config.h"
 #include "events.h"
 #include "log.h"
+#include "metrics.h"
 #include "skmesh.h"
 
 static void put_addr(json_t *o, const char *key, __u32 ip, __u16 port_host)
@@ -31,32 +33,31 @@ static void put_workload(json_t *o, const char *key, const struct config *cfg, _
 	json_object_set_new(o, key, json_string(buf));
 }
 
-static double mono_ms(void)
+static const char *close_reason(__u32 prev)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+	switch (prev) {
+	case BPF_TCP_FIN_WAIT2:
+	case BPF_TCP_TIME_WAIT:
+	case BPF_TCP_LAST_ACK:
+	case BPF_TCP_CLOSING:
+		return "fin";
+	case BPF_TCP_FIN_WAIT1:
+		return "reset_after_fin";
+	default:
+		return "reset";
+	}
 }
 
-/* 1: this line may be written; 0: over the rate, counted as dropped. */
-static int take_token(struct events *ev)
+static void put_principal(json_t *o, const char *key, const struct config *cfg, __u32 ip)
 {
-	double now = mono_ms();
+	const struct cfg_workload *w = cfg ? config_workload_by_ip(cfg, ip) : NULL;
+	char buf[512];
 
-	if (!ev->last_ms)
-		ev->tokens = ev->rate;
-	else
-		ev->tokens += (now - ev->last_ms) * ev->rate / 1e3;
-	if (ev->tokens > ev->rate)
-		ev->tokens = ev->rate;
-	ev->last_ms = now;
-	if (ev->tokens < 1) {
-		ev->dropped++;
-		return 0;
-	}
-	ev->tokens -= 1;
-	return 1;
+	if (!w)
+		return;
+	snprintf(buf, sizeof(buf), "spiffe://%s/ns/%s/sa/%s", cfg->trust_domain, w->ns,
+		 w->sa ? w->sa : "default");
+	json_object_set_new(o, key, json_string(buf));
 }
 
 static int handle_event(void *ctx, void *data, size_t size)
@@ -71,7 +72,9 @@ static int handle_event(void *ctx, void *data, size_t size)
 	if (size < sizeof(*e))
 		return 0;
 	ev->seen++;
-	if (ev->rate && !take_token(ev))
+	if (ev->metrics)
+		metrics_conn_closed(ev->metrics, cfg, c);
+	if (!alog_admit(ev->alog))
 		return 0;
 	o = json_object();
 	if (!o)
@@ -85,6 +88,13 @@ static int handle_event(void *ctx, void *data, size_t size)
 	put_addr(o, "orig_dst", c->orig_ip, ntohs(c->orig_port));
 	put_workload(o, "src_workload", cfg, c->tuple.sip);
 	put_workload(o, "dst_workload", cfg, c->tuple.dip);
+	/* identities the kernel can vouch for: pods of this node */
+	if (c->flags & SKM_CONN_ACTIVE)
+		put_principal(o, "src_principal", cfg, c->tuple.sip);
+	else
+		put_principal(o, "dst_principal", cfg, c->tuple.sip);
+	if (c->flags & SKM_CONN_VIA_VIP)
+		put_addr(o, "vip", c->orig_ip, ntohs(c->orig_port));
 	if (c->flags & SKM_CONN_VIA_VIP)
 		json_object_set_new(o, "svc_id", json_integer(c->svc_id));
 	json_object_set_new(o, "bytes_sent", json_integer((json_int_t)c->tx_bytes));
@@ -96,23 +106,22 @@ static int handle_event(void *ctx, void *data, size_t size)
 	json_object_set_new(o, "start_ns", json_integer((json_int_t)c->start_ns));
 	json_object_set_new(o, "duration_ms",
 			    json_real((double)(e->end_ns - c->start_ns) / 1e6));
+	json_object_set_new(o, "close", json_string(close_reason(e->prev_state)));
 	json_object_set_new(o, "path", json_string(c->flags & SKM_CONN_TUNNEL ? "tunnelled" :
 						   c->flags & SKM_CONN_ACCEL ? "accelerated" :
 						   "passthrough"));
 	/* Flushed once per batch (events_consume), not per line. */
-	/* The tunnel thread writes whole lines to the same log. */
-	flockfile(ev->log);
-	if (json_dumpf(o, ev->log, JSON_COMPACT) == 0)
-		fputc('\n', ev->log);
-	funlockfile(ev->log);
+	alog_write(ev->alog, o, 0);
 	json_decref(o);
 	return 0;
 }
 
-int events_open(struct events *ev, int ringbuf_fd, FILE *log, const struct config **cfg)
+int events_open(struct events *ev, int ringbuf_fd, struct alog *log, struct metrics *m,
+		const struct config **cfg)
 {
 	memset(ev, 0, sizeof(*ev));
-	ev->log = log;
+	ev->alog = log;
+	ev->metrics = m;
 	ev->cfg = cfg;
 	ev->rb = ring_buffer__new(ringbuf_fd, handle_event, ev, NULL);
 	if (!ev->rb) {
@@ -133,14 +142,8 @@ int events_consume(struct events *ev)
 {
 	int n = ring_buffer__consume(ev->rb);
 
-	fflush(ev->log);
-	if (ev->dropped != ev->dropped_reported && mono_ms() - ev->report_ms >= 1e3) {
-		pr_warn("access log: %llu lines over --access-log-rate %u/s not written "
-			"(%llu since start)\n", ev->dropped - ev->dropped_reported, ev->rate,
-			ev->dropped);
-		ev->dropped_reported = ev->dropped;
-		ev->report_ms = mono_ms();
-	}
+	alog_flush(ev->alog);
+	alog_report(ev->alog);
 	return n;
 }
 

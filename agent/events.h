@@ -1,29 +1,27 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Closed-connection events from the kernel ring buffer, written as one JSON
- * access-log line each. */
+/* Closed-connection events from the kernel ring buffer: counted in the
+ * metrics and written as one JSON access-log line each. */
 #ifndef SKM_EVENTS_H
 #define SKM_EVENTS_H
 
 #include <stdio.h>
 
+struct alog;
 struct config;
+struct metrics;
 struct ring_buffer;
 
 struct events {
 	struct ring_buffer *rb;
-	FILE *log;
+	struct alog *alog;		/* rate limited (alog.h) */
+	struct metrics *metrics;	/* Istio's TCP metrics, or NULL */
 	const struct config **cfg;	/* current config, for workload names */
 	unsigned long long seen;
-	/* Lines per second at most (0: no limit), so a flood of short
-	 * connections cannot make meshd spend its time writing JSON: a
-	 * token bucket holding one second's worth; what it refuses is
-	 * counted and said once a second. */
-	unsigned int rate;
-	double tokens, last_ms, report_ms;
-	unsigned long long dropped, dropped_reported;
 };
 
-int events_open(struct events *ev, int ringbuf_fd, FILE *log,
+/* Each close event feeds the metrics M and, within the log's rate, a
+ * JSON line of LOG. */
+int events_open(struct events *ev, int ringbuf_fd, struct alog *log, struct metrics *m,
 		const struct config **cfg);
 int events_epoll_fd(struct events *ev);
 int events_consume(struct events *ev);

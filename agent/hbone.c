@@ -31,10 +31,12 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "alog.h"
 #include "certs.h"
 #include "config.h"
 #include "hbone.h"
 #include "log.h"
+#include "metrics.h"
 
 #define HB_RBUF		(64U << 10)
 #define HB_CONNECT_TIMEOUT_S	10
@@ -106,6 +108,7 @@ struct hb_stream {
 	struct hb_stream *sprev, *snext;
 	struct hb_stream *dead_next;
 	int counted;			/* in SKM_TUN_STREAMS_OPEN */
+	struct mx_series *mx;		/* Istio's TCP metrics, once answered */
 };
 
 static void conn_flush(struct hb_conn *hc);
@@ -146,13 +149,12 @@ static void set_nv(nghttp2_nv *nv, const char *name, const char *value)
 
 static void access_log(struct tunnel *t, struct hb_stream *s, const char *end)
 {
-	FILE *f = t->o.access_log;
+	struct alog *al = t->o.access_log;
 	struct timespec now;
 	char ts[64], a[INET_ADDRSTRLEN + 8], ip[INET_ADDRSTRLEN];
 	json_t *o;
-	char *line;
 
-	if (!f)
+	if (!al || !alog_admit(al))
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
 	o = json_object();
@@ -199,16 +201,42 @@ static void access_log(struct tunnel *t, struct hb_stream *s, const char *end)
 	json_object_set_new(o, "close", json_string(end));
 	if (s->why[0])
 		json_object_set_new(o, "reason", json_string(s->why));
-	line = json_dumps(o, JSON_COMPACT);
+	alog_write(al, o, 1);
 	json_decref(o);
-	if (!line)
+}
+
+/* --- metrics ---------------------------------------------------------- */
+
+/* Istio's TCP series of S once it is answered (FLAGS: how), counting it
+ * opened. The client end reports as the source, the server end as the
+ * destination; both know the peer by its certificate. */
+static void stream_metrics_open(struct tunnel *t, struct hb_stream *s, enum mx_flags flags)
+{
+	const struct config *cfg = t->cur ? t->cur->cfg : NULL;
+	struct mx_tcp_key k = { .mtls = 1, .flags = flags };
+	struct metrics *m = t->o.metrics;
+
+	if (!m || !cfg || s->mx)
 		return;
-	flockfile(f);
-	fputs(line, f);
-	fputc('\n', f);
-	fflush(f);
-	funlockfile(f);
-	free(line);
+	k.reporter = s->client ? MX_SOURCE : MX_DESTINATION;
+	k.src = config_workload_by_ip(cfg, s->src_ip);
+	k.dst = config_workload_by_ip(cfg, s->dst_ip);
+	k.src_principal = s->src_id[0] ? s->src_id : NULL;
+	k.dst_principal = s->dst_id[0] ? s->dst_id : NULL;
+	if (s->client && s->vip && s->vip != s->dst_ip)
+		k.svc = metrics_service_for(m, cfg, s->vip, s->vport, 1);
+	else
+		k.svc = metrics_service_for(m, cfg, s->dst_ip, s->dst_port, 0);
+	s->mx = metrics_tcp_series(m, cfg, &k);
+	mx_add(s->mx, MX_OPENED, 1);
+	/* received: what the client sent; the client end's tx, the server's rx */
+	mx_add(s->mx, MX_RECEIVED, s->client ? s->tx : s->rx);
+	mx_add(s->mx, MX_SENT, s->client ? s->rx : s->tx);
+}
+
+static enum mx_flags refusal_flags(int status)
+{
+	return status == 401 || status == 403 ? MX_FLAG_DENY : MX_FLAG_CONNECT;
 }
 
 /* --- streams ---------------------------------------------------------- */
@@ -284,6 +312,10 @@ static void stream_maybe_free(struct tunnel *t, struct hb_stream *s, const char 
 		tun_stat(t, SKM_TUN_STREAMS_OPEN, -1);
 		s->counted = 0;
 	}
+	/* refused, or (client) the tunnel to the peer never came up */
+	if (!s->mx && (s->client || (s->status && s->status != 200)))
+		stream_metrics_open(t, s, refusal_flags(s->status));
+	mx_add(s->mx, MX_CLOSED, 1);
 	access_log(t, s, end);
 	stream_unlink(s);
 	s->hc = NULL;
@@ -399,6 +431,7 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size
 		memcpy(buf, s->ibuf + s->ioff, n);
 		s->ioff += n;
 		s->tx += n;
+		mx_add(s->mx, s->client ? MX_RECEIVED : MX_SENT, n);
 		if (s->ioff == s->ilen) {
 			s->ioff = s->ilen = 0;
 			if (s->tcp_eof) {
@@ -488,6 +521,7 @@ static void stream_event(struct tunnel *t, struct hb_stream *s, uint32_t events)
 			s->status = 200;
 			s->established = 1;
 			tun_stat(t, SKM_TUN_IN_STREAMS_OK, 1);
+			stream_metrics_open(t, s, MX_FLAG_NONE);
 			nghttp2_submit_response(hc->h2, s->sid, nv, 1, &dp);
 			stream_write_out(s);
 		}
@@ -676,6 +710,7 @@ static void client_response(struct hb_conn *hc, struct hb_stream *s)
 	if (s->status == 200) {
 		s->established = 1;
 		tun_stat(t, SKM_TUN_OUT_STREAMS_OK, 1);
+		stream_metrics_open(t, s, MX_FLAG_NONE);
 		stream_resume(s);
 		return;
 	}
@@ -737,6 +772,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
 		return 0;
 	}
 	s->rx += len;
+	mx_add(s->mx, s->client ? MX_SENT : MX_RECEIVED, len);
 	tun_stat(hc->t, SKM_TUN_BYTES_FROM_PEERS, len);
 	/* Queued, and written once per read of the TLS socket (conn_read):
 	 * one write() for the many records OpenSSL read ahead, not one per

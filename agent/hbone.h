@@ -87,6 +87,8 @@ struct tunnel {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	struct cfgref *pub;	/* handed over by tunnel_update() */
+	struct tunnel_cert *certs_pub;	/* published by the thread, under lock */
+	size_t ncerts_pub;
 	struct cfgref *cur;	/* the thread's own */
 	atomic_int stop_req;
 	int draining;

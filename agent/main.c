@@ -16,15 +16,19 @@
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <bpf/libbpf.h>
 
+#include "admin.h"
+#include "alog.h"
 #include "config.h"
 #include "events.h"
 #include "loader.h"
 #include "log.h"
+#include "metrics.h"
 #include "reconcile.h"
 #include "skmesh.h"
 #include "skmesh.skel.h"
@@ -36,6 +40,9 @@ struct opts {
 	const char *cgroup;
 	const char *bpffs;
 	const char *admin;
+	const char *metrics_addr;
+	const char *ready_addr;
+	int max_series;
 	const char *access_log;
 	unsigned int access_log_rate;
 	int access_log_rate_set;
@@ -60,7 +67,13 @@ static void usage(FILE *f)
 "  --node NAME        this node's name: Workloads with spec.node NAME are local\n"
 "  --cgroup PATH      cgroup v2 to attach to (default: the cgroup2 root)\n"
 "  --bpffs DIR        pin root (default " SKM_PIN_ROOT ")\n"
-"  --admin ADDR       admin/metrics bind address (default 127.0.0.1)\n"
+"  --admin ADDR[:PORT]  admin endpoint /config_dump (127.0.0.1:15000);\n"
+"                     \"off\": not served\n"
+"  --metrics-addr ADDR[:PORT]  Prometheus /metrics and /stats/prometheus\n"
+"                     (0.0.0.0:15020), \"off\": not served\n"
+"  --ready-addr ADDR[:PORT]  readiness probe /healthz/ready (0.0.0.0:15021)\n"
+"  --metrics-max-series N  label sets per istio_tcp_* family (10000); beyond,\n"
+"                     connections count in one series labelled unknown\n"
 "  --access-log PATH  one JSON line per closed connection (default: stdout)\n"
 "  --access-log-rate N  at most N access-log lines a second (5000; 0: no\n"
 "                     limit); the rest are counted and reported\n"
@@ -104,6 +117,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "cgroup", required_argument, NULL, 'g' },
 		{ "bpffs", required_argument, NULL, 'b' },
 		{ "admin", required_argument, NULL, 'a' },
+		{ "metrics-addr", required_argument, NULL, 'M' },
+		{ "ready-addr", required_argument, NULL, 'Y' },
+		{ "metrics-max-series", required_argument, NULL, 'S' },
 		{ "access-log", required_argument, NULL, 'l' },
 		{ "ca-dir", required_argument, NULL, 'A' },
 		{ "access-log-rate", required_argument, NULL, 'R' },
@@ -126,6 +142,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'g': o->cgroup = optarg; break;
 		case 'b': o->bpffs = optarg; break;
 		case 'a': o->admin = optarg; break;
+		case 'M': o->metrics_addr = optarg; break;
+		case 'Y': o->ready_addr = optarg; break;
+		case 'S':
+			if (int_arg("--metrics-max-series", optarg, 1, 10000000, &o->max_series))
+				return -EINVAL;
+			break;
 		case 'l': o->access_log = optarg; break;
 		case 'A': o->ca_dir = optarg; break;
 		case 'R': {
@@ -167,6 +189,21 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		o->access_log_rate = 5000;
 	if (o->cleanup)
 		return 0;
+	{
+		const char *const flags[] = { "--admin", "--metrics-addr", "--ready-addr" };
+		const char *vals[] = { o->admin, o->metrics_addr, o->ready_addr };
+
+		for (int i = 0; i < 3; i++) {
+			struct sockaddr_storage ss;
+			unsigned int len;
+
+			if (vals[i] && admin_parse_addr(vals[i], 1, &ss, &len) < 0) {
+				fprintf(stderr, "meshd: %s \"%s\": expected ADDR, ADDR:PORT, "
+					"[IPV6]:PORT or off\n", flags[i], vals[i]);
+				return -EINVAL;
+			}
+		}
+	}
 	if (!o->config) {
 		fprintf(stderr, "meshd: --config PATH is required\n");
 		usage(stderr);
@@ -183,6 +220,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
  * so a reload parses only the documents that changed. */
 static struct cfg_cache *config_cache;
 
+/* The first error of the last load that failed ("" after a good one),
+ * for /config_dump. */
+static char load_error[512];
+
 /* Loads and validates the config; prints every message. */
 static int load_config(const char *path, struct config **out)
 {
@@ -190,8 +231,13 @@ static int load_config(const char *path, struct config **out)
 	int err = config_load_cached(path, NULL, config_cache, out, &diag);
 
 	diag_print(&diag, "meshd");
+	load_error[0] = 0;
 	if (err && !diag.nerrors)
 		fprintf(stderr, "meshd: %s: %s\n", path, strerror(-err));
+	if (err)
+		snprintf(load_error, sizeof(load_error), "%s%s%s", diag.n ? diag.msgs[0] : path,
+			 diag.nerrors > 1 ? " (and more: see meshd's log)" : "",
+			 diag.n ? "" : strerror(-err));
 	diag_free(&diag);
 	return err;
 }
@@ -204,7 +250,8 @@ static double now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static int apply(struct loader *l, const struct config *cfg, const char *node)
+static int apply(struct loader *l, const struct config *cfg, const char *node,
+		 struct metrics *m)
 {
 	struct reconcile_stats st;
 	double t0 = now_ms();
@@ -212,8 +259,11 @@ static int apply(struct loader *l, const struct config *cfg, const char *node)
 
 	if (err) {
 		pr_warn("reconcile failed: %s\n", strerror(-err));
+		snprintf(load_error, sizeof(load_error), "applying the config to the kernel "
+			 "maps failed: %s", strerror(-err));
 		return err;
 	}
+	metrics_reload(m, 1, (now_ms() - t0) / 1e3);
 	pr_info("applied config: %zu workloads, %zu services, %zu AuthorizationPolicies, "
 		"%zu PeerAuthentications; %u entries written, %u deleted, policy of %u "
 		"destinations compiled, TC on %u pod interfaces%s in %.1f ms\n",
@@ -293,14 +343,27 @@ static int run(const struct opts *o)
 	struct events ev = {};
 	struct epoll_event eev, got[8];
 	FILE *alog = stdout;
+	struct alog al;
+	struct metrics mx;
+	struct admin *adm = NULL;
+	struct metrics_opts mo = { .node = o->node, .max_series = (size_t)o->max_series };
+	struct admin_opts ao = { .admin_addr = o->admin, .metrics_addr = o->metrics_addr,
+				 .ready_addr = o->ready_addr, .node = o->node,
+				 .config_path = o->config, .bpffs = o->bpffs };
 	sigset_t mask;
 	int sfd = -1, ifd = -1, efd = -1, err, stop = 0;
 	double reload_at = 0;
 
+	if (metrics_init(&mx, &mo)) {
+		pr_warn("out of memory\n");
+		return 1;
+	}
 	config_cache = cfg_cache_new();
 	err = load_config(o->config, &cfg);
-	if (err)
+	if (err) {
+		metrics_fini(&mx);
 		return 1;
+	}
 	cur = cfg;
 
 	if (!o->cgroup) {
@@ -317,29 +380,40 @@ static int run(const struct opts *o)
 		}
 	}
 
+	alog_init(&al, alog, o->access_log_rate);
+	ao.cgroup = o->cgroup ? o->cgroup : cgroot;
+	/* Served from before the data path is touched (ready once the config
+	 * is applied), so that a port another process holds stops meshd
+	 * before it changes anything. */
+	if (admin_start(&ao, &mx, &al, &adm))
+		goto out_log;
+	admin_set_ready(adm, 0, "loading the data path");
 	err = loader_open(&l, o->bpffs, o->cgroup ? o->cgroup : cgroot);
 	if (err)
 		goto out_log;
+	admin_set_loader(adm, &l);
+	admin_set_ready(adm, 0, "applying the config");
 	if (l.reused_links)
 		pr_info("found the data path pinned under %s: reused it (%d links switched "
 			"to this meshd's programs)\n", o->bpffs, l.reused_links);
 	reconcile_gc_backends(&l);
-	if (apply(&l, cfg, o->node))
+	if (apply(&l, cfg, o->node, &mx))
 		goto out_loader;
 	reconcile_gc_policy(&l);
-	err = events_open(&ev, bpf_map__fd(l.skel->maps.skm_events), alog, &cur);
+	err = events_open(&ev, bpf_map__fd(l.skel->maps.skm_events), &al, &mx, &cur);
 	if (err)
 		goto out_loader;
-	ev.rate = o->access_log_rate;
 	/* The config is shared with the tunnel thread from here on: it is
 	 * freed by the last of the two to let go of it. */
 	cref = cfgref_new(cfg);
 	if (!cref)
 		goto out_events;
+	admin_set_config(adm, cref);
 	if (o->ca_dir) {
 		struct tunnel_opts to = { .node = o->node, .bpffs = o->bpffs,
 					  .ca_dir = o->ca_dir, .cert_dir = o->cert_dir,
-					  .access_log = alog, .drain_s = o->drain_s,
+					  .access_log = &al, .metrics = &mx,
+					  .drain_s = o->drain_s,
 					  .cert_lifetime_s = o->cert_lifetime_s };
 
 		err = tunnel_start(&to, cref, &tun);
@@ -347,6 +421,7 @@ static int run(const struct opts *o)
 			pr_warn("cannot start the tunnel: %s\n", strerror(-err));
 			goto out_events;
 		}
+		admin_set_tunnel(adm, tun);
 	} else {
 		pr_info("no --ca-dir: the HBONE tunnel is off; connections of meshed pods to "
 			"other nodes are refused\n");
@@ -377,6 +452,7 @@ static int run(const struct opts *o)
 		epoll_ctl(efd, EPOLL_CTL_ADD, ifd, &eev);
 	}
 
+	admin_set_ready(adm, 1, NULL);
 	pr_info("ready: node %s, cgroup %s, pins %s%s\n", o->node,
 		o->cgroup ? o->cgroup : cgroot, o->bpffs, tun ? ", tunnel on" : "");
 
@@ -420,13 +496,18 @@ static int run(const struct opts *o)
 			if (load_config(o->config, &next)) {
 				pr_warn("config %s is invalid: keeping the running config\n",
 					o->config);
+				metrics_reload(&mx, 0, 0);
+				admin_set_reload_error(adm, load_error);
 				continue;
 			}
-			if (apply(&l, next, o->node)) {
+			if (apply(&l, next, o->node, &mx)) {
 				config_free(next);
 				next = NULL;
+				metrics_reload(&mx, 0, 0);
+				admin_set_reload_error(adm, load_error);
 				continue;
 			}
+			admin_set_reload_error(adm, NULL);
 			cur = next;
 			cfgref_put(cref);
 			cref = cfgref_new(next);
@@ -439,11 +520,14 @@ static int run(const struct opts *o)
 			cfg = next;
 			next = NULL;
 			tunnel_update(tun, cref);
+			admin_set_config(adm, cref);
 		}
 	}
 	pr_info("stopping; the data path stays attached under %s\n", o->bpffs);
 
 out_events:
+	admin_set_ready(adm, 0, "shutting down");
+	admin_set_tunnel(adm, NULL);
 	tunnel_stop(tun);
 	events_consume(&ev);
 	if (efd >= 0)
@@ -454,9 +538,13 @@ out_events:
 		close(sfd);
 	events_close(&ev);
 out_loader:
+	/* the endpoints read the maps: they let go of them first */
+	admin_set_loader(adm, NULL);
 	reconcile_release(&l);
 	loader_close(&l);
 out_log:
+	admin_stop(adm);
+	alog_fini(&al);
 	if (alog != stdout)
 		fclose(alog);
 out_cfg:
@@ -466,6 +554,7 @@ out_cfg:
 		config_free(cfg);
 	cfg_cache_free(config_cache);
 	config_cache = NULL;
+	metrics_fini(&mx);
 	return stop ? 0 : 1;
 }
 
@@ -513,7 +602,5 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	raise_fd_limit();
-	if (o.admin)
-		pr_info("--admin %s: no admin endpoints are served by this version\n", o.admin);
 	return run(&o);
 }

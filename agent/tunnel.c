@@ -489,6 +489,58 @@ static void take_config(struct tunnel *t)
 		pods_sync(t);
 }
 
+static void cert_collect(const struct wl_cert *c, int renew_failures, void *arg)
+{
+	struct tunnel *t = arg;
+	struct tunnel_cert *n = realloc(t->certs_pub, (t->ncerts_pub + 1) * sizeof(*n));
+	const ASN1_INTEGER *sn = X509_get0_serialNumber(c->leaf);
+	BIGNUM *bn = sn ? ASN1_INTEGER_to_BN(sn, NULL) : NULL;
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+
+	if (n) {
+		t->certs_pub = n;
+		n += t->ncerts_pub++;
+		memset(n, 0, sizeof(*n));
+		snprintf(n->id, sizeof(n->id), "%s", c->id);
+		snprintf(n->serial, sizeof(n->serial), "%s", hex ? hex : "");
+		n->not_before = c->not_before;
+		n->not_after = c->not_after;
+		n->renew_failures = renew_failures;
+	}
+	OPENSSL_free(hex);
+	BN_free(bn);
+}
+
+/* Publishes what certificates the thread holds (under the lock: the admin
+ * endpoints read them). */
+static void certs_publish(struct tunnel *t)
+{
+	pthread_mutex_lock(&t->lock);
+	free(t->certs_pub);
+	t->certs_pub = NULL;
+	t->ncerts_pub = 0;
+	if (t->certs)
+		certmgr_foreach(t->certs, cert_collect, t);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int tunnel_certs(struct tunnel *t, struct tunnel_cert **out, size_t *n)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&t->lock);
+	*n = 0;
+	*out = malloc((t->ncerts_pub ? t->ncerts_pub : 1) * sizeof(**out));
+	if (*out) {
+		memcpy(*out, t->certs_pub, t->ncerts_pub * sizeof(**out));
+		*n = t->ncerts_pub;
+	} else {
+		err = -ENOMEM;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
 static void tick(struct tunnel *t)
 {
 	uint64_t v;
@@ -498,6 +550,7 @@ static void tick(struct tunnel *t)
 		return;
 	if (t->certs && now >= t->cert_next)
 		t->cert_next = certmgr_tick(t->certs, now);
+	certs_publish(t);
 	hbone_tick(t, now);
 }
 
@@ -507,6 +560,7 @@ static void *tunnel_main(void *arg)
 	struct epoll_event evs[64];
 
 	pods_sync(t);
+	certs_publish(t);
 	for (;;) {
 		int n = epoll_wait(t->epfd, evs, 64, 1000);
 
@@ -648,6 +702,7 @@ void tunnel_free_fds(struct tunnel *t)
 	cfgref_put(t->cur);
 	cfgref_put(t->pub);
 	pthread_mutex_destroy(&t->lock);
+	free(t->certs_pub);
 	free(t);
 }
 

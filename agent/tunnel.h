@@ -17,8 +17,11 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <time.h>
 
+struct alog;
 struct config;
+struct metrics;
 
 /* A config shared between meshd's threads; freed with the last put. */
 struct cfgref {
@@ -36,7 +39,8 @@ struct tunnel_opts {
 	const char *ca_dir;	/* mesh CA (meshctl ca init) */
 	const char *cert_dir;	/* where issued certificates go, or NULL */
 	int cert_lifetime_s;	/* 0: 24 hours */
-	FILE *access_log;	/* one JSON line per tunnelled stream */
+	struct alog *access_log;	/* one JSON line per tunnelled stream */
+	struct metrics *metrics;	/* Istio's TCP metrics of the streams */
 	int drain_s;		/* SIGTERM: how long streams may finish */
 };
 
@@ -48,6 +52,18 @@ int tunnel_start(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **
 /* Hands a new config to the tunnel: listeners follow the local pods,
  * new streams are judged by its policy. Live streams are untouched. */
 void tunnel_update(struct tunnel *t, struct cfgref *r);
+
+/* The workload certificates the tunnel holds, for telemetry. */
+struct tunnel_cert {
+	char id[256];			/* SPIFFE ID */
+	char serial[80];		/* hex */
+	time_t not_before, not_after;
+	int renew_failures;
+};
+
+/* A copy (free it) of what the tunnel thread last published: 0, or
+ * -ENOMEM. */
+int tunnel_certs(struct tunnel *t, struct tunnel_cert **out, size_t *n);
 
 /* Stops accepting, sends GOAWAY, lets streams finish for up to the drain
  * time, then closes everything and joins the thread. */

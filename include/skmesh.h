@@ -18,6 +18,10 @@
 
 /* Pin layout under the pin root (default SKM_PIN_ROOT). */
 #define SKM_PIN_ROOT		"/sys/fs/bpf/skmesh"
+
+#ifndef SKM_VERSION
+#define SKM_VERSION		"0.5.0"
+#endif
 #define SKM_PIN_LINKS		"links"		/* sub-folder for bpf_link pins */
 
 /* Map sizes: user space checks them before writing so a full map is a
@@ -253,6 +257,10 @@ struct skm_conn_event {
 	__u64 cookie;
 	__u64 end_ns;
 	struct skm_conn conn;
+	__u32 prev_state;	/* TCP state before CLOSE: FIN_WAIT2, LAST_ACK,
+				 * CLOSING or TIME_WAIT for an orderly close;
+				 * ESTABLISHED and the others for a reset */
+	__u32 pad;
 };
 
 /* skm_stats: per-CPU counters, index = enum skm_stat */

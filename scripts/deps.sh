@@ -16,6 +16,7 @@ PKGS=(
 	libnghttp2-dev
 	iproute2 util-linux procps python3 python3-h2 iperf3 curl openssl
 	stunnel4 nghttp2-client nghttp2-proxy tcpdump
+	libmicrohttpd-dev redis-server redis-tools prometheus
 )
 
 if [ "$(id -u)" -ne 0 ]; then

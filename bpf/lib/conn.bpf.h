@@ -263,10 +263,12 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct skm_conn_event *ev;
 	struct skm_conn *c;
+	__u32 prev;
 
 	c = bpf_map_lookup_elem(&skm_conns, &cookie);
 	if (!c)
 		return;
+	prev = c->state;
 	conn_refresh(skops, c);
 	/* What TCP carried for an accelerated socket (its peer was not in
 	 * the SOCKHASH) arrived outside sk_msg's view. */
@@ -279,6 +281,8 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 		ev->cookie = cookie;
 		ev->end_ns = bpf_ktime_get_ns();
 		__builtin_memcpy(&ev->conn, c, sizeof(*c));
+		ev->prev_state = prev;
+		ev->pad = 0;
 		/* Wake meshd only once a batch has gathered: one wake-up per
 		 * closed socket cost a flood of short connections a fifth of
 		 * its rate. meshd also reads the ring every SKM_EVENTS_POLL_MS. */

@@ -1,0 +1,988 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <zlib.h>
+
+#include "admin.h"
+#include "alog.h"
+#include "config.h"
+#include "loader.h"
+#include "log.h"
+#include "metrics.h"
+#include "skmesh.h"
+#include "skmesh.skel.h"
+#include "tunnel.h"
+
+#define PORT_ADMIN	15000
+#define PORT_METRICS	15020
+#define PORT_READY	15021
+
+/* Map fills are counted by walking the keys: at most this often. */
+#define FILL_CACHE_S	10
+
+struct map_fill {
+	char name[BPF_OBJ_NAME_LEN];
+	unsigned int type, max_entries;
+	long entries;		/* -1: not counted (arrays, ring buffer) */
+};
+
+struct admin {
+	struct admin_opts o;
+	struct metrics *m;
+	struct loader *l;
+	struct alog *alog;
+	struct MHD_Daemon *d[3];
+	struct admin *self[3];		/* each daemon's cls: &self[endpoint] */
+	pthread_mutex_t lock;
+	/* held (read) by a request while it reads the loader's maps, so
+	 * that meshd lets go of them (write) only between requests */
+	pthread_rwlock_t l_lock;
+	struct cfgref *cfg;
+	struct tunnel *tun;
+	int ready;
+	char why[256];
+	char reload_err[512];
+	time_t applied_at;
+	int tun_stats_fd;
+	/* map fills, refreshed at most every FILL_CACHE_S */
+	pthread_mutex_t fill_lock;
+	struct map_fill *fills;
+	size_t nfills;
+	time_t fills_at;
+};
+
+enum { EP_ADMIN, EP_METRICS, EP_READY };
+
+/* --- addresses --------------------------------------------------------- */
+
+int admin_parse_addr(const char *s, uint16_t defport, struct sockaddr_storage *ss,
+		     unsigned int *sslen)
+{
+	char host[128];
+	const char *port = NULL;
+	unsigned long p = defport;
+	char *end;
+
+	if (!strcmp(s, "off"))
+		return 1;
+	memset(ss, 0, sizeof(*ss));
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+
+		if (!rb || (size_t)(rb - s - 1) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s + 1, rb - s - 1);
+		host[rb - s - 1] = 0;
+		if (rb[1] == ':')
+			port = rb + 2;
+		else if (rb[1])
+			return -EINVAL;
+	} else {
+		const char *c = strchr(s, ':');
+
+		if (c && strchr(c + 1, ':'))
+			c = NULL;	/* a bare IPv6 address */
+		if (snprintf(host, sizeof(host), "%.*s", c ? (int)(c - s) : (int)strlen(s), s) >=
+		    (int)sizeof(host))
+			return -EINVAL;
+		if (c)
+			port = c + 1;
+	}
+	if (port) {
+		errno = 0;
+		p = strtoul(port, &end, 10);
+		if (errno || !*port || *end || p > 65535)
+			return -EINVAL;
+	}
+	if (!host[0])
+		snprintf(host, sizeof(host), "0.0.0.0");
+	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)p);
+		*sslen = sizeof(*sin);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)p);
+		*sslen = sizeof(*sin6);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* --- what the endpoints read ------------------------------------------- */
+
+static struct cfgref *cfg_get(struct admin *a)
+{
+	struct cfgref *r;
+
+	pthread_mutex_lock(&a->lock);
+	r = a->cfg ? cfgref_get(a->cfg) : NULL;
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
+void admin_set_config(struct admin *a, struct cfgref *r)
+{
+	struct cfgref *old;
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	old = a->cfg;
+	a->cfg = r ? cfgref_get(r) : NULL;
+	a->applied_at = time(NULL);
+	pthread_mutex_unlock(&a->lock);
+	if (old)
+		cfgref_put(old);
+}
+
+void admin_set_tunnel(struct admin *a, struct tunnel *t)
+{
+	char path[PATH_MAX];
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	a->tun = t;
+	if (t && a->tun_stats_fd < 0) {
+		snprintf(path, sizeof(path), "%s/%s", a->o.bpffs, SKM_MAP_TUN_STATS);
+		a->tun_stats_fd = bpf_obj_get(path);
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+void admin_set_ready(struct admin *a, int ready, const char *why)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	a->ready = ready;
+	snprintf(a->why, sizeof(a->why), "%s", why ? why : "");
+	pthread_mutex_unlock(&a->lock);
+}
+
+void admin_set_reload_error(struct admin *a, const char *err)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	snprintf(a->reload_err, sizeof(a->reload_err), "%s", err ? err : "");
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* --- the live kernel records, for the Istio series ---------------------- */
+
+struct live_arg {
+	struct admin *a;
+	const struct config *cfg;
+	uint64_t open_by_path[MX_PATH__N];
+};
+
+static void live_conns(struct metrics *m, void *arg)
+{
+	struct live_arg *la = arg;
+	int fd = bpf_map__fd(la->a->l->skel->maps.skm_conns);
+	__u64 key, next, *prev = NULL;
+	struct skm_conn c;
+	/* a walk of a map changing under it may revisit keys: bounded */
+	size_t budget = 2 * bpf_map__max_entries(la->a->l->skel->maps.skm_conns) + 1;
+
+	while (budget-- && !bpf_map_get_next_key(fd, prev, &next)) {
+		struct mx_series *s;
+		int recv_is_rx;
+
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &c))
+			continue;
+		if (c.state == BPF_TCP_CLOSE)
+			continue;
+		la->open_by_path[c.flags & SKM_CONN_TUNNEL ? MX_PATH_TUNNEL :
+				 c.flags & SKM_CONN_ACCEL ? MX_PATH_ACCEL : MX_PATH_PASS]++;
+		s = metrics_conn_series(m, la->cfg, &c, &recv_is_rx);
+		if (!s)
+			continue;
+		metrics_live_add(s, MX_OPENED, 1);
+		metrics_live_add(s, MX_RECEIVED, recv_is_rx ? c.rx_bytes : c.tx_bytes);
+		metrics_live_add(s, MX_SENT, recv_is_rx ? c.tx_bytes : c.rx_bytes);
+	}
+}
+
+/* --- /metrics ---------------------------------------------------------- */
+
+static void kernel_stats(struct admin *a, struct sbuf *b, const uint64_t *open_by_path)
+{
+	static const char *const names[] = SKM_STAT_NAMES;
+	static const char *const paths[] = { "accelerated", "tunnelled", "passthrough" };
+	int fd = bpf_map__fd(a->l->skel->maps.skm_stats);
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t tot[SKM_STAT__MAX] = {}, *v;
+
+	if (ncpu <= 0)
+		return;
+	v = calloc(ncpu, sizeof(*v));
+	if (!v)
+		return;
+	for (__u32 i = 0; i < SKM_STAT__MAX; i++) {
+		if (bpf_map_lookup_elem(fd, &i, v))
+			continue;
+		for (int c = 0; c < ncpu; c++)
+			tot[i] += v[c];
+	}
+	free(v);
+
+	sbuf_printf(b, "# HELP skmesh_connections_open Connections of this node's sockets "
+		    "open now, by path.\n# TYPE skmesh_connections_open gauge\n");
+	for (int p = 0; p < MX_PATH__N; p++)
+		sbuf_printf(b, "skmesh_connections_open{path=\"%s\"} %llu\n", paths[p],
+			    (unsigned long long)open_by_path[p]);
+	sbuf_printf(b, "# HELP skmesh_sk_msg_redirected_bytes_total Bytes sk_msg moved between "
+		    "same-node sockets without the TCP/IP stack.\n"
+		    "# TYPE skmesh_sk_msg_redirected_bytes_total counter\n"
+		    "skmesh_sk_msg_redirected_bytes_total %llu\n"
+		    "# HELP skmesh_sk_msg_redirected_messages_total Messages sk_msg redirected.\n"
+		    "# TYPE skmesh_sk_msg_redirected_messages_total counter\n"
+		    "skmesh_sk_msg_redirected_messages_total %llu\n",
+		    (unsigned long long)tot[SKM_STAT_MSG_REDIRECT_BYTES],
+		    (unsigned long long)tot[SKM_STAT_MSG_REDIRECT]);
+	sbuf_printf(b, "# HELP skmesh_policy_denials_total Connections refused by policy, by "
+		    "where and why.\n# TYPE skmesh_policy_denials_total counter\n"
+		    "skmesh_policy_denials_total{reason=\"authorization\",enforcer=\"connect\"} %llu\n"
+		    "skmesh_policy_denials_total{reason=\"plaintext\",enforcer=\"tc\"} %llu\n"
+		    "skmesh_policy_denials_total{reason=\"tunnel_port\",enforcer=\"tc\"} %llu\n",
+		    (unsigned long long)tot[SKM_STAT_POLICY_DENY],
+		    (unsigned long long)tot[SKM_STAT_PLAIN_DENY],
+		    (unsigned long long)tot[SKM_STAT_TUNNEL_PORT_DENY]);
+	if (a->tun_stats_fd >= 0) {
+		__u32 k = SKM_TUN_IN_DENIED;
+		uint64_t d = 0;
+
+		bpf_map_lookup_elem(a->tun_stats_fd, &k, &d);
+		sbuf_printf(b, "skmesh_policy_denials_total{reason=\"authorization\","
+			    "enforcer=\"tunnel\"} %llu\n", (unsigned long long)d);
+	}
+	sbuf_printf(b, "# HELP skmesh_ringbuf_drops_total Close events lost because the ring "
+		    "buffer was full (their connections are missing from the access log).\n"
+		    "# TYPE skmesh_ringbuf_drops_total counter\nskmesh_ringbuf_drops_total %llu\n",
+		    (unsigned long long)tot[SKM_STAT_EVENT_DROP]);
+	sbuf_printf(b, "# HELP skmesh_datapath_events_total Every counter of the kernel "
+		    "programs (skm_stats), by name.\n# TYPE skmesh_datapath_events_total counter\n");
+	for (int i = 0; i < SKM_STAT__MAX; i++)
+		sbuf_printf(b, "skmesh_datapath_events_total{event=\"%s\"} %llu\n", names[i],
+			    (unsigned long long)tot[i]);
+}
+
+static void tunnel_stats(struct admin *a, struct sbuf *b)
+{
+	static const char *const names[] = SKM_TUN_STAT_NAMES;
+
+	if (a->tun_stats_fd < 0)
+		return;
+	sbuf_printf(b, "# HELP skmesh_tunnel_events_total The HBONE tunnel's counters "
+		    "(skm_tun_stats), by name.\n# TYPE skmesh_tunnel_events_total counter\n");
+	for (__u32 i = 0; i < SKM_TUN_STAT__MAX; i++) {
+		uint64_t v = 0;
+
+		if (i == SKM_TUN_CONNS_OPEN || i == SKM_TUN_STREAMS_OPEN)
+			continue;
+		bpf_map_lookup_elem(a->tun_stats_fd, &i, &v);
+		sbuf_printf(b, "skmesh_tunnel_events_total{event=\"%s\"} %llu\n", names[i],
+			    (unsigned long long)v);
+	}
+	for (__u32 i = SKM_TUN_CONNS_OPEN; i <= SKM_TUN_STREAMS_OPEN; i++) {
+		uint64_t v = 0;
+
+		bpf_map_lookup_elem(a->tun_stats_fd, &i, &v);
+		sbuf_printf(b, "# HELP skmesh_tunnel_%s HBONE %s open now.\n"
+			    "# TYPE skmesh_tunnel_%s gauge\nskmesh_tunnel_%s %lld\n",
+			    names[i], i == SKM_TUN_CONNS_OPEN ? "TLS connections" : "streams",
+			    names[i], names[i], (long long)v);
+	}
+}
+
+static int countable(unsigned int type)
+{
+	return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_LRU_HASH ||
+	       type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+	       type == BPF_MAP_TYPE_LPM_TRIE || type == BPF_MAP_TYPE_SOCKHASH;
+}
+
+/* Walks every countable map of the data path; cached FILL_CACHE_S. */
+static void refresh_fills(struct admin *a)
+{
+	struct bpf_map *map;
+	size_t n = 0;
+	time_t now = time(NULL);
+
+	if (a->fills && now - a->fills_at < FILL_CACHE_S)
+		return;
+	bpf_object__for_each_map(map, a->l->skel->obj)
+		n++;
+	free(a->fills);
+	a->fills = calloc(n, sizeof(*a->fills));
+	a->nfills = 0;
+	if (!a->fills)
+		return;
+	bpf_object__for_each_map(map, a->l->skel->obj) {
+		struct map_fill *f = &a->fills[a->nfills];
+		unsigned int ks = bpf_map__key_size(map);
+		char key[256], nk[256];
+		int fd = bpf_map__fd(map);
+		size_t budget;
+		long cnt = 0;
+
+		if (fd < 0 || !strcmp(bpf_map__name(map), ".rodata") ||
+		    strchr(bpf_map__name(map), '.'))
+			continue;
+		snprintf(f->name, sizeof(f->name), "%s", bpf_map__name(map));
+		f->type = bpf_map__type(map);
+		f->max_entries = bpf_map__max_entries(map);
+		a->nfills++;
+		if (!countable(f->type) || ks > sizeof(key)) {
+			f->entries = -1;
+			continue;
+		}
+		budget = 2 * (size_t)f->max_entries + 1;
+		for (void *prev = NULL; budget-- && !bpf_map_get_next_key(fd, prev, nk); prev = key) {
+			memcpy(key, nk, ks);
+			cnt++;
+		}
+		f->entries = cnt;
+	}
+	a->fills_at = now;
+}
+
+static void map_fill(struct admin *a, struct sbuf *b)
+{
+	pthread_mutex_lock(&a->fill_lock);
+	refresh_fills(a);
+	sbuf_printf(b, "# HELP skmesh_map_entries Entries in a data-path map (hash-like maps; "
+		    "counted at most every %d s).\n# TYPE skmesh_map_entries gauge\n", FILL_CACHE_S);
+	for (size_t i = 0; i < a->nfills; i++)
+		if (a->fills[i].entries >= 0)
+			sbuf_printf(b, "skmesh_map_entries{map=\"%s\"} %ld\n", a->fills[i].name,
+				    a->fills[i].entries);
+	sbuf_printf(b, "# HELP skmesh_map_capacity max_entries of a data-path map.\n"
+		    "# TYPE skmesh_map_capacity gauge\n");
+	for (size_t i = 0; i < a->nfills; i++)
+		if (a->fills[i].entries >= 0)
+			sbuf_printf(b, "skmesh_map_capacity{map=\"%s\"} %u\n", a->fills[i].name,
+				    a->fills[i].max_entries);
+	sbuf_printf(b, "# HELP skmesh_map_fill_ratio entries / capacity of a data-path map.\n"
+		    "# TYPE skmesh_map_fill_ratio gauge\n");
+	for (size_t i = 0; i < a->nfills; i++)
+		if (a->fills[i].entries >= 0 && a->fills[i].max_entries)
+			sbuf_printf(b, "skmesh_map_fill_ratio{map=\"%s\"} %.6f\n", a->fills[i].name,
+				    (double)a->fills[i].entries / a->fills[i].max_entries);
+	pthread_mutex_unlock(&a->fill_lock);
+}
+
+static void cert_metrics(struct admin *a, struct sbuf *b)
+{
+	struct tunnel_cert *c = NULL;
+	size_t n = 0;
+	struct tunnel *t;
+
+	/* under the lock: meshd lets go of the tunnel only through it */
+	pthread_mutex_lock(&a->lock);
+	t = a->tun;
+	if (!t || tunnel_certs(t, &c, &n)) {
+		pthread_mutex_unlock(&a->lock);
+		return;
+	}
+	pthread_mutex_unlock(&a->lock);
+	sbuf_printf(b, "# HELP skmesh_certificate_expiry_timestamp_seconds When a workload "
+		    "certificate meshd holds expires.\n"
+		    "# TYPE skmesh_certificate_expiry_timestamp_seconds gauge\n");
+	for (size_t i = 0; i < n; i++) {
+		sbuf_printf(b, "skmesh_certificate_expiry_timestamp_seconds{identity=\"");
+		mx_escape(b, c[i].id);
+		sbuf_printf(b, "\"} %lld\n", (long long)c[i].not_after);
+	}
+	sbuf_printf(b, "# HELP skmesh_certificate_renewal_failures Failed renewals in a row "
+		    "of a workload certificate (0 once renewed).\n"
+		    "# TYPE skmesh_certificate_renewal_failures gauge\n");
+	for (size_t i = 0; i < n; i++) {
+		sbuf_printf(b, "skmesh_certificate_renewal_failures{identity=\"");
+		mx_escape(b, c[i].id);
+		sbuf_printf(b, "\"} %d\n", c[i].renew_failures);
+	}
+	free(c);
+}
+
+static void render_metrics(struct admin *a, struct sbuf *b)
+{
+	struct cfgref *r = cfg_get(a);
+	struct live_arg la = { .a = a, .cfg = r ? r->cfg : NULL };
+	int ready, loaded;
+
+	pthread_mutex_lock(&a->lock);
+	loaded = a->l != NULL;
+	pthread_mutex_unlock(&a->lock);
+	metrics_render_tcp(a->m, b, loaded ? live_conns : NULL, &la);
+	metrics_render_own(a->m, b);
+	if (loaded) {
+		kernel_stats(a, b, la.open_by_path);
+		map_fill(a, b);
+	}
+	tunnel_stats(a, b);
+	cert_metrics(a, b);
+	sbuf_printf(b, "# HELP skmesh_access_log_lines_total Access-log lines written.\n"
+		    "# TYPE skmesh_access_log_lines_total counter\n"
+		    "skmesh_access_log_lines_total %llu\n"
+		    "# HELP skmesh_access_log_dropped_total Access-log lines not written: over "
+		    "--access-log-rate.\n# TYPE skmesh_access_log_dropped_total counter\n"
+		    "skmesh_access_log_dropped_total %llu\n",
+		    (unsigned long long)atomic_load(&a->alog->written),
+		    (unsigned long long)atomic_load(&a->alog->dropped));
+	pthread_mutex_lock(&a->lock);
+	ready = a->ready;
+	pthread_mutex_unlock(&a->lock);
+	sbuf_printf(b, "# HELP skmesh_ready 1 when /healthz/ready answers 200.\n"
+		    "# TYPE skmesh_ready gauge\nskmesh_ready %d\n"
+		    "# HELP skmesh_build_info skmesh's version.\n# TYPE skmesh_build_info gauge\n"
+		    "skmesh_build_info{version=\"%s\"} 1\n", ready, SKM_VERSION);
+	if (r)
+		cfgref_put(r);
+}
+
+/* --- /config_dump ------------------------------------------------------ */
+
+static json_t *ipj(uint32_t ip)
+{
+	char s[INET_ADDRSTRLEN];
+
+	inet_ntop(AF_INET, &ip, s, sizeof(s));
+	return json_string(s);
+}
+
+static json_t *labels_json(const struct cfg_labels *l)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; i < l->n; i++)
+		json_object_set_new(o, l->v[i].key, json_string(l->v[i].val));
+	return o;
+}
+
+static json_t *pos_json(const struct cfg_pos *p)
+{
+	char s[PATH_MAX + 32];
+
+	if (!p->file)
+		return json_null();
+	snprintf(s, sizeof(s), "%s:%u:%u", p->file, p->line, p->col);
+	return json_string(s);
+}
+
+static json_t *warnings_json(char **w, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(w[i]));
+	return a;
+}
+
+static json_t *dump_config(struct admin *a, const struct config *cfg)
+{
+	json_t *o = json_object(), *wls = json_array(), *svcs = json_array();
+	json_t *aps = json_array(), *pas = json_array();
+	static const char *const modes[] = { "UNSET", "DISABLE", "PERMISSIVE", "STRICT" };
+
+	for (size_t i = 0; i < cfg->nwls; i++) {
+		const struct cfg_workload *w = &cfg->wls[i];
+		char id[512];
+
+		snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", cfg->trust_domain, w->ns,
+			 w->sa ? w->sa : "default");
+		json_array_append_new(wls, json_pack("{s:s, s:s, s:s?, s:o, s:s?, s:b, s:s, s:o, "
+						     "s:s?, s:o}",
+			"name", w->name, "namespace", w->ns, "serviceAccount", w->sa,
+			"ip", ipj(w->ip), "node", w->node,
+			"local", w->node && !strcmp(w->node, a->o.node),
+			"identity", id, "labels", labels_json(&w->labels), "netns", w->netns,
+			"source", pos_json(&w->pos)));
+	}
+	for (size_t i = 0; i < cfg->nsvcs; i++) {
+		const struct cfg_service *s = &cfg->svcs[i];
+		json_t *ports = json_array(), *eps = json_array();
+
+		for (size_t p = 0; p < s->nports; p++)
+			json_array_append_new(ports, json_pack("{s:i, s:i, s:s, s:s?}",
+				"port", s->ports[p].port, "targetPort", s->ports[p].target,
+				"protocol", s->ports[p].proto == IPPROTO_UDP ? "UDP" : "TCP",
+				"name", s->ports[p].name));
+		for (size_t e = 0; e < s->neps; e++)
+			json_array_append_new(eps, json_pack("{s:o, s:i}", "ip", ipj(s->eps[e].ip),
+							     "weight", s->eps[e].weight));
+		json_array_append_new(svcs, json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}",
+			"name", s->name, "namespace", s->ns,
+			"vip", s->vip ? ipj(s->vip) : json_null(), "ports", ports,
+			"endpoints", eps, "source", pos_json(&s->pos)));
+	}
+	for (size_t i = 0; i < cfg->nauthz; i++) {
+		const struct cfg_authz *p = &cfg->authz[i];
+		const char *scope = !p->has_selector || !p->selector.n ?
+				    (!strcmp(p->ns, cfg->root_ns) ? "mesh" : "namespace") :
+				    "workload";
+
+		json_array_append_new(aps, json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:b, s:o, "
+						     "s:o}",
+			"name", p->name, "namespace", p->ns,
+			"action", p->action == POL_DENY ? "DENY" : "ALLOW", "scope", scope,
+			"selector", labels_json(&p->selector), "rules", (int)p->nrules,
+			"enforced", !p->target_ref && !p->dry_run,
+			"warnings", warnings_json(p->warnings, p->nwarnings),
+			"source", pos_json(&p->pos)));
+	}
+	for (size_t i = 0; i < cfg->npas; i++) {
+		const struct cfg_peerauthn *p = &cfg->pas[i];
+		json_t *ports = json_object();
+
+		for (size_t k = 0; k < p->nports; k++) {
+			char pk[8];
+
+			snprintf(pk, sizeof(pk), "%u", p->ports[k].port);
+			json_object_set_new(ports, pk, json_string(modes[p->ports[k].mode]));
+		}
+		json_array_append_new(pas, json_pack("{s:s, s:s, s:s, s:o, s:o, s:b, s:o, s:o}",
+			"name", p->name, "namespace", p->ns, "mode", modes[p->mode],
+			"selector", labels_json(&p->selector), "portLevelMtls", ports,
+			"enforced", !p->ignored,
+			"warnings", warnings_json(p->warnings, p->nwarnings),
+			"source", pos_json(&p->pos)));
+	}
+	json_object_set_new(o, "trustDomain", json_string(cfg->trust_domain));
+	json_object_set_new(o, "rootNamespace", json_string(cfg->root_ns));
+	json_object_set_new(o, "workloads", wls);
+	json_object_set_new(o, "services", svcs);
+	json_object_set_new(o, "authorizationPolicies", aps);
+	json_object_set_new(o, "peerAuthentications", pas);
+	return o;
+}
+
+static json_t *dump_bpf(struct admin *a)
+{
+	static const char *const cg_links[][2] = {
+		{ "skm_connect4", "connect4" }, { "skm_getpeername4", "getpeername4" },
+		{ "skm_recvmsg4", "recvmsg4" }, { "skm_sockops", "sockops" },
+	};
+	json_t *o = json_object(), *progs = json_array(), *maps = json_array();
+	struct bpf_program *p;
+
+	bpf_object__for_each_program(p, a->l->skel->obj) {
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+		const char *attached = NULL;
+		char path[PATH_MAX];
+
+		bpf_obj_get_info_by_fd(bpf_program__fd(p), &info, &len);
+		for (size_t i = 0; i < sizeof(cg_links) / sizeof(cg_links[0]); i++) {
+			if (strcmp(bpf_program__name(p), cg_links[i][0]))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s/%s", a->o.bpffs, SKM_PIN_LINKS,
+				 cg_links[i][1]);
+			attached = access(path, F_OK) ? "missing" : "cgroup link pinned";
+		}
+		if (!strcmp(bpf_program__name(p), "skm_sk_msg"))
+			attached = "skm_sock_hash";
+		else if (!attached)
+			attached = "tc on pod interfaces";
+		json_array_append_new(progs, json_pack("{s:s, s:s, s:I, s:s}",
+			"name", bpf_program__name(p), "section", bpf_program__section_name(p),
+			"id", (json_int_t)info.id, "attach", attached));
+	}
+	pthread_mutex_lock(&a->fill_lock);
+	refresh_fills(a);
+	for (size_t i = 0; i < a->nfills; i++) {
+		json_t *m = json_pack("{s:s, s:i, s:I}", "name", a->fills[i].name,
+				      "type", (int)a->fills[i].type,
+				      "maxEntries", (json_int_t)a->fills[i].max_entries);
+
+		if (a->fills[i].entries >= 0)
+			json_object_set_new(m, "entries", json_integer(a->fills[i].entries));
+		json_array_append_new(maps, m);
+	}
+	pthread_mutex_unlock(&a->fill_lock);
+	json_object_set_new(o, "pinRoot", json_string(a->o.bpffs));
+	json_object_set_new(o, "cgroup", json_string(a->o.cgroup));
+	json_object_set_new(o, "programs", progs);
+	json_object_set_new(o, "maps", maps);
+	return o;
+}
+
+static json_t *dump_certs(struct admin *a)
+{
+	json_t *arr = json_array();
+	struct tunnel_cert *c = NULL;
+	size_t n = 0;
+	struct tunnel *t;
+	time_t now = time(NULL);
+
+	pthread_mutex_lock(&a->lock);
+	t = a->tun;
+	if (!t || tunnel_certs(t, &c, &n)) {
+		pthread_mutex_unlock(&a->lock);
+		return arr;
+	}
+	pthread_mutex_unlock(&a->lock);
+	for (size_t i = 0; i < n; i++) {
+		char nb[32], na[32];
+		struct tm tm;
+
+		strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&c[i].not_before, &tm));
+		strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&c[i].not_after, &tm));
+		json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}",
+			"identity", c[i].id, "serial", c[i].serial, "notBefore", nb,
+			"notAfter", na, "expiresInSeconds", (json_int_t)(c[i].not_after - now),
+			"renewalFailures", c[i].renew_failures));
+	}
+	free(c);
+	return arr;
+}
+
+static char *render_config_dump(struct admin *a)
+{
+	struct cfgref *r = cfg_get(a);
+	json_t *o = json_object();
+	char applied[32], *s;
+	struct tm tm;
+	time_t at;
+	int ready;
+
+	pthread_mutex_lock(&a->lock);
+	at = a->applied_at;
+	ready = a->ready;
+	json_object_set_new(o, "node", json_string(a->o.node));
+	json_object_set_new(o, "configPath", json_string(a->o.config_path));
+	json_object_set_new(o, "lastReloadError", a->reload_err[0] ?
+			    json_string(a->reload_err) : json_null());
+	json_object_set_new(o, "ready", json_boolean(ready));
+	if (!ready)
+		json_object_set_new(o, "notReadyReason", json_string(a->why));
+	pthread_mutex_unlock(&a->lock);
+	strftime(applied, sizeof(applied), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&at, &tm));
+	json_object_set_new(o, "configAppliedAt", json_string(applied));
+	json_object_set_new(o, "version", json_string(SKM_VERSION));
+	if (r)
+		json_object_update(o, dump_config(a, r->cfg) ?: json_object());
+	json_object_set_new(o, "certificates", dump_certs(a));
+	pthread_mutex_lock(&a->lock);
+	ready = a->l != NULL;
+	pthread_mutex_unlock(&a->lock);
+	json_object_set_new(o, "bpf", ready ? dump_bpf(a) : json_null());
+	s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (r)
+		cfgref_put(r);
+	return s;
+}
+
+/* --- HTTP -------------------------------------------------------------- */
+
+static int accepts_gzip(struct MHD_Connection *c)
+{
+	const char *ae = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding");
+	const char *p;
+
+	if (!ae)
+		return 0;
+	for (p = strcasestr(ae, "gzip"); p; p = strcasestr(p + 4, "gzip")) {
+		const char *q = p + 4;
+
+		while (*q == ' ')
+			q++;
+		/* "gzip;q=0" refuses it */
+		if (!strncmp(q, ";q=0", 4) && (q[4] == 0 || q[4] == ',' ||
+					      (q[4] == '.' && strspn(q + 5, "0") ==
+					       strcspn(q + 5, ", "))))
+			return 0;
+		return 1;
+	}
+	return 0;
+}
+
+static int gzip_buf(const char *in, size_t len, char **out, size_t *outlen)
+{
+	z_stream z = {};
+	size_t cap = compressBound(len) + 64;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		return -1;
+	if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+		free(buf);
+		return -1;
+	}
+	z.next_in = (Bytef *)in;
+	z.avail_in = len;
+	z.next_out = (Bytef *)buf;
+	z.avail_out = cap;
+	if (deflate(&z, Z_FINISH) != Z_STREAM_END) {
+		deflateEnd(&z);
+		free(buf);
+		return -1;
+	}
+	*outlen = z.total_out;
+	deflateEnd(&z);
+	*out = buf;
+	return 0;
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *c, unsigned int code,
+				 const char *type, char *body, size_t len, int gzip)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	char *z = NULL;
+	size_t zlen;
+
+	if (gzip && !gzip_buf(body, len, &z, &zlen)) {
+		free(body);
+		body = z;
+		len = zlen;
+	} else {
+		gzip = 0;
+	}
+	r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", type);
+	if (gzip)
+		MHD_add_response_header(r, "Content-Encoding", "gzip");
+	MHD_add_response_header(r, "Vary", "Accept-Encoding");
+	ret = MHD_queue_response(c, code, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result send_msg(struct MHD_Connection *c, unsigned int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static enum MHD_Result send_msg(struct MHD_Connection *c, unsigned int code, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return MHD_NO;
+	return send_text(c, code, "text/plain; charset=utf-8", s, (size_t)n, 0);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+			      const char *method, const char *version, const char *data,
+			      size_t *data_len, void **state)
+{
+	struct admin *a = *(struct admin **)cls;
+	int ep = (int)((struct admin **)cls - a->self);
+
+	(void)version; (void)data; (void)data_len; (void)state;
+	if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+		return send_msg(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+	switch (ep) {
+	case EP_METRICS:
+		if (!strcmp(url, "/metrics") || !strcmp(url, "/stats/prometheus")) {
+			struct sbuf b = {};
+
+			pthread_rwlock_rdlock(&a->l_lock);
+			render_metrics(a, &b);
+			pthread_rwlock_unlock(&a->l_lock);
+			if (b.oom) {
+				sbuf_free(&b);
+				return send_msg(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+			}
+			return send_text(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
+					 b.p ? b.p : strdup(""), b.len, accepts_gzip(c));
+		}
+		return send_msg(c, MHD_HTTP_NOT_FOUND, "not found: %s (try /metrics or "
+				"/stats/prometheus)\n", url);
+	case EP_READY:
+		if (!strcmp(url, "/healthz/ready")) {
+			int ready;
+			char why[256];
+
+			pthread_mutex_lock(&a->lock);
+			ready = a->ready;
+			snprintf(why, sizeof(why), "%s", a->why);
+			pthread_mutex_unlock(&a->lock);
+			if (ready)
+				return send_msg(c, MHD_HTTP_OK, "ready\n");
+			return send_msg(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: %s\n", why);
+		}
+		return send_msg(c, MHD_HTTP_NOT_FOUND, "not found: %s (try /healthz/ready)\n", url);
+	default:
+		if (!strcmp(url, "/config_dump")) {
+			char *s;
+
+			pthread_rwlock_rdlock(&a->l_lock);
+			s = render_config_dump(a);
+			pthread_rwlock_unlock(&a->l_lock);
+
+			if (!s)
+				return send_msg(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+			return send_text(c, MHD_HTTP_OK, "application/json", s, strlen(s),
+					 accepts_gzip(c));
+		}
+		if (!strcmp(url, "/"))
+			return send_msg(c, MHD_HTTP_OK, "skmesh meshd admin\n  /config_dump  "
+					"workloads, services, policies, certificates, BPF state "
+					"(JSON)\n");
+		return send_msg(c, MHD_HTTP_NOT_FOUND, "not found: %s (try /config_dump)\n", url);
+	}
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[512];
+
+	(void)cls;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	pr_debug("http: %s", buf);
+}
+
+static int serve(struct admin *a, int ep, const char *addr, uint16_t defport,
+		 const char *what)
+{
+	struct sockaddr_storage ss;
+	unsigned int sslen;
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+			     MHD_USE_ERROR_LOG;
+	int r = admin_parse_addr(addr, defport, &ss, &sslen);
+	sigset_t all, old;
+	char shown[160];
+	int err;
+
+	if (r == 1)
+		return 0;
+	if (r) {
+		pr_warn("%s address \"%s\" is not ADDR, ADDR:PORT or [V6]:PORT (or \"off\")\n",
+			what, addr);
+		return -EINVAL;
+	}
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	a->self[ep] = a;
+	/* Signals are meshd's main loop's business (signalfd): the server
+	 * thread starts with all of them blocked, or a SIGTERM meant for a
+	 * drain would kill the process there. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	a->d[ep] = MHD_start_daemon(flags, 0, NULL, NULL, handle, &a->self[ep],
+				    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+				    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+				    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
+				    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				    MHD_OPTION_END);
+	err = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ss.ss_family == AF_INET6) {
+		char ip[INET6_ADDRSTRLEN];
+
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+		snprintf(shown, sizeof(shown), "[%s]:%u", ip,
+			 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+	} else {
+		char ip[INET_ADDRSTRLEN];
+
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+		snprintf(shown, sizeof(shown), "%s:%u", ip,
+			 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	}
+	if (!a->d[ep]) {
+		err = err ? -err : -EADDRINUSE;
+		pr_warn("cannot serve %s on %s: %s (another meshd or ztunnel on this port? "
+			"choose another address with its flag, or \"off\")\n", what, shown,
+			strerror(-err));
+		return err;
+	}
+	pr_info("serving %s on http://%s\n", what, shown);
+	return 0;
+}
+
+void admin_set_loader(struct admin *a, struct loader *l)
+{
+	if (!a)
+		return;
+	pthread_rwlock_wrlock(&a->l_lock);
+	pthread_mutex_lock(&a->lock);
+	a->l = l;
+	pthread_mutex_unlock(&a->lock);
+	pthread_rwlock_unlock(&a->l_lock);
+}
+
+int admin_start(const struct admin_opts *o, struct metrics *m, struct alog *alog,
+		struct admin **out)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+	int err;
+
+	if (!a)
+		return -ENOMEM;
+	a->o = *o;
+	a->m = m;
+	a->alog = alog;
+	a->tun_stats_fd = -1;
+	snprintf(a->why, sizeof(a->why), "starting");
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->fill_lock, NULL);
+	pthread_rwlock_init(&a->l_lock, NULL);
+	err = serve(a, EP_METRICS, o->metrics_addr ? o->metrics_addr : "0.0.0.0",
+		    PORT_METRICS, "metrics (/metrics, /stats/prometheus)");
+	if (!err)
+		err = serve(a, EP_READY, o->ready_addr ? o->ready_addr : "0.0.0.0", PORT_READY,
+			    "readiness (/healthz/ready)");
+	if (!err)
+		err = serve(a, EP_ADMIN, o->admin_addr ? o->admin_addr : "127.0.0.1", PORT_ADMIN,
+			    "admin (/config_dump)");
+	if (err) {
+		admin_stop(a);
+		return err;
+	}
+	*out = a;
+	return 0;
+}
+
+void admin_stop(struct admin *a)
+{
+	if (!a)
+		return;
+	for (int i = 0; i < 3; i++)
+		if (a->d[i])
+			MHD_stop_daemon(a->d[i]);
+	if (a->cfg)
+		cfgref_put(a->cfg);
+	if (a->tun_stats_fd >= 0)
+		close(a->tun_stats_fd);
+	free(a->fills);
+	pthread_mutex_destroy(&a->lock);
+	pthread_mutex_destroy(&a->fill_lock);
+	pthread_rwlock_destroy(&a->l_lock);
+	free(a);
+}
