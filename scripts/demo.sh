@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 #
-# make demo: skmesh on one machine.
+# make demo: skmesh on one machine, with real clients.
 #
 # Builds two "nodes" with two "pods" each (network namespaces, a cgroup per
-# pod: tests/lib/topo.py), starts one meshd per node, then shows a Service
-# VIP load balanced at connect() time, a same-node transfer that skips the
-# TCP/IP stack, the connection table, the counters and the per-connection
-# access log. Everything it made is removed on exit, on error and on Ctrl-C.
+# pod: tests/lib/topo.py), makes a mesh CA, starts one meshd per node, then
+# runs curl against a small HTTP server and redis-benchmark against
+# redis-server through Service VIPs, on the same node (sockets spliced by
+# sk_msg) and across nodes (the HBONE mTLS tunnel), shows a connection that
+# an AuthorizationPolicy denies, the connection table, the counters and the
+# Prometheus metrics, and ends with a summary. Everything it made is removed
+# on exit, on error and on Ctrl-C.
 #
 # Needs root and a build (make). SKM_BUILD overrides the build folder.
+
+# shellcheck disable=SC2154	# IP_*, NETNS_*, CG_*, PIN*, NODENS*: from vars.sh
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +23,11 @@ BUILD=${SKM_BUILD:-build}
 case "$BUILD" in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 PY=${PYTHON:-python3}
 TOPO=("$PY" "$PWD/tests/lib/topo.py")
-PODTOOL=$PWD/tests/lib/podtool.py
-VIP=10.96.0.10
+TD=cluster.local
+NS=shop
+WEB_VIP=10.96.0.10
+REDIS_VIP=10.96.0.20
+STARTED=$SECONDS
 
 if [ -t 1 ]; then B=$'\e[1m' D=$'\e[2m' G=$'\e[32m' R=$'\e[0m'; else B='' D='' G='' R=''; fi
 
@@ -31,36 +39,82 @@ section() {		# section TITLE WHY...
 	echo
 }
 die() { echo "demo: $*" >&2; exit 1; }
+indent() { sed 's/^/   /'; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo make demo): it creates namespaces, cgroups and BPF programs"
 for b in meshd meshctl; do
 	[ -x "$BUILD/$b" ] || die "$BUILD/$b is missing: run make first"
 done
-command -v curl >/dev/null || die "curl is missing (make deps installs it)"
+for c in curl redis-server redis-benchmark redis-cli nsenter; do
+	command -v "$c" >/dev/null || die "$c is missing (make deps installs it)"
+done
 
 RID=''
+BGPIDS=()
+MESHD_PIDS=()
 TMPD=$(mktemp -d /tmp/skmesh-demo.XXXXXX)
+
+# Topologies this shell owns: normally just $RID, but an interrupt can land
+# between `topo.py up` finishing and RID being set.
+owned_ids() {
+	local f
+	for f in /run/skmesh-test/skm*.json; do
+		[ -e "$f" ] || continue
+		grep -qE "\"owner_pid\": $$[,}]" "$f" 2>/dev/null || continue
+		f=${f##*/skm}
+		echo "${f%.json}"
+	done
+}
+
 cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	exec 3>&- 4>&- 2>/dev/null || true
-	disown -a	# their end is expected: no "Killed" notices from bash
-	if [ -n "$RID" ]; then
-		section "Clean up" \
-			"Stops every process of the run, runs meshd --cleanup (detach the" \
-			"programs, unpin the maps), removes namespaces, veths, cgroups, pins."
-		if "${TOPO[@]}" down --id "$RID"; then
-			echo "   removed everything of run $RID"
+	local rc=$? id ids left p _
+	# a second Ctrl-C must not cut the clean up short (children inherit
+	# the ignored signal, topo.py down included)
+	trap '' INT TERM
+	trap - EXIT
+	disown -a 2>/dev/null || true	# no "Killed" notices from bash
+	ids=$( { [ -z "$RID" ] || echo "$RID"; owned_ids; } | sort -u)
+	section "Clean up" \
+		"Stops every process of the run, runs meshd --cleanup for both nodes" \
+		"(detach the programs, unpin the maps), removes namespaces, veths," \
+		"qdiscs, cgroups, pins and temporary files."
+	# the clients and servers first, so no tunnel stream is left to drain
+	for p in "${BGPIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+	for p in "${MESHD_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${MESHD_PIDS[@]}"; do	# (3 s at most; down kills what is left)
+		for _ in $(seq 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+	done
+	for id in $ids; do
+		# down: kills what is left in the namespaces and cgroups, meshd
+		# --cleanup for each node, then deletes namespaces (their veths
+		# and qdiscs go with them), cgroups, pins, logs, state file
+		if "${TOPO[@]}" down --id "$id"; then
+			echo "   removed everything of run $id"
 		else
 			echo "   could not remove everything: run '${TOPO[*]} gc --all'" >&2
 			rc=1
 		fi
-	fi
+		# and look: anything still named after the run?
+		left=$( {
+			ip netns list | grep -oE "^skm$id-[^ ]+" || true
+			ls -d "/sys/fs/bpf/skm$id-"* "$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)/skm$id" \
+				"/run/skmesh-test/skm$id.json" 2>/dev/null || true
+		} | tr '\n' ' ')
+		if [ -z "$left" ]; then
+			echo "   checked: no namespace, cgroup, pin or state file named skm$id is left"
+		else
+			echo "   left behind: $left" >&2
+			rc=1
+		fi
+	done
+	[ -n "$ids" ] || echo "   no topology was up yet"
 	rm -rf "$TMPD"
+	echo "   demo ran $((SECONDS - STARTED)) s"
 	exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo; echo "demo: interrupted"; exit 130' INT
+trap 'echo; echo "demo: terminated"; exit 143' TERM
 
 # ---------------------------------------------------------------------------
 section "1. The topology" \
@@ -71,32 +125,33 @@ section "1. The topology" \
 RID=$("${TOPO[@]}" up --nodes 2 --pods 2 --owner-pid $$)
 "${TOPO[@]}" show --id "$RID" >"$TMPD/topo.json"
 
-# names and addresses as shell variables: LOGDIR, PIN1, IP_n1p1, VETH_n1p1...
+# names and addresses as shell variables: LOGDIR, PIN1, NODENS1, IP_n1p1, ...
 "$PY" - "$TMPD/topo.json" >"$TMPD/vars.sh" <<'PYEOF'
 import json, shlex, sys
 t = json.load(open(sys.argv[1]))
 print("LOGDIR=%s" % shlex.quote(t["logdir"]))
 for n in t["nodes"]:
-    print("PIN%d=%s" % (n["node"], shlex.quote(n["pin_dir"])))
+    print("PIN%d=%s NODENS%d=%s" % (n["node"], shlex.quote(n["pin_dir"]),
+          n["node"], shlex.quote(n["netns_path"])))
 for p in t["pods"]:
-    print("IP_%s=%s VETH_%s=%s NETNS_%s=%s CG_%s=%s" % (p["name"], p["ip"], p["name"],
-          p["host_veth"], p["name"], shlex.quote(p["netns_path"]), p["name"],
-          shlex.quote(p["cgroup"])))
-for n in t["nodes"]:
-    print("NODENS%d=%s" % (n["node"], shlex.quote(n["netns_path"])))
+    print("IP_%s=%s NETNS_%s=%s CG_%s=%s" % (p["name"], p["ip"], p["name"],
+          shlex.quote(p["netns_path"]), p["name"], shlex.quote(p["cgroup"])))
 PYEOF
 # shellcheck disable=SC1091
 . "$TMPD/vars.sh"
 
-"$PY" - "$TMPD/topo.json" <<'PYEOF'
+# the pods' roles: two servers, and a client on each node
+declare -A ROLE=([n1p1]=web [n1p2]=frontend [n2p1]=redis [n2p2]=worker)
+"$PY" - "$TMPD/topo.json" "${ROLE[n1p1]}" "${ROLE[n1p2]}" "${ROLE[n2p1]}" "${ROLE[n2p2]}" <<'PYEOF'
 import json, sys
 t = json.load(open(sys.argv[1]))
+role = dict(zip(("n1p1", "n1p2", "n2p1", "n2p2"), sys.argv[2:]))
 print("   run id %s: every namespace, cgroup and pin folder is named skm%s..." % (t["id"], t["id"]))
 print()
-row = "   %-5s %-6s %-10s %-14s %-12s %s"
-print(row % ("POD", "NODE", "IP", "NETNS", "NODE VETH", "CGROUP"))
+row = "   %-5s %-9s %-6s %-10s %-14s %s"
+print(row % ("POD", "WORKLOAD", "NODE", "IP", "NETNS", "CGROUP"))
 for p in t["pods"]:
-    print(row % (p["name"], "node%d" % p["node"], p["ip"], p["ns"], p["host_veth"], p["cgroup"]))
+    print(row % (p["name"], role[p["name"]], "node%d" % p["node"], p["ip"], p["ns"], p["cgroup"]))
 print()
 print("   nodes %s, joined by a bridge in %s"
       % (", ".join("node%d (%s)" % (n["node"], n["ip"]) for n in t["nodes"]), t["fabric_ns"]))
@@ -106,25 +161,52 @@ PYEOF
 # namespace (only that one: `ip netns exec` would hide the host's /sys)
 POD_SH='echo $$ >"$1/cgroup.procs" && n=$2 && shift 2 && exec nsenter --net="$n" -- "$@"'
 pod() { local cg="CG_$1" ns="NETNS_$1"; shift; sh -c "$POD_SH" sh "${!cg}" "${!ns}" "$@"; }
-# podbg P CMD...: the same in the background, its pid in $BG; it keeps our
-# stdin (bash gives background commands /dev/null unless told: <&0)
-podbg() { local cg="CG_$1" ns="NETNS_$1"; shift; sh -c "$POD_SH" sh "${!cg}" "${!ns}" "$@" <&0 & BG=$!; }
-inpod() { printf '%s[pod %s]$ %s%s\n' "$G" "$1" "${*:2}" "$R"; pod "$@"; }
-# meshctl N ARGS: meshctl on node N's pins; mctl also prints the command
-meshctl() {	# in the node's netns, so the pod veths' names resolve
-	local pin="PIN$1" ns="NODENS$1"
+# podbg P CMD...: the same in the background (stdin /dev/null), its pid in
+# $BG and in BGPIDS for the clean up
+podbg() {
+	local cg="CG_$1" ns="NETNS_$1"
 	shift
-	nsenter --net="${!ns}" -- "$BUILD/meshctl" --bpffs "${!pin}" "$@"
+	sh -c "$POD_SH" sh "${!cg}" "${!ns}" "$@" </dev/null &
+	BG=$!
+	BGPIDS+=("$BG")
 }
-mctl() { local pin="PIN$1"; printf '%s$ meshctl --bpffs %s %s%s\n' "$G" "${!pin}" "${*:2}" "$R"; meshctl "$@"; }
-wait_line() {		# wait_line FILE TEXT: until a tool printed TEXT (5 s)
-	local _
-	for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-	die "no '$2' in $1 after 5 s"
+say() { printf '%s[pod %s: %s]$ %s%s\n' "$G" "$1" "${ROLE[$1]}" "$2" "$R"; }	# say P CMDLINE
+# onnode N CMD...: CMD in node N's network namespace (meshctl there, so the
+# pod veths' names resolve; curl to meshd's ports on 127.0.0.1)
+onnode() { local ns="NODENS$1"; shift; nsenter --net="${!ns}" -- "$@"; }
+meshctl() { local pin="PIN$1" n=$1; shift; onnode "$n" "$BUILD/meshctl" --bpffs "${!pin}" "$@"; }
+mctl() { printf '%s[node%s]$ meshctl %s%s\n' "$G" "$1" "${*:2}" "$R"; meshctl "$@" | indent; }
+until_ok() {		# until_ok WHAT CMD...: retry CMD for 5 s
+	local what=$1 _
+	shift
+	for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
+	die "$what not ready after 5 s"
 }
 
 # ---------------------------------------------------------------------------
-CFG=$LOGDIR/conf/mesh.yaml
+section "2. A mesh CA" \
+	"The root of trust for the mesh. Each meshd issues short-lived ECDSA" \
+	"certificates from it for the workloads of its node, with SPIFFE IDs" \
+	"spiffe://$TD/ns/NAMESPACE/sa/SERVICEACCOUNT."
+CA=$TMPD/ca
+printf '%s$ meshctl ca init --trust-domain %s --out %s%s\n' "$G" "$TD" "$CA" "$R"
+"$BUILD/meshctl" ca init --trust-domain "$TD" --out "$CA" | indent
+stat -c '%A %n' "$CA"/* | indent
+
+# ---------------------------------------------------------------------------
+CFG=$LOGDIR/conf/mesh.yaml	# its own folder: meshd watches the folder
+service() {	# service NAME VIP PORT TARGETPORT: a Service for the pods app=NAME
+	cat <<EOF
+apiVersion: skmesh.io/v1alpha1
+kind: Service
+metadata: {name: $1, namespace: $NS}
+spec:
+  vip: $2
+  ports: [{port: $3, targetPort: $4, protocol: TCP}]
+  selector: {app: $1}
+---
+EOF
+}
 mkdir -p "$LOGDIR/conf"
 {
 	for p in n1p1 n1p2 n2p1 n2p2; do
@@ -132,179 +214,260 @@ mkdir -p "$LOGDIR/conf"
 		cat <<EOF
 apiVersion: skmesh.io/v1alpha1
 kind: Workload
-metadata: {name: $p, namespace: default, labels: {app: $p}}
-spec: {ip: ${!ip}, node: node${p:1:1}, serviceAccount: $p, netns: ${!netns}}
+metadata: {name: ${ROLE[$p]}, namespace: $NS, labels: {app: ${ROLE[$p]}}}
+spec: {ip: ${!ip}, node: node${p:1:1}, serviceAccount: ${ROLE[$p]}, netns: ${!netns}}
 ---
 EOF
 	done
+	service web "$WEB_VIP" 80 8080
+	service redis "$REDIS_VIP" 6379 6379
 	cat <<EOF
-apiVersion: skmesh.io/v1alpha1
-kind: Service
-metadata: {name: web, namespace: default}
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-admin-port, namespace: $NS}
 spec:
-  vip: $VIP
-  ports: [{port: 80, targetPort: 8080, protocol: TCP}]
-  endpoints: [{ip: $IP_n1p1, weight: 1}, {ip: $IP_n1p2, weight: 3}]
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["$TD/ns/$NS/sa/frontend", "$TD/ns/$NS/sa/worker"]}}]
+    to: [{operation: {ports: ["9090"]}}]
 EOF
 } >"$CFG"
-section "2. The config ($CFG)" \
-	"Kubernetes-style documents: a Workload per pod, and a Service whose VIP" \
-	"$VIP:80 goes to port 8080 of n1p1 (weight 1) and n1p2 (weight 3)." \
+section "3. The config" \
+	"Kubernetes-style documents: a Workload per pod (namespace, service" \
+	"account, labels), a Service per server with a VIP, and Istio's own" \
+	"AuthorizationPolicy: the clients may not reach web's admin port 9090." \
 	"Both meshds read the same file; --node tells each which pods are its own."
-sed 's/^/   /' "$CFG"
+echo "   $CFG:"
+indent <"$CFG"
 
 # ---------------------------------------------------------------------------
-section "3. One meshd per node" \
+section "4. One meshd per node" \
 	"Each loads the BPF programs, pins maps and links under its --bpffs folder," \
 	"attaches to its node's cgroup and the pod veths, fills the maps from the" \
-	"config, and says 'meshd: ready'."
+	"config, issues its pods' certificates, opens the tunnel's ports 15001 and" \
+	"15008 in its pods' namespaces, and says 'meshd: ready'."
 for n in 1 2; do
 	pin=PIN$n
-	printf '%s[node%d]$ meshd --config %s --node node%d --cgroup %s --bpffs %s --access-log %s%s\n' \
-		"$G" "$n" "$CFG" "$n" ".../skm$RID/n$n" "${!pin}" "$LOGDIR/access-n$n.log" "$R"
-	"${TOPO[@]}" meshd --id "$RID" --node "$n" --config "$CFG" >"$TMPD/meshd$n.json"
-	"$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("   running, pid %s; its log: %s" % (d["pid"], d["log"]))' \
-		"$TMPD/meshd$n.json"
+	printf '%s[node%d]$ meshd --config %s --node node%d --cgroup %s --bpffs %s --ca-dir %s --cert-dir %s --drain-timeout 1%s\n' \
+		"$G" "$n" "$CFG" "$n" ".../skm$RID/n$n" "${!pin}" "$CA" "$TMPD/certs-n$n" "$R"
+	"${TOPO[@]}" meshd --id "$RID" --node "$n" --config "$CFG" -- \
+		--ca-dir "$CA" --cert-dir "$TMPD/certs-n$n" --drain-timeout 1 >"$TMPD/meshd$n.json"
+	read -r pid log < <("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["pid"], d["log"])' \
+		"$TMPD/meshd$n.json")
+	MESHD_PIDS+=("$pid")
+	echo "   running, pid $pid; its log: $log"
+	grep -E 'meshd: ready' "$log" | indent || true
 done
 echo
-echo "   What node1's meshd attached and pinned:"
-mctl 1 status | sed 's/^/   /'
-
-section "4. Services in the kernel" \
-	"What connect() will load balance, read back from the pinned maps."
-mctl 1 services | sed 's/^/   /'
+echo "   Readiness probe (as the kubelet asks it) on each node's 127.0.0.1:15021:"
+for n in 1 2; do
+	code=$(onnode "$n" curl -s -o /dev/null --max-time 2 -w '%{http_code}' \
+		http://127.0.0.1:15021/healthz/ready || true)
+	[ "${code:-000}" = 000 ] && code="no answer (this build of meshd has no readiness endpoint)"
+	echo "   node$n: GET /healthz/ready -> $code"
+done
 
 # ---------------------------------------------------------------------------
-section "5. HTTP to the VIP" \
-	"A plain python http.server listens on 8080 in n1p1 and n1p2. curl in a" \
-	"pod dials $VIP:80; cgroup/connect4 picks a backend by weight and rewrites" \
-	"the destination before the SYN exists (no per-packet NAT); getpeername()" \
-	"still answers the VIP, so curl reports $VIP:80."
-for p in n1p1 n1p2; do
-	mkdir -p "$LOGDIR/www/$p"
-	echo "hello from $p" >"$LOGDIR/www/$p/index.html"
-	podbg "$p" "$PY" -m http.server 8080 --bind 0.0.0.0 --directory "$LOGDIR/www/$p" \
-		</dev/null >"$LOGDIR/http-$p.log" 2>&1
-	disown "$BG"	# runs until the clean up
+section "5. The servers" \
+	"Plain, unmodified programs: python's http.server in web (8080 for the" \
+	"site, 9090 for an 'admin' page) and redis-server in redis. Neither knows" \
+	"the mesh is there."
+mkdir -p "$TMPD/www" "$TMPD/admin"
+head -c $((256 << 10)) /dev/urandom >"$TMPD/www/blob"
+echo "hello from web" >"$TMPD/www/index.html"
+echo "web admin page" >"$TMPD/admin/index.html"
+for port in 8080 9090; do
+	dir=$TMPD/www
+	[ "$port" = 9090 ] && dir=$TMPD/admin
+	printf '%s[pod n1p1: web]$ python3 -m http.server %s --bind %s%s\n' "$G" "$port" "$IP_n1p1" "$R"
+	podbg n1p1 "$PY" -m http.server "$port" --bind "$IP_n1p1" --directory "$dir" \
+		>"$LOGDIR/http-$port.log" 2>&1
 done
-for p in n1p1 n1p2; do
-	ip=IP_$p
-	for _ in $(seq 100); do
-		pod n2p2 curl -s -o /dev/null --max-time 1 "http://${!ip}:8080/" && break
-		sleep 0.05
-	done
+printf "%s[pod n2p1: redis]$ redis-server --bind %s --save '' --appendonly no --protected-mode no%s\n" \
+	"$G" "$IP_n2p1" "$R"
+podbg n2p1 redis-server --bind "$IP_n2p1" --port 6379 --save '' --appendonly no \
+	--protected-mode no --dir "$TMPD" >"$LOGDIR/redis.log" 2>&1
+for port in 8080 9090; do
+	until_ok "http.server on $port" pod n1p1 curl -s -o /dev/null --max-time 1 "http://$IP_n1p1:$port/"
 done
-inpod n2p1 curl -s -w '%{remote_ip}:%{remote_port}\n' "http://$VIP/" | sed 's/^/   /'
-echo "   (the page, then where curl believes it is connected: the VIP)"
+until_ok redis-server pod n2p1 redis-cli -h "$IP_n2p1" ping
+
+# ---------------------------------------------------------------------------
+# curl_vip POD URL: the status, the bytes, and where curl believes it is
+# connected (getpeername)
+curl_vip() {
+	local out
+	say "$1" "curl -s -o /dev/null -w '%{http_code} %{size_download} %{remote_ip}:%{remote_port}' $2"
+	out=$(pod "$1" curl -sS -o /dev/null --max-time 10 -w \
+		'HTTP %{http_code}, %{size_download} bytes in %{time_total} s; curl is connected to %{remote_ip}:%{remote_port}' "$2")
+	echo "   $out"
+	result "curl $3" "${out%% in *}"
+}
+# result WHAT OUTCOME: a line of the summary
+result() { printf '   %-48s %s\n' "$1" "$2" >>"$TMPD/results"; }
+section "6. HTTP through the web Service VIP" \
+	"curl dials $WEB_VIP:80; cgroup/connect4 picks a backend and rewrites the" \
+	"destination inside connect() (no NAT on the wire); getpeername() still" \
+	"answers the VIP. frontend is on web's node: the two sockets are spliced" \
+	"by sk_msg. worker is on node2: node2's meshd carries the connection over" \
+	"mutual TLS 1.3 + HTTP/2 CONNECT (HBONE) to node1's meshd, which checks" \
+	"worker's SPIFFE identity against policy and connects to web."
+echo "   same node (frontend -> web):"
+curl_vip n1p2 "http://$WEB_VIP/blob" "frontend -> web (same node)"
 echo
-for client in n2p1 n1p1; do
-	echo "   40 requests from $client (node${client:1:1}) to http://$VIP/:"
-	for _ in $(seq 40); do pod "$client" curl -s --max-time 2 "http://$VIP/"; done |
-		sort | uniq -c | sed 's/^/     /'
-done
-echo "   (weights 1:3, so about 10 and 30 each time)"
+echo "   across nodes, through the tunnel (worker -> web):"
+curl_vip n2p2 "http://$WEB_VIP/blob" "worker -> web (across nodes)"
+echo
+say n2p2 "curl -s http://$WEB_VIP/"
+pod n2p2 curl -sS --max-time 10 "http://$WEB_VIP/" | indent
 
 # ---------------------------------------------------------------------------
-section "6. Same-node bulk transfer" \
-	"200 MiB from n1p1 to n1p2. Both are meshed pods of node1, so sockops puts" \
-	"the two sockets in a SOCKHASH and sk_msg moves each write straight into" \
-	"the peer socket: the payload never crosses the veths. Compare the veth" \
-	"counters with the bytes sent."
-veth_bytes() {
-	ip -n "skm$RID-n1" -s -j link show dev "$1" |
-		"$PY" -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]; print(s["rx"]["bytes"]+s["tx"]["bytes"])'
+bench() {	# bench POD WHAT: redis-benchmark to the redis VIP, its req/s lines
+	say "$1" "redis-benchmark -h $REDIS_VIP -p 6379 -n 2000 -c 10 -q -t set,get"
+	pod "$1" redis-benchmark -h "$REDIS_VIP" -p 6379 -n 2000 -c 10 -q -t set,get |
+		tr '\r' '\n' | grep 'requests per second' >"$TMPD/bench"
+	indent <"$TMPD/bench"
+	result "redis-benchmark $2" "$(awk '{ printf "%s%s %.0f req/s", sep, $1, $2; sep = ", " }' "$TMPD/bench")"
 }
-redirected() {
-	meshctl 1 stats -o json |
-		"$PY" -c 'import json,sys; print(json.load(sys.stdin)["counters"]["msg_redirect_bytes"])'
+section "7. redis-benchmark through the redis Service VIP" \
+	"2000 SETs and 2000 GETs over 10 connections each time, to $REDIS_VIP:6379." \
+	"worker is on redis's node (spliced by sk_msg); frontend is on node1" \
+	"(each of its 10 connections is a stream in the node1 -> node2 tunnel)."
+echo "   same node (worker -> redis):"
+bench n2p2 "worker -> redis (same node)"
+echo
+echo "   across nodes, through the tunnel (frontend -> redis):"
+bench n1p2 "frontend -> redis (across nodes)"
+
+# ---------------------------------------------------------------------------
+section "8. A denied connection" \
+	"AuthorizationPolicy web-admin-port denies frontend and worker on web's" \
+	"port 9090 (where a server does listen). frontend is on web's node, so" \
+	"the kernel refuses it in connect(): EPERM, no packet is sent. worker is on" \
+	"node2: node1's meshd sees worker's certificate, answers the CONNECT with" \
+	"401, and worker's connection is reset."
+denied() {	# denied POD WHAT: curl web's admin port, the lines that say how it ended
+	local rc=0
+	say "$1" "curl -v http://$IP_n1p1:9090/"
+	pod "$1" curl -sS -v --max-time 5 "http://$IP_n1p1:9090/" >"$TMPD/denied" 2>&1 || rc=$?
+	grep -E '^\* (Trying|Connected|Immediate|Recv)|^curl:|^< HTTP' "$TMPD/denied" | indent || true
+	case "$rc" in
+	0) result "curl $2" "NOT DENIED: $(grep -m1 '^< HTTP' "$TMPD/denied" | tr -d '\r')" ;;
+	*) result "curl $2" "denied: $(grep -m1 -oE 'Operation not permitted|Connection reset by peer|curl: .*' "$TMPD/denied")" ;;
+	esac
 }
-v0=$(($(veth_bytes "$VETH_n1p1") + $(veth_bytes "$VETH_n1p2")))
-r0=$(redirected)
-podbg n1p2 "$PY" "$PODTOOL" sink --port 9000 --count-conns 1 --timeout 60 </dev/null >"$LOGDIR/sink.out"
-sink=$BG
-wait_line "$LOGDIR/sink.out" listening
-printf '%s[pod n1p2]$ podtool.py sink --port 9000%s\n' "$G" "$R"
-printf '%s[pod n1p1]$ podtool.py send --to %s:9000 --bytes %d%s\n' "$G" "$IP_n1p2" $((200 << 20)) "$R"
-pod n1p1 "$PY" "$PODTOOL" send --to "$IP_n1p2:9000" --bytes $((200 << 20)) --seed 1 >"$LOGDIR/send.out"
-wait "$sink" || true
-v1=$(($(veth_bytes "$VETH_n1p1") + $(veth_bytes "$VETH_n1p2")))
-r1=$(redirected)
-"$PY" - "$LOGDIR/send.out" "$LOGDIR/sink.out" "$((v1 - v0))" "$((r1 - r0))" <<'PYEOF'
+echo "   same node (frontend -> web:9090):"
+denied n1p2 "frontend -> web:9090 (same node)"
+echo
+echo "   across nodes (worker -> web:9090):"
+denied n2p2 "worker -> web:9090 (across nodes)"
+echo
+echo "   node1's meshd says:"
+grep -E '401|denied' "$LOGDIR"/meshd-n1.*.log | tail -n 2 | indent || true
+echo
+echo "   what node1's kernel enforces for web, for sources on its node:"
+printf '%s[node1]$ meshctl policy %s/web -o json%s\n' "$G" "$NS" "$R"
+meshctl 1 policy "$NS/web" -o json | "$PY" -c '
 import json, sys
-send = json.loads(open(sys.argv[1]).read().splitlines()[-1])
-sink = [json.loads(l) for l in open(sys.argv[2]) if "sha256" in l][-1]
-secs = send["elapsed_s"]
-print("   sent %d bytes, n1p2 received %d: sha256 %s" % (send["bytes"], sink["bytes"],
-      "identical" if send["sha256"] == sink["sha256"] else "DIFFERENT"))
-print("   %.2f GB/s, Python at both ends (the apps are the limit, not the path)"
-      % (send["bytes"] / secs / 1e9))
-print("   redirected by sk_msg: %d bytes; carried by the two veths: %s bytes (handshake only)"
-      % (int(sys.argv[4]), sys.argv[3]))
+for w in json.load(sys.stdin):
+    for s in w["sources"]:
+        print(("   %-14s port %-4s %-32s %s" % (s["source"], s["port"] or "*", s["reason"],
+                                               s["policy"] or "")).rstrip())'
+
+# ---------------------------------------------------------------------------
+section "9. Live connections" \
+	"Two redis-cli sessions held open, each sending PING every 0.2 s." \
+	"worker -> redis on node2 is accelerated: both ends of the spliced pair" \
+	"have a record with their bytes. frontend -> redis crosses nodes: node1" \
+	"shows frontend's end, captured into its meshd's port 15001; node2 shows" \
+	"redis's end of the connection its meshd opened from inside the pod." \
+	"meshd counts the bytes of tunnelled legs itself: their records are read" \
+	"when they close."
+for p in n2p2 n1p2; do
+	printf '%s[pod %s: %s]$ redis-cli -h %s -r 200 -i 0.2 ping &%s\n' "$G" "$p" "${ROLE[$p]}" "$REDIS_VIP" "$R"
+	podbg "$p" redis-cli -h "$REDIS_VIP" -r 200 -i 0.2 ping >"$LOGDIR/cli-$p.log" 2>&1
+done
+CLIS=("${BGPIDS[@]: -2}")
+# until both sessions said PONG twice
+for _ in $(seq 100); do
+	[ "$(cat "$LOGDIR"/cli-*.log 2>/dev/null | grep -c PONG)" -ge 4 ] && break
+	sleep 0.05
+done
+for n in 1 2; do
+	echo
+	mctl "$n" conns
+done
+kill "${CLIS[@]}" 2>/dev/null || true
+wait "${CLIS[@]}" 2>/dev/null || true
+
+# ---------------------------------------------------------------------------
+section "10. Services and counters" \
+	"What connect() load balances, read back from node1's pinned maps; then" \
+	"node1's data-path counters, the per-pod packet counters TC keeps on the" \
+	"veths (little for spliced traffic: it never crosses them) and the" \
+	"tunnel's counters."
+mctl 1 services
+echo
+mctl 1 stats
+
+# ---------------------------------------------------------------------------
+section "11. Prometheus metrics" \
+	"meshd serves Istio's standard TCP metrics (same names and labels, so" \
+	"Istio dashboards work) and its own skmesh_* ones on port 15020 in the" \
+	"node's namespace. An excerpt of node1's, each istio_* sample shown with" \
+	"6 of its labels (... stands for the others):"
+printf '%s[node1]$ curl -s http://127.0.0.1:15020/metrics%s\n' "$G" "$R"
+if onnode 1 curl -sf --max-time 3 http://127.0.0.1:15020/metrics >"$TMPD/metrics" 2>/dev/null; then
+	"$PY" - "$TMPD/metrics" <<'PYEOF'
+import re, sys
+lines = [l.rstrip("\n") for l in open(sys.argv[1]) if l.strip() and not l.startswith("#")]
+keep = ("reporter", "source_workload", "destination_workload", "destination_service_name",
+        "connection_security_policy", "response_flags")
+def short(l):
+    m = re.match(r'(\w+)\{(.*)\} (\S+)$', l)
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+    shown = ",".join('%s="%s"' % (k, labels[k]) for k in keep if k in labels)
+    return "%s{%s,...} %s" % (m.group(1), shown, m.group(3))
+def lab(l, k):
+    m = re.search(r'%s="([^"]*)"' % k, l)
+    return m and m.group(1)
+sent = [l for l in lines if l.startswith("istio_tcp_sent_bytes_total{")
+        and lab(l, "source_workload") != lab(l, "destination_workload")]  # not web's own probes
+for l in sent[:5]:
+    print("   " + short(l))
+for l in lines:
+    if re.match(r"skmesh_(connections_closed_total|policy_denials_total|sk_msg_redirected_bytes_total|tunnel_conns_open|ready)\b", l) \
+            and not l.endswith(" 0"):
+        print("   " + l)
+print("   (%d samples in all)" % len(lines))
 PYEOF
+else
+	echo "   (no answer on 127.0.0.1:15020: this build of meshd serves no metrics)"
+fi
 
 # ---------------------------------------------------------------------------
-section "7. Live connections" \
-	"skm_conns, kept by sockops and sk_msg, while two connections are held:" \
-	"n1p1 -> VIP (a backend on node1: accelerated, each end has a record)" \
-	"and n2p1 -> n1p2 across nodes (passthrough: counted from TCP's own" \
-	"counters, the client end on node2, the server end on node1)."
-podbg n1p2 "$PY" "$PODTOOL" echo --port 9001 --timeout 60 </dev/null >"$LOGDIR/echo.out"
-disown "$BG"
-wait_line "$LOGDIR/echo.out" listening
-# each session reads its commands from a fifo we hold open on fd 3 / 4
-mkfifo "$TMPD/ctl1" "$TMPD/ctl2"
-exec 3<>"$TMPD/ctl1" 4<>"$TMPD/ctl2"
-podbg n1p1 "$PY" "$PODTOOL" session --to "$VIP:80" --io-timeout 30 \
-	<"$TMPD/ctl1" >"$LOGDIR/s1.out" 3>&- 4>&-
-s1=$BG
-podbg n2p1 "$PY" "$PODTOOL" session --to "$IP_n1p2:9001" --io-timeout 30 \
-	<"$TMPD/ctl2" >"$LOGDIR/s2.out" 3>&- 4>&-
-s2=$BG
-echo "xfer 5000" >&4
-wait_line "$LOGDIR/s1.out" connected
-wait_line "$LOGDIR/s2.out" '"xfer"'
-echo "   node1:"
-mctl 1 conns | sed 's/^/   /'
+section "Summary" \
+	"What ran and how it ended; then what both nodes counted, as" \
+	"meshctl stats -o json reads it from the kernel and meshd."
+cat "$TMPD/results"
 echo
-echo "   node2:"
-mctl 2 conns | sed 's/^/   /'
-echo close >&3
-echo close >&4
-exec 3>&- 4>&-
-wait "$s1" "$s2" || true
-
-# ---------------------------------------------------------------------------
-section "8. Counters" \
-	"Kernel counters of node1: connects load balanced, sockets accelerated," \
-	"bytes redirected by sk_msg; and what TC counted on each pod's veth" \
-	"(little: the accelerated bytes never reach it)."
-mctl 1 stats | sed 's/^/   /'
-
-section "9. Access log" \
-	"meshd writes one JSON line per closed socket (client and server side)" \
-	"from ring-buffer events: bytes each way, srtt, retransmits, path." \
-	"The last lines of node1's log ($LOGDIR/access-n1.log):"
-sleep 0.3
-tail -n 6 "$LOGDIR/access-n1.log" | "$PY" -c '
+for n in 1 2; do meshctl "$n" stats -o json >"$TMPD/stats$n.json"; done
+"$PY" - "$TMPD/stats1.json" "$TMPD/stats2.json" <<'PYEOF'
 import json, sys
-for l in sys.stdin:
-    e = json.loads(l)
-    print("   %-6s %-20s -> %-20s dialled %-20s sent %8d  received %8d  srtt %4d us  %s"
-          % (e["role"], e["src"], e["dst"], e["orig_dst"], e["bytes_sent"],
-             e["bytes_received"], e["srtt_us"], e["path"]))'
-echo
-echo "   one line as written:"
-tail -n 1 "$LOGDIR/access-n1.log" | sed 's/^/   /'
-
-# ---------------------------------------------------------------------------
-section "Summary"
-meshctl 1 stats -o json | "$PY" -c '
-import json, sys
-c = json.load(sys.stdin)["counters"]
-print("   node1: %d connects load balanced to a backend, %d refused for lack of one"
-      % (c["lb_connect"], c["lb_no_backend"]))
-print("   node1: %d sockets accelerated; %d MiB moved socket to socket by sk_msg"
-      % (c["sock_insert"], c["msg_redirect_bytes"] >> 20))
-print("   node1: %d connections opened, %d closed" % (c["conn_open"], c["conn_close"]))'
-echo "   access log: $(wc -l <"$LOGDIR/access-n1.log") close events on node1, $(wc -l <"$LOGDIR/access-n2.log") on node2"
+st = [json.load(open(f)) for f in sys.argv[1:]]
+c = [s["counters"] for s in st]
+t = [s.get("tunnel") or {} for s in st]
+tot = lambda d, k: sum(x.get(k, 0) for x in d)
+row = "   %-28s %s"
+print(row % ("load balanced at connect():", "%d connects to a Service VIP" % tot(c, "lb_connect")))
+print(row % ("accelerated (sk_msg):", "%d sockets spliced to their peer (%d same-node connections), "
+             "%.2f MiB moved socket to socket" % (tot(c, "sock_insert"), tot(c, "sock_insert") // 2,
+                                                  tot(c, "msg_redirect_bytes") / 1048576)))
+print(row % ("tunnelled (HBONE, mTLS):", "%d streams opened, %d accepted, %.2f MiB sent to peers"
+             % (tot(t, "out_streams_ok"), tot(t, "in_streams_ok"), tot(t, "bytes_to_peers") / 1048576)))
+print(row % ("denied:", "%d in the kernel (EPERM at connect), %d by the tunnel (401)"
+             % (tot(c, "policy_deny"), tot(t, "in_denied"))))
+print(row % ("connections seen:", "%d opened, %d closed" % (tot(c, "conn_open"), tot(c, "conn_close"))))
+PYEOF
 echo "   what the tests prove: tests/e2e/*.py (run: sudo tests/run e2e)"
