@@ -41,12 +41,17 @@
 /* jansson's "I" format reads a json_int_t from the varargs */
 #define JI(x)		((json_int_t)(x))
 
+enum top_sort { SORT_RATE, SORT_BYTES, SORT_AGE };
+
 static struct {
 	char bpffs[PATH_MAX];	/* pin root, no trailing slash */
 	bool json;
 	double watch;		/* seconds between redraws, 0: print once */
 	const char *arg;	/* the command's argument (policy WORKLOAD) */
-} opt;
+	double interval;	/* top: seconds between the two samples */
+	size_t top_n;		/* top: rows to show, 0: all */
+	enum top_sort sort;	/* top: order of the rows */
+} opt = { .interval = 1, .top_n = 10 };
 
 static volatile sig_atomic_t stop;
 
@@ -351,6 +356,22 @@ static int pin_path(char *buf, size_t len, const char *name)
 	return 0;
 }
 
+/* Says what is wrong with the pin @path (@err a negative errno from
+ * opening it) and how to put it right. main() has checked that the pin
+ * root holds skmesh maps, so a missing one is a version or install
+ * problem, not a stopped meshd. */
+static void pr_pin_err(const char *path, int err)
+{
+	if (err == -EPERM || err == -EACCES)
+		pr_err("%s: %s: meshctl needs root (the pins are root's and reading maps takes CAP_BPF): run it with sudo",
+		       path, strerror(-err));
+	else if (err == -ENOENT)
+		pr_err("%s is not pinned, though other skmesh maps are: meshd comes from another version, or is half set up or cleaned up; restart meshd from the same build as meshctl (meshctl status lists what is missing)",
+		       path);
+	else
+		pr_err("%s: %s", path, strerror(-err));
+}
+
 struct pmap {
 	int fd;
 	struct bpf_map_info info;
@@ -382,14 +403,8 @@ static int map_open(const char *name, struct pmap *m, bool optional)
 	if (m->fd < 0) {
 		err = -errno;
 		m->fd = -1;
-		if (err == -ENOENT && !optional)
-			pr_err("%s not found: is meshd running with --bpffs %s?",
-			       m->path, opt.bpffs);
-		else if (err == -EPERM || err == -EACCES)
-			pr_err("%s: %s: run meshctl as root (CAP_BPF)",
-			       m->path, strerror(-err));
-		else if (err != -ENOENT)
-			pr_err("%s: %s", m->path, strerror(-err));
+		if (err != -ENOENT || !optional)
+			pr_pin_err(m->path, err);
 		return err;
 	}
 	err = bpf_obj_get_info_by_fd(m->fd, &m->info, &len);
@@ -612,13 +627,33 @@ static int cmp_names(const struct skm_name_val *a, const struct skm_name_val *b)
 	return c ?: strcmp(a->name, b->name);
 }
 
-/* ---- status ---------------------------------------------------------- */
+/* ---- pin root -------------------------------------------------------- */
+
+/* Names of the filesystems a wrong --bpffs usually lands on. */
+static const char *fs_name(long type)
+{
+	static const struct {
+		long magic;
+		const char *name;
+	} names[] = {
+		{ TMPFS_MAGIC, "tmpfs" }, { SYSFS_MAGIC, "sysfs" },
+		{ PROC_SUPER_MAGIC, "proc" }, { CGROUP2_SUPER_MAGIC, "cgroup2" },
+		{ EXT4_SUPER_MAGIC, "ext2/3/4" }, { XFS_SUPER_MAGIC, "xfs" },
+		{ BTRFS_SUPER_MAGIC, "btrfs" }, { OVERLAYFS_SUPER_MAGIC, "overlayfs" },
+	};
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(names); i++)
+		if (names[i].magic == type)
+			return names[i].name;
+	return NULL;
+}
 
 /* Returns 0 when the pin root is on a bpffs, or would be once created
- * (its nearest existing ancestor is one). */
+ * (its nearest existing ancestor is one); else says how to fix it. */
 static int check_bpffs(void)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], type[32];
 	struct statfs st;
 	char *slash;
 
@@ -627,7 +662,7 @@ static int check_bpffs(void)
 		if (errno != ENOENT && errno != ENOTDIR) {
 			int err = -errno;
 
-			pr_err("%s: %s", path, strerror(-err));
+			pr_pin_err(path, err);
 			return err;
 		}
 		slash = strrchr(path, '/');
@@ -638,15 +673,67 @@ static int check_bpffs(void)
 		else
 			*slash = '\0';
 	}
-	if (st.f_type != BPF_FS_MAGIC) {
-		/* the usual fix is the standard mount; elsewhere, mount DIR */
-		pr_err("no bpffs at %s: mount -t bpf bpf %s", opt.bpffs,
-		       strncmp(opt.bpffs, BPFFS_MNT, strlen(BPFFS_MNT)) ?
-		       opt.bpffs : BPFFS_MNT);
-		return -ENODEV;
-	}
-	return 0;
+	if (st.f_type == BPF_FS_MAGIC)
+		return 0;
+
+	if (fs_name(st.f_type))
+		snprintf(type, sizeof(type), "%s", fs_name(st.f_type));
+	else
+		snprintf(type, sizeof(type), "filesystem type 0x%lx", (long)st.f_type);
+	if (!strncmp(opt.bpffs, BPFFS_MNT, strlen(BPFFS_MNT)) &&
+	    (!opt.bpffs[strlen(BPFFS_MNT)] || opt.bpffs[strlen(BPFFS_MNT)] == '/'))
+		/* the usual case: bpffs not mounted where it belongs */
+		pr_err("%s is not on a bpf filesystem (%s is %s): mount it with 'mount -t bpf bpf %s', then start meshd",
+		       opt.bpffs, path, type, BPFFS_MNT);
+	else
+		pr_err("%s is not on a bpf filesystem (%s is %s): give --bpffs the pin root meshd uses (default %s)",
+		       opt.bpffs, path, type, SKM_PIN_ROOT);
+	return -ENODEV;
 }
+
+/* Returns 0 when the pin root is a folder holding at least one map of
+ * skmesh.h. No folder, or one without our maps, means no meshd has run
+ * with this pin root on this node (or `meshd --cleanup` removed it). */
+static int check_pins(void)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	size_t i;
+	int err;
+
+	if (stat(opt.bpffs, &st)) {
+		err = -errno;
+		if (err != -ENOENT && err != -ENOTDIR) {
+			pr_pin_err(opt.bpffs, err);
+			return err;
+		}
+		goto out_none;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		pr_err("%s is not a folder: give --bpffs the pin root meshd uses (default %s)",
+		       opt.bpffs, SKM_PIN_ROOT);
+		return -ENOTDIR;
+	}
+	for (i = 0; i < ARRAY_SIZE(map_specs); i++) {
+		err = pin_path(path, sizeof(path), map_specs[i].name);
+		if (err)
+			return err;
+		if (!access(path, F_OK))
+			return 0;
+		if (errno != ENOENT) {
+			err = -errno;
+			/* EACCES: the folder is root's, not this pin */
+			pr_pin_err(err == -EACCES ? opt.bpffs : path, err);
+			return err;
+		}
+	}
+out_none:
+	pr_err("no skmesh pins at %s: is meshd running on this node? (--bpffs DIR to point elsewhere)",
+	       opt.bpffs);
+	return -ENOENT;
+}
+
+/* ---- status ---------------------------------------------------------- */
 
 static int prog_name_by_id(__u32 id, char *buf, size_t len)
 {
@@ -694,8 +781,13 @@ static int status_links(struct table *t, json_t *arr)
 	if (err)
 		return err;
 	n = scandir(dir, &ents, skip_dotfiles, alphasort);
-	if (n < 0)	/* no links folder: nothing attached yet */
-		return errno == ENOENT ? 0 : -errno;
+	if (n < 0) {
+		if (errno == ENOENT)	/* no links folder: nothing attached yet */
+			return 0;
+		err = -errno;
+		pr_pin_err(dir, err);
+		return err;
+	}
 
 	for (i = 0; i < n; i++) {
 		struct bpf_link_info li = {};
@@ -711,7 +803,7 @@ static int status_links(struct table *t, json_t *arr)
 		if (fd >= 0)
 			close(fd);
 		if (ret) {
-			pr_err("%s: %s", path, strerror(-ret));
+			pr_pin_err(path, ret);
 			err = ret;
 			continue;
 		}
@@ -749,7 +841,7 @@ static int status_links(struct table *t, json_t *arr)
  * or does not match skmesh.h. */
 static int status_maps(struct table *t, json_t *obj)
 {
-	size_t i;
+	size_t i, missing = 0;
 	int err = 0;
 
 	for (i = 0; i < ARRAY_SIZE(map_specs); i++) {
@@ -762,10 +854,9 @@ static int status_maps(struct table *t, json_t *obj)
 
 		ret = map_open(name, &m, true);
 		if (ret == -ENOENT || ret == -EPROTO) {
-			/* reported (a mismatch by map_open); list the rest */
-			if (ret == -ENOENT)
-				pr_err("%s not found: is meshd running with --bpffs %s?",
-				       m.path, opt.bpffs);
+			/* a mismatch is reported by map_open, the missing
+			 * maps below in one line; list the rest */
+			missing += ret == -ENOENT;
 			err = ret;
 			if (!obj)
 				table_row(t, "%s\t%s\t-\t-\t-", name,
@@ -816,6 +907,10 @@ static int status_maps(struct table *t, json_t *obj)
 		if (ret)
 			return -ENOMEM;
 	}
+	if (missing)
+		pr_err("%zu map%s of skmesh.h %s not pinned at %s (missing above): meshd comes from another version, or is half set up or cleaned up; restart meshd from the same build as meshctl",
+		       missing, missing == 1 ? "" : "s", missing == 1 ? "is" : "are",
+		       opt.bpffs);
 	return err;
 }
 
@@ -855,19 +950,8 @@ static int cmd_status(void)
 	struct table links, maps;
 	json_t *doc = NULL, *jlinks = NULL, *jmaps = NULL;
 	char msg_name[BPF_OBJ_NAME_LEN + 1] = "-";
-	struct stat st;
 	__u32 msg_id;
 	int err, err_links, err_maps, err_msg;
-
-	if (stat(opt.bpffs, &st)) {
-		err = -errno;
-		if (err == -ENOENT)
-			pr_err("%s not found: is meshd running with --bpffs %s?",
-			       opt.bpffs, opt.bpffs);
-		else
-			pr_err("%s: %s", opt.bpffs, strerror(-err));
-		return err;
-	}
 
 	table_init(&links, link_cols, ARRAY_SIZE(link_cols));
 	table_init(&maps, map_cols, ARRAY_SIZE(map_cols));
@@ -1099,7 +1183,68 @@ out_svcs:
 	return err;
 }
 
+/* ---- watch ----------------------------------------------------------- */
+
+static void on_signal(int sig)
+{
+	stop = 1;
+}
+
+/* Ctrl-C (or SIGTERM) ends a --watch loop after the round it is in. */
+static void watch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };	/* no SA_RESTART */
+
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Sleeps @secs, or less when a signal sets stop. */
+static void sleep_secs(double secs)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)secs,
+		.tv_nsec = (long)((secs - (time_t)secs) * 1e9),
+	};
+
+	/* a signal cuts the sleep short: nanosleep fails with EINTR */
+	while (!stop && nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* Starts a round of --watch output for command @name: on a terminal the
+ * screen is cleared, as top(1) does; in a pipe or file the rounds follow
+ * one another. JSON gets no header: one document per round, for jq. */
+static void watch_header(const char *name)
+{
+	static bool first = true;
+	char now[16];
+	time_t t;
+
+	if (!opt.watch || opt.json)
+		return;
+	t = time(NULL);
+	strftime(now, sizeof(now), "%H:%M:%S", localtime(&t));
+	if (isatty(STDOUT_FILENO))
+		fputs("\033[H\033[2J", stdout);
+	else if (!first)
+		putchar('\n');
+	first = false;
+	printf("Every %gs: meshctl %s    %s\n\n",
+	       strcmp(name, "top") ? opt.watch : opt.interval, name, now);
+}
+
 /* ---- connections ----------------------------------------------------- */
+
+/* How the connection's bytes travel, named as in meshd's access log. */
+static const char *conn_path(const struct skm_conn *c)
+{
+	if (c->flags & SKM_CONN_TUNNEL)
+		return "tunnelled";	/* through meshd's HBONE tunnel */
+	if (c->flags & SKM_CONN_ACCEL)
+		return "accelerated";	/* sk_msg, socket to socket */
+	return "passthrough";		/* the TCP/IP stack */
+}
 
 static int cmd_conns(void)
 {
@@ -1134,7 +1279,7 @@ static int cmd_conns(void)
 	for (i = 0; i < l.n && !err; i++) {
 		unsigned long long cookie = *(__u64 *)kv_key(&l, i);
 		const struct skm_conn *c = kv_val(&l, i);
-		const char *path = c->flags & SKM_CONN_ACCEL ? "accelerated" : "passthrough";
+		const char *path = conn_path(c);
 		const char *role = c->flags & SKM_CONN_ACTIVE ? "client" : "server";
 		struct addr_str src = addr_fmt(c->tuple.sip, c->tuple.sport & 0xffff);
 		struct addr_str dst = addr_fmt(c->tuple.dip, c->tuple.dport & 0xffff);
@@ -1172,6 +1317,348 @@ out_free:
 out_map:
 	map_close(&conns);
 	table_free(&t);
+	return err;
+}
+
+/* ---- top ------------------------------------------------------------- */
+
+/* meshctl top reads skm_conns twice, an interval apart, and ranks the
+ * connections by what they moved in between. A row is a connection seen
+ * from its client: SRC dialled DST, TX is what SRC sent, RX what it got. */
+
+struct top_sample {
+	struct kv_list l;	/* skm_conns, sorted by cookie */
+	__u64 t_ns;		/* CLOCK_MONOTONIC when the walk ended */
+};
+
+struct top_row {
+	__u64 cookie;
+	const struct skm_conn *c;
+	__u64 tx, rx;		/* bytes the client sent and received */
+	double tx_rate, rx_rate;	/* bytes per second over the interval */
+	__u64 age_ns;
+};
+
+static void top_sample_free(struct top_sample *s)
+{
+	kv_free(&s->l);
+	s->t_ns = 0;
+}
+
+static int top_read(const struct pmap *conns, struct top_sample *s)
+{
+	int err = map_collect(conns, &s->l, false);
+
+	if (err)
+		return err;
+	if (s->l.n)
+		qsort(s->l.data, s->l.n, s->l.rec_size, cmp_u64_key);
+	s->t_ns = mono_ns();	/* after the walk: no record is younger */
+	return 0;
+}
+
+static const struct skm_conn *top_find(const struct top_sample *s, __u64 cookie)
+{
+	const char *rec = s->l.n ? bsearch(&cookie, s->l.data, s->l.n,
+					   s->l.rec_size, cmp_u64_key) : NULL;
+
+	return rec ? (const void *)(rec + s->l.val_off) : NULL;
+}
+
+/* Bytes of @c from its client's side: a server record's rx is what the
+ * client sent. */
+static void conn_client_bytes(const struct skm_conn *c, __u64 *tx, __u64 *rx)
+{
+	bool client = c->flags & SKM_CONN_ACTIVE;
+
+	*tx = client ? c->tx_bytes : c->rx_bytes;
+	*rx = client ? c->rx_bytes : c->tx_bytes;
+}
+
+static int cmp_top_row(const void *a, const void *b)
+{
+	const struct top_row *x = a, *y = b;
+	double kx, ky;
+
+	switch (opt.sort) {
+	case SORT_BYTES:
+		kx = (double)(x->tx + x->rx);
+		ky = (double)(y->tx + y->rx);
+		break;
+	case SORT_AGE:
+		kx = (double)x->age_ns;
+		ky = (double)y->age_ns;
+		break;
+	default:
+		kx = x->tx_rate + x->rx_rate;
+		ky = y->tx_rate + y->rx_rate;
+		break;
+	}
+	if (kx != ky)
+		return kx > ky ? -1 : 1;	/* the biggest first */
+	return (x->cookie > y->cookie) - (x->cookie < y->cookie);
+}
+
+/* The connections of @cur with their rates since @prev; *n rows. Both
+ * ends of a same-node connection have a record (linked by peer_cookie):
+ * the client's stands for both. A connection opened after @prev counts
+ * from its start; one closed since is not in @cur, so it is not shown. */
+static struct top_row *top_rows(const struct top_sample *prev,
+				const struct top_sample *cur, size_t *n)
+{
+	struct top_row *rows = calloc(cur->l.n ?: 1, sizeof(*rows));
+	size_t i;
+
+	*n = 0;
+	if (!rows)
+		return NULL;
+	for (i = 0; i < cur->l.n; i++) {
+		const struct skm_conn *c = kv_val(&cur->l, i), *pc, *old;
+		struct top_row *r = &rows[*n];
+		__u64 from_ns = prev->t_ns, tx0 = 0, rx0 = 0;
+		double secs;
+
+		if (!(c->flags & SKM_CONN_ACTIVE) && c->peer_cookie &&
+		    (pc = top_find(cur, c->peer_cookie)) &&
+		    (pc->flags & SKM_CONN_ACTIVE))
+			continue;
+		r->cookie = *(__u64 *)kv_key(&cur->l, i);
+		r->c = c;
+		conn_client_bytes(c, &r->tx, &r->rx);
+		old = top_find(prev, r->cookie);
+		if (old)
+			conn_client_bytes(old, &tx0, &rx0);
+		else if (c->start_ns > from_ns)
+			from_ns = c->start_ns;
+		/* a floor of 1 ms: a connection a few microseconds old
+		 * would show an absurd rate */
+		secs = (cur->t_ns > from_ns ? cur->t_ns - from_ns : 0) / 1e9;
+		if (secs < 1e-3)
+			secs = 1e-3;
+		r->tx_rate = r->tx > tx0 ? (r->tx - tx0) / secs : 0;
+		r->rx_rate = r->rx > rx0 ? (r->rx - rx0) / secs : 0;
+		r->age_ns = c->start_ns && cur->t_ns > c->start_ns ?
+			    cur->t_ns - c->start_ns : 0;
+		(*n)++;
+	}
+	qsort(rows, *n, sizeof(*rows), cmp_top_row);
+	return rows;
+}
+
+/* 1234567 with unit "B/s" -> "1.23MB/s": decimal prefixes, as network
+ * rates go, three significant digits. */
+static void si_str(double v, const char *unit, char *buf, size_t len)
+{
+	static const char prefix[] = "kMGTPE";
+	int i = -1;
+
+	while (v >= 999.5 && i + 1 < (int)sizeof(prefix) - 1) {
+		v /= 1000;
+		i++;
+	}
+	if (i < 0)
+		snprintf(buf, len, "%.0f%s", v, unit);
+	else
+		snprintf(buf, len, "%.*f%c%s", v < 9.995 ? 2 : v < 99.95 ? 1 : 0,
+			 v, prefix[i], unit);
+}
+
+static void srtt_str(__u32 us, char *buf, size_t len)
+{
+	if (us < 1000)
+		snprintf(buf, len, "%uus", us);
+	else if (us < 1000000)
+		snprintf(buf, len, "%.1fms", us / 1e3);
+	else
+		snprintf(buf, len, "%.2fs", us / 1e6);
+}
+
+/* "namespace/name" of the workload with address @ip (network order);
+ * "" when it is none, or meshd stored no name for it. */
+static void wl_name_by_ip(int wls_fd, int names_fd, __u32 ip, char *buf,
+			  size_t len)
+{
+	struct skm_name_val nv;
+	struct skm_wl_val wv;
+
+	buf[0] = '\0';
+	if (ip && wls_fd >= 0 && !bpf_map_lookup_elem(wls_fd, &ip, &wv) &&
+	    name_get(names_fd, SKM_NAME_WORKLOAD, wv.wl_id, &nv))
+		snprintf(buf, len, "%s/%s", nv.ns, nv.name);
+}
+
+/* The ends of @c as its client sees them: @src the client, @dst what it
+ * dialled (a service VIP stays a VIP), @peer the address the socket is
+ * connected to, and @dst_ip the address whose workload was reached (0:
+ * unknown, a tunnelled connection to a VIP). */
+static void conn_ends(const struct skm_conn *c, struct addr_str *src,
+		      struct addr_str *dst, struct addr_str *peer, __u32 *src_ip,
+		      __u32 *dst_ip)
+{
+	const struct skm_sock_key *k = &c->tuple;
+
+	if (c->flags & SKM_CONN_ACTIVE) {
+		*src = addr_fmt(k->sip, k->sport & 0xffff);
+		*dst = addr_fmt(c->orig_ip, ntohs(c->orig_port));
+		*peer = addr_fmt(k->dip, k->dport & 0xffff);
+		*src_ip = k->sip;
+		/* a captured socket is connected to meshd, not to its
+		 * destination: only what it dialled says where it goes */
+		if (c->flags & SKM_CONN_TUNNEL)
+			*dst_ip = c->flags & SKM_CONN_VIA_VIP ? 0 : c->orig_ip;
+		else
+			*dst_ip = k->dip;
+	} else {
+		*src = addr_fmt(k->dip, k->dport & 0xffff);
+		*dst = addr_fmt(k->sip, k->sport & 0xffff);
+		*peer = *src;
+		*src_ip = k->dip;
+		*dst_ip = k->sip;
+	}
+}
+
+/* One round of top: a summary line and a table, or a JSON array. */
+static int top_show(const struct top_sample *prev, const struct top_sample *cur,
+		    int wls_fd, int names_fd)
+{
+	static const struct col cols[] = {
+		LEFT("SRC"), LEFT("DST"), LEFT("PATH"), RIGHT("TX/s"), RIGHT("RX/s"),
+		RIGHT("TX"), RIGHT("RX"), RIGHT("SRTT"), RIGHT("AGE"),
+		LEFT("SRC_WORKLOAD"), LEFT("DST_WORKLOAD"),
+	};
+	static const char *const sort_names[] = {
+		[SORT_RATE] = "rate", [SORT_BYTES] = "bytes", [SORT_AGE] = "age",
+	};
+	struct top_row *rows;
+	struct table t;
+	json_t *arr = NULL;
+	double total = 0;
+	size_t i, n, shown;
+	char rate[24];
+	int err = 0;
+
+	rows = top_rows(prev, cur, &n);
+	if (!rows)
+		return -ENOMEM;
+	shown = opt.top_n && opt.top_n < n ? opt.top_n : n;
+	table_init(&t, cols, ARRAY_SIZE(cols));
+	if (opt.json) {
+		arr = json_array();
+		if (!arr)
+			err = -ENOMEM;
+	} else {
+		for (i = 0; i < n; i++)
+			total += rows[i].tx_rate + rows[i].rx_rate;
+		si_str(total, "B/s", rate, sizeof(rate));
+		printf("%zu connection%s, %s in total over %.3gs; %s%zu by %s\n\n",
+		       n, n == 1 ? "" : "s", rate,
+		       (cur->t_ns - prev->t_ns) / 1e9,
+		       shown < n ? "the top " : "all ", shown, sort_names[opt.sort]);
+	}
+
+	for (i = 0; i < shown && !err; i++) {
+		const struct top_row *r = &rows[i];
+		const struct skm_conn *c = r->c;
+		struct addr_str src, dst, peer;
+		char src_wl[sizeof(struct skm_name_val) + 1];
+		char dst_wl[sizeof(struct skm_name_val) + 1];
+		char svc[sizeof(struct skm_name_val) + 1] = "";
+		struct skm_name_val nv;
+		__u32 src_ip, dst_ip;
+		char state[24];
+
+		conn_ends(c, &src, &dst, &peer, &src_ip, &dst_ip);
+		wl_name_by_ip(wls_fd, names_fd, src_ip, src_wl, sizeof(src_wl));
+		wl_name_by_ip(wls_fd, names_fd, dst_ip, dst_wl, sizeof(dst_wl));
+		if (opt.json) {
+			json_t *obj;
+
+			if ((c->flags & SKM_CONN_VIA_VIP) &&
+			    name_get(names_fd, SKM_NAME_SERVICE, c->svc_id, &nv))
+				snprintf(svc, sizeof(svc), "%s/%s", nv.ns, nv.name);
+			tcp_state_str(c->state, state, sizeof(state));
+			obj = json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:b, s:s?, s:s, s:s}",
+				"cookie", JI(r->cookie), "peer_cookie", JI(c->peer_cookie),
+				"role", c->flags & SKM_CONN_ACTIVE ? "client" : "server",
+				"src", src.s, "dst", dst.s, "dst_addr", peer.s,
+				"via_vip", !!(c->flags & SKM_CONN_VIA_VIP),
+				"service", or_null(svc), "path", conn_path(c),
+				"state", state);
+			/* rates rounded to whole bytes per second */
+			if (obj && json_object_update_new(obj, json_pack(
+				"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s?, s:s?}",
+				"tx_rate", JI(r->tx_rate + 0.5),
+				"rx_rate", JI(r->rx_rate + 0.5),
+				"rate", JI(r->tx_rate + r->rx_rate + 0.5),
+				"tx_bytes", JI(r->tx), "rx_bytes", JI(r->rx),
+				"bytes", JI(r->tx + r->rx), "srtt_us", JI(c->srtt_us),
+				"age_s", JI(r->age_ns / NSEC_PER_SEC),
+				"src_workload", or_null(src_wl),
+				"dst_workload", or_null(dst_wl)))) {
+				json_decref(obj);
+				obj = NULL;
+			}
+			err = json_push(arr, obj);
+		} else {
+			char txr[24], rxr[24], tx[24], rx[24], srtt[24], age[24];
+
+			si_str(r->tx_rate, "B/s", txr, sizeof(txr));
+			si_str(r->rx_rate, "B/s", rxr, sizeof(rxr));
+			si_str((double)r->tx, "B", tx, sizeof(tx));
+			si_str((double)r->rx, "B", rx, sizeof(rx));
+			srtt_str(c->srtt_us, srtt, sizeof(srtt));
+			age_str(r->age_ns / NSEC_PER_SEC, age, sizeof(age));
+			table_row(&t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s",
+				  src.s, dst.s, conn_path(c), txr, rxr, tx, rx,
+				  srtt, age, dash(src_wl), dash(dst_wl));
+		}
+	}
+	if (!err)
+		err = opt.json ? json_emit(arr) : table_print(&t);
+	json_decref(arr);
+	table_free(&t);
+	free(rows);
+	return err;
+}
+
+static int cmd_top(void)
+{
+	struct top_sample prev = {}, cur = {};
+	struct pmap conns, wls, names;
+	int err;
+
+	err = map_open(SKM_MAP_CONNS, &conns, false);
+	if (err)
+		return err;
+	/* names are a nicety: without them the rows show addresses */
+	map_open(SKM_MAP_WORKLOADS, &wls, true);
+	map_open(SKM_MAP_NAMES, &names, true);
+	if (opt.watch)
+		watch_signals();
+
+	err = top_read(&conns, &prev);
+	while (!err) {
+		sleep_secs(opt.interval);
+		if (stop)	/* Ctrl-C before a second sample: nothing to rank */
+			break;
+		err = top_read(&conns, &cur);
+		if (err)
+			break;
+		watch_header("top");
+		err = top_show(&prev, &cur, wls.fd, names.fd);
+		fflush(stdout);
+		/* the newer sample is the start of the next interval */
+		top_sample_free(&prev);
+		prev = cur;
+		memset(&cur, 0, sizeof(cur));
+		if (!opt.watch || stop)
+			break;
+	}
+	top_sample_free(&prev);
+	top_sample_free(&cur);
+	map_close(&names);
+	map_close(&wls);
+	map_close(&conns);
 	return err;
 }
 
@@ -2002,33 +2489,73 @@ out:
 
 /* ---- command line ---------------------------------------------------- */
 
+#define OPT_TOP		(1U << 0)	/* -n, --sort, --interval */
+
 static const struct cmd {
 	const char *name;
 	int (*fn)(void);
 	const char *args;	/* one optional argument, NULL: none */
-	const char *summary;
+	unsigned int opts;	/* OPT_*: options only this command takes */
+	const char *synopsis;	/* its own options and argument */
+	const char *summary;	/* one line for meshctl --help */
 	const char *help;
+	const char *opts_help;	/* its own options, or NULL */
 } cmds[] = {
-	{ "status", cmd_status, NULL, "pin root, pinned links and programs, map fill",
+	{ "status", cmd_status, NULL, 0, "",
+	  "pin root, pinned links and programs, map fill",
 	  "Shows the pin root, each link pinned under DIR/links (link and\n"
-	  "program ids, attach type, cgroup id), every skmesh map with its\n"
-	  "entries and fill, and the sk_msg program on skm_sock_hash.\n"
-	  "Fails (exit 1) when a map of skmesh.h is not pinned or does not\n"
-	  "match it.\n" },
-	{ "services", cmd_services, NULL, "service VIPs and their weighted backends",
-	  "Lists skm_services joined with the live backend set of each service.\n"
-	  "A backend's weight w= is the number of selection slots it holds.\n" },
-	{ "conns", cmd_conns, NULL, "live connections with per-connection counters",
-	  "Lists skm_conns, sorted by socket cookie. SRC is the socket's local\n"
-	  "address, DST the remote one, ORIG_DST what the application dialled.\n"
-	  "PATH is accelerated when the socket is in the sk_msg SOCKHASH.\n" },
-	{ "workloads", cmd_workloads, NULL, "workload IPs, names, mesh and policy flags",
+	  "program ids, attach type, cgroup id), every map of skmesh.h with its\n"
+	  "entries, maximum and fill, and the sk_msg program attached to\n"
+	  "skm_sock_hash. Exits 1, after showing the rest, when a map of\n"
+	  "skmesh.h is not pinned or does not match it.\n", NULL },
+	{ "services", cmd_services, NULL, 0, "",
+	  "service VIPs and their weighted backends",
+	  "Lists skm_services joined with the live backend set of each service,\n"
+	  "sorted by namespace and name. BACKENDS are ip:port w=WEIGHT, the\n"
+	  "weight being the number of selection slots the backend holds. A\n"
+	  "service without backends refuses connections.\n", NULL },
+	{ "conns", cmd_conns, NULL, 0, "",
+	  "live connections: bytes each way, srtt, age, path",
+	  "Lists every live connection record of skm_conns, sorted by socket\n"
+	  "cookie. Two sockets of this node connected to each other have a\n"
+	  "record each, the client's and the server's.\n"
+	  "\n"
+	  "SRC and DST are the socket's local and remote address, ORIG_DST what\n"
+	  "the application dialled (the VIP of a load-balanced connect). PATH is\n"
+	  "accelerated (sk_msg, socket to socket), tunnelled (meshd's HBONE\n"
+	  "tunnel) or passthrough (the TCP/IP stack). ROLE is client or server.\n"
+	  "TX_BYTES and RX_BYTES count application bytes written and delivered,\n"
+	  "SRTT_US is the smoothed RTT, AGE the time since connect or accept.\n",
+	  NULL },
+	{ "top", cmd_top, NULL, OPT_TOP, "[-n N] [--sort KEY] [--interval SECONDS]",
+	  "the busiest live connections, by bytes per second",
+	  "Reads skm_conns twice, SECONDS apart, and ranks the connections by the\n"
+	  "bytes they moved in between, both ways. A row is one connection seen\n"
+	  "from its client: SRC dialled DST (a service VIP as the application\n"
+	  "dialled it), TX is what SRC sent, RX what it received. A connection\n"
+	  "opened between the samples counts from its start; one that closed\n"
+	  "meanwhile is left out.\n"
+	  "\n"
+	  "Columns: SRC, DST, PATH (accelerated, tunnelled, passthrough), TX/s\n"
+	  "and RX/s, TX and RX (bytes since it opened), SRTT, AGE, SRC_WORKLOAD\n"
+	  "and DST_WORKLOAD (namespace/name; - for an address of no workload).\n"
+	  "Rates and sizes use decimal prefixes (1kB = 1000 bytes); -o json has\n"
+	  "exact numbers. A tunnelled connection's bytes are counted by meshd's\n"
+	  "tunnel and reach skm_conns when it closes: 0B/s while it is open.\n",
+	  "  -n N               rows to show (default 10; 0: every connection)\n"
+	  "  --sort KEY         rate: bytes per second (default), bytes: bytes\n"
+	  "                     since it opened, age: the oldest first\n"
+	  "  --interval SECONDS time between the samples (default 1, fractions\n"
+	  "                     allowed); --watch SECONDS sets it too\n" },
+	{ "workloads", cmd_workloads, NULL, 0, "",
+	  "workload IPs, names, mesh and policy flags",
 	  "Lists skm_workloads with the names meshd stored in skm_names.\n"
 	  "FLAGS: local (on this node), meshed (captured by the mesh).\n"
 	  "POLICY yes: some policy can deny a connection to it (see meshctl\n"
 	  "policy). NETNS yes: its netns is known, so connect4 knows it as a\n"
-	  "source (skm_netns). POL_SET: its compiled policy set, - if none.\n" },
-	{ "policy", cmd_policy, "[WORKLOAD]",
+	  "source (skm_netns). POL_SET: its compiled policy set, - if none.\n",
+	  NULL },
+	{ "policy", cmd_policy, "WORKLOAD", 0, "[WORKLOAD]",
 	  "verdicts enforced for local workloads, with the deciding rule",
 	  "Shows what the data path enforces for WORKLOAD (namespace/name, a name\n"
 	  "only one namespace uses, or its IP), or for every local workload with\n"
@@ -2044,11 +2571,21 @@ static const struct cmd {
 	  "\n"
 	  "PORT * is every port no policy names. POLICY is the policy that\n"
 	  "decided (- when none did), REASON why, with the rule's index.\n"
-	  "A workload not found is an error (exit 1).\n" },
-	{ "stats", cmd_stats, NULL, "data-path counters and per-interface packets",
-	  "Shows the skm_stats counters summed over CPUs, and the packet and\n"
-	  "byte counters of each pod-facing interface (skm_dev_stats).\n" },
+	  "A workload not found is an error (exit 1).\n", NULL },
+	{ "stats", cmd_stats, NULL, 0, "",
+	  "data-path counters and per-interface packets",
+	  "Shows the skm_stats counters summed over CPUs, the packet and byte\n"
+	  "counters of each pod-facing interface (skm_dev_stats) with the\n"
+	  "workload behind it, and, when meshd runs the tunnel, its counters\n"
+	  "(skm_tun_stats).\n", NULL },
 };
+
+static const char common_opts_help[] =
+	"  -o, --output FMT   table (default) or json\n"
+	"  --watch [SECONDS]  redraw every SECONDS (default 1) until Ctrl-C\n"
+	"  --bpffs DIR        pin root meshd was started with\n"
+	"                     (default " SKM_PIN_ROOT ")\n"
+	"  -h, --help         this text\n";
 
 static const struct cmd *cmd_find(const char *name)
 {
@@ -2062,25 +2599,40 @@ static const struct cmd *cmd_find(const char *name)
 
 static void usage(FILE *f, const struct cmd *cmd)
 {
+	static const char common[] = "[-o table|json] [--watch [SECONDS]]";
 	size_t i;
 
 	if (cmd) {
-		fprintf(f, "Usage: meshctl [--bpffs DIR] %s%s%s [-o table|json] [--watch [SECONDS]]\n\n%s",
-			cmd->name, cmd->args ? " " : "", cmd->args ? cmd->args : "",
-			cmd->help);
+		int len = fprintf(f, "Usage: meshctl [--bpffs DIR] %s%s%s", cmd->name,
+				  *cmd->synopsis ? " " : "", cmd->synopsis);
+
+		/* wrap the common options under the command when too long */
+		if (len + 1 + (int)strlen(common) > 80)
+			fprintf(f, "\n%*s%s\n\n", (int)strlen("Usage: meshctl "), "", common);
+		else
+			fprintf(f, " %s\n\n", common);
+		fprintf(f, "%s\nOptions:\n%s%s\n"
+			"Exit status: 0 done (also for an empty table), 1 failed, 2 usage error.\n",
+			cmd->help, cmd->opts_help ? cmd->opts_help : "", common_opts_help);
 		return;
 	}
-	fputs("Usage: meshctl [--bpffs DIR] COMMAND [-o table|json] [--watch [SECONDS]]\n\n"
-	      "Reads the maps meshd pins under DIR (default " SKM_PIN_ROOT ").\n\n"
+	fputs("Usage: meshctl [--bpffs DIR] COMMAND [OPTIONS]\n"
+	      "       meshctl help [COMMAND]\n"
+	      "       meshctl ca init --trust-domain TD --out DIR [--days N]\n\n"
+	      "Shows what the skmesh data path does, from the maps meshd pins under\n"
+	      "DIR (default " SKM_PIN_ROOT "). It only reads them: safe on a live node.\n\n"
 	      "Commands:\n", f);
 	for (i = 0; i < ARRAY_SIZE(cmds); i++)
 		fprintf(f, "  %-10s  %s\n", cmds[i].name, cmds[i].summary);
 	fprintf(f, "  %-10s  %s\n", "ca init", "make the mesh root CA (meshctl ca init --help)");
+	fprintf(f, "  %-10s  %s\n", "help", "this text, or one command's (meshctl help COMMAND)");
 	fputs("\nOptions (before or after the command):\n"
 	      "  --bpffs DIR        pin root meshd was started with\n"
 	      "  -o, --output FMT   table (default) or json\n"
 	      "  --watch [SECONDS]  redraw every SECONDS (default 1) until Ctrl-C\n"
-	      "  -h, --help         this text; meshctl COMMAND --help for one command\n", f);
+	      "  -h, --help         this text; meshctl COMMAND --help for one command\n"
+	      "\nExit status: 0 done (also for an empty table), 1 failed, 2 usage error.\n"
+	      "The manual page meshctl(1) has every column and error message.\n", f);
 }
 
 __attribute__((format(printf, 2, 3), noreturn))
@@ -2134,39 +2686,30 @@ static bool parse_seconds(const char *s, double *out)
 	return true;
 }
 
-static void on_signal(int sig)
+static bool parse_count(const char *s, size_t *out)
 {
-	stop = 1;
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v > 1000000)
+		return false;
+	*out = v;
+	return true;
 }
 
-/* Redraws @cmd every opt.watch seconds until SIGINT/SIGTERM. JSON output
- * is not cleared: one document per round, for `| jq`. */
+/* Redraws @cmd every opt.watch seconds until SIGINT/SIGTERM. */
 static int watch(const struct cmd *cmd)
 {
-	struct sigaction sa = { .sa_handler = on_signal };	/* no SA_RESTART */
 	int err = 0;
 
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	watch_signals();
 	while (!stop && !err) {
-		struct timespec ts = {
-			.tv_sec = (time_t)opt.watch,
-			.tv_nsec = (long)((opt.watch - (time_t)opt.watch) * 1e9),
-		};
-
-		if (!opt.json) {
-			char now[16];
-			time_t t = time(NULL);
-
-			strftime(now, sizeof(now), "%H:%M:%S", localtime(&t));
-			printf("\033[H\033[2JEvery %gs: meshctl %s    %s\n\n",
-			       opt.watch, cmd->name, now);
-		}
+		watch_header(cmd->name);
 		err = cmd->fn();
 		fflush(stdout);
-		/* a signal cuts the sleep short: nanosleep fails with EINTR */
-		while (!err && !stop && nanosleep(&ts, &ts) && errno == EINTR)
-			;
+		sleep_secs(opt.watch);
 	}
 	return err;
 }
@@ -2174,8 +2717,8 @@ static int watch(const struct cmd *cmd)
 int main(int argc, char **argv)
 {
 	const struct cmd *cmd = NULL;
-	const char *val;
-	bool help = false;
+	const char *val, *top_opt = NULL;
+	bool help = false, watch_secs = false, interval = false;
 	size_t len;
 	int i, r;
 
@@ -2199,14 +2742,44 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--watch")) {
 			opt.watch = 1;
 			/* the interval is optional: take the next word if it is one */
-			if (i + 1 < argc && parse_seconds(argv[i + 1], &opt.watch))
+			if (i + 1 < argc && parse_seconds(argv[i + 1], &opt.watch)) {
+				watch_secs = true;
 				i++;
+			}
 		} else if (!strncmp(a, "--watch=", 8)) {
 			if (!parse_seconds(a + 8, &opt.watch))
 				usage_error(cmd, "--watch takes a number of seconds (0 < s <= 86400)");
+			watch_secs = true;
+		} else if ((r = opt_value(argc, argv, &i, "--interval", &val))) {
+			if (r < 0 || !parse_seconds(val, &opt.interval))
+				usage_error(cmd, "--interval takes a number of seconds (0 < s <= 86400)");
+			interval = true;
+			top_opt = top_opt ?: "--interval";
+		} else if ((r = opt_value(argc, argv, &i, "--sort", &val))) {
+			if (r < 0)
+				usage_error(cmd, "--sort takes rate, bytes or age");
+			else if (!strcmp(val, "rate"))
+				opt.sort = SORT_RATE;
+			else if (!strcmp(val, "bytes"))
+				opt.sort = SORT_BYTES;
+			else if (!strcmp(val, "age"))
+				opt.sort = SORT_AGE;
+			else
+				usage_error(cmd, "--sort takes rate, bytes or age, not '%s'", val);
+			top_opt = top_opt ?: "--sort";
+		} else if ((r = opt_value(argc, argv, &i, "-n", &val))) {
+			if (r < 0 || !parse_count(val, &opt.top_n))
+				usage_error(cmd, "-n takes a number of rows (0: all)");
+			top_opt = top_opt ?: "-n";
 		} else if (a[0] == '-' && a[1]) {
 			usage_error(cmd, "unknown option '%s'", a);
+		} else if (!cmd && !strcmp(a, "help")) {
+			help = true;	/* meshctl help [COMMAND] */
 		} else if (!cmd && !strcmp(a, "ca")) {
+			char *ca_help[] = { "ca", "--help", NULL };
+
+			if (help)	/* meshctl help ca */
+				return meshctl_ca_main(2, ca_help);
 			return meshctl_ca_main(argc - i, argv + i);	/* no bpffs */
 		} else if (!cmd) {
 			cmd = cmd_find(a);
@@ -2224,13 +2797,23 @@ int main(int argc, char **argv)
 	}
 	if (!cmd)
 		usage_error(NULL, "no command given");
+	if (top_opt && !(cmd->opts & OPT_TOP))
+		usage_error(cmd, "option '%s' is only for meshctl top", top_opt);
+	if (cmd->fn == cmd_top && watch_secs) {
+		/* one period: the samples are also the redraws */
+		if (interval && opt.interval != opt.watch)
+			usage_error(cmd, "give top's interval once: --interval SECONDS or --watch SECONDS");
+		opt.interval = opt.watch;
+	}
 
 	/* "DIR/" and "DIR" are the same pin root; keep messages tidy */
 	len = strlen(opt.bpffs);
 	while (len > 1 && opt.bpffs[len - 1] == '/')
 		opt.bpffs[--len] = '\0';
 
-	if (check_bpffs())
+	if (check_bpffs() || check_pins())
 		return 1;
-	return (opt.watch ? watch(cmd) : cmd->fn()) ? 1 : 0;
+	if (opt.watch && cmd->fn != cmd_top)	/* top keeps its last sample */
+		return watch(cmd) ? 1 : 0;
+	return cmd->fn() ? 1 : 0;
 }
