@@ -867,6 +867,29 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	pr_debug("http: %s", buf);
 }
 
+/* A listening socket carrying meshd's mark, so that the kernel programs
+ * leave the endpoints' connections alone (a scrape is not a connection
+ * of the node's workloads); accepted sockets inherit the mark. */
+static int listen_marked(const struct sockaddr_storage *ss, unsigned int sslen)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int one = 1, mark = SKM_MESHD_MARK;
+
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    (ss->ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one))) ||
+	    bind(fd, (const struct sockaddr *)ss, sslen) || listen(fd, 128)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
 static int serve(struct admin *a, int ep, const char *addr, uint16_t defport,
 		 const char *what)
 {
@@ -877,7 +900,7 @@ static int serve(struct admin *a, int ep, const char *addr, uint16_t defport,
 	int r = admin_parse_addr(addr, defport, &ss, &sslen);
 	sigset_t all, old;
 	char shown[160];
-	int err;
+	int err, lfd;
 
 	if (r == 1)
 		return 0;
@@ -888,20 +911,6 @@ static int serve(struct admin *a, int ep, const char *addr, uint16_t defport,
 	}
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	a->self[ep] = a;
-	/* Signals are meshd's main loop's business (signalfd): the server
-	 * thread starts with all of them blocked, or a SIGTERM meant for a
-	 * drain would kill the process there. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	a->d[ep] = MHD_start_daemon(flags, 0, NULL, NULL, handle, &a->self[ep],
-				    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-				    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
-				    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
-				    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-				    MHD_OPTION_END);
-	err = errno;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ss.ss_family == AF_INET6) {
 		char ip[INET6_ADDRSTRLEN];
 
@@ -915,12 +924,32 @@ static int serve(struct admin *a, int ep, const char *addr, uint16_t defport,
 		snprintf(shown, sizeof(shown), "%s:%u", ip,
 			 ntohs(((struct sockaddr_in *)&ss)->sin_port));
 	}
-	if (!a->d[ep]) {
-		err = err ? -err : -EADDRINUSE;
+	lfd = listen_marked(&ss, sslen);
+	if (lfd < 0) {
 		pr_warn("cannot serve %s on %s: %s (another meshd or ztunnel on this port? "
 			"choose another address with its flag, or \"off\")\n", what, shown,
-			strerror(-err));
-		return err;
+			strerror(-lfd));
+		return lfd;
+	}
+	a->self[ep] = a;
+	/* Signals are meshd's main loop's business (signalfd): the server
+	 * thread starts with all of them blocked, or a SIGTERM meant for a
+	 * drain would kill the process there. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	a->d[ep] = MHD_start_daemon(flags, 0, NULL, NULL, handle, &a->self[ep],
+				    MHD_OPTION_LISTEN_SOCKET, lfd,
+				    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+				    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
+				    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				    MHD_OPTION_END);
+	err = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!a->d[ep]) {
+		close(lfd);
+		pr_warn("cannot serve %s on %s: %s\n", what, shown,
+			strerror(err ? err : ENOMEM));
+		return err ? -err : -ENOMEM;
 	}
 	pr_info("serving %s on http://%s\n", what, shown);
 	return 0;

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+"""
+Telemetry under a flood (issue 5): 20,000 short same-node connections.
+The ring buffer, the access log and the metrics keep up or count what
+they drop, exactly:
+
+  close events counted in istio_tcp_connections_closed_total (both
+  reporters) + skmesh_ringbuf_drops_total = 2 x connections (one event
+  per socket end); access-log lines written + skmesh_access_log_dropped_total
+  = events received; the lines in the file = skmesh_access_log_lines_total.
+
+Scrapes during the flood all answer; meshd's RSS stays bounded. With
+--metrics-max-series 2, label sets beyond the cap land in the overflow
+series and the totals still add up.
+
+1 node x 3 pods, one meshd (--access-log-rate 2000, so the limit bites).
+"""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import tap  # noqa: E402
+from test_telemetry import parse_prom, total  # noqa: E402
+
+FLOOD = 20000
+RATE = 2000
+
+
+def scrape(topo, n=1):
+    r = subprocess.run(topo.node_argv(n, ["curl", "-sS", "--max-time", "10", "-o", "-",
+                                          "-w", "\n#code %{http_code}\n",
+                                          "http://127.0.0.1:15020/metrics"]),
+                       capture_output=True, text=True, timeout=20)
+    code = r.stdout.rsplit("#code ", 1)[-1].strip() if "#code" in r.stdout else "none"
+    return code, parse_prom(r.stdout) if code == "200" else []
+
+
+def body(t, topo):
+    p1, p2, p3 = topo.node_pods(1)
+    cfg = topo.write_config(topo.config_path())
+    h = topo.start_meshd(1, cfg, ["--access-log-rate", str(RATE),
+                                  "--metrics-max-series", "2"])
+    for p in (p2, p3):
+        topo.podtool(p, "sink", "--port", 7000, "--timeout", 300).expect("listening")
+
+    code, before = scrape(topo)
+    t.require("scrape before the flood", code == "200", code)
+    rss0 = total(before, "process_resident_memory_bytes")
+    drops0 = total(before, "skmesh_ringbuf_drops_total")
+
+    # scrapes keep answering during the flood
+    codes, stop = [], threading.Event()
+
+    def scraper():
+        while not stop.is_set():
+            codes.append(scrape(topo)[0])
+            time.sleep(0.2)
+    th = threading.Thread(target=scraper)
+    th.start()
+    t0 = time.monotonic()
+    procs = [topo.pod_popen(p1, topo.podtool_argv("connect-many", "--to", "%s:7000" % p.ip,
+                                                  "--count", FLOOD // 2),
+                            stdout=subprocess.PIPE, text=True)
+             for p in (p2, p3)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    took = time.monotonic() - t0
+    res = [tap.json_line(o.strip().splitlines()[-1]) if o.strip() else {} for o in outs]
+    t.require("%d connections made in %.1f s, none failed" % (FLOOD, took),
+              all(r.get("count") == FLOOD // 2 and not r.get("errors") for r in res), res)
+
+    want_events = 2 * FLOOD
+    after = []
+
+    def settled():
+        code, s = scrape(topo)
+        if code != "200":
+            return False
+        after[:] = s
+        closed = total(s, "istio_tcp_connections_closed_total")
+        drops = total(s, "skmesh_ringbuf_drops_total") - drops0
+        return closed + drops >= want_events
+    ok = tap.wait_until(settled, timeout=20, interval=0.5)
+    stop.set()
+    th.join()
+    s = after
+    closed = total(s, "istio_tcp_connections_closed_total")
+    opened = total(s, "istio_tcp_connections_opened_total")
+    drops = total(s, "skmesh_ringbuf_drops_total") - drops0
+    t.check("close events: istio closed (%d) + ring-buffer drops (%d) = 2 x %d exactly"
+            % (closed, drops, FLOOD), ok and closed + drops == want_events)
+    t.eq("istio opened = closed once all are closed", opened, closed)
+    t.check("istio received bytes: none (the clients wrote nothing)",
+            total(s, "istio_tcp_received_bytes_total") == 0)
+    paths = total(s, "skmesh_connections_closed_total")
+    t.eq("skmesh_connections_closed_total = events received", paths, closed)
+    lines = total(s, "skmesh_access_log_lines_total")
+    dropped = total(s, "skmesh_access_log_dropped_total")
+    t.check("access log: lines written (%d) + dropped over the rate (%d) = events received"
+            % (lines, dropped), lines + dropped == closed)
+    t.check("the rate limit bit (%d lines/s over a %.1f s flood)" % (RATE, took),
+            dropped > 0, dropped)
+    with open(h.access_log) as f:
+        in_file = sum(1 for l in f if '"event":"close"' in l)
+    t.eq("the access-log file holds skmesh_access_log_lines_total lines", in_file, lines)
+    t.check("meshd said how many lines it left out", "not written" in h.log_text())
+    t.check("every scrape during the flood answered 200 (%d scrapes)" % len(codes),
+            codes and all(c == "200" for c in codes), codes)
+
+    # bounded label sets: 4 would exist (2 destinations x 2 reporters)
+    t.eq("skmesh_metrics_series stays at --metrics-max-series 2",
+         total(s, "skmesh_metrics_series"), 2)
+    over = [l for n, l, v in s if n == "istio_tcp_connections_closed_total" and
+            l.get("source_workload") == "unknown" and l.get("destination_workload") == "unknown"]
+    t.check("the rest is counted in the overflow series (all labels unknown) and "
+            "skmesh_metrics_series_overflow_total", over and
+            total(s, "skmesh_metrics_series_overflow_total") > 0, over)
+
+    rss1 = total(s, "process_resident_memory_bytes")
+    t.check("meshd's RSS stays bounded: %.1f MiB -> %.1f MiB (< +32 MiB)"
+            % (rss0 / 2**20, rss1 / 2**20), rss1 - rss0 < 32 * 2**20)
+    t.check("no connection left open in the records",
+            total(s, "skmesh_connections_open") == 0)
+
+
+if __name__ == "__main__":
+    tap.main(body, nodes=1, pods=3)
