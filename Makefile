@@ -34,7 +34,7 @@ endif
 
 .DELETE_ON_ERROR:
 .SECONDARY:
-.PHONY: all clean deps test test-unit test-e2e demo bench asan check-bpffs
+.PHONY: all clean deps test test-unit test-e2e demo bench asan check-bpffs install
 
 AGENT_SRCS	:= $(wildcard agent/*.c)
 AGENT_OBJS	:= $(patsubst agent/%.c,$(OUT)/agent/%.o,$(AGENT_SRCS))
@@ -135,6 +135,13 @@ asan:
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
 		EXTRA_LDLIBS="-fsanitize=address,undefined" all
 	$(Q)SKM_BUILD=build-asan ./tests/run
+
+# meshd, meshctl and meshctl's manual page under $(DESTDIR)$(PREFIX).
+PREFIX		?= /usr/local
+install: $(OUT)/meshd $(OUT)/meshctl
+	$(Q)install -D -m 0755 $(OUT)/meshd $(DESTDIR)$(PREFIX)/sbin/meshd
+	$(Q)install -D -m 0755 $(OUT)/meshctl $(DESTDIR)$(PREFIX)/bin/meshctl
+	$(Q)install -D -m 0644 docs/meshctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/meshctl.1
 
 clean:
 	$(Q)rm -rf $(OUT) build-asan
