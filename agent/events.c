@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <bpf/libbpf.h>
@@ -73,7 +74,7 @@ static int handle_event(void *ctx, void *data, size_t size)
 		return 0;
 	ev->seen++;
 	if (ev->metrics)
-		metrics_conn_closed(ev->metrics, cfg, c);
+		metrics_conn_closed(ev->metrics, ev->mx_cache, cfg, c);
 	if (!alog_admit(ev->alog))
 		return 0;
 	o = json_object();
@@ -122,6 +123,9 @@ int events_open(struct events *ev, int ringbuf_fd, struct alog *log, struct metr
 	memset(ev, 0, sizeof(*ev));
 	ev->alog = log;
 	ev->metrics = m;
+	ev->mx_cache = m ? calloc(1, sizeof(*ev->mx_cache)) : NULL;
+	if (m && !ev->mx_cache)
+		return -ENOMEM;
 	ev->cfg = cfg;
 	ev->rb = ring_buffer__new(ringbuf_fd, handle_event, ev, NULL);
 	if (!ev->rb) {
@@ -151,4 +155,6 @@ void events_close(struct events *ev)
 {
 	ring_buffer__free(ev->rb);
 	ev->rb = NULL;
+	free(ev->mx_cache);
+	ev->mx_cache = NULL;
 }

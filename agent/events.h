@@ -9,12 +9,14 @@
 struct alog;
 struct config;
 struct metrics;
+struct mx_conn_cache;
 struct ring_buffer;
 
 struct events {
 	struct ring_buffer *rb;
 	struct alog *alog;		/* rate limited (alog.h) */
 	struct metrics *metrics;	/* Istio's TCP metrics, or NULL */
+	struct mx_conn_cache *mx_cache;
 	const struct config **cfg;	/* current config, for workload names */
 	unsigned long long seen;
 };

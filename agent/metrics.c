@@ -301,7 +301,6 @@ static struct mx_series *overflow_series(struct metrics *m, enum mx_reporter r)
 			m->overflow[r] = series_new(b.p, b.len, 0);
 		sbuf_free(&b);
 	}
-	atomic_fetch_add_explicit(&m->overflowed, 1, memory_order_relaxed);
 	return m->overflow[r];
 }
 
@@ -500,15 +499,58 @@ struct mx_series *metrics_conn_series(struct metrics *m, const struct config *cf
 	return metrics_tcp_series(m, cfg, &k);
 }
 
-void metrics_conn_closed(struct metrics *m, const struct config *cfg, const struct skm_conn *c)
+/* The series of C through CACHE: the key is what metrics_conn_series()
+ * reads of a record (the client's own port and the server's peer port do
+ * not matter). */
+static struct mx_series *cached_series(struct metrics *m, struct mx_conn_cache *cache,
+				       const struct config *cfg, const struct skm_conn *c,
+				       int *recv_is_rx)
+{
+	struct mx_cache_slot key = { .lip = c->tuple.sip, .rip = c->tuple.dip };
+	struct mx_cache_slot *sl;
+	uint64_t h;
+
+	if (!cache)
+		return metrics_conn_series(m, cfg, c, recv_is_rx);
+	if (cache->cfg != cfg) {
+		memset(cache->slot, 0, sizeof(cache->slot));
+		cache->cfg = cfg;
+	}
+	key.flags = (c->flags & (SKM_CONN_ACTIVE | SKM_CONN_VIA_VIP | SKM_CONN_TUNNEL)) |
+		    0x80000000u;
+	if (c->flags & SKM_CONN_ACTIVE) {
+		key.pa = (uint16_t)c->tuple.dport;
+		if (c->flags & SKM_CONN_VIA_VIP) {
+			key.oip = c->orig_ip;
+			key.pb = c->orig_port;
+		}
+	} else {
+		key.pa = (uint16_t)c->tuple.sport;
+	}
+	h = ix_hash(((uint64_t)key.lip << 32 | key.rip) ^ ((uint64_t)key.oip << 7) ^
+		    ((uint64_t)key.pa << 40) ^ ((uint64_t)key.pb << 24) ^ key.flags);
+	sl = &cache->slot[h & (MX_CACHE_SLOTS - 1)];
+	if (sl->flags == key.flags && sl->lip == key.lip && sl->rip == key.rip &&
+	    sl->oip == key.oip && sl->pa == key.pa && sl->pb == key.pb) {
+		*recv_is_rx = sl->recv_is_rx;
+		return sl->s;
+	}
+	key.s = metrics_conn_series(m, cfg, c, &key.recv_is_rx);
+	*sl = key;
+	*recv_is_rx = key.recv_is_rx;
+	return key.s;
+}
+
+void metrics_conn_closed(struct metrics *m, struct mx_conn_cache *cache,
+			 const struct config *cfg, const struct skm_conn *c)
 {
 	enum mx_path p = c->flags & SKM_CONN_TUNNEL ? MX_PATH_TUNNEL :
 			 c->flags & SKM_CONN_ACCEL ? MX_PATH_ACCEL : MX_PATH_PASS;
 	struct mx_series *s;
-	int recv_is_rx;
+	int recv_is_rx = 0;
 
 	atomic_fetch_add_explicit(&m->closed_by_path[p], 1, memory_order_relaxed);
-	s = metrics_conn_series(m, cfg, c, &recv_is_rx);
+	s = cached_series(m, cache, cfg, c, &recv_is_rx);
 	if (!s)
 		return;
 	mx_add(s, MX_OPENED, 1);
@@ -648,7 +690,7 @@ static void process_metrics(struct metrics *m, struct sbuf *b)
 void metrics_render_own(struct metrics *m, struct sbuf *b)
 {
 	static const char *const paths[] = { "accelerated", "tunnelled", "passthrough" };
-	uint64_t cum = 0;
+	uint64_t cum = 0, over = 0;
 
 	sbuf_printf(b, "# HELP skmesh_connections_closed_total Connections of this node's "
 		    "sockets closed, by the path they took.\n"
@@ -686,6 +728,9 @@ void metrics_render_own(struct metrics *m, struct sbuf *b)
 	pthread_mutex_unlock(&m->hist_lock);
 
 	pthread_mutex_lock(&m->lock);
+	for (int r = 0; r < 2; r++)
+		if (m->overflow[r])
+			over += m->overflow[r]->shown[MX_OPENED];
 	sbuf_printf(b, "# HELP skmesh_metrics_series Label sets of the istio_tcp_* families.\n"
 		    "# TYPE skmesh_metrics_series gauge\nskmesh_metrics_series %zu\n"
 		    "# HELP skmesh_metrics_series_limit --metrics-max-series.\n"
@@ -695,7 +740,6 @@ void metrics_render_own(struct metrics *m, struct sbuf *b)
 	sbuf_printf(b, "# HELP skmesh_metrics_series_overflow_total Connections counted in the "
 		    "overflow series (all labels unknown) because the series limit was reached.\n"
 		    "# TYPE skmesh_metrics_series_overflow_total counter\n"
-		    "skmesh_metrics_series_overflow_total %llu\n",
-		    (unsigned long long)atomic_load(&m->overflowed));
+		    "skmesh_metrics_series_overflow_total %llu\n", (unsigned long long)over);
 	process_metrics(m, b);
 }

@@ -93,7 +93,6 @@ struct metrics {
 	struct mx_series **tab;		/* open addressing, by hash */
 	size_t cap, n;
 	struct mx_series *overflow[2];
-	atomic_ullong overflowed;
 	atomic_ullong closed_by_path[MX_PATH__N];
 	/* service index of one config: (ip, port) -> service */
 	const struct config *ix_cfg;
@@ -123,8 +122,28 @@ struct mx_series *metrics_tcp_series(struct metrics *m, const struct config *cfg
  * direction (it is the server's end). */
 struct mx_series *metrics_conn_series(struct metrics *m, const struct config *cfg,
 				      const struct skm_conn *c, int *recv_is_rx);
-/* A close event: adds the record's final counts. */
-void metrics_conn_closed(struct metrics *m, const struct config *cfg, const struct skm_conn *c);
+/* What metrics_conn_series() found for recent connections of one caller
+ * (one thread): the series of a record depends on its addresses, ports
+ * and role only, and a flood of short connections has few of those.
+ * Emptied when the config changes. */
+#define MX_CACHE_SLOTS 1024
+
+struct mx_cache_slot {
+	uint32_t lip, rip, oip;
+	uint16_t pa, pb;
+	uint32_t flags;		/* 0: empty */
+	int recv_is_rx;
+	struct mx_series *s;	/* NULL: not counted */
+};
+
+struct mx_conn_cache {
+	const struct config *cfg;
+	struct mx_cache_slot slot[MX_CACHE_SLOTS];
+};
+
+/* A close event: adds the record's final counts (CACHE may be NULL). */
+void metrics_conn_closed(struct metrics *m, struct mx_conn_cache *cache,
+			 const struct config *cfg, const struct skm_conn *c);
 /* The service a connection to IP:PORT (network order / host order) was
  * for: by VIP and service port, else by endpoint and target port. */
 const struct cfg_service *metrics_service_for(struct metrics *m, const struct config *cfg,

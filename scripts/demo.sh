@@ -264,8 +264,8 @@ echo "   Readiness probe (as the kubelet asks it) on each node's 127.0.0.1:15021
 for n in 1 2; do
 	code=$(onnode "$n" curl -s -o /dev/null --max-time 2 -w '%{http_code}' \
 		http://127.0.0.1:15021/healthz/ready || true)
-	[ "${code:-000}" = 000 ] && code="no answer (this build of meshd has no readiness endpoint)"
-	echo "   node$n: GET /healthz/ready -> $code"
+	echo "   node$n: GET /healthz/ready -> ${code:-000}"
+	[ "$code" = 200 ] || die "node$n's meshd is not ready (see its log above)"
 done
 
 # ---------------------------------------------------------------------------
@@ -443,7 +443,7 @@ for l in lines:
 print("   (%d samples in all)" % len(lines))
 PYEOF
 else
-	echo "   (no answer on 127.0.0.1:15020: this build of meshd serves no metrics)"
+	die "node1's meshd does not answer on 127.0.0.1:15020/metrics (see its log above)"
 fi
 
 # ---------------------------------------------------------------------------
