@@ -13,6 +13,7 @@ int run_config_tests(void);
 int run_policy_tests(void);
 int run_corpus_tests(void);
 int run_certs_tests(void);
+int run_metrics_tests(void);
 
 /* Writes TEXT to a new /tmp/skm-unit-*.yaml file; returns its path
  * (malloc'ed). */
