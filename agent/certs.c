@@ -1009,9 +1009,40 @@ void certmgr_free(struct certmgr *m)
 	free(m);
 }
 
+/* The trust domain a mesh CA certificate names in its URI SAN
+ * (spiffe://TD, as meshctl ca init writes it): 1 and TD in BUF, or 0 when
+ * it names none (a CA from elsewhere need not). */
+static int ca_trust_domain(X509 *x, char *buf, size_t len)
+{
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	int found = 0;
+
+	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !found; i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		const char *p;
+		int n;
+
+		if (g->type != GEN_URI)
+			continue;
+		p = (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+		n = ASN1_STRING_length(g->d.uniformResourceIdentifier);
+		if (n > 9 && !strncmp(p, "spiffe://", 9) && !memchr(p + 9, '/', n - 9) &&
+		    !memchr(p, '\0', n) && (size_t)(n - 9) < len) {
+			memcpy(buf, p + 9, n - 9);
+			buf[n - 9] = 0;
+			found = 1;
+		}
+	}
+	GENERAL_NAMES_free(gens);
+	ERR_clear_error();
+	return found;
+}
+
 int certmgr_new(const struct certmgr_opts *o, struct certmgr **out,
 		char *err, size_t errlen)
 {
+	char ca_td[256];
+
 	struct certmgr *m;
 	int rc;
 
@@ -1033,6 +1064,14 @@ int certmgr_new(const struct certmgr_opts *o, struct certmgr **out,
 		goto out_free;
 	}
 	rc = mesh_ca_load(m->ca_dir, &m->ca, err, errlen);
+	/* Certificates for one trust domain signed by a CA made for another
+	 * would be refused by every peer of that CA's mesh: say so now. */
+	if (!rc && ca_trust_domain(m->ca->signer, ca_td, sizeof(ca_td)) &&
+	    strcmp(ca_td, m->td))
+		rc = fail(err, errlen, -EINVAL, "the CA is for trust domain %s (its URI SAN), "
+			  "meshd runs with trust domain %s: start meshd with --trust-domain %s, "
+			  "or make a CA with meshctl ca init --trust-domain %s", ca_td, m->td,
+			  ca_td, m->td);
 	if (!rc && m->out_dir)
 		rc = mkdir_private(m->out_dir, err, errlen);
 	if (rc)

@@ -49,12 +49,14 @@ static const char *close_reason(__u32 prev)
 	}
 }
 
-static void put_principal(json_t *o, const char *key, const struct config *cfg, __u32 ip)
+/* The SPIFFE ID of the workload at IP; with NODE, only if it runs there. */
+static void put_principal(json_t *o, const char *key, const struct config *cfg, __u32 ip,
+			  const char *node)
 {
 	const struct cfg_workload *w = cfg ? config_workload_by_ip(cfg, ip) : NULL;
 	char buf[512];
 
-	if (!w)
+	if (!w || (node && (!w->node || strcmp(w->node, node))))
 		return;
 	snprintf(buf, sizeof(buf), "spiffe://%s/ns/%s/sa/%s", cfg->trust_domain, w->ns,
 		 w->sa ? w->sa : "default");
@@ -67,6 +69,7 @@ static int handle_event(void *ctx, void *data, size_t size)
 	const struct skm_conn_event *e = data;
 	const struct skm_conn *c = &e->conn;
 	const struct config *cfg = *ev->cfg;
+	int client = !!(c->flags & SKM_CONN_ACTIVE);
 	char ts[64];
 	json_t *o;
 
@@ -83,19 +86,22 @@ static int handle_event(void *ctx, void *data, size_t size)
 	json_object_set_new(o, "time", json_string(log_time_now(ts, sizeof(ts))));
 	json_object_set_new(o, "event", json_string("close"));
 	json_object_set_new(o, "cookie", json_integer((json_int_t)e->cookie));
-	json_object_set_new(o, "role", json_string(c->flags & SKM_CONN_ACTIVE ? "client" : "server"));
-	put_addr(o, "src", c->tuple.sip, (__u16)c->tuple.sport);
-	put_addr(o, "dst", c->tuple.dip, (__u16)c->tuple.dport);
+	json_object_set_new(o, "role", json_string(client ? "client" : "server"));
+	/* src is the client, dst the server, whichever end this socket is
+	 * (the server's own address is what its client reached) */
+	put_addr(o, "src", client ? c->tuple.sip : c->tuple.dip,
+		 (__u16)(client ? c->tuple.sport : c->tuple.dport));
+	put_addr(o, "dst", client ? c->tuple.dip : c->tuple.sip,
+		 (__u16)(client ? c->tuple.dport : c->tuple.sport));
 	put_addr(o, "orig_dst", c->orig_ip, ntohs(c->orig_port));
-	put_workload(o, "src_workload", cfg, c->tuple.sip);
-	put_workload(o, "dst_workload", cfg, c->tuple.dip);
-	/* identities the kernel can vouch for: pods of this node */
-	if (c->flags & SKM_CONN_ACTIVE)
-		put_principal(o, "src_principal", cfg, c->tuple.sip);
-	else
-		put_principal(o, "dst_principal", cfg, c->tuple.sip);
 	if (c->flags & SKM_CONN_VIA_VIP)
 		put_addr(o, "vip", c->orig_ip, ntohs(c->orig_port));
+	put_workload(o, "src_workload", cfg, client ? c->tuple.sip : c->tuple.dip);
+	put_workload(o, "dst_workload", cfg, client ? c->tuple.dip : c->tuple.sip);
+	/* identities the kernel can vouch for: this socket's workload, and a
+	 * peer on this node (known by its network namespace) */
+	put_principal(o, client ? "src_principal" : "dst_principal", cfg, c->tuple.sip, NULL);
+	put_principal(o, client ? "dst_principal" : "src_principal", cfg, c->tuple.dip, ev->node);
 	if (c->flags & SKM_CONN_VIA_VIP)
 		json_object_set_new(o, "svc_id", json_integer(c->svc_id));
 	json_object_set_new(o, "bytes_sent", json_integer((json_int_t)c->tx_bytes));

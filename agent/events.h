@@ -18,6 +18,7 @@ struct events {
 	struct metrics *metrics;	/* Istio's TCP metrics, or NULL */
 	struct mx_conn_cache *mx_cache;
 	const struct config **cfg;	/* current config, for workload names */
+	const char *node;		/* this node, whose pods the kernel knows */
 	unsigned long long seen;
 };
 

@@ -622,13 +622,16 @@ static int parse_authority(const char *a, uint32_t *ip, uint16_t *port)
 
 /* The source address a ztunnel puts in `forwarded: for=...`:
  * for=1.2.3.4, for="1.2.3.4", for="1.2.3.4:5". */
-static uint32_t forwarded_ip(const char *fwd)
+/* The client address of a `forwarded: for="IP:PORT"` header (RFC 7239,
+ * as ztunnel sends it); *PORT is 0 when it has none. */
+static uint32_t forwarded_ip(const char *fwd, uint16_t *port)
 {
 	const char *p = strstr(fwd, "for=");
 	char buf[INET_ADDRSTRLEN];
 	size_t n = 0;
 	uint32_t ip;
 
+	*port = 0;
 	if (!p)
 		return 0;
 	p += 4;
@@ -639,7 +642,14 @@ static uint32_t forwarded_ip(const char *fwd)
 		n++;
 	memcpy(buf, p, n);
 	buf[n] = 0;
-	return inet_pton(AF_INET, buf, &ip) == 1 ? ip : 0;
+	if (inet_pton(AF_INET, buf, &ip) != 1)
+		return 0;
+	if (p[n] == ':') {
+		unsigned long v = strtoul(p + n + 1, NULL, 10);
+
+		*port = v <= 65535 ? (uint16_t)v : 0;
+	}
+	return ip;
 }
 
 static void respond(struct hb_stream *s, int code)
@@ -673,8 +683,14 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 	}
 	s->dst_ip = ip;
 	s->dst_port = port;
-	src = s->forwarded[0] ? forwarded_ip(s->forwarded) : 0;
+	src = s->forwarded[0] ? forwarded_ip(s->forwarded, &s->src_port) : 0;
 	s->src_ip = src ? src : hc->peer_ip;
+	if (t->cur && t->cur->cfg) {
+		const struct cfg_workload *w = config_workload_by_ip(t->cur->cfg, s->src_ip);
+
+		if (w)
+			snprintf(s->src_wl, sizeof(s->src_wl), "%s/%s", w->ns, w->name);
+	}
 	code = tun_authorize(t, hc->peer_id, s->src_ip, ip, port, &tgt, s->why, sizeof(s->why));
 	if (code == 200) {
 		snprintf(s->dst_wl, sizeof(s->dst_wl), "%s/%s", tgt.ns, tgt.name);

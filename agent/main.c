@@ -47,6 +47,7 @@ struct opts {
 	unsigned int access_log_rate;
 	int access_log_rate_set;
 	const char *ca_dir;
+	const char *trust_domain;
 	const char *cert_dir;
 	int cert_lifetime_s;
 	int drain_s;
@@ -71,7 +72,8 @@ static void usage(FILE *f)
 "                     \"off\": not served\n"
 "  --metrics-addr ADDR[:PORT]  Prometheus /metrics and /stats/prometheus\n"
 "                     (0.0.0.0:15020), \"off\": not served\n"
-"  --ready-addr ADDR[:PORT]  readiness probe /healthz/ready (0.0.0.0:15021)\n"
+"  --ready-addr ADDR[:PORT]  readiness probe /healthz/ready (0.0.0.0:15021),\n"
+"                     \"off\": not served\n"
 "  --metrics-max-series N  label sets per istio_tcp_* family (10000); beyond,\n"
 "                     connections count in one series labelled unknown\n"
 "  --access-log PATH  one JSON line per closed connection (default: stdout)\n"
@@ -80,6 +82,8 @@ static void usage(FILE *f)
 "  --ca-dir DIR       mesh CA (meshctl ca init): turns on the HBONE tunnel\n"
 "                     for cross-node traffic between meshed pods\n"
 "  --cert-dir DIR     write the issued workload certificates there (0600 keys)\n"
+"  --trust-domain TD  the mesh's SPIFFE trust domain (cluster.local): of the\n"
+"                     principals policy names and the certificates issued\n"
 "  --drain-timeout S  on SIGTERM, how long tunnelled streams may finish (5)\n"
 "  --cert-lifetime S  lifetime of issued workload certificates (86400); they\n"
 "                     are renewed at half-life\n"
@@ -122,6 +126,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "metrics-max-series", required_argument, NULL, 'S' },
 		{ "access-log", required_argument, NULL, 'l' },
 		{ "ca-dir", required_argument, NULL, 'A' },
+		{ "trust-domain", required_argument, NULL, 'W' },
 		{ "access-log-rate", required_argument, NULL, 'R' },
 		{ "cert-dir", required_argument, NULL, 'K' },
 		{ "drain-timeout", required_argument, NULL, 'D' },
@@ -150,6 +155,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 'l': o->access_log = optarg; break;
 		case 'A': o->ca_dir = optarg; break;
+		case 'W': o->trust_domain = optarg; break;
 		case 'R': {
 			int v;
 
@@ -223,12 +229,14 @@ static struct cfg_cache *config_cache;
 /* The first error of the last load that failed ("" after a good one),
  * for /config_dump. */
 static char load_error[512];
+/* --trust-domain */
+static struct cfg_opts load_opts;
 
 /* Loads and validates the config; prints every message. */
 static int load_config(const char *path, struct config **out)
 {
 	struct cfg_diag diag = {};
-	int err = config_load_cached(path, NULL, config_cache, out, &diag);
+	int err = config_load_cached(path, &load_opts, config_cache, out, &diag);
 
 	diag_print(&diag, "meshd");
 	load_error[0] = 0;
@@ -322,9 +330,12 @@ static int config_changed(int fd, const char *path)
 			struct inotify_event *e = (struct inotify_event *)p;
 			size_t l = e->len ? strlen(e->name) : 0;
 
+			/* kubelet updates a mounted ConfigMap by swapping
+			 * the "..data" symlink its files point through */
 			if (is_dir ? (l > 5 && !strcmp(e->name + l - 5, ".yaml")) ||
-				     (l > 4 && !strcmp(e->name + l - 4, ".yml"))
-				   : (l && !strcmp(e->name, base)))
+				     (l > 4 && !strcmp(e->name + l - 4, ".yml")) ||
+				     !strcmp(e->name, "..data")
+				   : (l && (!strcmp(e->name, base) || !strcmp(e->name, "..data"))))
 				hit = 1;
 			p += sizeof(*e) + e->len;
 		}
@@ -403,6 +414,7 @@ static int run(const struct opts *o)
 	err = events_open(&ev, bpf_map__fd(l.skel->maps.skm_events), &al, &mx, &cur);
 	if (err)
 		goto out_loader;
+	ev.node = o->node;
 	/* The config is shared with the tunnel thread from here on: it is
 	 * freed by the last of the two to let go of it. */
 	cref = cfgref_new(cfg);
@@ -424,7 +436,7 @@ static int run(const struct opts *o)
 		admin_set_tunnel(adm, tun);
 	} else {
 		pr_info("no --ca-dir: the HBONE tunnel is off; connections of meshed pods to "
-			"other nodes are refused\n");
+			"other nodes go out as plaintext (STRICT destinations drop them)\n");
 	}
 
 	sigemptyset(&mask);
@@ -579,6 +591,7 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o))
 		return 2;
+	load_opts.trust_domain = o.trust_domain;
 	log_init("meshd", o.verbose >= 2 ? LOG_DEBUG + 1 : o.verbose ? LOG_DEBUG : LOG_INFO);
 
 	if (o.check_config) {

@@ -699,8 +699,8 @@ void metrics_render_own(struct metrics *m, struct sbuf *b)
 		sbuf_printf(b, "skmesh_connections_closed_total{path=\"%s\"} %llu\n", paths[p],
 			    (unsigned long long)atomic_load(&m->closed_by_path[p]));
 
-	sbuf_printf(b, "# HELP skmesh_config_reloads_total Config loads after the first, by "
-		    "result (an invalid config keeps the running one).\n"
+	sbuf_printf(b, "# HELP skmesh_config_reloads_total Configs applied (the one at start "
+		    "included) and reloads rejected (an invalid config keeps the running one).\n"
 		    "# TYPE skmesh_config_reloads_total counter\n"
 		    "skmesh_config_reloads_total{result=\"applied\"} %llu\n"
 		    "skmesh_config_reloads_total{result=\"rejected\"} %llu\n",

@@ -419,6 +419,38 @@ def body(t, topo):
             "no pins made", r.returncode == 1 and "0.0.0.0:15020" in r.stderr and
             not os.path.exists(pins), r.stderr[-600:])
 
+    r = topo.run(topo.node_argv(2, topo.meshd_argv(
+        1, cfg, ["--bpffs", pins, "--ca-dir", ca, "--trust-domain", "other.example",
+                 "--admin", "off", "--metrics-addr", "off", "--ready-addr", "off"], "-")),
+        check=False, timeout=30)
+    t.check("--trust-domain other than the CA's: meshd refuses to start and says which",
+            r.returncode == 1 and "trust domain cluster.local" in r.stderr and
+            "--trust-domain cluster.local" in r.stderr, r.stderr[-600:])
+    subprocess.run([os.path.join(topolib.build_dir(), "meshd"),
+                    "--cleanup", "--bpffs", pins], capture_output=True)
+
+    # --- the access log: src is the client on both ends' lines
+    evs = [e for e in hs[1].access_events() if e.get("event") == "close" and
+           e.get("path") == "accelerated" and e.get("dst", "").startswith(a2.ip + ":7000")]
+    srv = [e for e in evs if e["role"] == "server"]
+    cli = [e for e in evs if e["role"] == "client"]
+    t.check("access log, same node: client and server lines name the client as src, "
+            "the server as dst, with both principals and how it closed",
+            len(srv) == len(cli) == len(PAIRS) and
+            {e["src"] for e in srv} == {e["src"] for e in cli} and
+            all(e["src_workload"] == "default/" + a1.name and
+                e["dst_workload"] == "default/" + a2.name and
+                e["src_principal"] == spiffe(a1) and e["dst_principal"] == spiffe(a2) and
+                e["close"] in ("fin", "reset", "reset_after_fin") for e in srv + cli),
+            evs[:2])
+    tev = [e for e in hs[2].access_events() if e.get("path") == "tunnel" and
+           e.get("role") == "server" and e.get("dst", "").startswith(b1.ip + ":7000")]
+    t.check("access log, tunnel server lines: the client's address with its port, "
+            "and its workload", tev and all(e["src"].startswith(a1.ip + ":") and
+                                            not e["src"].endswith(":0") and
+                                            e.get("src_workload") == "default/" + a1.name
+                                            for e in tev), tev[:1])
+
     # --- draining: not ready any more
     ses = topo.podtool(a1, "session", "--to", "%s:7100" % b2.ip, stdin=True)
     info = ses.next()
