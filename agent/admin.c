@@ -685,8 +685,13 @@ static char *render_config_dump(struct admin *a)
 	strftime(applied, sizeof(applied), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&at, &tm));
 	json_object_set_new(o, "configAppliedAt", json_string(applied));
 	json_object_set_new(o, "version", json_string(SKM_VERSION));
-	if (r)
-		json_object_update(o, dump_config(a, r->cfg) ?: json_object());
+	if (r) {
+		json_t *c = dump_config(a, r->cfg);
+
+		if (c)
+			json_object_update(o, c);	/* takes references, not C */
+		json_decref(c);
+	}
 	json_object_set_new(o, "certificates", dump_certs(a));
 	pthread_mutex_lock(&a->lock);
 	ready = a->l != NULL;

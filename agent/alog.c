@@ -57,7 +57,7 @@ void alog_write(struct alog *a, json_t *o, int flush)
 {
 	/* stdio's own lock keeps the two threads' lines whole */
 	flockfile(a->f);
-	if (json_dumpf(o, a->f, JSON_COMPACT) == 0)
+	if (json_dumpf(o, a->f, JSON_COMPACT | JSON_REAL_PRECISION(9)) == 0)
 		fputc('\n', a->f);
 	if (flush)
 		fflush(a->f);

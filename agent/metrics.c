@@ -599,7 +599,7 @@ static void render_family(struct metrics *m, struct sbuf *b, const char *name,
 
 		if (!s)
 			continue;
-		v = atomic_load_explicit(&s->v[f], memory_order_relaxed) + s->live[f];
+		v = s->snap[f] + s->live[f];
 		/* A close event the ring buffer lost takes its live part
 		 * with it: show the last value rather than go back. */
 		if (v < s->shown[f])
@@ -616,12 +616,15 @@ void metrics_render_tcp(struct metrics *m, struct sbuf *b,
 {
 	pthread_mutex_lock(&m->scrape_lock);
 	pthread_mutex_lock(&m->lock);
-	for (size_t i = 0; i < m->cap; i++)
-		if (m->tab[i])
-			memset(m->tab[i]->live, 0, sizeof(m->tab[i]->live));
-	for (int r = 0; r < 2; r++)
-		if (m->overflow[r])
-			memset(m->overflow[r]->live, 0, sizeof(m->overflow[r]->live));
+	for (size_t i = 0; i < m->cap + 2; i++) {
+		struct mx_series *s = i < m->cap ? m->tab[i] : m->overflow[i - m->cap];
+
+		if (!s)
+			continue;
+		for (int f = 0; f < MX__NFIELDS; f++)
+			s->snap[f] = atomic_load_explicit(&s->v[f], memory_order_relaxed);
+		memset(s->live, 0, sizeof(s->live));
+	}
 	pthread_mutex_unlock(&m->lock);
 	if (live)
 		live(m, arg);

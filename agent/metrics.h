@@ -64,8 +64,11 @@ struct mx_series {
 	uint64_t hash;
 	char *labels;			/* `k="v",...` */
 	atomic_ullong v[MX__NFIELDS];
-	/* a scrape's view of the live kernel records; and what it showed
-	 * last, so that no counter ever goes back (a lost close event) */
+	/* a scrape's view: the counters, read before the live kernel
+	 * records are walked (a connection closing meanwhile is then
+	 * missed once, never counted twice), and those records; and what it
+	 * showed last, so that no counter ever goes back */
+	uint64_t snap[MX__NFIELDS];
 	uint64_t live[MX__NFIELDS];
 	uint64_t shown[MX__NFIELDS];
 };

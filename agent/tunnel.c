@@ -532,7 +532,8 @@ int tunnel_certs(struct tunnel *t, struct tunnel_cert **out, size_t *n)
 	*n = 0;
 	*out = malloc((t->ncerts_pub ? t->ncerts_pub : 1) * sizeof(**out));
 	if (*out) {
-		memcpy(*out, t->certs_pub, t->ncerts_pub * sizeof(**out));
+		if (t->ncerts_pub)
+			memcpy(*out, t->certs_pub, t->ncerts_pub * sizeof(**out));
 		*n = t->ncerts_pub;
 	} else {
 		err = -ENOMEM;

@@ -183,6 +183,9 @@ def main(body, nodes=1, pods=2, need=("meshd", "meshctl")):
         t.check("cleanup: no namespace, cgroup, pin or process left",
                 err is None and not left,
                 "down(): %s\nleft: %s" % (err, left))
+        reports = getattr(topo, "sanitizer_reports", [])
+        t.check("no sanitizer report in meshd's logs", not reports,
+                "\n".join(reports[:20]))
 
     atexit.register(teardown)
     try:

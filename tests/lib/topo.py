@@ -577,6 +577,7 @@ class Topology:
                 shutil.rmtree(os.path.join(BPFFS, d), ignore_errors=True)
                 if os.path.exists(os.path.join(BPFFS, d)):
                     errors.append("cannot remove %s/%s" % (BPFFS, d))
+        self.sanitizer_reports = self._sanitizer_reports()
         if self.logdir and not os.environ.get("SKM_KEEP_LOGS"):
             shutil.rmtree(self.logdir, ignore_errors=True)
         if self._claimed or os.path.exists(self.state_path()):
@@ -588,6 +589,27 @@ class Topology:
         if errors:
             raise TopoError("down %s left something behind:\n  %s"
                             % (self.rid, "\n  ".join(errors)))
+
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                       "runtime error:", "ERROR: UndefinedBehaviorSanitizer")
+
+    def _sanitizer_reports(self):
+        """Lines of the run's meshd logs where a sanitizer (make asan)
+        reported something, as "file: line"."""
+        out = []
+        if not self.logdir or not os.path.isdir(self.logdir):
+            return out
+        for f in sorted(os.listdir(self.logdir)):
+            if not f.startswith("meshd"):
+                continue
+            try:
+                with open(os.path.join(self.logdir, f), errors="replace") as fh:
+                    for line in fh:
+                        if any(m in line for m in self.SANITIZER_MARKS):
+                            out.append("%s: %s" % (f, line.strip()))
+            except OSError:
+                pass
+        return out
 
     # --- running things in pods and nodes -----------------------------
 
