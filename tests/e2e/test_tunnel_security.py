@@ -241,6 +241,38 @@ def body(t, topo):
     srv.wait(timeout=10)
     t.check("meshd node1 survived", h1.proc.poll() is None, h1.log_tail())
 
+    # --- keepalive: a peer that stops answering (PINGs included) is given
+    # up after PING's timeout (one every 10 s, 20 s for its answer), and
+    # the pod's connection through it is reset rather than left hanging
+    srv = topo.popen(
+        topo.pod_argv(b1, [SYS_PY, PEER, "server", "--listen", "%s:15008" % b1.ip,
+                           "--cert", srv_cert[0], "--key", srv_cert[1], "--ca", root,
+                           "--silent-after", "2", "--timeout", "120"]),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = srv.stdout.readline()
+    t.require("h2 server (going silent after 2 s) listens", "listening" in line, line)
+    before = tun_stats(1, topo)
+    sess = topo.podtool(a2, "session", "--to", "%s:7000" % b1.ip, stdin=True)
+    first = sess.next(timeout=20)
+    r = sess.cmd("xfer 1000") if first.get("event") == "connected" else first
+    t.require("a session through it works before it goes silent", r.get("ok") is True,
+              (first, r))
+    t0 = time.monotonic()
+    gone = tap.wait_until(lambda: tun_stats(1, topo)["ping_timeouts"] >
+                          before["ping_timeouts"], timeout=45, interval=0.5)
+    took = time.monotonic() - t0
+    t.check("the silent peer is closed after an unanswered PING: ping_timeouts +1 in "
+            "%.0f s (PING within 10 s, 20 s to answer)" % took, gone and 15 <= took <= 35,
+            h1.log_tail(5))
+    t.check("meshd says which peer did not answer",
+            ("%s did not answer PING" % spiffe(b1)) in h1.log_text(), h1.log_tail(5))
+    reply = sess.cmd("xfer 100", timeout=10)
+    t.check("the pod's connection through it ends (reset), not left hanging",
+            reply.get("event") in ("error", "closed") or reply.get("ok") is False, reply)
+    sess.proc.kill()
+    srv.terminate()
+    srv.wait(timeout=10)
+
 
 if __name__ == "__main__":
     tap.main(body, nodes=2, pods=2)

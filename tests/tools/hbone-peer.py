@@ -780,7 +780,20 @@ class Server:
         emit(ev)
         hc = H2Conn(reader, writer, server=True,
                     on_request=lambda hc, st, h: self.handle_stream(hc, st, h, cid, ev["peer_id"]))
-        reason = await hc.run()
+        run = asyncio.ensure_future(hc.run())
+        if self.a.silent_after:
+            done, _ = await asyncio.wait({run}, timeout=self.a.silent_after)
+            if not done:
+                # a peer that has gone quiet: the socket stays open, but
+                # nothing is read or answered (PINGs included) from now on
+                run.cancel()
+                for t in list(hc.tasks):
+                    t.cancel()
+                emit({"event": "silent", "conn": cid})
+                await asyncio.sleep(self.a.timeout)
+                writer.transport.abort()
+                return
+        reason = await run
         for t in list(hc.tasks):
             t.cancel()
         await hc.close()
@@ -1023,6 +1036,9 @@ def main(argv=None):
                    help="required trust domain of clients")
     s.add_argument("--echo", action="store_true", help="echo instead of dialling")
     s.add_argument("--timeout", type=float, default=600, help="exit after this many seconds")
+    s.add_argument("--silent-after", type=float, default=0,
+                   help="S seconds into each connection, stop reading and answering it "
+                   "(PINGs included) while keeping it open: a peer that hung")
     s.set_defaults(fn=cmd_server, no_cert=False)
 
     p = sub.add_parser("ca", help="make a root CA with openssl")
