@@ -109,6 +109,9 @@ struct hb_stream {
 	struct hb_stream *dead_next;
 	int counted;			/* in SKM_TUN_STREAMS_OPEN */
 	struct mx_series *mx;		/* Istio's TCP metrics, once answered */
+	/* client: what it takes to send it again on another connection */
+	char src_ns[64], src_sa[128], dst_node[64];
+	int retried;
 };
 
 static void conn_flush(struct hb_conn *hc);
@@ -241,6 +244,18 @@ static enum mx_flags refusal_flags(int status)
 
 /* --- streams ---------------------------------------------------------- */
 
+/* Makes S one of HC's streams. */
+static void stream_link(struct hb_stream *s, struct hb_conn *hc)
+{
+	s->hc = hc;
+	s->sprev = NULL;
+	s->snext = hc->streams;
+	if (hc->streams)
+		hc->streams->sprev = s;
+	hc->streams = s;
+	hc->nstreams++;
+}
+
 static struct hb_stream *stream_new(struct hb_conn *hc, int client)
 {
 	struct hb_stream *s = calloc(1, sizeof(*s));
@@ -256,12 +271,7 @@ static struct hb_stream *stream_new(struct hb_conn *hc, int client)
 	s->fd = -1;
 	s->client = client;
 	clock_gettime(CLOCK_REALTIME, &s->start);
-	s->hc = hc;
-	s->snext = hc->streams;
-	if (hc->streams)
-		hc->streams->sprev = s;
-	hc->streams = s;
-	hc->nstreams++;
+	stream_link(s, hc);
 	tun_stat(hc->t, SKM_TUN_STREAMS_OPEN, 1);
 	s->counted = 1;
 	return s;
@@ -821,6 +831,42 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
 	return 0;
 }
 
+static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa,
+				 const char *src_id, const char *dst_id, const char *node,
+				 uint32_t ip);
+static void submit_request(struct hb_conn *hc, struct hb_stream *s);
+
+/* RFC 9113 8.7: a stream the server refused (REFUSED_STREAM, or above the
+ * last stream of its GOAWAY, as a draining ztunnel or meshd sends) was
+ * not processed, and nothing of it was sent (data waits for the 200). A
+ * client stream is sent again, once, on another connection, so a peer's
+ * restart does not reset the pods' new connections. 1 if it was. */
+static int stream_retry(struct hb_conn *old, struct hb_stream *s)
+{
+	struct tunnel *t = old->t;
+	struct hb_conn *hc;
+
+	if (!s->client || s->established || s->status || s->retried || s->fd < 0 ||
+	    t->draining || !s->dst_node[0])
+		return 0;
+	hc = pool_get(t, s->src_ns, s->src_sa, s->src_id, s->dst_id, s->dst_node, s->dst_ip);
+	if (!hc || hc == old)
+		return 0;
+	pr_info("tunnel: %s refused the stream to %s from %s: sent again on another "
+		"connection\n", old->peer_id, s->authority, s->src_wl);
+	stream_unlink(s);
+	stream_link(s, hc);
+	s->sid = 0;
+	s->retried = 1;
+	s->deferred = 0;
+	tun_stat(t, SKM_TUN_OUT_RETRIED, 1);
+	if (hc->state == HB_READY) {
+		submit_request(hc, s);
+		conn_flush(hc);
+	}
+	return 1;
+}
+
 static int on_stream_close(nghttp2_session *h2, int32_t sid, uint32_t error_code, void *user)
 {
 	struct hb_conn *hc = user;
@@ -833,6 +879,8 @@ static int on_stream_close(nghttp2_session *h2, int32_t sid, uint32_t error_code
 		nghttp2_session_consume_connection(h2, s->to_consume);
 		s->to_consume = 0;
 	}
+	if (error_code == NGHTTP2_REFUSED_STREAM && stream_retry(hc, s))
+		return 0;
 	if (error_code != NGHTTP2_NO_ERROR || !s->established) {
 		if (!s->why[0])
 			snprintf(s->why, sizeof(s->why), "%s",
@@ -1398,11 +1446,52 @@ static struct hb_conn *pool_find(struct tunnel *t, const char *src_id, const cha
 	return NULL;
 }
 
+/* A connection for a stream from NS/SA (SRC_ID) to DST_ID on NODE, whose
+ * HBONE port is at IP: a pooled one with room, or a new one, dialling.
+ * NULL (counted and said) when none can be had. */
+static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa,
+				 const char *src_id, const char *dst_id, const char *node,
+				 uint32_t ip)
+{
+	struct hb_conn *hc = pool_find(t, src_id, dst_id, node);
+	char err[256], ips[INET_ADDRSTRLEN];
+	SSL_CTX *ctx;
+	int cfd;
+
+	if (hc)
+		return hc;
+	ctx = certmgr_client_ctx(t->certs, ns, sa, time(NULL), err, sizeof(err));
+	if (!ctx) {
+		pr_warn("tunnel: no certificate for %s/%s: %s\n", ns, sa, err);
+		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
+		return NULL;
+	}
+	cfd = tun_connect(t, -1, ip, SKM_PORT_HBONE);
+	if (cfd < 0) {
+		ip_str(ip, ips, sizeof(ips));
+		pr_warn("tunnel: cannot dial %s:%u: %s\n", ips, SKM_PORT_HBONE, strerror(-cfd));
+		tun_stat(t, SKM_TUN_OUT_DIAL_FAILED, 1);
+		return NULL;
+	}
+	hc = conn_new(t, cfd, ctx, 1, ip, SKM_PORT_HBONE);
+	if (!hc) {
+		close(cfd);
+		return NULL;
+	}
+	snprintf(hc->local_id, sizeof(hc->local_id), "%s", src_id);
+	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", dst_id);
+	snprintf(hc->node, sizeof(hc->node), "%s", node);
+	tls_expect_peer(hc->ssl, dst_id);
+	hc->state = HB_CONNECTING;
+	conn_update(hc);
+	return hc;
+}
+
 void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		    const struct sockaddr_in *peer, const struct skm_outbound_val *v,
 		    const struct cfg_workload *dst)
 {
-	char src_id[SKM_SPIFFE_MAX], dst_id[SKM_SPIFFE_MAX], err[256], ip[INET_ADDRSTRLEN];
+	char src_id[SKM_SPIFFE_MAX], dst_id[SKM_SPIFFE_MAX], ip[INET_ADDRSTRLEN];
 	struct hb_conn *hc;
 	struct hb_stream *s;
 
@@ -1411,39 +1500,10 @@ void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		close(fd);
 		return;
 	}
-	hc = pool_find(t, src_id, dst_id, dst->node);
+	hc = pool_get(t, pod->ns, pod->sa, src_id, dst_id, dst->node, dst->ip);
 	if (!hc) {
-		SSL_CTX *ctx = certmgr_client_ctx(t->certs, pod->ns, pod->sa, time(NULL),
-						  err, sizeof(err));
-		int cfd;
-
-		if (!ctx) {
-			pr_warn("tunnel: no certificate for %s/%s: %s\n", pod->ns, pod->sa, err);
-			tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
-			close(fd);
-			return;
-		}
-		cfd = tun_connect(t, -1, dst->ip, SKM_PORT_HBONE);
-		if (cfd < 0) {
-			ip_str(dst->ip, ip, sizeof(ip));
-			pr_warn("tunnel: cannot dial %s:%u: %s\n", ip, SKM_PORT_HBONE,
-				strerror(-cfd));
-			tun_stat(t, SKM_TUN_OUT_DIAL_FAILED, 1);
-			close(fd);
-			return;
-		}
-		hc = conn_new(t, cfd, ctx, 1, dst->ip, SKM_PORT_HBONE);
-		if (!hc) {
-			close(cfd);
-			close(fd);
-			return;
-		}
-		snprintf(hc->local_id, sizeof(hc->local_id), "%s", src_id);
-		snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", dst_id);
-		snprintf(hc->node, sizeof(hc->node), "%s", dst->node);
-		tls_expect_peer(hc->ssl, dst_id);
-		hc->state = HB_CONNECTING;
-		conn_update(hc);
+		close(fd);
+		return;
 	}
 	s = stream_new(hc, 1);
 	if (!s) {
@@ -1461,6 +1521,9 @@ void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
 	snprintf(s->dst_wl, sizeof(s->dst_wl), "%s/%s", dst->ns, dst->name);
 	snprintf(s->src_id, sizeof(s->src_id), "%s", src_id);
 	snprintf(s->dst_id, sizeof(s->dst_id), "%s", dst_id);
+	snprintf(s->src_ns, sizeof(s->src_ns), "%s", pod->ns);
+	snprintf(s->src_sa, sizeof(s->src_sa), "%s", pod->sa);
+	snprintf(s->dst_node, sizeof(s->dst_node), "%s", dst->node);
 	ip_str(v->dst_ip, ip, sizeof(ip));
 	snprintf(s->authority, sizeof(s->authority), "%s:%u", ip, s->dst_port);
 	stream_update(s);

@@ -365,6 +365,8 @@ enum skm_tun_stat {
 	SKM_TUN_PING_TIMEOUTS,		/* connections closed: no PING answer */
 	SKM_TUN_CONNS_OPEN,		/* gauge: TLS connections, both ways */
 	SKM_TUN_STREAMS_OPEN,		/* gauge: streams, both ways */
+	SKM_TUN_OUT_RETRIED,		/* refused by the peer unprocessed
+					 * (REFUSED_STREAM, GOAWAY): sent again */
 	SKM_TUN_STAT__MAX,
 };
 
@@ -375,7 +377,7 @@ enum skm_tun_stat {
 	"in_expired", "in_wrong_trust_domain", "in_no_spiffe_id",	\
 	"in_bad_request", "in_denied", "in_upstream_failed", "in_streams_ok",	\
 	"bytes_to_peers", "bytes_from_peers", "ping_timeouts",	\
-	"conns_open", "streams_open" }
+	"conns_open", "streams_open", "out_retried" }
 
 #define SKM_MAP_TUN_STATS	"skm_tun_stats"
 

@@ -241,6 +241,34 @@ def body(t, topo):
     srv.wait(timeout=10)
     t.check("meshd node1 survived", h1.proc.poll() is None, h1.log_tail())
 
+    # --- a peer that starts draining as the request arrives (GOAWAY with
+    # last stream 0): the stream was not processed and is sent again on a
+    # new connection; the pod never notices
+    srv = topo.popen(
+        topo.pod_argv(b1, [SYS_PY, PEER, "server", "--listen", "%s:15008" % b1.ip,
+                           "--cert", srv_cert[0], "--key", srv_cert[1], "--ca", root,
+                           "--goaway-first", "--timeout", "120"]),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = srv.stdout.readline()
+    t.require("h2 server (GOAWAY on its first request) listens", "listening" in line, line)
+    before = tun_stats(1, topo)
+    sess = topo.podtool(a1, "session", "--to", "%s:7000" % b1.ip, stdin=True)
+    first = sess.next(timeout=20)
+    r = sess.cmd("xfer 200000", timeout=30) if first.get("event") == "connected" else first
+    sess.cmd("close")
+    after = tun_stats(1, topo)
+    srv.terminate()
+    out = srv.communicate(timeout=10)[0]
+    evs = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    t.check("GOAWAY before the stream was processed: meshd sends it again on a new "
+            "connection (out_retried +1), the pod's transfer is exact",
+            r.get("ok") is True and after["out_retried"] == before["out_retried"] + 1,
+            (first, r, after.get("out_retried")))
+    t.check("... the peer saw the GOAWAY'd request on connection 1 and served it on 2",
+            any(e.get("status") == "goaway" and e.get("conn") == 1 for e in evs) and
+            any(e.get("event") == "stream" and e.get("status") == 200 and
+                e.get("conn") == 2 for e in evs), evs)
+
     # --- keepalive: a peer that stops answering (PINGs included) is given
     # up after PING's timeout (one every 10 s, 20 s for its answer), and
     # the pod's connection through it is reset rather than left hanging

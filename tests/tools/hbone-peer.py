@@ -808,6 +808,16 @@ class Server:
         for k in ("forwarded", "baggage", "traceparent"):
             if k in h:
                 ev[k] = h[k]
+        if self.a.goaway_first and cid == 1:
+            # as a peer that starts draining as the request arrives: GOAWAY
+            # with last stream 0, so the stream was not processed
+            ev.update(status="goaway", reason="--goaway-first")
+            emit(ev)
+            hc.conn.close_connection(error_code=0, last_stream_id=0)
+            hc.flush()
+            await asyncio.sleep(1)
+            hc.writer.close()
+            return
         if h.get(":method") != "CONNECT":
             return self.refuse(hc, st, ev, 400, "method %s is not CONNECT" % h.get(":method"))
         if ":path" in h or ":scheme" in h or ":protocol" in h:
@@ -1036,6 +1046,9 @@ def main(argv=None):
                    help="required trust domain of clients")
     s.add_argument("--echo", action="store_true", help="echo instead of dialling")
     s.add_argument("--timeout", type=float, default=600, help="exit after this many seconds")
+    s.add_argument("--goaway-first", action="store_true",
+                   help="answer the first connection's first request with GOAWAY "
+                   "(last stream 0) and close it: a peer starting to drain")
     s.add_argument("--silent-after", type=float, default=0,
                    help="S seconds into each connection, stop reading and answering it "
                    "(PINGs included) while keeping it open: a peer that hung")
