@@ -195,14 +195,18 @@ def body(t, topo):
             tap.wait_until(lambda: tun_stats(2, topo)["streams_open"] == 0, timeout=5),
             (s0, s1))
 
+    def peer_server(cert, *extra):
+        """hbone-peer's server on b1's 15008 with certificate CERT."""
+        return topo.popen(
+            topo.pod_argv(b1, [SYS_PY, PEER, "server", "--listen", "%s:15008" % b1.ip,
+                               "--cert", cert[0], "--key", cert[1], "--ca", root,
+                               "--timeout", "120"] + list(extra)),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
     # --- meshd's client side against the independent server
     topo.stop_meshd(h2)
     srv_cert = mkcert(topo, ca, "default", b1.name, os.path.join(certs, "srv"))
-    srv = topo.popen(
-        topo.pod_argv(b1, [SYS_PY, PEER, "server", "--listen", "%s:15008" % b1.ip,
-                           "--cert", srv_cert[0], "--key", srv_cert[1], "--ca", root,
-                           "--timeout", "120"]),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    srv = peer_server(srv_cert)
     line = srv.stdout.readline()
     t.require("h2 server listens in the pod", "listening" in line, line)
     h1 = topo.start_meshd(1, cfg, args(1))
@@ -220,11 +224,7 @@ def body(t, topo):
 
     # a server whose identity is not the destination's
     wrong = mkcert(topo, ca, "default", b2.name, os.path.join(certs, "wrong"))
-    srv = topo.popen(
-        topo.pod_argv(b1, [SYS_PY, PEER, "server", "--listen", "%s:15008" % b1.ip,
-                           "--cert", wrong[0], "--key", wrong[1], "--ca", root,
-                           "--timeout", "120"]),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    srv = peer_server(wrong)
     line = srv.stdout.readline()
     before = tun_stats(1, topo)
     sess = topo.podtool(a1, "session", "--to", "%s:7000" % b1.ip, stdin=True)
@@ -244,11 +244,7 @@ def body(t, topo):
     # --- a peer that starts draining as the request arrives (GOAWAY with
     # last stream 0): the stream was not processed and is sent again on a
     # new connection; the pod never notices
-    srv = topo.popen(
-        topo.pod_argv(b1, [SYS_PY, PEER, "server", "--listen", "%s:15008" % b1.ip,
-                           "--cert", srv_cert[0], "--key", srv_cert[1], "--ca", root,
-                           "--goaway-first", "--timeout", "120"]),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    srv = peer_server(srv_cert, "--goaway-first")
     line = srv.stdout.readline()
     t.require("h2 server (GOAWAY on its first request) listens", "listening" in line, line)
     before = tun_stats(1, topo)
@@ -272,11 +268,7 @@ def body(t, topo):
     # --- keepalive: a peer that stops answering (PINGs included) is given
     # up after PING's timeout (one every 10 s, 20 s for its answer), and
     # the pod's connection through it is reset rather than left hanging
-    srv = topo.popen(
-        topo.pod_argv(b1, [SYS_PY, PEER, "server", "--listen", "%s:15008" % b1.ip,
-                           "--cert", srv_cert[0], "--key", srv_cert[1], "--ca", root,
-                           "--silent-after", "2", "--timeout", "120"]),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    srv = peer_server(srv_cert, "--silent-after", "2")
     line = srv.stdout.readline()
     t.require("h2 server (going silent after 2 s) listens", "listening" in line, line)
     before = tun_stats(1, topo)
