@@ -502,9 +502,9 @@ struct mx_series *metrics_conn_series(struct metrics *m, const struct config *cf
 /* The series of C through CACHE: the key is what metrics_conn_series()
  * reads of a record (the client's own port and the server's peer port do
  * not matter). */
-static struct mx_series *cached_series(struct metrics *m, struct mx_conn_cache *cache,
-				       const struct config *cfg, const struct skm_conn *c,
-				       int *recv_is_rx)
+struct mx_series *metrics_conn_series_cached(struct metrics *m, struct mx_conn_cache *cache,
+					     const struct config *cfg, const struct skm_conn *c,
+					     int *recv_is_rx)
 {
 	struct mx_cache_slot key = { .lip = c->tuple.sip, .rip = c->tuple.dip };
 	struct mx_cache_slot *sl;
@@ -550,7 +550,7 @@ void metrics_conn_closed(struct metrics *m, struct mx_conn_cache *cache,
 	int recv_is_rx = 0;
 
 	atomic_fetch_add_explicit(&m->closed_by_path[p], 1, memory_order_relaxed);
-	s = cached_series(m, cache, cfg, c, &recv_is_rx);
+	s = metrics_conn_series_cached(m, cache, cfg, c, &recv_is_rx);
 	if (!s)
 		return;
 	mx_add(s, MX_OPENED, 1);

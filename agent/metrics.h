@@ -144,6 +144,10 @@ struct mx_conn_cache {
 	struct mx_cache_slot slot[MX_CACHE_SLOTS];
 };
 
+/* metrics_conn_series() through CACHE (NULL: none). */
+struct mx_series *metrics_conn_series_cached(struct metrics *m, struct mx_conn_cache *cache,
+					     const struct config *cfg, const struct skm_conn *c,
+					     int *recv_is_rx);
 /* A close event: adds the record's final counts (CACHE may be NULL). */
 void metrics_conn_closed(struct metrics *m, struct mx_conn_cache *cache,
 			 const struct config *cfg, const struct skm_conn *c);
