@@ -128,6 +128,7 @@ bench: deps
 	$(Q)./bench/same-node
 	$(Q)./bench/policy-scale
 	$(Q)./bench/tunnel
+	$(Q)./bench/telemetry
 
 # ASan/UBSan build of the user-space parts into build-asan/, then the tests.
 asan:
