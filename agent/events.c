@@ -63,6 +63,42 @@ static void put_principal(json_t *o, const char *key, const struct config *cfg, 
 	json_object_set_new(o, key, json_string(buf));
 }
 
+/* A connect() the kernel refused on policy (SKM_CONN_DENIED): counted in
+ * Istio's metrics as the destination's denial, and logged. */
+static void handle_deny(struct events *ev, const struct skm_conn_event *e,
+			const struct config *cfg)
+{
+	const struct skm_conn *c = &e->conn;
+	char ts[64], ip[INET_ADDRSTRLEN];
+	json_t *o;
+
+	if (ev->metrics)
+		metrics_conn_denied(ev->metrics, cfg, c);
+	if (!alog_admit(ev->alog))
+		return;
+	o = json_object();
+	if (!o)
+		return;
+	inet_ntop(AF_INET, &c->tuple.sip, ip, sizeof(ip));
+	json_object_set_new(o, "time", json_string(log_time_now(ts, sizeof(ts))));
+	json_object_set_new(o, "event", json_string("deny"));
+	json_object_set_new(o, "enforcer", json_string("connect"));
+	json_object_set_new(o, "src", json_string(ip));
+	put_addr(o, "dst", c->tuple.dip, (__u16)c->tuple.dport);
+	put_addr(o, "orig_dst", c->orig_ip, ntohs(c->orig_port));
+	if (c->flags & SKM_CONN_VIA_VIP)
+		put_addr(o, "vip", c->orig_ip, ntohs(c->orig_port));
+	put_workload(o, "src_workload", cfg, c->tuple.sip);
+	put_workload(o, "dst_workload", cfg, c->tuple.dip);
+	put_principal(o, "src_principal", cfg, c->tuple.sip, NULL);
+	put_principal(o, "dst_principal", cfg, c->tuple.dip, NULL);
+	json_object_set_new(o, "response_flags", json_string("DENY"));
+	json_object_set_new(o, "reason", json_string("AuthorizationPolicy of the destination: "
+						     "connect() refused with EPERM"));
+	alog_write(ev->alog, o, 0);
+	json_decref(o);
+}
+
 static int handle_event(void *ctx, void *data, size_t size)
 {
 	struct events *ev = ctx;
@@ -76,6 +112,10 @@ static int handle_event(void *ctx, void *data, size_t size)
 	if (size < sizeof(*e))
 		return 0;
 	ev->seen++;
+	if (c->flags & SKM_CONN_DENIED) {
+		handle_deny(ev, e, cfg);
+		return 0;
+	}
 	if (ev->metrics)
 		metrics_conn_closed(ev->metrics, ev->mx_cache, cfg, c);
 	if (!alog_admit(ev->alog))

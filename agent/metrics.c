@@ -559,6 +559,35 @@ void metrics_conn_closed(struct metrics *m, struct mx_conn_cache *cache,
 	mx_add(s, MX_SENT, recv_is_rx ? c->tx_bytes : c->rx_bytes);
 }
 
+void metrics_conn_denied(struct metrics *m, const struct config *cfg, const struct skm_conn *c)
+{
+	char sp[320], dp[320];
+	struct mx_tcp_key k = { .reporter = MX_DESTINATION, .flags = MX_FLAG_DENY };
+	struct mx_series *s;
+
+	if (!cfg)
+		return;
+	/* both ends are pods of this node: the kernel knows the source by
+	 * its network namespace */
+	k.src = config_workload_by_ip(cfg, c->tuple.sip);
+	k.dst = config_workload_by_ip(cfg, c->tuple.dip);
+	if (c->flags & SKM_CONN_VIA_VIP)
+		k.svc = metrics_service_for(m, cfg, c->orig_ip, ntohs(c->orig_port), 1);
+	else
+		k.svc = metrics_service_for(m, cfg, c->tuple.dip, (uint16_t)c->tuple.dport, 0);
+	if (k.src) {
+		principal(sp, sizeof(sp), cfg, k.src);
+		k.src_principal = sp;
+	}
+	if (k.dst) {
+		principal(dp, sizeof(dp), cfg, k.dst);
+		k.dst_principal = dp;
+	}
+	s = metrics_tcp_series(m, cfg, &k);
+	mx_add(s, MX_OPENED, 1);
+	mx_add(s, MX_CLOSED, 1);
+}
+
 /* --- reloads ----------------------------------------------------------- */
 
 static const double rec_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,

@@ -151,6 +151,9 @@ struct mx_series *metrics_conn_series_cached(struct metrics *m, struct mx_conn_c
 /* A close event: adds the record's final counts (CACHE may be NULL). */
 void metrics_conn_closed(struct metrics *m, struct mx_conn_cache *cache,
 			 const struct config *cfg, const struct skm_conn *c);
+/* A connect() the kernel refused on policy (SKM_CONN_DENIED): counted
+ * opened and closed by the destination's reporter, response_flags DENY. */
+void metrics_conn_denied(struct metrics *m, const struct config *cfg, const struct skm_conn *c);
 /* The service a connection to IP:PORT (network order / host order) was
  * for: by VIP and service port, else by endpoint and target port. */
 const struct cfg_service *metrics_service_for(struct metrics *m, const struct config *cfg,

@@ -54,7 +54,7 @@ int skm_connect4(struct bpf_sock_addr *ctx)
 			stat_inc(SKM_STAT_CAPTURE);
 			keep = 1;
 		} else if (dst) {
-			ok = policy_connect4(ctx, dst, port);
+			ok = policy_connect4(ctx, dst, port, &od);
 		}
 	}
 	if (keep && ok) {

@@ -215,6 +215,9 @@ struct skm_sock_key {
 #define SKM_CONN_TUNNEL		(1U << 5)	/* carried by meshd's tunnel: captured at
 					 * the source, or reached by meshd's
 					 * upstream leg (skm_meshd_legs) */
+#define SKM_CONN_DENIED		(1U << 6)	/* not a connection: a connect() the
+					 * policy refused (EPERM), sent on
+					 * skm_events as a close event */
 
 struct skm_conn {
 	struct skm_sock_key tuple;

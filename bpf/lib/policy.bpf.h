@@ -36,12 +36,43 @@ verdict_lookup(struct skm_verdict_key *k, __u16 port)
 	return bpf_map_lookup_elem(&skm_verdicts, k);
 }
 
+/* Tells meshd (access log, metrics) of a connect() the policy refused:
+ * an event on skm_events shaped as a close, flagged SKM_CONN_DENIED, from
+ * SRC's address to IP:PORT (network order) dialled as OD says. */
+static __always_inline void policy_deny_event(const struct skm_netns_val *src, __u32 ip,
+					      __u16 port, const struct skm_orig_dst *od)
+{
+	struct skm_conn_event *ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
+
+	if (!ev) {
+		stat_inc(SKM_STAT_EVENT_DROP);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->end_ns = bpf_ktime_get_ns();
+	ev->conn.start_ns = ev->end_ns;
+	ev->conn.tuple.sip = src->ip;
+	ev->conn.tuple.dip = ip;
+	ev->conn.tuple.dport = bpf_ntohs(port);
+	ev->conn.flags = SKM_CONN_ACTIVE | SKM_CONN_DENIED;
+	ev->conn.orig_ip = ip;
+	ev->conn.orig_port = port;
+	if (od->svc_id) {
+		ev->conn.flags |= SKM_CONN_VIA_VIP;
+		ev->conn.svc_id = od->svc_id;
+		ev->conn.orig_ip = od->vip;
+		ev->conn.orig_port = od->vport;
+	}
+	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&skm_events, BPF_RB_AVAIL_DATA) >=
+			       SKM_EVENTS_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 /* 1: the TCP connect may go on; 0: refuse it. DST is the workload at the
  * final destination (after service load balancing), PORT its port in
- * network order. */
+ * network order; OD what the app dialled. */
 static __always_inline int policy_connect4(struct bpf_sock_addr *ctx,
 					   const struct skm_wl_val *dst,
-					   __u16 port)
+					   __u16 port, const struct skm_orig_dst *od)
 {
 	struct skm_verdict_key k = {};
 	struct skm_netns_val *src;
@@ -68,6 +99,7 @@ static __always_inline int policy_connect4(struct bpf_sock_addr *ctx,
 	}
 	/* No entry means the compiled set is incomplete: fail closed. */
 	stat_inc(SKM_STAT_POLICY_DENY);
+	policy_deny_event(src, ctx->user_ip4, port, od);
 	return 0;
 }
 

@@ -271,6 +271,23 @@ def body(t, topo):
     t.check("node1 (source) counts the refused stream with response_flags DENY",
             total(s1, "istio_tcp_connections_opened_total", reporter="source",
                   response_flags="DENY", destination_workload=b2.name) >= 1)
+
+    def local_denied():
+        s1 = parse_prom(scrape(topo, 1))
+        return total(s1, "istio_tcp_connections_closed_total", reporter="destination",
+                     response_flags="DENY", source_workload=a2.name,
+                     destination_workload=a1.name) >= 1
+    t.check("kernel denial: node1 counts a2->a1 (EPERM) with response_flags DENY",
+            tap.wait_until(local_denied, timeout=5))
+    dl = [e for e in hs[1].access_events() if e.get("event") == "deny"]
+    t.check("kernel denial: an access-log line (event deny, enforcer connect) with both "
+            "workloads and principals",
+            any(e.get("src_workload") == "default/" + a2.name and
+                e.get("dst_workload") == "default/" + a1.name and
+                e.get("dst") == "%s:7000" % a1.ip and e.get("enforcer") == "connect" and
+                e.get("src_principal") == spiffe(a2) and e.get("response_flags") == "DENY"
+                for e in dl), dl[:3])
+    s1 = parse_prom(scrape(topo, 1))
     t.check("skmesh_policy_denials_total: tunnel on node2, connect on node1",
             total(s2, "skmesh_policy_denials_total", enforcer="tunnel") >= 1 and
             total(s1, "skmesh_policy_denials_total", enforcer="connect") >= 1,
