@@ -652,6 +652,7 @@ struct ctx_info {
 struct tls_state {
 	char expect[SKM_SPIFFE_MAX];
 	char why[SKM_REASON_MAX];
+	enum tls_fail reason;
 };
 
 static int ssl_idx = -1, ctx_idx = -1;
@@ -692,16 +693,18 @@ static struct tls_state *tls_state(const SSL *ssl, int create)
 	return st;
 }
 
-/* Records why SSL's handshake failed, unless a reason is known already:
- * the first one is the cause, what follows is its echo. */
-__attribute__((format(printf, 2, 3)))
-static void set_why(const SSL *ssl, const char *fmt, ...)
+/* Records why SSL's handshake failed (REASON, and in words), unless a
+ * reason is known already: the first one is the cause, what follows is
+ * its echo. */
+__attribute__((format(printf, 3, 4)))
+static void set_why(const SSL *ssl, enum tls_fail reason, const char *fmt, ...)
 {
 	struct tls_state *st = tls_state(ssl, 1);
 	va_list ap;
 
 	if (!st || st->why[0])
 		return;
+	st->reason = reason;
 	va_start(ap, fmt);
 	vsnprintf(st->why, sizeof(st->why), fmt, ap);
 	va_end(ap);
@@ -762,33 +765,34 @@ static int check_leaf(SSL *ssl, X509 *leaf)
 	unsigned int alpn_len;
 
 	if (!ci) {
-		set_why(ssl, "context has no trust domain");
+		set_why(ssl, TLS_FAIL_OTHER, "context has no trust domain");
 		return 0;
 	}
 	if (cert_spiffe_id(leaf, id, sizeof(id), why, sizeof(why))) {
-		set_why(ssl, "%s", why);
+		set_why(ssl, TLS_FAIL_NO_SPIFFE, "%s", why);
 		return 0;
 	}
 	if (X509_check_ca(leaf)) {
-		set_why(ssl, "%s: the leaf certificate is a CA", id);
+		set_why(ssl, TLS_FAIL_OTHER, "%s: the leaf certificate is a CA", id);
 		return 0;
 	}
 	spiffe_parse(id, td, sizeof(td), NULL, 0, NULL, 0);
 	if (strcmp(td, ci->td)) {
-		set_why(ssl, "trust domain %s is not %s", td, ci->td);
+		set_why(ssl, TLS_FAIL_WRONG_TD, "trust domain %s is not %s", td, ci->td);
 		return 0;
 	}
 	if (ci->server)
 		return 1;
 	if (st && st->expect[0] && strcmp(id, st->expect)) {
-		set_why(ssl, "server is %s but %s was expected", id, st->expect);
+		set_why(ssl, TLS_FAIL_WRONG_PEER, "server is %s but %s was expected", id,
+			st->expect);
 		return 0;
 	}
 	/* TLS 1.3 sends ALPN before the certificate: a server that did not
 	 * pick h2 is refused here, before any byte of ours goes to it */
 	SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
 	if (alpn_len != 2 || memcmp(alpn, "h2", 2)) {
-		set_why(ssl, "server did not select ALPN h2");
+		set_why(ssl, TLS_FAIL_NO_ALPN, "server did not select ALPN h2");
 		return 0;
 	}
 	return 1;
@@ -809,10 +813,14 @@ static int verify_cb(int ok, X509_STORE_CTX *sctx)
 		case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
 		case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
 		case X509_V_ERR_CERT_UNTRUSTED:
-			set_why(ssl, "not signed by a mesh root");
+			set_why(ssl, TLS_FAIL_UNTRUSTED, "not signed by a mesh root");
+			break;
+		case X509_V_ERR_CERT_HAS_EXPIRED:
+		case X509_V_ERR_CERT_NOT_YET_VALID:
+			set_why(ssl, TLS_FAIL_EXPIRED, "%s", X509_verify_cert_error_string(e));
 			break;
 		default:
-			set_why(ssl, "%s", X509_verify_cert_error_string(e));
+			set_why(ssl, TLS_FAIL_OTHER, "%s", X509_verify_cert_error_string(e));
 		}
 		return 0;
 	}
@@ -834,11 +842,12 @@ static void info_cb(const SSL *ssl, int where, int ret)
 	if (!(where & SSL_CB_ALERT) || (ret >> 8) != SSL3_AL_FATAL)
 		return;
 	if (!(where & SSL_CB_WRITE))
-		set_why(ssl, "peer refused the handshake: %s", SSL_alert_desc_string_long(ret));
+		set_why(ssl, TLS_FAIL_PEER_ALERT, "peer refused the handshake: %s",
+			SSL_alert_desc_string_long(ret));
 	else if (desc == SSL_AD_CERTIFICATE_REQUIRED && SSL_is_server((SSL *)ssl))
-		set_why(ssl, "no client certificate");
+		set_why(ssl, TLS_FAIL_NO_CLIENT_CERT, "no client certificate");
 	else if (desc == SSL_AD_PROTOCOL_VERSION)
-		set_why(ssl, "peer does not offer TLS 1.3");
+		set_why(ssl, TLS_FAIL_VERSION, "peer does not offer TLS 1.3");
 }
 
 /* A client that sends no ALPN at all never reaches alpn_cb. */
@@ -850,7 +859,7 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
 	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
 				      &p, &n))
 		return SSL_CLIENT_HELLO_SUCCESS;
-	set_why(ssl, "client did not offer ALPN h2");
+	set_why(ssl, TLS_FAIL_NO_ALPN, "client did not offer ALPN h2");
 	*al = SSL_AD_NO_APPLICATION_PROTOCOL;
 	return SSL_CLIENT_HELLO_ERROR;
 }
@@ -861,7 +870,7 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	if (SSL_select_next_proto((unsigned char **)out, outlen, alpn_h2, sizeof(alpn_h2),
 				  in, inlen) == OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
-	set_why(ssl, "client did not offer ALPN h2");
+	set_why(ssl, TLS_FAIL_NO_ALPN, "client did not offer ALPN h2");
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
@@ -957,6 +966,13 @@ const char *tls_verify_error(SSL *ssl)
 	struct tls_state *st = tls_state(ssl, 0);
 
 	return st && st->why[0] ? st->why : NULL;
+}
+
+enum tls_fail tls_verify_reason(SSL *ssl)
+{
+	struct tls_state *st = tls_state(ssl, 0);
+
+	return st && st->why[0] ? st->reason : TLS_FAIL_NONE;
 }
 
 /* --- certmgr ------------------------------------------------------------- */

@@ -118,6 +118,22 @@ int tls_peer_id(SSL *ssl, char *buf, size_t len);
  * not replace it with SSL_set_info_callback(). */
 const char *tls_verify_error(SSL *ssl);
 
+/* The same as a reason code, for counting. */
+enum tls_fail {
+	TLS_FAIL_NONE = 0,		/* no reason recorded */
+	TLS_FAIL_OTHER,
+	TLS_FAIL_NO_CLIENT_CERT,
+	TLS_FAIL_UNTRUSTED,		/* chain not to a mesh root */
+	TLS_FAIL_EXPIRED,		/* expired, or not yet valid */
+	TLS_FAIL_WRONG_TD,		/* another trust domain */
+	TLS_FAIL_NO_SPIFFE,		/* no (single, valid) SPIFFE URI SAN */
+	TLS_FAIL_WRONG_PEER,		/* not the identity expected */
+	TLS_FAIL_NO_ALPN,		/* ALPN h2 not offered / selected */
+	TLS_FAIL_VERSION,		/* no TLS 1.3 */
+	TLS_FAIL_PEER_ALERT,		/* the peer refused us */
+};
+enum tls_fail tls_verify_reason(SSL *ssl);
+
 /*
  * The certificates of this node's identities, issued on first use and
  * renewed at half-life; a renewal that fails keeps the old certificate

@@ -1216,30 +1216,27 @@ static void conn_ready(struct hb_conn *hc)
 		conn_flush(hc);
 }
 
-static void count_tls_failure(struct hb_conn *hc, const char *why)
+static void count_tls_failure(struct hb_conn *hc)
 {
 	struct tunnel *t = hc->t;
+	enum tls_fail r = tls_verify_reason(hc->ssl);
 	enum skm_tun_stat s = SKM_TUN_STAT__MAX;
 
 	if (hc->client) {
 		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
-		if (why && strstr(why, "expected"))
+		if (r == TLS_FAIL_WRONG_PEER)
 			tun_stat(t, SKM_TUN_OUT_WRONG_PEER, 1);
 		return;
 	}
 	tun_stat(t, SKM_TUN_IN_TLS_FAILED, 1);
-	if (!why)
-		return;
-	if (strstr(why, "no client certificate"))
-		s = SKM_TUN_IN_NO_CLIENT_CERT;
-	else if (strstr(why, "expired") || strstr(why, "not yet valid"))
-		s = SKM_TUN_IN_EXPIRED;
-	else if (strstr(why, "trust domain"))
-		s = SKM_TUN_IN_WRONG_TD;
-	else if (strstr(why, "SPIFFE"))
-		s = SKM_TUN_IN_NO_SPIFFE;
-	else if (strstr(why, "mesh root") || strstr(why, "signed") || strstr(why, "issuer"))
-		s = SKM_TUN_IN_UNTRUSTED;
+	switch (r) {
+	case TLS_FAIL_NO_CLIENT_CERT: s = SKM_TUN_IN_NO_CLIENT_CERT; break;
+	case TLS_FAIL_EXPIRED: s = SKM_TUN_IN_EXPIRED; break;
+	case TLS_FAIL_WRONG_TD: s = SKM_TUN_IN_WRONG_TD; break;
+	case TLS_FAIL_NO_SPIFFE: s = SKM_TUN_IN_NO_SPIFFE; break;
+	case TLS_FAIL_UNTRUSTED: s = SKM_TUN_IN_UNTRUSTED; break;
+	default: break;
+	}
 	if (s != SKM_TUN_STAT__MAX)
 		tun_stat(t, s, 1);
 }
@@ -1272,7 +1269,7 @@ static void conn_handshake(struct hb_conn *hc)
 	ip_str(hc->peer_ip, ip, sizeof(ip));
 	pr_warn("tunnel: TLS handshake %s %s:%u failed: %s\n", hc->client ? "with" : "from",
 		ip, hc->peer_port, why);
-	count_tls_failure(hc, why);
+	count_tls_failure(hc);
 	conn_fail(hc, why);
 }
 

@@ -229,6 +229,9 @@ static void hs_free(struct hs *h)
 	close(h->fd[1]);
 }
 
+/* tls_verify_reason() of each side after the last handshake() */
+static enum tls_fail last_server_reason, last_client_reason;
+
 /* One handshake of SCTX and CCTX (client expecting EXPECT when given):
  * whether it worked; the reasons of each side into SWHY / CWHY. */
 static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, const char *expect,
@@ -245,6 +248,8 @@ static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, const char *expect,
 	snprintf(swhy, 512, "%s", w ?: "");
 	w = tls_verify_error(h.c);
 	snprintf(cwhy, 512, "%s", w ?: "");
+	last_server_reason = tls_verify_reason(h.s);
+	last_client_reason = tls_verify_reason(h.c);
 	hs_free(&h);
 	return h.ok;
 }
@@ -258,8 +263,26 @@ static void expect_server_refuses(SSL_CTX *sctx, SSL_CTX *cctx, const char *want
 	assert_false(handshake(sctx, cctx, NULL, swhy, cwhy));
 	if (!strstr(swhy, want))
 		fail_msg("server said '%s', expected '%s' (client: '%s')", swhy, want, cwhy);
-	if (SSL_CTX_get_info_callback(cctx))
+	if (SSL_CTX_get_info_callback(cctx)) {
 		assert_non_null(strstr(cwhy, "peer refused the handshake"));
+		assert_int_equal(last_client_reason, TLS_FAIL_PEER_ALERT);
+	}
+	/* the reason code agrees with the words (meshd counts by the code) */
+	{
+		static const struct { const char *words; enum tls_fail r; } map[] = {
+			{ "no client certificate", TLS_FAIL_NO_CLIENT_CERT },
+			{ "not signed by a mesh root", TLS_FAIL_UNTRUSTED },
+			{ "trust domain", TLS_FAIL_WRONG_TD },
+			{ "expired", TLS_FAIL_EXPIRED },
+			{ "not yet valid", TLS_FAIL_EXPIRED },
+			{ "SPIFFE", TLS_FAIL_NO_SPIFFE },
+		};
+
+		for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+			if (strstr(want, map[i].words))
+				assert_int_equal(last_server_reason, map[i].r);
+		assert_int_not_equal(last_server_reason, TLS_FAIL_NONE);
+	}
 }
 
 /* --- SPIFFE IDs ------------------------------------------------------- */
