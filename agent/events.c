@@ -2,8 +2,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <jansson.h>
 
@@ -63,15 +65,51 @@ static void put_principal(json_t *o, const char *key, const struct config *cfg, 
 	json_object_set_new(o, key, json_string(buf));
 }
 
-/* A connect() the kernel refused on policy (SKM_CONN_DENIED): counted in
+/* The words of a verdict's reason (skm_names): "ns/policy: why". */
+static void deny_reason(struct events *ev, __u32 id, char *buf, size_t len)
+{
+	struct skm_name_key k = { .kind = SKM_NAME_REASON, .id = id };
+	struct skm_name_val v;
+
+	if (!id || ev->names_fd < 0 || bpf_map_lookup_elem(ev->names_fd, &k, &v)) {
+		snprintf(buf, len, "%s", id ? "denied by policy" :
+			 "no verdict for this source: denied (fail closed)");
+		return;
+	}
+	v.ns[sizeof(v.ns) - 1] = v.name[sizeof(v.name) - 1] = 0;
+	if (!strcmp(v.ns, "-"))
+		snprintf(buf, len, "%s", v.name);
+	else
+		snprintf(buf, len, "%s: %s", v.ns, v.name);
+}
+
+/* A connection the kernel refused on policy (SKM_CONN_DENIED): counted in
  * Istio's metrics as the destination's denial, and logged. */
 static void handle_deny(struct events *ev, const struct skm_conn_event *e,
 			const struct config *cfg)
 {
 	const struct skm_conn *c = &e->conn;
-	char ts[64], ip[INET_ADDRSTRLEN];
+	int plain = !!(c->flags & SKM_CONN_PLAINTEXT);
+	char ts[64], ip[INET_ADDRSTRLEN], why[200];
 	json_t *o;
 
+	/* TC sees every retransmission of a dropped SYN: one connection
+	 * attempt is counted and logged once */
+	if (plain) {
+		uint64_t h = ((uint64_t)c->tuple.sip << 32 | c->tuple.dip) ^
+			     ((uint64_t)c->tuple.sport << 16 | c->tuple.dport) * 0x9e3779b97f4a7c15ULL;
+		struct deny_seen *d = &ev->denied[(h >> 32) % EVENTS_DENY_SLOTS];
+
+		if (d->sip == c->tuple.sip && d->dip == c->tuple.dip &&
+		    d->sport == c->tuple.sport && d->dport == c->tuple.dport &&
+		    e->end_ns - d->at_ns < 120ULL * 1000000000ULL)
+			return;
+		d->sip = c->tuple.sip;
+		d->dip = c->tuple.dip;
+		d->sport = c->tuple.sport;
+		d->dport = c->tuple.dport;
+		d->at_ns = e->end_ns;
+	}
 	if (ev->metrics)
 		metrics_conn_denied(ev->metrics, cfg, c);
 	if (!alog_admit(ev->alog))
@@ -79,21 +117,29 @@ static void handle_deny(struct events *ev, const struct skm_conn_event *e,
 	o = json_object();
 	if (!o)
 		return;
-	inet_ntop(AF_INET, &c->tuple.sip, ip, sizeof(ip));
 	json_object_set_new(o, "time", json_string(log_time_now(ts, sizeof(ts))));
 	json_object_set_new(o, "event", json_string("deny"));
-	json_object_set_new(o, "enforcer", json_string("connect"));
-	json_object_set_new(o, "src", json_string(ip));
+	json_object_set_new(o, "enforcer", json_string(plain ? "tc" : "connect"));
+	if (c->tuple.sport) {
+		put_addr(o, "src", c->tuple.sip, (__u16)c->tuple.sport);
+	} else {
+		inet_ntop(AF_INET, &c->tuple.sip, ip, sizeof(ip));
+		json_object_set_new(o, "src", json_string(ip));
+	}
 	put_addr(o, "dst", c->tuple.dip, (__u16)c->tuple.dport);
 	put_addr(o, "orig_dst", c->orig_ip, ntohs(c->orig_port));
 	if (c->flags & SKM_CONN_VIA_VIP)
 		put_addr(o, "vip", c->orig_ip, ntohs(c->orig_port));
 	put_workload(o, "src_workload", cfg, c->tuple.sip);
 	put_workload(o, "dst_workload", cfg, c->tuple.dip);
-	put_principal(o, "src_principal", cfg, c->tuple.sip, NULL);
+	/* a plaintext source has no identity the kernel can vouch for */
+	if (!plain)
+		put_principal(o, "src_principal", cfg, c->tuple.sip, NULL);
 	put_principal(o, "dst_principal", cfg, c->tuple.dip, NULL);
 	json_object_set_new(o, "response_flags", json_string("DENY"));
-	json_object_set_new(o, "reason", json_string("AuthorizationPolicy of the destination: "
+	deny_reason(ev, e->reason_id, why, sizeof(why));
+	json_object_set_new(o, "reason", json_string(why));
+	json_object_set_new(o, "action", json_string(plain ? "SYN dropped at the pod's veth" :
 						     "connect() refused with EPERM"));
 	alog_write(ev->alog, o, 0);
 	json_decref(o);
@@ -167,6 +213,7 @@ int events_open(struct events *ev, int ringbuf_fd, struct alog *log, struct metr
 		const struct config **cfg)
 {
 	memset(ev, 0, sizeof(*ev));
+	ev->names_fd = -1;
 	ev->alog = log;
 	ev->metrics = m;
 	ev->mx_cache = m ? calloc(1, sizeof(*ev->mx_cache)) : NULL;

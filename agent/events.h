@@ -12,6 +12,14 @@ struct metrics;
 struct mx_conn_cache;
 struct ring_buffer;
 
+/* plaintext SYNs TC dropped lately, to count a retransmitted one once */
+#define EVENTS_DENY_SLOTS 256
+
+struct deny_seen {
+	unsigned int sip, dip, sport, dport;
+	unsigned long long at_ns;
+};
+
 struct events {
 	struct ring_buffer *rb;
 	struct alog *alog;		/* rate limited (alog.h) */
@@ -19,6 +27,8 @@ struct events {
 	struct mx_conn_cache *mx_cache;
 	const struct config **cfg;	/* current config, for workload names */
 	const char *node;		/* this node, whose pods the kernel knows */
+	int names_fd;			/* skm_names: why a verdict denied */
+	struct deny_seen denied[EVENTS_DENY_SLOTS];
 	unsigned long long seen;
 };
 

@@ -415,6 +415,7 @@ static int run(const struct opts *o)
 	if (err)
 		goto out_loader;
 	ev.node = o->node;
+	ev.names_fd = bpf_map__fd(l.skel->maps.skm_names);
 	/* The config is shared with the tunnel thread from here on: it is
 	 * freed by the last of the two to let go of it. */
 	cref = cfgref_new(cfg);

@@ -567,15 +567,16 @@ void metrics_conn_denied(struct metrics *m, const struct config *cfg, const stru
 
 	if (!cfg)
 		return;
-	/* both ends are pods of this node: the kernel knows the source by
-	 * its network namespace */
+	/* connect4's denials: both ends are pods of this node, the kernel
+	 * knows the source by its network namespace */
 	k.src = config_workload_by_ip(cfg, c->tuple.sip);
 	k.dst = config_workload_by_ip(cfg, c->tuple.dip);
 	if (c->flags & SKM_CONN_VIA_VIP)
 		k.svc = metrics_service_for(m, cfg, c->orig_ip, ntohs(c->orig_port), 1);
 	else
 		k.svc = metrics_service_for(m, cfg, c->tuple.dip, (uint16_t)c->tuple.dport, 0);
-	if (k.src) {
+	/* a plaintext SYN's source has no identity the kernel vouches for */
+	if (k.src && !(c->flags & SKM_CONN_PLAINTEXT)) {
 		principal(sp, sizeof(sp), cfg, k.src);
 		k.src_principal = sp;
 	}

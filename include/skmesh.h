@@ -218,6 +218,8 @@ struct skm_sock_key {
 #define SKM_CONN_DENIED		(1U << 6)	/* not a connection: a connect() the
 					 * policy refused (EPERM), sent on
 					 * skm_events as a close event */
+#define SKM_CONN_PLAINTEXT	(1U << 7)	/* with DENIED: a plaintext SYN TC
+					 * dropped at the pod's veth */
 
 struct skm_conn {
 	struct skm_sock_key tuple;
@@ -263,7 +265,8 @@ struct skm_conn_event {
 	__u32 prev_state;	/* TCP state before CLOSE: FIN_WAIT2, LAST_ACK,
 				 * CLOSING or TIME_WAIT for an orderly close;
 				 * ESTABLISHED and the others for a reset */
-	__u32 pad;
+	__u32 reason_id;	/* SKM_CONN_DENIED: the verdict's reason
+				 * (skm_names SKM_NAME_REASON), 0: none */
 };
 
 /* skm_stats: per-CPU counters, index = enum skm_stat */

@@ -282,7 +282,7 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 		ev->end_ns = bpf_ktime_get_ns();
 		__builtin_memcpy(&ev->conn, c, sizeof(*c));
 		ev->prev_state = prev;
-		ev->pad = 0;
+		ev->reason_id = 0;
 		/* Wake meshd only once a batch has gathered: one wake-up per
 		 * closed socket cost a flood of short connections a fifth of
 		 * its rate. meshd also reads the ring every SKM_EVENTS_POLL_MS. */

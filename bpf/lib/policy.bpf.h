@@ -36,11 +36,14 @@ verdict_lookup(struct skm_verdict_key *k, __u16 port)
 	return bpf_map_lookup_elem(&skm_verdicts, k);
 }
 
-/* Tells meshd (access log, metrics) of a connect() the policy refused:
- * an event on skm_events shaped as a close, flagged SKM_CONN_DENIED, from
- * SRC's address to IP:PORT (network order) dialled as OD says. */
-static __always_inline void policy_deny_event(const struct skm_netns_val *src, __u32 ip,
-					      __u16 port, const struct skm_orig_dst *od)
+/* Tells meshd (access log, metrics) of a connection the policy refused:
+ * an event on skm_events shaped as a close, flagged SKM_CONN_DENIED (and
+ * FLAGS), from SIP:SPORT to IP:PORT (ports in network order; SPORT 0 when
+ * it has none yet) dialled as OD says (NULL: directly), decided by the
+ * verdict V (NULL: no entry). */
+static __always_inline void policy_deny_event(__u32 sip, __u16 sport, __u32 ip, __u16 port,
+					      const struct skm_orig_dst *od,
+					      const struct skm_verdict *v, __u32 flags)
 {
 	struct skm_conn_event *ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
 
@@ -51,13 +54,15 @@ static __always_inline void policy_deny_event(const struct skm_netns_val *src, _
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->conn.start_ns = ev->end_ns;
-	ev->conn.tuple.sip = src->ip;
+	ev->conn.tuple.sip = sip;
+	ev->conn.tuple.sport = bpf_ntohs(sport);
 	ev->conn.tuple.dip = ip;
 	ev->conn.tuple.dport = bpf_ntohs(port);
-	ev->conn.flags = SKM_CONN_ACTIVE | SKM_CONN_DENIED;
+	ev->conn.flags = SKM_CONN_ACTIVE | SKM_CONN_DENIED | flags;
 	ev->conn.orig_ip = ip;
 	ev->conn.orig_port = port;
-	if (od->svc_id) {
+	ev->reason_id = v ? v->reason_id : 0;
+	if (od && od->svc_id) {
 		ev->conn.flags |= SKM_CONN_VIA_VIP;
 		ev->conn.svc_id = od->svc_id;
 		ev->conn.orig_ip = od->vip;
@@ -99,7 +104,7 @@ static __always_inline int policy_connect4(struct bpf_sock_addr *ctx,
 	}
 	/* No entry means the compiled set is incomplete: fail closed. */
 	stat_inc(SKM_STAT_POLICY_DENY);
-	policy_deny_event(src, ctx->user_ip4, port, od);
+	policy_deny_event(src->ip, 0, ctx->user_ip4, port, od, v, 0);
 	return 0;
 }
 
@@ -174,6 +179,7 @@ static __always_inline int policy_to_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	stat_inc(SKM_STAT_PLAIN_DENY);
+	policy_deny_event(saddr, th->source, daddr, th->dest, NULL, v, SKM_CONN_PLAINTEXT);
 	return TC_ACT_SHOT;
 }
 

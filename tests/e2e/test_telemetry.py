@@ -121,8 +121,11 @@ def body(t, topo):
             % (b2.name, TD, a2.name))
     deny_local = deny.replace("no-a2-to-b2", "no-a2-to-a1").replace(
         "{app: %s}" % b2.name, "{app: %s}" % a1.name)
-    cfg = topo.write_config(topo.config_path(), services=svcs,
-                            extra=deny + "---\n" + deny_local)
+    strict = ("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+              "metadata: {name: a2-strict, namespace: default}\n"
+              "spec: {selector: {matchLabels: {app: %s}}, mtls: {mode: STRICT}}\n" % a2.name)
+    extra = deny + "---\n" + deny_local + "---\n" + strict
+    cfg = topo.write_config(topo.config_path(), services=svcs, extra=extra)
     ca = os.path.join(topo.logdir, "ca")
     topo.run([os.path.join(topolib.build_dir(), "meshctl"), "ca", "init",
               "--trust-domain", TD, "--out", ca])
@@ -287,6 +290,35 @@ def body(t, topo):
                 e.get("dst") == "%s:7000" % a1.ip and e.get("enforcer") == "connect" and
                 e.get("src_principal") == spiffe(a2) and e.get("response_flags") == "DENY"
                 for e in dl), dl[:3])
+
+    # plaintext from outside the mesh (node2's own namespace) to the STRICT
+    # pod: TC drops the SYN and its retransmissions; counted once
+    r = topo.node_run(2, [sys.executable, "-c",
+                          "import socket\ns = socket.socket(); s.settimeout(2.5)\n"
+                          "try:\n    s.connect((%r, 7000)); print('connected')\n"
+                          "except OSError as e:\n    print('failed', e)\n" % a2.ip],
+                      check=False, timeout=20)
+
+    def plain_denied():
+        s1 = parse_prom(scrape(topo, 1))
+        return total(s1, "istio_tcp_connections_opened_total", reporter="destination",
+                     response_flags="DENY", destination_workload=a2.name,
+                     source_workload="unknown") >= 1
+    t.check("STRICT: plaintext from node2's namespace to a2 never connects", "failed" in r.stdout,
+            r.stdout)
+    t.check("... counted with response_flags DENY (reporter destination, source unknown)",
+            tap.wait_until(plain_denied, timeout=5))
+    s1 = parse_prom(scrape(topo, 1))
+    t.eq("... once, although TC dropped its SYN and retransmission(s)",
+         total(s1, "istio_tcp_connections_opened_total", reporter="destination",
+               response_flags="DENY", destination_workload=a2.name, source_workload="unknown"), 1)
+    pl = [e for e in hs[1].access_events() if e.get("event") == "deny" and
+          e.get("enforcer") == "tc"]
+    t.check("... and one access-log line: enforcer tc, the client's address and port, the "
+            "reason from the compiled verdict, no source principal",
+            len(pl) == 1 and pl[0]["src"].startswith(topo.node_ip(2) + ":") and
+            pl[0]["dst"] == "%s:7000" % a2.ip and "src_principal" not in pl[0] and
+            "STRICT" in pl[0].get("reason", ""), pl)
     s1 = parse_prom(scrape(topo, 1))
     t.check("skmesh_policy_denials_total: tunnel on node2, connect on node1",
             total(s2, "skmesh_policy_denials_total", enforcer="tunnel") >= 1 and
@@ -418,7 +450,7 @@ def body(t, topo):
     t.check("... and /config_dump says why, keeping the running config",
             (d.get("lastReloadError") or "").startswith(cfg + ":") and
             len(d["workloads"]) == 4, d.get("lastReloadError"))
-    topo.write_config(cfg, services=svcs, extra=deny + "---\n" + deny_local)
+    topo.write_config(cfg, services=svcs, extra=extra)
 
     def fixed():
         c, _, b = http(topo, 1, "http://127.0.0.1:15000/config_dump")
