@@ -1538,6 +1538,41 @@ void hbone_event(struct tunnel *t, struct tun_obj *o, uint32_t events)
 		stream_event(t, (struct hb_stream *)o, events);
 }
 
+/* After a config change: the streams this node serves are judged again
+ * by the new policy, and those it now denies are closed both ways (as
+ * ztunnel's connection manager does); what the change does not concern
+ * flows on. */
+void hbone_reauthorize(struct tunnel *t)
+{
+	struct tun_target tgt;
+	char why[160];
+
+	for (struct hb_conn *hc = t->conns; hc; hc = hc->next) {
+		struct hb_stream *s, *next;
+		int closed = 0;
+
+		if (hc->client || hc->state != HB_READY || hc->o.dead)
+			continue;
+		for (s = hc->streams; s; s = next) {
+			next = s->snext;
+			if (!s->established || s->o.dead)
+				continue;
+			if (tun_authorize(t, hc->peer_id, s->src_ip, s->dst_ip, s->dst_port,
+					  &tgt, why, sizeof(why)) != 401)
+				continue;
+			pr_info("tunnel: closing %s -> %s from %s: the policy now denies it (%s)\n",
+				s->src_wl[0] ? s->src_wl : hc->peer_id, s->authority,
+				hc->peer_id, why);
+			tun_stat(t, SKM_TUN_IN_REVOKED, 1);
+			snprintf(s->why, sizeof(s->why), "closed: the policy now denies it (%s)", why);
+			stream_abort(s, NGHTTP2_CANCEL, NULL);
+			closed = 1;
+		}
+		if (closed)
+			conn_flush(hc);
+	}
+}
+
 void hbone_tick(struct tunnel *t, time_t now)
 {
 	struct hb_conn *next;

@@ -140,6 +140,8 @@ void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
 void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		   const struct sockaddr_in *peer);
 void hbone_event(struct tunnel *t, struct tun_obj *o, uint32_t events);
+/* Closes the served streams the current config's policy denies. */
+void hbone_reauthorize(struct tunnel *t);
 void hbone_tick(struct tunnel *t, time_t now);
 void hbone_drain(struct tunnel *t);
 void hbone_close_all(struct tunnel *t);

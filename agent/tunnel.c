@@ -485,8 +485,10 @@ static void take_config(struct tunnel *t)
 		return;
 	cfgref_put(t->cur);
 	t->cur = r;
-	if (!t->draining)
+	if (!t->draining) {
 		pods_sync(t);
+		hbone_reauthorize(t);
+	}
 }
 
 static void cert_collect(const struct wl_cert *c, int renew_failures, void *arg)

@@ -373,6 +373,8 @@ enum skm_tun_stat {
 	SKM_TUN_STREAMS_OPEN,		/* gauge: streams, both ways */
 	SKM_TUN_OUT_RETRIED,		/* refused by the peer unprocessed
 					 * (REFUSED_STREAM, GOAWAY): sent again */
+	SKM_TUN_IN_REVOKED,		/* served streams closed: a new config's
+					 * policy denies them */
 	SKM_TUN_STAT__MAX,
 };
 
@@ -383,7 +385,7 @@ enum skm_tun_stat {
 	"in_expired", "in_wrong_trust_domain", "in_no_spiffe_id",	\
 	"in_bad_request", "in_denied", "in_upstream_failed", "in_streams_ok",	\
 	"bytes_to_peers", "bytes_from_peers", "ping_timeouts",	\
-	"conns_open", "streams_open", "out_retried" }
+	"conns_open", "streams_open", "out_retried", "in_revoked" }
 
 #define SKM_MAP_TUN_STATS	"skm_tun_stats"
 

@@ -457,6 +457,38 @@ def body(t, topo):
         return json.loads(b).get("lastReloadError") is None
     t.check("the config mended: lastReloadError is null again", tap.wait_until(fixed, 5))
 
+    # --- a policy change closes the tunnelled connections it now denies (as
+    # ztunnel's connection manager does) and leaves the others alone
+    topo.podtool(b1, "echo", "--port", 7101, "--timeout", 200).expect("listening")
+    doomed = topo.podtool(a1, "session", "--to", "%s:7101" % b1.ip, stdin=True)
+    kept = topo.podtool(a1, "session", "--to", "%s:7100" % b2.ip, stdin=True)
+    for ses in (doomed, kept):
+        t.require("session before the policy change", ses.next().get("event") == "connected")
+        t.require("... echoes", ses.cmd("xfer 1000").get("ok") is True)
+    before = parse_prom(scrape(topo, 2))
+    revoke = deny.replace("no-a2-to-b2", "no-a1-to-b1").replace(
+        "{app: %s}" % b2.name, "{app: %s}" % b1.name).replace("sa/%s" % a2.name,
+                                                              "sa/%s" % a1.name)
+    topo.write_config(cfg, services=svcs, extra=extra + "---\n" + revoke)
+
+    def revoked():
+        s2 = parse_prom(scrape(topo, 2))
+        return total(s2, "skmesh_tunnel_events_total", event="in_revoked") > \
+            total(before, "skmesh_tunnel_events_total", event="in_revoked")
+    t.check("a new DENY for a1 -> b1: node2 closes that tunnelled connection within 3 s",
+            tap.wait_until(revoked, timeout=3), hs[2].log_tail(5))
+    r = doomed.cmd("xfer 1000", timeout=10)
+    t.check("... the client's connection is reset", r.get("event") == "error" or
+            r.get("ok") is False, r)
+    r = kept.cmd("xfer 1000", timeout=10)
+    t.check("... the connection a1 -> b2 that the change does not concern flows on",
+            r.get("ok") is True, r)
+    t.check("... and meshd says why", "the policy now denies it" in hs[2].log_text(),
+            hs[2].log_tail(5))
+    kept.cmd("close")
+    doomed.proc.kill()
+    topo.write_config(cfg, services=svcs, extra=extra)
+
     # --- bad flags and a port in use stop meshd before it touches anything
     r = topo.run(topo.meshd_argv(1, cfg, ["--metrics-addr", "10.1.2:x"], "-"), check=False)
     t.check("--metrics-addr 10.1.2:x: exit 2 naming the flag",
