@@ -294,6 +294,9 @@ enum skm_stat {
 	SKM_STAT_HBONE_SYN,		/* SYNs to a pod's SKM_PORT_HBONE let through */
 	SKM_STAT_TUNNEL_PORT_DENY,	/* SYNs to a pod's 15001/15006 from outside
 					 * the pod dropped */
+	SKM_STAT_DENY_EVENT_SKIPPED,	/* denials not sent to meshd: the ring
+					 * buffer was half full (close events
+					 * go first) */
 	SKM_STAT__MAX,
 };
 
@@ -305,7 +308,7 @@ enum skm_stat {
 	"event_drop", "policy_allow", "policy_deny", "policy_unknown_src",	\
 	"plain_allow", "plain_deny",		\
 	"capture", "capture_no_listener", "meshd_connect", "hbone_syn",	\
-	"tunnel_port_deny" }
+	"tunnel_port_deny", "deny_event_skipped" }
 
 /* skm_dev_stats: per-CPU packet/byte counters of a pod-facing interface,
  * keyed by ifindex of the node-side veth. "in" is what the pod sent

@@ -258,6 +258,21 @@ static __always_inline void conn_seen_segment(struct bpf_sock_ops *skops)
 		c->flags |= SKM_CONN_FIN_RCVD;
 }
 
+/* Submits EV to skm_events, waking meshd only when the unread data has
+ * just reached a batch's worth: one wake-up per closed socket cost a
+ * flood of short connections a fifth of its rate, and waking at every
+ * event above the mark (as when meshd is stopped and nobody reads) cost
+ * an irq_work per event. meshd also reads the ring every
+ * SKM_EVENTS_POLL_MS, so a wake-up missed by a race costs at most that. */
+static __always_inline void events_submit(struct skm_conn_event *ev)
+{
+	__u64 avail = bpf_ringbuf_query(&skm_events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(ev, avail >= SKM_EVENTS_WAKE_BYTES &&
+			       avail < SKM_EVENTS_WAKE_BYTES + 2 * sizeof(*ev) ?
+			       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline void conn_close(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -283,12 +298,7 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 		__builtin_memcpy(&ev->conn, c, sizeof(*c));
 		ev->prev_state = prev;
 		ev->reason_id = 0;
-		/* Wake meshd only once a batch has gathered: one wake-up per
-		 * closed socket cost a flood of short connections a fifth of
-		 * its rate. meshd also reads the ring every SKM_EVENTS_POLL_MS. */
-		bpf_ringbuf_submit(ev, bpf_ringbuf_query(&skm_events, BPF_RB_AVAIL_DATA) >=
-				       SKM_EVENTS_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP :
-				       BPF_RB_NO_WAKEUP);
+		events_submit(ev);
 	} else {
 		stat_inc(SKM_STAT_EVENT_DROP);
 	}

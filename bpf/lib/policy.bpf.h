@@ -14,6 +14,7 @@
 #define SKM_POLICY_BPF_H
 
 #include "lib/maps.bpf.h"
+#include "lib/conn.bpf.h"
 
 #define ETH_P_IP	0x0800
 #define TC_ACT_SHOT	2
@@ -45,8 +46,16 @@ static __always_inline void policy_deny_event(__u32 sip, __u16 sport, __u32 ip, 
 					      const struct skm_orig_dst *od,
 					      const struct skm_verdict *v, __u32 flags)
 {
-	struct skm_conn_event *ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
+	struct skm_conn_event *ev;
 
+	/* A flood of refused SYNs must not crowd out the close events
+	 * (whose loss costs metrics and log lines): denials only use the
+	 * first half of the ring. */
+	if (bpf_ringbuf_query(&skm_events, BPF_RB_AVAIL_DATA) > SKM_EVENTS_BYTES / 2) {
+		stat_inc(SKM_STAT_DENY_EVENT_SKIPPED);
+		return;
+	}
+	ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
 	if (!ev) {
 		stat_inc(SKM_STAT_EVENT_DROP);
 		return;
@@ -68,8 +77,7 @@ static __always_inline void policy_deny_event(__u32 sip, __u16 sport, __u32 ip, 
 		ev->conn.orig_ip = od->vip;
 		ev->conn.orig_port = od->vport;
 	}
-	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&skm_events, BPF_RB_AVAIL_DATA) >=
-			       SKM_EVENTS_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	events_submit(ev);
 }
 
 /* 1: the TCP connect may go on; 0: refuse it. DST is the workload at the
