@@ -536,8 +536,7 @@ static json_t *dump_config(struct admin *a, const struct config *cfg)
 		const struct cfg_workload *w = &cfg->wls[i];
 		char id[512];
 
-		snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", cfg->trust_domain, w->ns,
-			 w->sa ? w->sa : "default");
+		config_workload_id(cfg, w, id, sizeof(id));
 		json_array_append_new(wls, json_pack("{s:s, s:s, s:s?, s:o, s:s?, s:b, s:s, s:o, "
 						     "s:s?, s:o}",
 			"name", w->name, "namespace", w->ns, "serviceAccount", w->sa,

@@ -2712,6 +2712,12 @@ out:
 	return 0;
 }
 
+void config_workload_id(const struct config *cfg, const struct cfg_workload *w,
+			char *buf, size_t len)
+{
+	snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", cfg->trust_domain, w->ns, w->sa);
+}
+
 const struct cfg_workload *config_workload_by_ip(const struct config *cfg, uint32_t ip)
 {
 	long i;

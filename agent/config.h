@@ -279,6 +279,9 @@ int cfg_warning_add(char ***list, size_t *n, const char *text);
 
 const struct cfg_workload *config_workload_by_ip(const struct config *cfg,
 						 uint32_t ip);
+/* W's SPIFFE ID, spiffe://<trust domain>/ns/<ns>/sa/<sa>, into BUF. */
+void config_workload_id(const struct config *cfg, const struct cfg_workload *w,
+			char *buf, size_t len);
 int labels_match(const struct cfg_labels *selector,
 		 const struct cfg_labels *labels);
 

@@ -60,8 +60,7 @@ static void put_principal(json_t *o, const char *key, const struct config *cfg, 
 
 	if (!w || (node && (!w->node || strcmp(w->node, node))))
 		return;
-	snprintf(buf, sizeof(buf), "spiffe://%s/ns/%s/sa/%s", cfg->trust_domain, w->ns,
-		 w->sa ? w->sa : "default");
+	config_workload_id(cfg, w, buf, sizeof(buf));
 	json_object_set_new(o, key, json_string(buf));
 }
 

@@ -230,7 +230,7 @@ static void stream_metrics_open(struct tunnel *t, struct hb_stream *s, enum mx_f
 		k.svc = metrics_service_for(m, cfg, s->vip, s->vport, 1);
 	else
 		k.svc = metrics_service_for(m, cfg, s->dst_ip, s->dst_port, 0);
-	s->mx = metrics_tcp_series(m, cfg, &k);
+	s->mx = metrics_tcp_series(m, &k);
 	mx_add(s->mx, MX_OPENED, 1);
 	/* received: what the client sent; the client end's tx, the server's rx */
 	mx_add(s->mx, MX_RECEIVED, s->client ? s->tx : s->rx);

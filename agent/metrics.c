@@ -304,15 +304,13 @@ static struct mx_series *overflow_series(struct metrics *m, enum mx_reporter r)
 	return m->overflow[r];
 }
 
-struct mx_series *metrics_tcp_series(struct metrics *m, const struct config *cfg,
-				     const struct mx_tcp_key *k)
+struct mx_series *metrics_tcp_series(struct metrics *m, const struct mx_tcp_key *k)
 {
 	struct sbuf b = {};
 	struct mx_series *s = NULL;
 	uint64_t h;
 	size_t i;
 
-	(void)cfg;
 	tcp_labels(m, &b, k);
 	if (b.oom) {
 		sbuf_free(&b);
@@ -447,13 +445,6 @@ static const struct cfg_workload *local_wl(struct metrics *m, const struct confi
 	return w && w->node && !strcmp(w->node, m->o.node) ? w : NULL;
 }
 
-static void principal(char *buf, size_t len, const struct config *cfg,
-		      const struct cfg_workload *w)
-{
-	snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", cfg->trust_domain, w->ns,
-		 w->sa ? w->sa : "default");
-}
-
 struct mx_series *metrics_conn_series(struct metrics *m, const struct config *cfg,
 				      const struct skm_conn *c, int *recv_is_rx)
 {
@@ -474,7 +465,7 @@ struct mx_series *metrics_conn_series(struct metrics *m, const struct config *cf
 			k.svc = metrics_service_for(m, cfg, c->orig_ip, ntohs(c->orig_port), 1);
 		else
 			k.svc = metrics_service_for(m, cfg, c->tuple.dip, (uint16_t)c->tuple.dport, 0);
-		principal(sp, sizeof(sp), cfg, me);
+		config_workload_id(cfg, me, sp, sizeof(sp));
 		k.src_principal = sp;
 		*recv_is_rx = 0;
 	} else {
@@ -487,16 +478,16 @@ struct mx_series *metrics_conn_series(struct metrics *m, const struct config *cf
 		/* A peer's identity is known to the kernel only on this node
 		 * (its network namespace); from elsewhere it is plaintext. */
 		if (peer && peer->node && !strcmp(peer->node, m->o.node)) {
-			principal(sp, sizeof(sp), cfg, peer);
+			config_workload_id(cfg, peer, sp, sizeof(sp));
 			k.src_principal = sp;
 		}
 		*recv_is_rx = 1;
 	}
 	if (k.dst) {
-		principal(dp, sizeof(dp), cfg, k.dst);
+		config_workload_id(cfg, k.dst, dp, sizeof(dp));
 		k.dst_principal = dp;
 	}
-	return metrics_tcp_series(m, cfg, &k);
+	return metrics_tcp_series(m, &k);
 }
 
 /* The series of C through CACHE: the key is what metrics_conn_series()
@@ -577,14 +568,14 @@ void metrics_conn_denied(struct metrics *m, const struct config *cfg, const stru
 		k.svc = metrics_service_for(m, cfg, c->tuple.dip, (uint16_t)c->tuple.dport, 0);
 	/* a plaintext SYN's source has no identity the kernel vouches for */
 	if (k.src && !(c->flags & SKM_CONN_PLAINTEXT)) {
-		principal(sp, sizeof(sp), cfg, k.src);
+		config_workload_id(cfg, k.src, sp, sizeof(sp));
 		k.src_principal = sp;
 	}
 	if (k.dst) {
-		principal(dp, sizeof(dp), cfg, k.dst);
+		config_workload_id(cfg, k.dst, dp, sizeof(dp));
 		k.dst_principal = dp;
 	}
-	s = metrics_tcp_series(m, cfg, &k);
+	s = metrics_tcp_series(m, &k);
 	mx_add(s, MX_OPENED, 1);
 	mx_add(s, MX_CLOSED, 1);
 }

@@ -99,7 +99,6 @@ struct metrics {
 	atomic_ullong closed_by_path[MX_PATH__N];
 	/* service index of one config: (ip, port) -> service */
 	const struct config *ix_cfg;
-	uint64_t ix_gen;
 	struct mx_ix_slot *ix;
 	size_t ix_cap;
 	/* reconciles */
@@ -116,8 +115,7 @@ int metrics_init(struct metrics *m, const struct metrics_opts *o);
 void metrics_fini(struct metrics *m);
 
 /* The series for K (created if new; the overflow series beyond the cap). */
-struct mx_series *metrics_tcp_series(struct metrics *m, const struct config *cfg,
-				     const struct mx_tcp_key *k);
+struct mx_series *metrics_tcp_series(struct metrics *m, const struct mx_tcp_key *k);
 
 /* The series a kernel connection record belongs to, or NULL when Istio's
  * metrics do not count it (tunnelled: the tunnel counts it; neither end a
