@@ -122,6 +122,35 @@ static void stream_check_done(struct hb_stream *s);
 
 /* --- small helpers ---------------------------------------------------- */
 
+/* Makes room for N more bytes at the end of the queue BUF (LEN bytes, of
+ * which the first OFF are already sent, CAP allocated): the sent part is
+ * dropped first, then the buffer doubles from FIRST_CAP as needed. 0, or
+ * -ENOMEM with the queue as it was. */
+static int queue_room(unsigned char **buf, size_t *len, size_t *off, size_t *cap, size_t n,
+		      size_t first_cap)
+{
+	size_t c = *cap ? *cap : first_cap;
+	unsigned char *p;
+
+	if (*len + n <= *cap)
+		return 0;
+	if (*off) {
+		memmove(*buf, *buf + *off, *len - *off);
+		*len -= *off;
+		*off = 0;
+	}
+	while (c < *len + n)
+		c *= 2;
+	if (c != *cap) {
+		p = realloc(*buf, c);
+		if (!p)
+			return -ENOMEM;
+		*buf = p;
+		*cap = c;
+	}
+	return 0;
+}
+
 static void ip_str(uint32_t ip, char *buf, size_t len)
 {
 	if (!inet_ntop(AF_INET, &ip, buf, len))
@@ -804,26 +833,9 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
 	 * one write() for the many records OpenSSL read ahead, not one per
 	 * record. */
 	if (len) {
-		if (s->olen + len > s->ocap) {
-			size_t cap = s->ocap ? s->ocap : 65536;
-			unsigned char *p;
-
-			if (s->ooff) {
-				memmove(s->obuf, s->obuf + s->ooff, s->olen - s->ooff);
-				s->olen -= s->ooff;
-				s->ooff = 0;
-			}
-			while (cap < s->olen + len)
-				cap *= 2;
-			if (cap != s->ocap) {
-				p = realloc(s->obuf, cap);
-				if (!p) {
-					stream_abort(s, NGHTTP2_INTERNAL_ERROR, "out of memory");
-					return 0;
-				}
-				s->obuf = p;
-				s->ocap = cap;
-			}
+		if (queue_room(&s->obuf, &s->olen, &s->ooff, &s->ocap, len, 65536)) {
+			stream_abort(s, NGHTTP2_INTERNAL_ERROR, "out of memory");
+			return 0;
 		}
 		memcpy(s->obuf + s->olen, data, len);
 		s->olen += len;
@@ -989,25 +1001,8 @@ static int out_bio_write(BIO *b, const char *data, int len)
 
 	if (len <= 0)
 		return 0;
-	if (hc->wlen + len > hc->wcap) {
-		size_t cap = hc->wcap ? hc->wcap : HB_TLS_WBUF;
-		unsigned char *p;
-
-		if (hc->woff) {
-			memmove(hc->wbuf, hc->wbuf + hc->woff, hc->wlen - hc->woff);
-			hc->wlen -= hc->woff;
-			hc->woff = 0;
-		}
-		while (cap < hc->wlen + len)
-			cap *= 2;
-		if (cap != hc->wcap) {
-			p = realloc(hc->wbuf, cap);
-			if (!p)
-				return -1;
-			hc->wbuf = p;
-			hc->wcap = cap;
-		}
-	}
+	if (queue_room(&hc->wbuf, &hc->wlen, &hc->woff, &hc->wcap, len, HB_TLS_WBUF))
+		return -1;
 	memcpy(hc->wbuf + hc->wlen, data, len);
 	hc->wlen += len;
 	return len;

@@ -158,29 +158,36 @@ static const char *label_of(const struct cfg_workload *w, const char *key)
 	return NULL;
 }
 
+/* The value of the first of KEYS W has, else DEF. */
+static const char *first_label(const struct cfg_workload *w, const char *const keys[3],
+			       const char *def)
+{
+	for (int i = 0; i < 3; i++) {
+		const char *v = label_of(w, keys[i]);
+
+		if (v)
+			return v;
+	}
+	return def;
+}
+
 /* Istio's canonical service and revision of a workload: its
  * service.istio.io/canonical-* labels, else app.kubernetes.io/name|version,
  * else app|version, else the workload's name and "latest". */
 static const char *canonical_name(const struct cfg_workload *w)
 {
-	const char *v = label_of(w, "service.istio.io/canonical-name");
+	static const char *const keys[3] = { "service.istio.io/canonical-name",
+					     "app.kubernetes.io/name", "app" };
 
-	if (!v)
-		v = label_of(w, "app.kubernetes.io/name");
-	if (!v)
-		v = label_of(w, "app");
-	return v ? v : w->name;
+	return first_label(w, keys, w->name);
 }
 
 static const char *canonical_rev(const struct cfg_workload *w)
 {
-	const char *v = label_of(w, "service.istio.io/canonical-revision");
+	static const char *const keys[3] = { "service.istio.io/canonical-revision",
+					     "app.kubernetes.io/version", "version" };
 
-	if (!v)
-		v = label_of(w, "app.kubernetes.io/version");
-	if (!v)
-		v = label_of(w, "version");
-	return v ? v : "latest";
+	return first_label(w, keys, "latest");
 }
 
 static void lbl(struct sbuf *b, const char *k, const char *v)
