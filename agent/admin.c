@@ -998,8 +998,10 @@ int admin_start(const struct admin_opts *o, struct metrics *m, struct alog *alog
 	struct admin *a = calloc(1, sizeof(*a));
 	int err;
 
-	if (!a)
+	if (!a) {
+		pr_warn("cannot serve the endpoints: out of memory\n");
 		return -ENOMEM;
+	}
 	a->o = *o;
 	a->m = m;
 	a->alog = alog;
@@ -1010,6 +1012,7 @@ int admin_start(const struct admin_opts *o, struct metrics *m, struct alog *alog
 		free(a->live_vals);
 		free(a->live_cache);
 		free(a);
+		pr_warn("cannot serve the endpoints: out of memory\n");
 		return -ENOMEM;
 	}
 	snprintf(a->why, sizeof(a->why), "starting");

@@ -216,8 +216,10 @@ int events_open(struct events *ev, int ringbuf_fd, struct alog *log, struct metr
 	ev->alog = log;
 	ev->metrics = m;
 	ev->mx_cache = m ? calloc(1, sizeof(*ev->mx_cache)) : NULL;
-	if (m && !ev->mx_cache)
+	if (m && !ev->mx_cache) {
+		pr_warn("cannot read close events: out of memory\n");
 		return -ENOMEM;
+	}
 	ev->cfg = cfg;
 	ev->rb = ring_buffer__new(ringbuf_fd, handle_event, ev, NULL);
 	if (!ev->rb) {

@@ -91,6 +91,7 @@ struct tunnel {
 	size_t ncerts_pub;
 	struct cfgref *cur;	/* the thread's own */
 	atomic_int stop_req;
+	int started;		/* the thread runs (tunnel_start) */
 	int draining;
 	time_t drain_until;
 

@@ -383,6 +383,28 @@ static int run(const struct opts *o)
 			goto out_cfg;
 		}
 	}
+	/* The config is shared with the tunnel thread and the endpoints
+	 * from here on: it is freed by the last to let go of it. */
+	cref = cfgref_new(cfg);
+	if (!cref) {
+		pr_warn("out of memory\n");
+		goto out_cfg;
+	}
+	/* The mesh CA is read now: one that cannot serve (unreadable,
+	 * another trust domain) stops meshd before it changes anything. */
+	if (o->ca_dir) {
+		struct tunnel_opts to = { .node = o->node, .bpffs = o->bpffs,
+					  .ca_dir = o->ca_dir, .cert_dir = o->cert_dir,
+					  .access_log = &al, .metrics = &mx,
+					  .drain_s = o->drain_s,
+					  .cert_lifetime_s = o->cert_lifetime_s };
+
+		if (tunnel_new(&to, cref, &tun)) {
+			pr_warn("cannot start the tunnel: the CA in %s cannot be used (above)\n",
+				o->ca_dir);
+			goto out_cfg;
+		}
+	}
 	if (o->access_log && strcmp(o->access_log, "-")) {
 		alog = fopen(o->access_log, "a");
 		if (!alog) {
@@ -416,21 +438,11 @@ static int run(const struct opts *o)
 		goto out_loader;
 	ev.node = o->node;
 	ev.names_fd = bpf_map__fd(l.skel->maps.skm_names);
-	/* The config is shared with the tunnel thread from here on: it is
-	 * freed by the last of the two to let go of it. */
-	cref = cfgref_new(cfg);
-	if (!cref)
-		goto out_events;
 	admin_set_config(adm, cref);
-	if (o->ca_dir) {
-		struct tunnel_opts to = { .node = o->node, .bpffs = o->bpffs,
-					  .ca_dir = o->ca_dir, .cert_dir = o->cert_dir,
-					  .access_log = &al, .metrics = &mx,
-					  .drain_s = o->drain_s,
-					  .cert_lifetime_s = o->cert_lifetime_s };
-
-		err = tunnel_start(&to, cref, &tun);
+	if (tun) {
+		err = tunnel_start(tun);
 		if (err) {
+			tun = NULL;	/* freed */
 			pr_warn("cannot start the tunnel: %s\n", strerror(-err));
 			goto out_events;
 		}
@@ -542,6 +554,7 @@ out_events:
 	admin_set_ready(adm, 0, "shutting down");
 	admin_set_tunnel(adm, NULL);
 	tunnel_stop(tun);
+	tun = NULL;
 	events_consume(&ev);
 	if (efd >= 0)
 		close(efd);
@@ -561,6 +574,7 @@ out_log:
 	if (alog != stdout)
 		fclose(alog);
 out_cfg:
+	tunnel_stop(tun);	/* made but not started */
 	if (cref)
 		cfgref_put(cref);
 	else

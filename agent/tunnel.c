@@ -621,15 +621,12 @@ static void cert_warn(const char *msg)
 	pr_warn("tunnel: certificates: %s\n", msg);
 }
 
-int tunnel_start(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **out)
+int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **out)
 {
 	struct certmgr_opts co = { .ca_dir = o->ca_dir, .out_dir = o->cert_dir,
 				   .lifetime_s = o->cert_lifetime_s, .warn = cert_warn };
-	struct itimerspec its = { .it_interval.tv_sec = 1, .it_value.tv_sec = 1 };
-	sigset_t all, old;
 	struct tunnel *t;
 	char err[256];
-	int e;
 
 	t = calloc(1, sizeof(*t));
 	if (!t)
@@ -643,9 +640,19 @@ int tunnel_start(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **
 	snprintf(t->td, sizeof(t->td), "%s", r->cfg->trust_domain);
 	if (certmgr_new(&co, &t->certs, err, sizeof(err))) {
 		pr_warn("tunnel: CA %s: %s\n", o->ca_dir, err);
-		e = -EINVAL;
-		goto fail;
+		tunnel_free_fds(t);
+		return -EINVAL;
 	}
+	*out = t;
+	return 0;
+}
+
+int tunnel_start(struct tunnel *t)
+{
+	struct itimerspec its = { .it_interval.tv_sec = 1, .it_value.tv_sec = 1 };
+	sigset_t all, old;
+	int e;
+
 	t->self_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	t->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -676,7 +683,7 @@ int tunnel_start(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **
 	if (e)
 		goto fail;
 	pthread_setname_np(t->thread, "meshd-tunnel");
-	*out = t;
+	t->started = 1;
 	return 0;
 fail:
 	hbone_fini(t);
@@ -731,6 +738,10 @@ void tunnel_stop(struct tunnel *t)
 
 	if (!t)
 		return;
+	if (!t->started) {
+		tunnel_free_fds(t);
+		return;
+	}
 	t->stop_req = 1;
 	if (write(t->evfd, &one, sizeof(one)) < 0)
 		pr_warn("tunnel: eventfd: %s\n", strerror(errno));

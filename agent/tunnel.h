@@ -46,8 +46,14 @@ struct tunnel_opts {
 
 struct tunnel;
 
-/* Starts the tunnel thread with config R (a reference is taken). */
-int tunnel_start(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **out);
+/* Makes the tunnel with config R (a reference is taken) and loads the mesh
+ * CA, without touching anything else: a CA that cannot serve (unreadable,
+ * another trust domain) is said and refused before the data path is
+ * loaded. tunnel_stop() frees it if it is never started. */
+int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **out);
+/* Starts the tunnel's thread (the data path must be loaded: it opens the
+ * pinned maps). On failure T is freed. */
+int tunnel_start(struct tunnel *t);
 
 /* Hands a new config to the tunnel: listeners follow the local pods,
  * new streams are judged by its policy. Live streams are untouched. */
@@ -66,7 +72,7 @@ struct tunnel_cert {
 int tunnel_certs(struct tunnel *t, struct tunnel_cert **out, size_t *n);
 
 /* Stops accepting, sends GOAWAY, lets streams finish for up to the drain
- * time, then closes everything and joins the thread. */
+ * time, then closes everything and joins the thread (T may be NULL). */
 void tunnel_stop(struct tunnel *t);
 
 #endif /* SKM_TUNNEL_H */
