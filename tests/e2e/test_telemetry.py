@@ -151,13 +151,8 @@ def body(t, topo):
     sa = sum(a for a, b in PAIRS)
     sb = sum(b for a, b in PAIRS)
     for target in ("10.96.8.2:80", "10.96.8.3:80"):
-        r = topo.pod_run(a1, topo.podtool_argv(
-            "xfer", "--to", target, "--pairs", ",".join("%d:%d" % ab for ab in PAIRS)),
-            timeout=60, check=False)
-        conns = [tap.json_line(l) for l in r.stdout.splitlines() if l.startswith("{")]
-        t.require("xfer to %s: every pair exact" % target,
-                  len(conns) == len(PAIRS) and
-                  all(c["received"] == b for c, (a, b) in zip(conns, PAIRS)), r.stdout)
+        _, exact, out = tap.xfer_pairs(topo, a1, target, PAIRS)
+        t.require("xfer to %s: every pair exact" % target, exact, out)
 
     same = dict(source_workload=a1.name, destination_workload=a2.name,
                 destination_service="a2.default.svc.cluster.local")

@@ -133,14 +133,8 @@ def body(t, topo):
     srv = topo.podtool(b1, "xfer-server", "--port", 7000, "--timeout", 200)
     srv.expect("listening")
     for target in ("%s:7000" % b1.ip, "%s:80" % svc["vip"]):
-        r = topo.pod_run(a1, topo.podtool_argv(
-            "xfer", "--to", target, "--pairs", ",".join("%d:%d" % ab for ab in pairs)),
-            timeout=60, check=False)
-        conns = [tap.json_line(l) for l in r.stdout.splitlines() if l.startswith("{")]
-        t.check("through the tunnel to %s: every pair exact both ways" % target,
-                len(conns) == len(pairs) and
-                all(c.get("received") == b for c, (a, b) in zip(conns, pairs)),
-                r.stdout + r.stderr)
+        _, exact, out = tap.xfer_pairs(topo, a1, target, pairs)
+        t.check("through the tunnel to %s: every pair exact both ways" % target, exact, out)
     st1, st2 = tun_stats(1, topo), tun_stats(2, topo)
     t.check("node1 captured and tunnelled them (out_streams_ok %d)" % st1.get("out_streams_ok", 0),
             st1.get("out_streams_ok", 0) >= 2 * len(pairs), st1)

@@ -96,6 +96,20 @@ def counters(topo, n=1):
     return topo.meshctl_json(n, "stats")["counters"]
 
 
+def xfer_pairs(topo, pod, target, pairs, timeout=60):
+    """podtool xfer from pod to target ("ip:port") for each (A, B) of
+    pairs (the client writes A, the server answers B): returns the
+    connections it reports, whether each got exactly its B, and its
+    output."""
+    r = topo.pod_run(pod, topo.podtool_argv(
+        "xfer", "--to", target, "--pairs", ",".join("%d:%d" % ab for ab in pairs)),
+        timeout=timeout, check=False)
+    conns = [json_line(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    exact = len(conns) == len(pairs) and all(c.get("received") == b
+                                             for c, (a, b) in zip(conns, pairs))
+    return conns, exact, r.stdout + r.stderr
+
+
 def conn_by_src(conns, src, dst=None):
     """The records of `meshctl conns -o json` whose src (and dst) match."""
     return [c for c in conns if c["src"] == src and (dst is None or c["dst"] == dst)]
