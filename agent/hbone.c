@@ -702,6 +702,27 @@ static void respond(struct hb_stream *s, int code)
 	nghttp2_submit_response(s->hc->h2, s->sid, nv, 1, NULL);
 }
 
+/* The address meshd connects to the app from: the client's, as ztunnel
+ * does, when the pod's routing is in place and the client is a workload
+ * of another node whose identity is the peer's certificate (a peer may
+ * speak for its own workloads only). 0 otherwise: the pod's own. */
+static uint32_t upstream_source(struct hb_conn *hc, const struct hb_stream *s,
+				const struct tun_pod *pod)
+{
+	const struct config *cfg = hc->t->cur ? hc->t->cur->cfg : NULL;
+	const struct cfg_workload *w;
+	char id[256];
+
+	if (!pod->origsrc.ok || !cfg || !s->src_ip || s->src_ip == pod->ip ||
+	    (ntohl(s->src_ip) >> 24) == 127)
+		return 0;
+	w = config_workload_by_ip(cfg, s->src_ip);
+	if (!w || !strcmp(w->node, hc->t->o.node))
+		return 0;
+	config_workload_id(cfg, w, id, sizeof(id));
+	return strcmp(id, hc->peer_id) ? 0 : s->src_ip;
+}
+
 /* A complete CONNECT request on the server side. */
 static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 {
@@ -746,7 +767,8 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 		respond(s, code);
 		return;
 	}
-	fd = tun_connect(t, pod->netns_fd, ip, port);
+	fd = tun_connect(t, pod->netns_fd, ip, port, SKM_UPSTREAM_MARK,
+			 upstream_source(hc, s, pod));
 	if (fd < 0) {
 		snprintf(s->why, sizeof(s->why), "upstream socket: %s", strerror(-fd));
 		tun_stat(t, SKM_TUN_IN_UPSTREAM_FAILED, 1);
@@ -1458,7 +1480,7 @@ static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa
 		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
 		return NULL;
 	}
-	cfd = tun_connect(t, -1, ip, SKM_PORT_HBONE);
+	cfd = tun_connect(t, -1, ip, SKM_PORT_HBONE, SKM_MESHD_MARK, 0);
 	if (cfd < 0) {
 		ip_str(ip, ips, sizeof(ips));
 		pr_warn("tunnel: cannot dial %s:%u: %s\n", ips, SKM_PORT_HBONE, strerror(-cfd));

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "origsrc.h"
 #include "skmesh.h"
 #include "tunnel.h"
 
@@ -64,6 +65,7 @@ struct tun_pod {
 	struct tun_listener out;	/* <ip>:15001 */
 	struct tun_listener hbone;	/* <ip>:15008 */
 	int netns_fd;
+	struct origsrc origsrc;		/* the client's address upstream */
 	uint32_t ip;
 	int seen, gone;
 	char netns[PATH_MAX];
@@ -117,7 +119,11 @@ struct tunnel {
 /* tunnel.c */
 int tun_watch(struct tunnel *t, int fd, struct tun_obj *o, uint32_t events);
 void tun_unwatch(struct tunnel *t, int fd, struct tun_obj *o);
-int tun_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port);
+/* A non-blocking connect to IP:PORT from the network namespace NETNS_FD
+ * (-1: meshd's), its socket marked MARK and, when FROM is not 0, bound to
+ * that address (IP_TRANSPARENT): the fd, or -errno. */
+int tun_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port, int mark,
+		uint32_t from);
 /* The local pod with address IP (network order) that has listeners. */
 struct tun_pod *tun_pod_find(struct tunnel *t, uint32_t ip);
 void tun_stat(struct tunnel *t, enum skm_tun_stat s, int64_t d);

@@ -61,11 +61,11 @@ void cfgref_put(struct cfgref *r)
 /* --- sockets in other network namespaces ----------------------------- */
 
 /* A TCP socket made in the network namespace NETNS_FD (-1: the thread's
- * own), non-blocking, carrying meshd's mark so the kernel programs leave
- * it alone. */
-static int mesh_socket(struct tunnel *t, int netns_fd)
+ * own), non-blocking, carrying MARK (SKM_MESHD_MARK or SKM_UPSTREAM_MARK)
+ * so the kernel programs leave it alone. */
+static int mesh_socket(struct tunnel *t, int netns_fd, int mark)
 {
-	int fd, one = 1, mark = SKM_MESHD_MARK, err;
+	int fd, one = 1, err;
 
 	if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET))
 		return -errno;
@@ -93,7 +93,7 @@ static int mesh_listen(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t por
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = ip,
 				  .sin_port = htons(port) };
-	int fd = mesh_socket(t, netns_fd), one = 1, err;
+	int fd = mesh_socket(t, netns_fd, SKM_MESHD_MARK), one = 1, err;
 
 	if (fd < 0)
 		return fd;
@@ -106,14 +106,24 @@ static int mesh_listen(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t por
 	return fd;
 }
 
-int tun_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port)
+int tun_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port, int mark,
+		uint32_t from)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = ip,
 				  .sin_port = htons(port) };
-	int fd = mesh_socket(t, netns_fd), err;
+	struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr.s_addr = from };
+	int fd = mesh_socket(t, netns_fd, mark), one = 1, err;
 
 	if (fd < 0)
 		return fd;
+	/* Another host's address: IP_TRANSPARENT lets the socket use it,
+	 * the pod's routing (origsrc.c) brings the replies back to it. */
+	if (from && (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) ||
+		     bind(fd, (struct sockaddr *)&src, sizeof(src)))) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS) {
 		err = -errno;
 		close(fd);
@@ -149,6 +159,7 @@ void tun_unwatch(struct tunnel *t, int fd, struct tun_obj *o)
 
 static void pod_close(struct tunnel *t, struct tun_pod *p)
 {
+	origsrc_teardown(p->netns_fd, t->self_netns, &p->origsrc);
 	if (p->out.fd >= 0) {
 		tun_unwatch(t, p->out.fd, &p->out.o);
 		close(p->out.fd);
@@ -172,6 +183,7 @@ struct tun_pod *tun_pod_find(struct tunnel *t, uint32_t ip)
 
 static int pod_open(struct tunnel *t, struct tun_pod *p)
 {
+	char why[256];
 	int fd;
 
 	p->netns_fd = open(p->netns, O_RDONLY | O_CLOEXEC);
@@ -188,6 +200,13 @@ static int pod_open(struct tunnel *t, struct tun_pod *p)
 	if (tun_watch(t, p->out.fd, &p->out.o, EPOLLIN) ||
 	    tun_watch(t, p->hbone.fd, &p->hbone.o, EPOLLIN))
 		return -errno;
+	/* Without it the pod's app sees its streams come from its own
+	 * address: worth a warning, not a pod without a tunnel. */
+	if (origsrc_setup(p->netns_fd, t->self_netns, &p->origsrc, why, sizeof(why))) {
+		pr_warn("tunnel: %s/%s: connections to it will come from its own address, not "
+			"the client's: %s\n", p->ns, p->name, why);
+		origsrc_teardown(p->netns_fd, t->self_netns, &p->origsrc);
+	}
 	return 0;
 }
 

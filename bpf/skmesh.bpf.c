@@ -25,7 +25,7 @@ int skm_connect4(struct bpf_sock_addr *ctx)
 	__u16 port;
 
 	/* meshd dials the real destinations itself, judged already. */
-	if (is_meshd_sk(ctx->sk)) {
+	if (is_meshd_sk(ctx->sk) || is_upstream_sk(ctx->sk)) {
 		stat_inc(SKM_STAT_MESHD_CONNECT);
 		return 1;
 	}
@@ -93,7 +93,7 @@ int skm_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		active = skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
-		if (is_meshd_sk(skops->sk))
+		if (is_meshd_sk(skops->sk) || (active && is_upstream_sk(skops->sk)))
 			meshd_sock_open(skops, active);
 		else
 			conn_open(skops, active);

@@ -53,6 +53,21 @@
  * carry its listener's mark. */
 #define SKM_MESHD_MARK		0x539
 
+/* SO_MARK of meshd's upstream sockets, the ones it dials to a local pod's
+ * app for a stream it was sent (ztunnel's in-pod inbound). They are bound
+ * to the client's address (IP_TRANSPARENT), as ztunnel does, so the app
+ * sees who called. In the pod's network namespace meshd sets
+ * net.ipv4.tcp_fwmark_accept = 1 (the app's accepted socket takes this
+ * mark from the SYN) and a rule "fwmark SKM_UPSTREAM_MARK lookup
+ * SKM_UPSTREAM_TABLE" to a table holding "local 0.0.0.0/0 dev lo": the
+ * app's replies to the client's address stay in the pod and reach meshd's
+ * socket. The kernel programs neither balance, capture nor judge these
+ * sockets; the app's end (passive, carrying the mark) is recorded as the
+ * tunnelled connection it is. */
+#define SKM_UPSTREAM_MARK	0x53a
+#define SKM_UPSTREAM_TABLE	1338
+#define SKM_UPSTREAM_RULE_PRIO	32764
+
 #define SKM_MAX_OUTBOUND	65536
 
 /* skm_services: (vip, port, proto) -> backend set */

@@ -21,6 +21,13 @@ static __always_inline int is_meshd_sk(struct bpf_sock *sk)
 	return sk && sk->mark == SKM_MESHD_MARK;
 }
 
+/* meshd's upstream socket to a local app (active), or the app's end of it
+ * (passive: accepted sockets take the SYN's mark in meshed pods). */
+static __always_inline int is_upstream_sk(struct bpf_sock *sk)
+{
+	return sk && sk->mark == SKM_UPSTREAM_MARK;
+}
+
 static __always_inline int is_tunnel_port(__u16 port_be)
 {
 	return port_be == bpf_htons(SKM_PORT_OUTBOUND) ||

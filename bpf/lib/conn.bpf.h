@@ -152,8 +152,12 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 		}
 		if (c.tuple.dport == SKM_PORT_OUTBOUND && !(c.flags & SKM_CONN_TUNNEL))
 			outbound_forget(&c.tuple);
+	} else if (is_upstream_sk(skops->sk)) {
+		/* reached by meshd's upstream leg from the client's address */
+		c.flags |= SKM_CONN_TUNNEL;
 	} else if (c.tuple.sip == c.tuple.dip) {
-		/* reached by meshd's upstream leg: a tunnelled connection */
+		/* reached by meshd's upstream leg from the pod's own address
+		 * (a pod where meshd could not set up the client's) */
 		struct skm_sock_key rk = { .sip = c.tuple.dip, .dip = c.tuple.sip,
 					   .sport = c.tuple.dport, .dport = c.tuple.sport };
 
@@ -163,7 +167,7 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 		}
 	}
 
-	if (sock_accel(skops, &c.tuple))
+	if (!(c.flags & SKM_CONN_TUNNEL) && sock_accel(skops, &c.tuple))
 		c.flags |= SKM_CONN_ACCEL;
 	conn_refresh(skops, &c);
 	if (c.flags & SKM_CONN_ACCEL) {

@@ -202,6 +202,9 @@ def body(t, topo):
                           "s.sendall(%r*1000); s.close()" % (b2.ip, MARKER)], timeout=30)
     got = sink.next(timeout=30)
     t.check("marker stream arrived whole", got.get("bytes") == len(MARKER) * 1000, got)
+    # ztunnel's in-pod inbound: the app sees the client's address, not its own
+    t.check("the server app sees the client pod's address (%s) as its peer" % a2.ip,
+            str(got.get("peer", "")).rsplit(":", 1)[0] == a2.ip, got)
     time.sleep(0.5)
     dump.send_signal(signal.SIGINT)
     dump.wait(timeout=10)
@@ -327,6 +330,16 @@ def body(t, topo):
         tun_stats(2, topo).get("streams_open") == 0, timeout=5),
         (tun_stats(1, topo), tun_stats(2, topo)))
 
+    # --- the in-pod routing for the client's address, there while meshd runs
+    def origsrc_state(pod):
+        rule = topo.pod_run(pod, ["ip", "-4", "rule", "show"]).stdout
+        route = topo.pod_run(pod, ["ip", "-4", "route", "show", "table", "all"]).stdout
+        accept = topo.pod_run(pod, ["cat", "/proc/sys/net/ipv4/tcp_fwmark_accept"]).stdout
+        return ("fwmark 0x53a lookup 1338" in rule,
+                "local default dev lo table 1338" in route, accept.strip())
+    t.check("meshd set up the client-address routing in its pods (rule, route, sysctl)",
+            origsrc_state(a1) == (True, True, "1"), origsrc_state(a1))
+
     # --- SIGTERM: meshd drains and exits in time
     t0 = time.monotonic()
     rc = topo.stop_meshd(h1, timeout=15)
@@ -334,6 +347,8 @@ def body(t, topo):
             % (time.monotonic() - t0, rc), rc == 0 and time.monotonic() - t0 < 8,
             h1.log_tail())
     t.check("meshd said it was draining", "tunnel: draining" in h1.log_text(), h1.log_tail())
+    t.check("meshd took the routing away on exit and restored the sysctl",
+            origsrc_state(a1) == (False, False, "0"), origsrc_state(a1))
 
 
 if __name__ == "__main__":
