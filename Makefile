@@ -69,7 +69,8 @@ $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(Q)$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
 
 # --- meshd
-$(OUT)/agent/%.o: agent/%.c $(wildcard agent/*.h) include/skmesh.h $(OUT)/skmesh.skel.h | $(OUT)/agent
+$(OUT)/agent/%.o: agent/%.c $(wildcard agent/*.h) include/skmesh.h $(OUT)/skmesh.skel.h \
+		  $(OUT)/revoke.skel.h | $(OUT)/agent
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -c $< -o $@
 

@@ -197,6 +197,7 @@ void admin_set_reload_error(struct admin *a, const char *err)
 
 struct live_arg {
 	struct admin *a;
+	struct metrics *m;
 	const struct config *cfg;
 	uint64_t open_by_path[MX_PATH__N];
 };
@@ -218,36 +219,24 @@ static void live_one(struct metrics *m, struct live_arg *la, const struct skm_co
 	metrics_live_add(s, MX_SENT, recv_is_rx ? c->tx_bytes : c->rx_bytes);
 }
 
-/* Every live record of skm_conns, read LIVE_BATCH at a time (a key walk
- * costs two bpf() calls per connection: 40,000 for 20,000 of them). */
-#define LIVE_BATCH 512
+static void live_rec(uint64_t cookie, const struct skm_conn *c, void *arg)
+{
+	struct live_arg *la = arg;
 
+	(void)cookie;
+	live_one(la->m, la, c);
+}
+
+/* Every live record of skm_conns. */
 static void live_conns(struct metrics *m, void *arg)
 {
 	struct live_arg *la = arg;
-	int fd = bpf_map__fd(la->a->l->skel->maps.skm_conns);
-	__u64 keys[LIVE_BATCH], token = 0;
-	struct skm_conn *vals = la->a->live_vals;
-	void *in = NULL;
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	int err;
 
-	for (;;) {
-		__u32 n = LIVE_BATCH;
-		int err = bpf_map_lookup_batch(fd, in, &token, keys, vals, &n, &opts);
-
-		err = err ? -errno : 0;
-		for (__u32 i = 0; i < n && (!err || err == -ENOENT); i++)
-			live_one(m, la, &vals[i]);
-		if (err == -ENOENT)
-			return;		/* the last batch */
-		if (err) {
-			/* a bucket larger than LIVE_BATCH (ENOSPC) or a kernel
-			 * without batches: the rest are not shown this time */
-			pr_debug("metrics: reading skm_conns: %s\n", strerror(-err));
-			return;
-		}
-		in = &token;
-	}
+	la->m = m;
+	err = loader_conns_walk(la->a->l, la->a->live_vals, live_rec, la);
+	if (err)	/* the rest are not shown this time */
+		pr_debug("metrics: reading skm_conns: %s\n", strerror(-err));
 }
 
 /* --- /metrics ---------------------------------------------------------- */
@@ -1006,7 +995,7 @@ int admin_start(const struct admin_opts *o, struct metrics *m, struct alog *alog
 	a->m = m;
 	a->alog = alog;
 	a->tun_stats_fd = -1;
-	a->live_vals = calloc(LIVE_BATCH, sizeof(*a->live_vals));
+	a->live_vals = calloc(LOADER_CONNS_BATCH, sizeof(*a->live_vals));
 	a->live_cache = calloc(1, sizeof(*a->live_cache));
 	if (!a->live_vals || !a->live_cache) {
 		free(a->live_vals);

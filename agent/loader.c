@@ -16,6 +16,7 @@
 #include "loader.h"
 #include "log.h"
 #include "skmesh.h"
+#include "revoke.skel.h"
 #include "skmesh.skel.h"
 
 /* Our TC filters: a handle of our own so other filters are never touched. */
@@ -216,8 +217,36 @@ out_close:
 	return err;
 }
 
+int loader_conns_walk(struct loader *l, struct skm_conn *buf,
+		      void (*fn)(uint64_t cookie, const struct skm_conn *c, void *arg),
+		      void *arg)
+{
+	int fd = bpf_map__fd(l->skel->maps.skm_conns);
+	__u64 keys[LOADER_CONNS_BATCH], token = 0;
+	void *in = NULL;
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+
+	for (;;) {
+		__u32 n = LOADER_CONNS_BATCH;
+		int err = bpf_map_lookup_batch(fd, in, &token, keys, buf, &n, &opts);
+
+		err = err ? -errno : 0;
+		for (__u32 i = 0; i < n && (!err || err == -ENOENT); i++)
+			fn(keys[i], &buf[i], arg);
+		if (err == -ENOENT)
+			return 0;	/* the last batch */
+		if (err)
+			return err;
+		in = &token;
+	}
+}
+
 void loader_close(struct loader *l)
 {
+	bpf_link__destroy(l->revoke_link);	/* an iterator: not attached */
+	l->revoke_link = NULL;
+	revoke_bpf__destroy(l->revoke_skel);
+	l->revoke_skel = NULL;
 	/* Links stay pinned and attached: the data path outlives meshd. */
 	skmesh_bpf__destroy(l->skel);
 	l->skel = NULL;

@@ -11,6 +11,9 @@
 
 #include <stdint.h>
 
+struct bpf_link;
+struct revoke_bpf;
+struct skm_conn;
 struct skmesh_bpf;
 
 struct loader {
@@ -20,6 +23,10 @@ struct loader {
 	uint64_t cgroup_id;
 	int reused_links;	/* links found pinned and updated in place */
 	void *rc_state;		/* reconcile's memory between calls */
+	/* revoke.bpf.c, loaded when first needed (revoke.c) */
+	struct revoke_bpf *revoke_skel;
+	struct bpf_link *revoke_link;
+	int revoke_off;		/* the kernel refused it: not tried again */
 };
 
 int loader_open(struct loader *l, const char *pin_root, const char *cgroup);
@@ -33,6 +40,17 @@ int loader_tc_detach(int ifindex);
 /* Detaches every program skmesh attached and unpins everything under
  * PIN_ROOT. Works without a loaded skeleton (a crashed meshd's pins). */
 int loader_cleanup(const char *pin_root);
+
+/* Calls FN for every live record of skm_conns (COOKIE is its key), read
+ * in batches of LOADER_CONNS_BATCH into BUF (that many records: one
+ * buffer per thread). 0, or -errno when the walk stopped early (a kernel
+ * without batch lookups, a bucket larger than a batch): the rest is not
+ * seen. A key walk would cost two bpf() calls per connection. */
+#define LOADER_CONNS_BATCH 512
+
+int loader_conns_walk(struct loader *l, struct skm_conn *buf,
+		      void (*fn)(uint64_t cookie, const struct skm_conn *c, void *arg),
+		      void *arg);
 
 int bpffs_check(const char *dir);
 int cgroup2_default_root(char *buf, size_t len);

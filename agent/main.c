@@ -274,10 +274,11 @@ static int apply(struct loader *l, const struct config *cfg, const char *node,
 	metrics_reload(m, 1, (now_ms() - t0) / 1e3);
 	pr_info("applied config: %zu workloads, %zu services, %zu AuthorizationPolicies, "
 		"%zu PeerAuthentications; %u entries written, %u deleted, policy of %u "
-		"destinations compiled, TC on %u pod interfaces%s in %.1f ms\n",
+		"destinations compiled, %u live connections closed as now denied%s, TC on %u "
+		"pod interfaces%s in %.1f ms\n",
 		cfg->nwls, cfg->nsvcs, cfg->nauthz, cfg->npas, st.writes, st.deletes,
-		st.policies_compiled, st.tc_attached,
-		st.tc_missing ? " (some local pods have no veth yet)" : "",
+		st.policies_compiled, st.revoked, st.revoke_failed ? " (some could not be)" : "",
+		st.tc_attached, st.tc_missing ? " (some local pods have no veth yet)" : "",
 		now_ms() - t0);
 	return 0;
 }

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "policy.h"
 #include "reconcile.h"
+#include "revoke.h"
 #include "skmesh.h"
 #include "skmesh.skel.h"
 
@@ -403,6 +404,9 @@ struct rc_state {
 	uint32_t next_set_id;	/* last backend set id handed out */
 	struct id_table ids;	/* every id handed out, kept for good */
 	int ids_seeded;
+	uint32_t *changed;	/* destinations given new verdicts by the
+				 * last sync_policy (network order) */
+	size_t nchanged;
 };
 
 /* A service entry as written, with a hash of its backend set. */
@@ -1140,6 +1144,7 @@ void reconcile_release(struct loader *l)
 	want_free(&rs->netns);
 	want_free(&rs->svcs);
 	id_table_free(&rs->ids);
+	free(rs->changed);
 	free(rs);
 	l->rc_state = NULL;
 }
@@ -1435,6 +1440,13 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 
 	if (!srcs)
 		return -ENOMEM;
+	free(rs->changed);
+	rs->changed = calloc(cfg->nwls + 1, sizeof(*rs->changed));
+	rs->nchanged = 0;
+	if (!rs->changed) {
+		free(srcs);
+		return -ENOMEM;
+	}
 	if (!rs->seeded) {
 		rs->next_pol_set = max_pol_set(bpf_map__fd(l->skel->maps.skm_workloads));
 		rs->seeded = 1;
@@ -1519,6 +1531,7 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 				break;
 			}
 			st->policies_compiled++;
+			rs->changed[rs->nchanged++] = w->ip;
 		}
 		p.inputs = inputs;
 keep:
@@ -1688,6 +1701,10 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 	retire(l, retired, nretired, st);
 	retired = NULL;
 	nretired = 0;
+	/* New connections get the new verdicts from here on; the live ones
+	 * to destinations whose verdicts changed are judged again. */
+	if (revoke_denied(l, cfg, node, rs->changed, rs->nchanged, &st->revoked))
+		st->revoke_failed = 1;
 	err = sync_services(l, cfg, ids, &names, st);
 	if (err)
 		goto out;

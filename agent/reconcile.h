@@ -19,6 +19,8 @@ struct reconcile_stats {
 	unsigned int tc_attached;
 	unsigned int tc_missing;	/* local workloads without a veth yet */
 	unsigned int policies_compiled;	/* destinations whose policy changed */
+	unsigned int revoked;	/* live connections closed: now denied */
+	int revoke_failed;	/* some could not be closed (logged) */
 };
 
 int reconcile(struct loader *l, const struct config *cfg, const char *node,

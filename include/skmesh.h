@@ -69,6 +69,7 @@
 #define SKM_UPSTREAM_RULE_PRIO	32764
 
 #define SKM_MAX_OUTBOUND	65536
+#define SKM_MAX_REVOKE		65536	/* sockets closed by one policy change, per batch */
 
 /* skm_services: (vip, port, proto) -> backend set */
 struct skm_svc_key {
@@ -312,6 +313,8 @@ enum skm_stat {
 	SKM_STAT_DENY_EVENT_SKIPPED,	/* denials not sent to meshd: the ring
 					 * buffer was half full (close events
 					 * go first) */
+	SKM_STAT_POLICY_REVOKED,	/* established connections closed (RST)
+					 * because a policy change denies them */
 	SKM_STAT__MAX,
 };
 
@@ -323,7 +326,7 @@ enum skm_stat {
 	"event_drop", "policy_allow", "policy_deny", "policy_unknown_src",	\
 	"plain_allow", "plain_deny",		\
 	"capture", "capture_no_listener", "meshd_connect", "hbone_syn",	\
-	"tunnel_port_deny", "deny_event_skipped" }
+	"tunnel_port_deny", "deny_event_skipped", "policy_revoked" }
 
 /* skm_dev_stats: per-CPU packet/byte counters of a pod-facing interface,
  * keyed by ifindex of the node-side veth. "in" is what the pod sent

@@ -9,6 +9,7 @@
 #define SKM_MAPS_BPF_H
 
 #include "lib/common.bpf.h"
+#include "lib/stats.bpf.h"
 
 /* (vip, port, proto) -> live backend set of a service */
 struct {
@@ -94,14 +95,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_events SEC(".maps");
 
-/* data path counters, index enum skm_stat */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SKM_STAT__MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} skm_stats SEC(".maps");
 
 /* ifindex of a pod-facing veth -> its packet/byte counters */
 struct {
@@ -184,15 +177,5 @@ struct {
 	__type(value, struct skm_verdict);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_plain SEC(".maps");
-
-static __always_inline void stat_add(__u32 idx, __u64 n)
-{
-	__u64 *v = bpf_map_lookup_elem(&skm_stats, &idx);
-
-	if (v)
-		*v += n;	/* per-CPU slot: no atomics needed */
-}
-
-#define stat_inc(idx) stat_add(idx, 1)
 
 #endif /* SKM_MAPS_BPF_H */

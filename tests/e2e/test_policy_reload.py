@@ -4,9 +4,12 @@
 Live policy changes (issue 3): meshd watches its config file (inotify on
 its folder); a new file put in place with rename() changes the verdict of
 NEW connections within one second, without a restart. Connections already
-open are not re-judged: an allowed connection that is exchanging data
-keeps working across an unrelated policy change, and also across a change
-that denies new connections of its kind (mesh and plaintext). An invalid
+open are judged again, as ztunnel judges the ones it carries: an allowed
+connection that is exchanging data keeps working across an unrelated
+policy change (and a connection to another workload across every
+change), while a change that denies connections of its kind closes the
+open ones (mesh and plaintext: the client gets a reset, meshd logs and
+counts them as policy_revoked). An invalid
 new config (malformed CIDR, unknown action, selector that is not a map,
 duplicate policy name, port out of range) is rejected: meshd logs
 FILE:LINE:COL and keeps enforcing the old policy, and `meshd
@@ -173,6 +176,7 @@ def body(t, topo):
     server = P["P2"]
     dst = "%s:8080" % server.ip
     topo.podtool(server, "echo", "--port", 8080, "--timeout", 150).expect("listening")
+    topo.podtool(P["P3"], "echo", "--port", 8080, "--timeout", 150).expect("listening")
     probers = {k: topo.podtool(P[k], "prober", stdin=True) for k in ("P1", "P3", "legacy")}
     wl = workload_docs(topo)
     cfg = topo.config_path()        # meshd watches this file's folder
@@ -209,18 +213,22 @@ def body(t, topo):
          "10.99.1.5 ALLOW", got, STATE_A, raw)
 
     # --- held connections, mesh and plaintext, exchanging data
+    # (and a bystander: P1 -> bar/other, which every policy here allows)
     held = {}
-    for s in ("P1", "legacy"):
-        held[s] = topo.podtool(P[s], "session", "--to", dst, "--io-timeout", 10, stdin=True)
+    for s, to, name in (("P1", dst, "foo/server"), ("legacy", dst, "foo/server"),
+                        ("P1>P3", "%s:8080" % P["P3"].ip, "bar/other")):
+        held[s] = topo.podtool(P[s[:2] if s.startswith("P1") else s], "session", "--to", to,
+                               "--io-timeout", 10, stdin=True)
+        held[s].name = name
         ev = held[s].expect("event")
-        t.require("held connection %s -> foo/server:8080 is open" % s,
+        t.require("held connection %s -> %s:8080 is open" % (s, name),
                   ev.get("event") == "connected", ev)
 
     def held_ok(what):
         for s, hp in held.items():
             x = hp.cmd("xfer 131072")
-            t.check("%s: held %s connection %s -> foo/server:8080 still moves "
-                    "data (128 KiB echoed)" % (what, "mesh" if s == "P1" else "plaintext", s),
+            t.check("%s: held %s connection %s -> %s:8080 still moves data (128 KiB "
+                    "echoed)" % (what, "plaintext" if s == "legacy" else "mesh", s, hp.name),
                     x.get("ok") and x.get("event") == "xfer", x)
 
     held_ok("before any change")
@@ -258,9 +266,31 @@ def body(t, topo):
         raw = probe(["legacy"])
         t.eq("... and plaintext from 10.99.1.5 gets %s" % want["legacy"],
              verdict(raw["legacy"], True), want["legacy"], raw)
+        if i == 0:
+            # the held connections B denies were closed by meshd
+            # (the reset reaches the client's writer or its reader first: an
+            # error, or the echo ended early by the end of the stream)
+            for s in ("P1", "legacy"):
+                hp = held.pop(s)
+                before = hp.lines[-1].get("received", 0)
+                x = hp.cmd("xfer 1024")
+                t.check("flip 1: the held %s connection %s -> foo/server:8080, which B "
+                        "denies, was closed (the client gets %s)"
+                        % ("plaintext" if s == "legacy" else "mesh", s,
+                           x.get("error") or "the end of the stream"),
+                        (x.get("event") == "error" and
+                         x.get("error") in ("ECONNRESET", "EPIPE", "ECONNABORTED")) or
+                        (x.get("event") == "xfer" and not x.get("ok") and
+                         x.get("received") == before), x)
+            t.check("meshd logged closing them, naming policy B's verdict",
+                    len(re.findall(r"policy: closing 10\.99\.1\.(2|5):\d+ -> %s:8080, now "
+                                   r"denied" % re.escape(server.ip), h.log_text())) == 2,
+                    h.log_tail(15))
+            t.check("... and counted them (policy_revoked %s)"
+                    % tap.counters(topo).get("policy_revoked"),
+                    tap.counters(topo).get("policy_revoked") == 2, tap.counters(topo))
         if want is STATE_B:
-            held_ok("flip %d, a change that denies new ones of its kind (not re-judged)"
-                    % (i + 1))
+            held_ok("flip %d, a change that denies other connections to foo/server" % (i + 1))
     t.diag("rename -> new verdict: %s" % ", ".join(
         "%.0f ms" % (x * 1e3) if x else "-" for x in lat))
     t.eq("meshd was not restarted (same pid, one 'ready')",
