@@ -123,6 +123,49 @@ int skm_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/* Whether a message may go to the peer's ingress queue now, rather than
+ * through TCP. A redirect has no backpressure of its own: the kernel
+ * queues whatever the writer sends, so a reader that stops reading would
+ * let the queue grow without bound. And the reader takes its ingress
+ * queue before TCP's receive queue, so a redirect must never overtake
+ * bytes TCP carried before it (the first messages of a connection go by
+ * TCP while the peer socket is not yet in the SOCKHASH). So: redirect
+ * only while the peer holds less than SKM_ACCEL_MAX_QUEUED unread in its
+ * ingress queue and has received and read everything this socket gave
+ * TCP; otherwise TCP carries the message, with its flow control
+ * (a stalled reader stops the writer), until both hold again. */
+/* 1: redirect; 0: no peer socket known; -1: held back (TCP carries it).
+ * The peer's fields are read from its address, kept in its record at
+ * ESTABLISHED: an sk_msg program cannot hold a reference to another
+ * socket. A record exists only while its socket is not closed, and TCP
+ * sockets are freed only after an RCU grace period (this program runs
+ * under rcu_read_lock), so the reads see that socket. */
+static __always_inline int redirect_ok(struct sk_msg_md *msg, const struct skm_conn *pc)
+{
+	struct tcp_sock *me, *pt;
+	__u32 rcv_nxt, copied_seq, queued;
+	unsigned long ud;
+
+	if (!msg->sk || !pc || !pc->sk_addr)
+		return 0;
+	me = bpf_skc_to_tcp_sock(msg->sk);
+	pt = (struct tcp_sock *)(unsigned long)pc->sk_addr;
+	if (!me || bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), &pt->rcv_nxt) ||
+	    bpf_probe_read_kernel(&copied_seq, sizeof(copied_seq), &pt->copied_seq))
+		return 0;
+	/* write_seq, not snd_nxt: bytes TCP has queued but not yet sent
+	 * (the peer's window is shut) come before this message too. */
+	if (me->write_seq != rcv_nxt || copied_seq != rcv_nxt)
+		return -1;
+	if (!bpf_core_field_exists(((struct sk_psock *)0)->msg_tot_len) ||
+	    bpf_probe_read_kernel(&ud, sizeof(ud), &pt->inet_conn.icsk_inet.sk.sk_user_data) ||
+	    !(ud & SKM_SK_USER_DATA_PSOCK) ||
+	    bpf_probe_read_kernel(&queued, sizeof(queued),
+				  &((struct sk_psock *)(ud & ~SKM_SK_USER_DATA_FLAGS))->msg_tot_len))
+		return 1;	/* cannot tell how much it holds */
+	return queued < SKM_ACCEL_MAX_QUEUED ? 1 : -1;
+}
+
 SEC("sk_msg")
 int skm_sk_msg(struct sk_msg_md *msg)
 {
@@ -133,36 +176,46 @@ int skm_sk_msg(struct sk_msg_md *msg)
 		.dport = msg->local_port,
 	};
 	__u64 len = msg->size;
-	struct skm_conn *c = NULL, *pc;
+	struct skm_conn *c = NULL, *pc = NULL;
 	struct skm_sk_ctx *sc = NULL;
-	long ret;
+	int redirected = 0;
 
 	if (msg->sk)
 		sc = bpf_sk_storage_get(&skm_sk_ctx, msg->sk, 0, 0);
 	if (sc)
 		c = bpf_map_lookup_elem(&skm_conns, &sc->cookie);
-	if (c) {
-		/* sendmsg holds this socket's lock and nothing else writes
-		 * its tx counters: plain adds. The peer's rx is shared with
-		 * the peer's own close, hence atomic. */
-		c->tx_bytes += len;
-		c->tx_msgs++;
-		if (c->peer_cookie) {
-			pc = bpf_map_lookup_elem(&skm_conns, &c->peer_cookie);
-			if (pc)
-				__sync_fetch_and_add(&pc->rx_bytes, len);
+	if (c && c->peer_cookie)
+		pc = bpf_map_lookup_elem(&skm_conns, &c->peer_cookie);
+
+	switch (redirect_ok(msg, pc)) {
+	case 0:
+		/* Peer not known (outside the mesh cgroup, not yet
+		 * established, closing): TCP carries the message as usual. */
+		stat_inc(SKM_STAT_MSG_PASS);
+		break;
+	case -1:
+		stat_inc(SKM_STAT_MSG_HELD);
+		break;
+	default:
+		if (bpf_msg_redirect_hash(msg, &skm_sock_hash, &peer, BPF_F_INGRESS) == SK_PASS) {
+			stat_inc(SKM_STAT_MSG_REDIRECT);
+			stat_add(SKM_STAT_MSG_REDIRECT_BYTES, len);
+			redirected = 1;
+		} else {
+			stat_inc(SKM_STAT_MSG_PASS);
 		}
 	}
 
-	ret = bpf_msg_redirect_hash(msg, &skm_sock_hash, &peer, BPF_F_INGRESS);
-	if (ret == SK_PASS) {
-		stat_inc(SKM_STAT_MSG_REDIRECT);
-		stat_add(SKM_STAT_MSG_REDIRECT_BYTES, len);
-		return SK_PASS;
+	if (c) {
+		/* sendmsg holds this socket's lock and nothing else writes
+		 * its tx counters: plain adds. The peer's rx is shared with
+		 * the peer's own close, hence atomic; what TCP carries the
+		 * peer counts itself, at its close. */
+		c->tx_bytes += len;
+		c->tx_msgs++;
+		if (redirected && pc)
+			__sync_fetch_and_add(&pc->rx_bytes, len);
 	}
-	/* Peer not in the SOCKHASH (outside the mesh cgroup, or closing):
-	 * TCP carries the message as usual. */
-	stat_inc(SKM_STAT_MSG_PASS);
 	return SK_PASS;
 }
 

@@ -71,6 +71,16 @@
 #define SKM_MAX_OUTBOUND	65536
 #define SKM_MAX_REVOKE		65536	/* sockets closed by one policy change, per batch */
 
+/* Same-node acceleration: what a peer may hold unread in its ingress
+ * queue before the writer's messages go through TCP (and its flow
+ * control) instead. Above what a bulk writer on one CPU gets ahead of its
+ * reader in a timeslice (4 and 16 MiB sent part of such streams by TCP),
+ * far below the unbounded queue of a bare redirect. */
+#define SKM_ACCEL_MAX_QUEUED	(64U << 20)
+/* the flag bits of sk->sk_user_data (include/net/sock.h) */
+#define SKM_SK_USER_DATA_PSOCK	4UL
+#define SKM_SK_USER_DATA_FLAGS	7UL
+
 /* skm_services: (vip, port, proto) -> backend set */
 struct skm_svc_key {
 	__u32 vip;		/* network order */
@@ -265,6 +275,9 @@ struct skm_conn {
 	 * SKM_CONN_FIN_* flags. */
 	__u64 tcp_acked_base;
 	__u64 tcp_rcvd_base;
+	/* An accelerated socket's kernel address, for its peer's sk_msg
+	 * program (redirect_ok()); 0 otherwise. Never shown. */
+	__u64 sk_addr;
 };
 
 /* skm_sk_ctx: per-socket storage of an accelerated socket, so sk_msg
@@ -313,6 +326,9 @@ enum skm_stat {
 	SKM_STAT_DENY_EVENT_SKIPPED,	/* denials not sent to meshd: the ring
 					 * buffer was half full (close events
 					 * go first) */
+	SKM_STAT_MSG_HELD,		/* sk_msg messages left to TCP: the peer had
+					 * SKM_ACCEL_MAX_QUEUED unread, or TCP bytes
+					 * of the writer it had not read yet */
 	SKM_STAT_POLICY_REVOKED,	/* established connections closed (RST)
 					 * because a policy change denies them */
 	SKM_STAT__MAX,
@@ -326,7 +342,7 @@ enum skm_stat {
 	"event_drop", "policy_allow", "policy_deny", "policy_unknown_src",	\
 	"plain_allow", "plain_deny",		\
 	"capture", "capture_no_listener", "meshd_connect", "hbone_syn",	\
-	"tunnel_port_deny", "deny_event_skipped", "policy_revoked" }
+	"tunnel_port_deny", "deny_event_skipped", "msg_held", "policy_revoked" }
 
 /* skm_dev_stats: per-CPU packet/byte counters of a pod-facing interface,
  * keyed by ifindex of the node-side veth. "in" is what the pod sent

@@ -173,10 +173,15 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 	if (c.flags & SKM_CONN_ACCEL) {
 		struct skm_sk_ctx init = { .cookie = cookie };
 		struct bpf_sock *sk = skops->sk;
+		struct tcp_sock *tp;
 
-		if (sk)
+		if (sk) {
 			bpf_sk_storage_get(&skm_sk_ctx, sk, &init,
 					   BPF_SK_STORAGE_GET_F_CREATE);
+			tp = bpf_skc_to_tcp_sock(sk);
+			if (tp)
+				c.sk_addr = (__u64)(unsigned long)tp;
+		}
 		conn_pair(&c, cookie);
 	}
 
