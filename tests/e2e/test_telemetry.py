@@ -334,6 +334,12 @@ def body(t, topo):
                  "skmesh_reconcile_duration_seconds_count", "process_resident_memory_bytes",
                  "process_cpu_seconds_total", "skmesh_access_log_dropped_total")))
 
+    # entries counted (hash maps in batches, per-CPU ones too)
+    entries = {l.get("map"): v for n_, l, v in s1 if n_ == "skmesh_map_entries"}
+    t.eq("map entries: skm_workloads holds the 4 workloads, skm_dev_stats (per-CPU) "
+         "node1's 2 pod interfaces",
+         (entries.get("skm_workloads"), entries.get("skm_dev_stats")), (4, 2), entries)
+
     # --- the exposition, checked by Prometheus' own tools
     for n in (1, 2):
         text = scrape(topo, n)
