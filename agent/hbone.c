@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <jansson.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
@@ -112,6 +113,10 @@ struct hb_stream {
 	/* client: what it takes to send it again on another connection */
 	char src_ns[64], src_sa[128], dst_node[64];
 	int retried;
+	/* skm_tun_bytes: the pod socket's 4-tuple, what was published */
+	struct skm_sock_key podkey;
+	int podkey_set;
+	uint64_t pub_tx, pub_rx;
 };
 
 static void conn_flush(struct hb_conn *hc);
@@ -119,6 +124,7 @@ static void conn_fail(struct hb_conn *hc, const char *why);
 static void conn_read(struct hb_conn *hc);
 static void stream_update(struct hb_stream *s);
 static void stream_check_done(struct hb_stream *s);
+static void stream_unpublish(struct tunnel *t, struct hb_stream *s);
 
 /* --- small helpers ---------------------------------------------------- */
 
@@ -331,8 +337,10 @@ static void stream_close_fd(struct hb_stream *s, int reset)
 	if (s->fd < 0)
 		return;
 	t = s->hc ? s->hc->t : NULL;
-	if (t)
+	if (t) {
 		tun_unwatch(t, s->fd, &s->o);
+		stream_unpublish(t, s);
+	}
 	if (reset) {
 		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
@@ -343,6 +351,28 @@ static void stream_close_fd(struct hb_stream *s, int reset)
 }
 
 /* Frees S once both of its sides are over. */
+/* --- live byte counts for meshctl (skm_tun_bytes) --------------------- */
+
+static void stream_publish(struct tunnel *t, struct hb_stream *s)
+{
+	struct skm_tun_bytes b = { .tx = s->tx, .rx = s->rx };
+
+	if (!s->podkey_set || t->bytes_fd < 0 || (s->tx == s->pub_tx && s->rx == s->pub_rx))
+		return;
+	if (!bpf_map_update_elem(t->bytes_fd, &s->podkey, &b, BPF_ANY)) {
+		s->pub_tx = s->tx;
+		s->pub_rx = s->rx;
+	}
+}
+
+/* The pod socket is gone: its 4-tuple may come back with another one. */
+static void stream_unpublish(struct tunnel *t, struct hb_stream *s)
+{
+	if (s->podkey_set && (s->pub_tx || s->pub_rx) && t->bytes_fd >= 0)
+		bpf_map_delete_elem(t->bytes_fd, &s->podkey);
+	s->podkey_set = 0;
+}
+
 static void stream_maybe_free(struct tunnel *t, struct hb_stream *s, const char *end)
 {
 	if (s->fd >= 0 || s->h2_open || s->o.dead)
@@ -356,6 +386,7 @@ static void stream_maybe_free(struct tunnel *t, struct hb_stream *s, const char 
 		stream_metrics_open(t, s, refusal_flags(s->status));
 	mx_add(s->mx, MX_CLOSED, 1);
 	access_log(t, s, end);
+	stream_unpublish(t, s);
 	stream_unlink(s);
 	s->hc = NULL;
 	s->o.dead = 1;
@@ -554,8 +585,17 @@ static void stream_event(struct tunnel *t, struct hb_stream *s, uint32_t events)
 			nghttp2_submit_response(hc->h2, s->sid, nv, 1, NULL);
 		} else {
 			nghttp2_data_provider dp = { .source.ptr = s, .read_callback = data_read_cb };
+			struct sockaddr_in la;
+			socklen_t ll = sizeof(la);
 			nghttp2_nv nv[1];
 
+			/* the app's record: its ip:port -> our upstream end */
+			if (!getsockname(s->fd, (struct sockaddr *)&la, &ll)) {
+				s->podkey = (struct skm_sock_key){
+					.sip = s->dst_ip, .dip = la.sin_addr.s_addr,
+					.sport = s->dst_port, .dport = ntohs(la.sin_port) };
+				s->podkey_set = 1;
+			}
 			set_nv(&nv[0], ":status", "200");
 			s->status = 200;
 			s->established = 1;
@@ -1527,6 +1567,10 @@ void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
 	s->fd = fd;
 	s->src_ip = peer->sin_addr.s_addr;
 	s->src_port = ntohs(peer->sin_port);
+	/* the captured socket's record: pod ip:port -> pod ip:15001 */
+	s->podkey = (struct skm_sock_key){ .sip = peer->sin_addr.s_addr, .dip = pod->ip,
+					   .sport = s->src_port, .dport = SKM_PORT_OUTBOUND };
+	s->podkey_set = 1;
 	s->dst_ip = v->dst_ip;
 	s->dst_port = ntohs(v->dst_port);
 	s->vip = v->vip;
@@ -1596,6 +1640,8 @@ void hbone_tick(struct tunnel *t, time_t now)
 
 	for (struct hb_conn *hc = t->conns; hc; hc = next) {
 		next = hc->next;
+		for (struct hb_stream *s = hc->streams; s; s = s->snext)
+			stream_publish(t, s);
 		if (hc->state != HB_READY) {
 			if (now - hc->started >= HB_CONNECT_TIMEOUT_S) {
 				if (hc->client)

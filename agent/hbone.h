@@ -98,6 +98,7 @@ struct tunnel {
 	time_t drain_until;
 
 	int epfd, evfd, tfd, self_netns, outbound_fd, stats_fd;
+	int bytes_fd;			/* skm_tun_bytes, -1 without it */
 	struct tun_obj ev_obj, timer_obj;
 	struct tun_pod *pods;
 	struct certmgr *certs;

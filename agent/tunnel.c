@@ -489,6 +489,26 @@ static void stats_open(struct tunnel *t)
 
 /* --- the thread ------------------------------------------------------- */
 
+/* skm_tun_bytes, made afresh: what an earlier meshd left there belongs
+ * to streams that are gone (a new connection could have their 4-tuple). */
+static void bytes_open(struct tunnel *t)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", t->o.bpffs, SKM_MAP_TUN_BYTES);
+	unlink(path);
+	t->bytes_fd = bpf_map_create(BPF_MAP_TYPE_HASH, SKM_MAP_TUN_BYTES,
+				     sizeof(struct skm_sock_key), sizeof(struct skm_tun_bytes),
+				     SKM_MAX_OUTBOUND, NULL);
+	if (t->bytes_fd < 0 || bpf_obj_pin(t->bytes_fd, path)) {
+		pr_warn("tunnel: cannot pin %s: %s (meshctl will show tunnelled connections' "
+			"bytes only once they close)\n", path, strerror(errno));
+		if (t->bytes_fd >= 0)
+			close(t->bytes_fd);
+		t->bytes_fd = -1;
+	}
+}
+
 static void take_config(struct tunnel *t)
 {
 	struct cfgref *r;
@@ -652,7 +672,8 @@ int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **ou
 		return -ENOMEM;
 	t->o = *o;
 	t->cur = cfgref_get(r);
-	t->outbound_fd = t->stats_fd = t->evfd = t->tfd = t->epfd = t->self_netns = -1;
+	t->outbound_fd = t->stats_fd = t->bytes_fd = t->evfd = t->tfd = t->epfd =
+		t->self_netns = -1;
 	t->stats = t->stats_local;
 	pthread_mutex_init(&t->lock, NULL);
 	co.td = r->cfg->trust_domain;
@@ -690,6 +711,7 @@ int tunnel_start(struct tunnel *t)
 		goto fail;
 	}
 	stats_open(t);
+	bytes_open(t);
 	outbound_map(t);
 	if ((e = hbone_init(t)))
 		goto fail;
@@ -712,8 +734,8 @@ fail:
 
 void tunnel_free_fds(struct tunnel *t)
 {
-	int *fds[] = { &t->outbound_fd, &t->stats_fd, &t->evfd, &t->tfd, &t->epfd,
-		       &t->self_netns };
+	int *fds[] = { &t->outbound_fd, &t->stats_fd, &t->bytes_fd, &t->evfd, &t->tfd,
+		       &t->epfd, &t->self_netns };
 
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (*fds[i] >= 0)

@@ -426,6 +426,20 @@ enum skm_tun_stat {
 
 #define SKM_MAP_TUN_STATS	"skm_tun_stats"
 
+/* skm_tun_bytes: what each open tunnelled stream has carried so far, by
+ * the 4-tuple of the pod's socket as its record in skm_conns has it (key
+ * struct skm_sock_key). meshd creates it afresh at start, refreshes it
+ * once a second and deletes a stream's entry when it ends; no kernel
+ * program touches it. The kernel counts a tunnelled socket's bytes only
+ * at its close (its packets run no program), so meshctl reads the live
+ * counts here. */
+struct skm_tun_bytes {
+	__u64 tx;		/* the pod socket sent (into the tunnel) */
+	__u64 rx;		/* the pod socket was given (from the tunnel) */
+};
+
+#define SKM_MAP_TUN_BYTES	"skm_tun_bytes"
+
 /* Map names as pinned (libbpf pins by name under the pin root). */
 #define SKM_MAP_SERVICES	"skm_services"
 #define SKM_MAP_BACKENDS	"skm_backends"

@@ -342,6 +342,7 @@ static const struct map_spec {
 	{ SKM_MAP_PLAIN, sizeof(struct skm_plain_key), sizeof(struct skm_verdict) },
 	{ SKM_MAP_OUTBOUND, sizeof(struct skm_outbound_key), sizeof(struct skm_outbound_val) },
 	{ SKM_MAP_MESHD_LEGS, sizeof(struct skm_sock_key), sizeof(__u32) },
+	{ SKM_MAP_TUN_BYTES, sizeof(struct skm_sock_key), sizeof(struct skm_tun_bytes) },
 };
 
 /* "<pin root>/<name>" into @buf; -ENAMETOOLONG (reported) if it does not fit */
@@ -1246,6 +1247,32 @@ static const char *conn_path(const struct skm_conn *c)
 	return "passthrough";		/* the TCP/IP stack */
 }
 
+/* A tunnelled socket's bytes while it is open: the kernel counts them at
+ * its close only (its packets run no program), and meshd's tunnel
+ * publishes what each stream carried in skm_tun_bytes once a second,
+ * under the pod socket's 4-tuple. Without the map (no tunnel) nothing
+ * changes. */
+static void tun_bytes_apply(struct kv_list *l)
+{
+	struct pmap m;
+
+	if (map_open(SKM_MAP_TUN_BYTES, &m, true))
+		return;
+	for (size_t i = 0; i < l->n; i++) {
+		struct skm_conn *c = kv_val(l, i);
+		struct skm_tun_bytes b;
+
+		if (!(c->flags & SKM_CONN_TUNNEL) || c->state == BPF_TCP_CLOSE ||
+		    bpf_map_lookup_elem(m.fd, &c->tuple, &b))
+			continue;
+		if (b.tx > c->tx_bytes)
+			c->tx_bytes = b.tx;
+		if (b.rx > c->rx_bytes)
+			c->rx_bytes = b.rx;
+	}
+	map_close(&m);
+}
+
 static int cmd_conns(void)
 {
 	static const struct col cols[] = {
@@ -1268,6 +1295,7 @@ static int cmd_conns(void)
 	err = map_collect(&conns, &l, false);
 	if (err)
 		goto out_map;
+	tun_bytes_apply(&l);
 	qsort(l.data, l.n, l.rec_size, cmp_u64_key);
 	now = mono_ns();	/* after the walk: no record is younger */
 	arr = json_array();
@@ -1351,6 +1379,7 @@ static int top_read(const struct pmap *conns, struct top_sample *s)
 
 	if (err)
 		return err;
+	tun_bytes_apply(&s->l);
 	if (s->l.n)
 		qsort(s->l.data, s->l.n, s->l.rec_size, cmp_u64_key);
 	s->t_ns = mono_ns();	/* after the walk: no record is younger */

@@ -231,6 +231,33 @@ def body(t, topo):
             sent.get("sha256") == got.get("sha256"), "%s\n%s\n%s" % (sent, got, r.stderr))
     sink.proc.terminate()
 
+    # --- a tunnelled connection's bytes while it is open, in meshctl
+    # (the kernel counts them at close; the tunnel publishes them)
+    topo.podtool(b1, "echo", "--port", 7005, "--timeout", 60).expect("listening")
+    hold = topo.podtool(a1, "session", "--to", "%s:7005" % b1.ip, "--io-timeout", 10,
+                        stdin=True)
+    ev = hold.expect("event")
+    x = hold.cmd("xfer %d" % (1 << 20))
+    t.require("held session through the tunnel echoes 1 MiB", x.get("ok"), (ev, x))
+
+    def live(n, src, dst_ip):
+        recs = [c for c in topo.meshctl_json(n, "conns")
+                if c["src"] == src and c["dst"].startswith(dst_ip + ":")]
+        return recs[0] if len(recs) == 1 else None
+
+    def counted(n, src, dst_ip):
+        r = live(n, src, dst_ip)
+        return r if r and r["path"] == "tunnelled" and \
+            r["tx_bytes"] >= 1 << 20 and r["rx_bytes"] >= 1 << 20 else None
+    t.check("meshctl conns on node1: the open captured socket shows its 1 MiB each way",
+            tap.wait_until(lambda: counted(1, ev["local"], a1.ip), timeout=4),
+            live(1, ev["local"], a1.ip))
+    t.check("meshctl conns on node2: the app's end (peer: the client's address) shows "
+            "its 1 MiB each way", tap.wait_until(
+                lambda: counted(2, "%s:7005" % b1.ip, a1.ip), timeout=4),
+            [c for c in topo.meshctl_json(2, "conns") if c["src"] == "%s:7005" % b1.ip])
+    hold.cmd("close")
+
     # --- curl to an HTTP server
     docroot = os.path.join(topo.logdir, "www")
     os.makedirs(docroot)
