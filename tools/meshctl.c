@@ -342,7 +342,6 @@ static const struct map_spec {
 	{ SKM_MAP_PLAIN, sizeof(struct skm_plain_key), sizeof(struct skm_verdict) },
 	{ SKM_MAP_OUTBOUND, sizeof(struct skm_outbound_key), sizeof(struct skm_outbound_val) },
 	{ SKM_MAP_MESHD_LEGS, sizeof(struct skm_sock_key), sizeof(__u32) },
-	{ SKM_MAP_TUN_BYTES, sizeof(struct skm_sock_key), sizeof(struct skm_tun_bytes) },
 };
 
 /* "<pin root>/<name>" into @buf; -ENAMETOOLONG (reported) if it does not fit */
@@ -1258,7 +1257,9 @@ static void tun_bytes_apply(struct kv_list *l)
 
 	if (map_open(SKM_MAP_TUN_BYTES, &m, true))
 		return;
-	for (size_t i = 0; i < l->n; i++) {
+	/* only with the tunnel, so not among map_specs: checked here */
+	for (size_t i = 0; m.info.key_size == sizeof(struct skm_sock_key) &&
+			   m.info.value_size == sizeof(struct skm_tun_bytes) && i < l->n; i++) {
 		struct skm_conn *c = kv_val(l, i);
 		struct skm_tun_bytes b;
 
