@@ -239,7 +239,9 @@ static void access_log(struct tunnel *t, struct hb_stream *s, const char *end)
 	json_object_set_new(o, "close", json_string(end));
 	if (s->why[0])
 		json_object_set_new(o, "reason", json_string(s->why));
-	alog_write(al, o, 1);
+	/* flushed once per turn of the tunnel's loop (tunnel_main) */
+	alog_write(al, o, 0);
+	t->alog_pending = 1;
 	json_decref(o);
 }
 

@@ -95,6 +95,7 @@ struct tunnel {
 	atomic_int stop_req;
 	int started;		/* the thread runs (tunnel_start) */
 	int draining;
+	int alog_pending;		/* access-log lines not yet flushed */
 	time_t drain_until;
 
 	int epfd, evfd, tfd, self_netns, outbound_fd, stats_fd;

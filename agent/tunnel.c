@@ -24,6 +24,7 @@
 
 #include <bpf/bpf.h>
 
+#include "alog.h"
 #include "certs.h"
 #include "config.h"
 #include "hbone.h"
@@ -596,6 +597,14 @@ static void tick(struct tunnel *t)
 	hbone_tick(t, now);
 }
 
+/* One write for the stream lines of a turn of the loop, not one each. */
+static void access_log_flush(struct tunnel *t)
+{
+	if (t->alog_pending && t->o.access_log)
+		alog_flush(t->o.access_log);
+	t->alog_pending = 0;
+}
+
 static void *tunnel_main(void *arg)
 {
 	struct tunnel *t = arg;
@@ -634,6 +643,7 @@ static void *tunnel_main(void *arg)
 			}
 		}
 		hbone_reap(t);
+		access_log_flush(t);
 		if (t->stop_req && !t->draining) {
 			/* Stop accepting at once; streams get the drain
 			 * time to finish. */
@@ -652,6 +662,7 @@ static void *tunnel_main(void *arg)
 	}
 	hbone_close_all(t);
 	hbone_reap(t);
+	access_log_flush(t);
 	return NULL;
 }
 
