@@ -38,14 +38,13 @@ static __always_inline int is_local_meshed(__u32 ip)
 }
 
 /* Same-node acceleration only between two meshed pods of this node;
- * everything else keeps the normal stack. Not a pod's connection to its
- * own address, which is what the legs to and from meshd's tunnel are
- * (pod ip:port <-> pod ip:15001, meshd in the pod's namespace <-> pod
- * ip:port): a redirect to a socket's ingress queue is held in kernel
- * memory with no per-socket limit (the writer never blocks), so a pod
- * writing faster than the tunnel carries, or an app that stops reading
- * what the tunnel delivers, would queue without bound; plain TCP there
- * gives the backpressure that HTTP/2 flow control passes on.
+ * everything else keeps the normal stack. Not the legs to and from
+ * meshd's tunnel (a pod's captured socket <-> meshd on its 15001, meshd's
+ * upstream <-> the app, both flagged SKM_CONN_TUNNEL): once redirect_ok()
+ * holds a writer back, its messages reach the reader by TCP, where the
+ * kernel's sockmap receive path can hand a blocked reader a spurious
+ * EAGAIN; plain TCP there gives the backpressure HTTP/2 flow control
+ * passes on (docs/architecture.md, "Capture").
  * 1: the socket is in the SOCKHASH. */
 static __always_inline int sock_accel(struct bpf_sock_ops *skops,
 				      struct skm_sock_key *k)
