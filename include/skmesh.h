@@ -48,9 +48,8 @@
 /* SO_MARK of meshd's own sockets (ztunnel marks its sockets 0x539 too):
  * connect4 neither balances, captures nor judges them; sockops keeps no
  * connection record for them (meshd reports its tunnel itself). The
- * pod<->meshd legs are a pod's connections to its own address, which are
- * not accelerated: a redirect has no backpressure. Sockets meshd accepts
- * carry its listener's mark. */
+ * pod<->meshd legs are not accelerated (see sock_accel in
+ * bpf/lib/conn.bpf.h). Sockets meshd accepts carry its listener's mark. */
 #define SKM_MESHD_MARK		0x539
 
 /* SO_MARK of meshd's upstream sockets, the ones it dials to a local pod's
