@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 #include <netlink/route/rule.h>
 
 #include "log.h"
+#include "netns.h"
 #include "origsrc.h"
 #include "skmesh.h"
 
@@ -174,44 +174,43 @@ static void teardown_here(struct origsrc *st)
 	nl_socket_free(sk);
 }
 
-/* Runs FN in the network namespace NETNS_FD and comes back to SELF. */
-static int in_netns(int netns_fd, int self, int (*fn)(struct origsrc *, char *, size_t),
-		    struct origsrc *st, char *why, size_t len)
-{
-	int err;
+struct setup_arg {
+	struct origsrc *st;
+	char *why;
+	size_t len;
+};
 
-	if (setns(netns_fd, CLONE_NEWNET)) {
-		snprintf(why, len, "setns: %s", strerror(errno));
-		return -errno;
-	}
-	err = fn(st, why, len);
-	if (setns(self, CLONE_NEWNET)) {
-		/* Every later socket would land in the pod's namespace. */
-		pr_warn("origsrc: cannot return to meshd's network namespace: %s\n",
-			strerror(errno));
-		abort();
-	}
-	return err;
+static int setup_cb(void *arg)
+{
+	struct setup_arg *a = arg;
+
+	return setup_here(a->st, a->why, a->len);
 }
 
 int origsrc_setup(int netns_fd, int self_netns, struct origsrc *st, char *why, size_t len)
 {
+	struct setup_arg a = { st, why, len };
+	int err;
+
 	memset(st, 0, sizeof(*st));
-	return in_netns(netns_fd, self_netns, setup_here, st, why, len);
+	if (len)
+		why[0] = '\0';
+	err = netns_run(netns_fd, self_netns, setup_cb, &a);
+	if (err && !why[0])
+		snprintf(why, len, "cannot enter the pod's network namespace: %s",
+			 strerror(-err));
+	return err;
 }
 
-static int teardown_cb(struct origsrc *st, char *why, size_t len)
+static int teardown_cb(void *arg)
 {
-	(void)why; (void)len;
-	teardown_here(st);
+	teardown_here(arg);
 	return 0;
 }
 
 void origsrc_teardown(int netns_fd, int self_netns, struct origsrc *st)
 {
-	char why[8];
-
 	if (netns_fd >= 0 && (st->rule || st->route || st->sysctl_set))
-		in_netns(netns_fd, self_netns, teardown_cb, st, why, sizeof(why));
+		netns_run(netns_fd, self_netns, teardown_cb, st);
 	memset(st, 0, sizeof(*st));
 }

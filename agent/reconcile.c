@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
-#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <linux/ethtool.h>
@@ -22,6 +21,7 @@
 #include "config.h"
 #include "loader.h"
 #include "log.h"
+#include "netns.h"
 #include "policy.h"
 #include "reconcile.h"
 #include "revoke.h"
@@ -1150,39 +1150,24 @@ void reconcile_release(struct loader *l)
 }
 
 /* The netns cookie of the namespace at PATH: a socket made there tells. */
+static int udp_socket(void *arg)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	(void)arg;
+	return fd < 0 ? -errno : fd;
+}
+
 static int netns_cookie(const char *path, uint64_t *cookie)
 {
 	socklen_t len = sizeof(*cookie);
-	int self, target, sock = -1, err = 0;
+	int sock = netns_run_at(path, udp_socket, NULL), err = 0;
 
-	self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-	if (self < 0)
-		return -errno;
-	target = open(path, O_RDONLY | O_CLOEXEC);
-	if (target < 0) {
-		err = -errno;
-		goto out_self;
-	}
-	if (setns(target, CLONE_NEWNET)) {
-		err = -errno;
-		goto out_target;
-	}
-	sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (sock < 0)
+		return sock;
+	if (getsockopt(sock, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
 		err = -errno;
-	if (setns(self, CLONE_NEWNET)) {
-		/* Every later socket would be made in the pod: stop. */
-		pr_warn("cannot return to meshd's network namespace: %s\n", strerror(errno));
-		abort();
-	}
-	if (!err && getsockopt(sock, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
-		err = -errno;
-	if (sock >= 0)
-		close(sock);
-out_target:
-	close(target);
-out_self:
-	close(self);
+	close(sock);
 	return err;
 }
 

@@ -17,8 +17,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +28,7 @@
 #include "config.h"
 #include "loader.h"
 #include "log.h"
+#include "netns.h"
 #include "policy.h"
 #include "revoke.h"
 #include "revoke.skel.h"
@@ -150,37 +149,24 @@ static int iter_ready(struct loader *l)
 	return err;
 }
 
-/* Reads the iterator in NETNS: the number of sockets it closed, or -errno. */
+static int iter_create(void *arg)
+{
+	int fd = bpf_iter_create(bpf_link__fd(arg));
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Reads the iterator in NETNS (it walks the namespace of whoever creates
+ * it): the number of sockets it closed, or -errno. */
 static int run_iter(struct loader *l, const char *netns)
 {
-	int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-	int ns = open(netns, O_RDONLY | O_CLOEXEC);
-	int fd = -1, err = 0, closed = 0;
+	int fd = netns_run_at(netns, iter_create, l->revoke_link), err = 0, closed = 0;
 	__u64 buf[64];
 	ssize_t n;
 
-	if (self < 0 || ns < 0) {
-		err = -errno;
-		goto out;
-	}
-	err = iter_ready(l);
-	if (err)
-		goto out;
-
-	/* The iterator walks the namespace of whoever creates it. */
-	if (setns(ns, CLONE_NEWNET)) {
-		err = -errno;
-		goto out;
-	}
-	fd = bpf_iter_create(bpf_link__fd(l->revoke_link));
 	if (fd < 0)
-		err = -errno;
-	if (setns(self, CLONE_NEWNET)) {
-		pr_warn("policy: cannot return to meshd's network namespace: %s\n",
-			strerror(errno));
-		abort();
-	}
-	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
+		return fd;
+	while ((n = read(fd, buf, sizeof(buf))) != 0) {
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -189,13 +175,7 @@ static int run_iter(struct loader *l, const char *netns)
 		}
 		closed += n / sizeof(buf[0]);
 	}
-out:
-	if (fd >= 0)
-		close(fd);
-	if (ns >= 0)
-		close(ns);
-	if (self >= 0)
-		close(self);
+	close(fd);
 	return err ? err : closed;
 }
 

@@ -10,7 +10,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,7 @@
 #include "config.h"
 #include "hbone.h"
 #include "log.h"
+#include "netns.h"
 #include "policy.h"
 #include "skmesh.h"
 #include "tunnel.h"
@@ -61,26 +61,23 @@ void cfgref_put(struct cfgref *r)
 
 /* --- sockets in other network namespaces ----------------------------- */
 
+static int tcp_socket(void *arg)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	(void)arg;
+	return fd < 0 ? -errno : fd;
+}
+
 /* A TCP socket made in the network namespace NETNS_FD (-1: the thread's
  * own), non-blocking, carrying MARK (SKM_MESHD_MARK or SKM_UPSTREAM_MARK)
  * so the kernel programs leave it alone. */
 static int mesh_socket(struct tunnel *t, int netns_fd, int mark)
 {
-	int fd, one = 1, err;
+	int fd = netns_run(netns_fd, t->self_netns, tcp_socket, NULL), one = 1, err;
 
-	if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET))
-		return -errno;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	err = fd < 0 ? -errno : 0;
-	if (netns_fd >= 0 && setns(t->self_netns, CLONE_NEWNET)) {
-		/* Cannot happen with a namespace we opened ourselves; if it
-		 * did, every later socket would land in the pod's. */
-		pr_warn("tunnel: cannot return to meshd's network namespace: %s\n",
-			strerror(errno));
-		abort();
-	}
 	if (fd < 0)
-		return err;
+		return fd;
 	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) ||
 	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))) {
 		err = -errno;
