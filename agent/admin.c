@@ -59,7 +59,6 @@ struct admin {
 	time_t applied_at;
 	int tun_stats_fd;
 	/* the live walk's buffer and series cache (one scrape at a time) */
-	struct skm_conn *live_vals;
 	struct mx_conn_cache *live_cache;
 	/* map fills, refreshed at most every FILL_CACHE_S */
 	pthread_mutex_t fill_lock;
@@ -219,22 +218,25 @@ static void live_one(struct metrics *m, struct live_arg *la, const struct skm_co
 	metrics_live_add(s, MX_SENT, recv_is_rx ? c->tx_bytes : c->rx_bytes);
 }
 
-static void live_rec(uint64_t cookie, const struct skm_conn *c, void *arg)
+static int live_rec(const void *cookie, const void *c, void *arg)
 {
 	struct live_arg *la = arg;
 
 	(void)cookie;
 	live_one(la->m, la, c);
+	return 0;
 }
 
-/* Every live record of skm_conns. */
+/* Every live record of skm_conns, 512 a call (a key walk would be two
+ * calls per connection: 40,000 for 20,000 of them). */
 static void live_conns(struct metrics *m, void *arg)
 {
 	struct live_arg *la = arg;
 	int err;
 
 	la->m = m;
-	err = loader_conns_walk(la->a->l, la->a->live_vals, live_rec, la);
+	err = map_batch_each(bpf_map__fd(la->a->l->skel->maps.skm_conns), sizeof(__u64),
+			     sizeof(struct skm_conn), 512, live_rec, la);
 	if (err)	/* the rest are not shown this time */
 		pr_debug("metrics: reading skm_conns: %s\n", strerror(-err));
 }
@@ -338,50 +340,36 @@ static int countable(unsigned int type)
 	       type == BPF_MAP_TYPE_LPM_TRIE || type == BPF_MAP_TYPE_SOCKHASH;
 }
 
-/* Entries of the map FD: read in batches of 512 (one bpf() call each),
- * else key by key (two per entry: 200,000 for skm_backends at 100,000
- * entries) where the map type has no batch lookup (SOCKHASH). -1 when
- * neither works. */
-#define COUNT_BATCH 512
+static int count_one(const void *key, const void *val, void *arg)
+{
+	(void)key; (void)val;
+	++*(long *)arg;
+	return 0;
+}
 
+/* Entries of the map FD: read 512 a call, else key by key (two calls per
+ * entry: 200,000 for skm_backends at 100,000 entries) where the map type
+ * has no batch lookup (SOCKHASH). -1 when neither works. */
 static long map_count(int fd, unsigned int type, unsigned int ks, unsigned int vs,
 		      unsigned int max_entries)
 {
 	int percpu = type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
 	int ncpu = percpu ? libbpf_num_possible_cpus() : 1;
 	size_t vsz = percpu ? ((vs + 7) & ~7u) * (size_t)(ncpu > 0 ? ncpu : 1) : vs;
-	char *keys = malloc((size_t)COUNT_BATCH * ks), *vals = malloc(COUNT_BATCH * vsz);
-	char key[256], nk[256], token[256];
 	size_t budget = 2 * (size_t)max_entries + 1;
-	void *in = NULL;
+	char key[256], nk[256];
 	long cnt = 0;
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	int err = map_batch_each(fd, ks, vsz, 512, count_one, &cnt);
 
-	while (keys && vals && ks <= sizeof(token)) {
-		__u32 n = COUNT_BATCH;
-		int err = bpf_map_lookup_batch(fd, in, token, keys, vals, &n, &opts);
-
-		err = err ? -errno : 0;
-		if (err && err != -ENOENT) {
-			if (!cnt && !in)
-				break;		/* no batch lookup: walk the keys */
-			cnt = -1;		/* a bucket above the batch: unknown */
-			goto out;
-		}
-		cnt += n;
-		if (err == -ENOENT)
-			goto out;
-		in = token;
-	}
-	cnt = ks <= sizeof(key) ? 0 : -1;
-	for (void *prev = NULL; cnt >= 0 && budget-- && !bpf_map_get_next_key(fd, prev, nk);
-	     prev = key) {
+	if (err != -EOPNOTSUPP)
+		return err ? -1 : cnt;
+	if (ks > sizeof(key))
+		return -1;
+	cnt = 0;
+	for (void *prev = NULL; budget-- && !bpf_map_get_next_key(fd, prev, nk); prev = key) {
 		memcpy(key, nk, ks);
 		cnt++;
 	}
-out:
-	free(keys);
-	free(vals);
 	return cnt;
 }
 
@@ -1031,11 +1019,8 @@ int admin_start(const struct admin_opts *o, struct metrics *m, struct alog *alog
 	a->m = m;
 	a->alog = alog;
 	a->tun_stats_fd = -1;
-	a->live_vals = calloc(LOADER_CONNS_BATCH, sizeof(*a->live_vals));
 	a->live_cache = calloc(1, sizeof(*a->live_cache));
-	if (!a->live_vals || !a->live_cache) {
-		free(a->live_vals);
-		free(a->live_cache);
+	if (!a->live_cache) {
 		free(a);
 		pr_warn("cannot serve the endpoints: out of memory\n");
 		return -ENOMEM;
@@ -1072,7 +1057,6 @@ void admin_stop(struct admin *a)
 	if (a->tun_stats_fd >= 0)
 		close(a->tun_stats_fd);
 	free(a->fills);
-	free(a->live_vals);
 	free(a->live_cache);
 	pthread_mutex_destroy(&a->lock);
 	pthread_mutex_destroy(&a->fill_lock);

@@ -217,28 +217,47 @@ out_close:
 	return err;
 }
 
-int loader_conns_walk(struct loader *l, struct skm_conn *buf,
-		      void (*fn)(uint64_t cookie, const struct skm_conn *c, void *arg),
-		      void *arg)
+int map_batch_unsupported(int err)
 {
-	int fd = bpf_map__fd(l->skel->maps.skm_conns);
-	__u64 keys[LOADER_CONNS_BATCH], token = 0;
-	void *in = NULL;
+	return err == 524 /* ENOTSUPP */ || err == EOPNOTSUPP || err == EINVAL || err == ENOSYS;
+}
+
+int map_batch_each(int fd, size_t ksz, size_t vsz, unsigned int batch,
+		   int (*fn)(const void *key, const void *val, void *arg), void *arg)
+{
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	char in[256], out[256];		/* the kernel's position: a key at most */
+	char *keys = NULL, *vals = NULL;
+	int err = 0, first = 1;
 
-	for (;;) {
-		__u32 n = LOADER_CONNS_BATCH;
-		int err = bpf_map_lookup_batch(fd, in, &token, keys, buf, &n, &opts);
-
-		err = err ? -errno : 0;
-		for (__u32 i = 0; i < n && (!err || err == -ENOENT); i++)
-			fn(keys[i], &buf[i], arg);
-		if (err == -ENOENT)
-			return 0;	/* the last batch */
-		if (err)
-			return err;
-		in = &token;
+	if (ksz > sizeof(out))
+		return -E2BIG;
+	keys = malloc(batch * ksz);
+	vals = malloc(batch * vsz);
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto out;
 	}
+	for (;;) {
+		__u32 n = batch;
+		int r = bpf_map_lookup_batch(fd, first ? NULL : in, out, keys, vals, &n, &opts);
+		int e = r ? errno : 0;
+
+		if (r && e != ENOENT) {
+			err = first && map_batch_unsupported(e) ? -EOPNOTSUPP : -e;
+			break;
+		}
+		for (__u32 i = 0; i < n && !err; i++)
+			err = fn(keys + i * ksz, vals + i * vsz, arg);
+		if (r || err)
+			break;		/* ENOENT: that was the last batch */
+		memcpy(in, out, ksz);
+		first = 0;
+	}
+out:
+	free(keys);
+	free(vals);
+	return err;
 }
 
 void loader_close(struct loader *l)

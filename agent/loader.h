@@ -13,7 +13,6 @@
 
 struct bpf_link;
 struct revoke_bpf;
-struct skm_conn;
 struct skmesh_bpf;
 
 struct loader {
@@ -41,16 +40,19 @@ int loader_tc_detach(int ifindex);
  * PIN_ROOT. Works without a loaded skeleton (a crashed meshd's pins). */
 int loader_cleanup(const char *pin_root);
 
-/* Calls FN for every live record of skm_conns (COOKIE is its key), read
- * in batches of LOADER_CONNS_BATCH into BUF (that many records: one
- * buffer per thread). 0, or -errno when the walk stopped early (a kernel
- * without batch lookups, a bucket larger than a batch): the rest is not
- * seen. A key walk would cost two bpf() calls per connection. */
-#define LOADER_CONNS_BATCH 512
-
-int loader_conns_walk(struct loader *l, struct skm_conn *buf,
-		      void (*fn)(uint64_t cookie, const struct skm_conn *c, void *arg),
-		      void *arg);
+/*
+ * Calls FN for every entry of the map FD (keys of KSZ bytes, values of
+ * VSZ as the syscall gives them: per-CPU maps hold one per CPU), read
+ * BATCH entries per bpf() call instead of two calls per entry. FN
+ * returning non-zero stops the walk with that value. Returns 0 at the
+ * end, -EOPNOTSUPP when the map type has no batch lookup (before any
+ * entry: the caller may walk the keys instead), another -errno when the
+ * walk broke off (a bucket larger than BATCH: the rest is not seen).
+ */
+int map_batch_each(int fd, size_t ksz, size_t vsz, unsigned int batch,
+		   int (*fn)(const void *key, const void *val, void *arg), void *arg);
+/* Whether errno ERR from a batch call means the map type has none. */
+int map_batch_unsupported(int err);
 
 int bpffs_check(const char *dir);
 int cgroup2_default_root(char *buf, size_t len);

@@ -419,13 +419,6 @@ struct svc_cached {
 
 #define BATCH_MAX	65536	/* entries per batch call */
 
-/* Whether a batch call failed because the map type has no batch command
- * (the kernel then leaves the count as it was given). */
-static int batch_unsupported(int err)
-{
-	return err == 524 /* ENOTSUPP */ || err == EOPNOTSUPP || err == EINVAL || err == ENOSYS;
-}
-
 /*
  * Writes N entries (KEYS, VALS: arrays of KSZ / VSZ bytes each) in order,
  * with the batch command where the map type has it (one bpf() call per
@@ -448,7 +441,7 @@ static int map_write_many(int fd, const void *keys, const void *vals, size_t n,
 			i += count;
 			continue;
 		}
-		if (!batch_unsupported(errno))
+		if (!map_batch_unsupported(errno))
 			i += count;	/* the entry at i failed: tried alone below */
 		break;
 	}
@@ -482,7 +475,7 @@ static size_t map_delete_many(int fd, const void *keys, size_t n, size_t ksz)
 		if (!bpf_map_delete_batch(fd, (const char *)keys + i * ksz, &count, &opts)) {
 			deleted += count;
 			i += count;
-		} else if (batch_unsupported(errno)) {
+		} else if (map_batch_unsupported(errno)) {
 			batch = 0;
 		} else {
 			/* stopped at a key that is not there: skip it */
@@ -497,41 +490,22 @@ static size_t map_delete_many(int fd, const void *keys, size_t n, size_t ksz)
  * Reads every entry of map FD into C (whose ksz and vsz are set), with the
  * batch lookup where the map type has it. Returns 0 or a negative errno.
  */
+static int dump_one(const void *key, const void *val, void *arg)
+{
+	return want_add(arg, key, val);
+}
+
 static int map_dump(int fd, struct want *c)
 {
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	char in[64], out[64], key[256], next[256], val[512];
-	__u32 chunk = 4096;
-	void *keys = malloc(chunk * c->ksz), *vals = malloc(chunk * c->vsz);
-	int err = 0, first = 1, more;
+	char key[256], next[256], val[512];
+	int err = map_batch_each(fd, c->ksz, c->vsz, 4096, dump_one, c), more;
 
-	if (!keys || !vals) {
-		err = -ENOMEM;
-		goto out;
-	}
-	for (;;) {
-		__u32 count = chunk;
-		int r = bpf_map_lookup_batch(fd, first ? NULL : in, out, keys, vals, &count, &opts);
-		int e = r ? errno : 0;
-
-		if (r && batch_unsupported(e) && first)
-			goto one_by_one;
-		if (r && e != ENOENT) {
-			err = -e;
-			goto out;
-		}
-		for (__u32 i = 0; i < count && !err; i++)
-			err = want_add(c, (char *)keys + i * c->ksz, (char *)vals + i * c->vsz);
-		if (r || err)
-			goto out;	/* ENOENT: that was the last */
-		memcpy(in, out, sizeof(in));
-		first = 0;
-	}
-one_by_one:
-	if (c->ksz > sizeof(key) || c->vsz > sizeof(val)) {
-		err = -E2BIG;
-		goto out;
-	}
+	if (err != -EOPNOTSUPP)
+		return err;
+	/* no batch lookup for this map type: key by key */
+	if (c->ksz > sizeof(key) || c->vsz > sizeof(val))
+		return -E2BIG;
+	err = 0;
 	more = bpf_map_get_next_key(fd, NULL, key) == 0;
 	while (more && !err) {
 		more = bpf_map_get_next_key(fd, key, next) == 0;
@@ -539,9 +513,6 @@ one_by_one:
 			err = want_add(c, key, val);
 		memcpy(key, next, c->ksz);
 	}
-out:
-	free(keys);
-	free(vals);
 	return err;
 }
 

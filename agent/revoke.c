@@ -32,6 +32,7 @@
 #include "policy.h"
 #include "revoke.h"
 #include "revoke.skel.h"
+#include "skmesh.skel.h"
 #include "skmesh.h"
 
 #define LOG_LINES	10	/* closed connections named in the log, per change */
@@ -50,7 +51,6 @@ struct walk {
 	size_t ndsts;
 	struct victim *v;
 	size_t n, cap;
-	int err;
 };
 
 static int u32_cmp(const void *a, const void *b)
@@ -83,36 +83,36 @@ static int denied(struct walk *wk, const struct skm_conn *c, const struct cfg_wo
 	return 1;
 }
 
-static void walk_one(uint64_t cookie, const struct skm_conn *c, void *arg)
+static int walk_one(const void *cookie, const void *rec, void *arg)
 {
+	const struct skm_conn *c = rec;
 	struct walk *wk = arg;
 	const struct cfg_workload *dst;
 	struct victim *v;
 	char why[160];
 
-	if (wk->err || (c->flags & (SKM_CONN_ACTIVE | SKM_CONN_TUNNEL)))
-		return;
+	if (c->flags & (SKM_CONN_ACTIVE | SKM_CONN_TUNNEL))
+		return 0;
 	if (!bsearch(&c->tuple.sip, wk->dsts, wk->ndsts, sizeof(*wk->dsts), u32_cmp))
-		return;
+		return 0;
 	dst = config_workload_by_ip(wk->cfg, c->tuple.sip);
 	if (!dst || !dst->netns || strcmp(dst->node, wk->node) || !denied(wk, c, dst, why, sizeof(why)))
-		return;
+		return 0;
 	if (wk->n == wk->cap) {
 		size_t cap = wk->cap ? wk->cap * 2 : 64;
 		struct victim *g = realloc(wk->v, cap * sizeof(*g));
 
-		if (!g) {
-			wk->err = -ENOMEM;
-			return;
-		}
+		if (!g)
+			return -ENOMEM;
 		wk->v = g;
 		wk->cap = cap;
 	}
 	v = &wk->v[wk->n++];
-	v->cookie = cookie;
+	memcpy(&v->cookie, cookie, sizeof(v->cookie));
 	v->netns = dst->netns;
 	v->tuple = c->tuple;
 	snprintf(v->why, sizeof(v->why), "%s", why);
+	return 0;
 }
 
 static int victim_by_netns(const void *a, const void *b)
@@ -194,18 +194,14 @@ int revoke_denied(struct loader *l, const struct config *cfg, const char *node,
 {
 	struct walk wk = { .cfg = cfg, .node = node, .dsts = dsts, .ndsts = ndsts };
 	int fd, err = 0;
-	struct skm_conn *buf;
 	__u8 one = 1;
 
 	*closed = 0;
 	if (!ndsts)
 		return 0;
 	qsort(dsts, ndsts, sizeof(*dsts), u32_cmp);
-	buf = calloc(LOADER_CONNS_BATCH, sizeof(*buf));
-	err = buf ? loader_conns_walk(l, buf, walk_one, &wk) : -ENOMEM;
-	free(buf);
-	if (!err)
-		err = wk.err;
+	err = map_batch_each(bpf_map__fd(l->skel->maps.skm_conns), sizeof(__u64),
+			     sizeof(struct skm_conn), 512, walk_one, &wk);
 	if (err || !wk.n)
 		goto out;
 	err = iter_ready(l);
