@@ -352,7 +352,6 @@ static void stream_close_fd(struct hb_stream *s, int reset)
 	s->fd = -1;
 }
 
-/* Frees S once both of its sides are over. */
 /* --- live byte counts for meshctl (skm_tun_bytes) --------------------- */
 
 static void stream_publish(struct tunnel *t, struct hb_stream *s)
@@ -375,6 +374,7 @@ static void stream_unpublish(struct tunnel *t, struct hb_stream *s)
 	s->podkey_set = 0;
 }
 
+/* Frees S once both of its sides are over. */
 static void stream_maybe_free(struct tunnel *t, struct hb_stream *s, const char *end)
 {
 	if (s->fd >= 0 || s->h2_open || s->o.dead)

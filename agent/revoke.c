@@ -221,6 +221,11 @@ int revoke_denied(struct loader *l, const struct config *cfg, const char *node,
 		for (j = i; j < wk.n && !strcmp(wk.v[j].netns, wk.v[i].netns) &&
 			    put < SKM_MAX_REVOKE; j++)
 			put += !bpf_map_update_elem(fd, &wk.v[j].cookie, &one, BPF_ANY);
+		if (put < j - i) {
+			pr_warn("policy: %zu connections now denied in %s stay open: %s\n",
+				j - i - put, wk.v[i].netns, strerror(errno));
+			err = -EIO;
+		}
 		r = run_iter(l, wk.v[i].netns);
 		for (size_t k = i; k < j; k++)
 			bpf_map_delete_elem(fd, &wk.v[k].cookie);
