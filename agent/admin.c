@@ -282,10 +282,16 @@ static void kernel_stats(struct admin *a, struct sbuf *b, const uint64_t *open_b
 		    "where and why.\n# TYPE skmesh_policy_denials_total counter\n"
 		    "skmesh_policy_denials_total{reason=\"authorization\",enforcer=\"connect\"} %llu\n"
 		    "skmesh_policy_denials_total{reason=\"plaintext\",enforcer=\"tc\"} %llu\n"
-		    "skmesh_policy_denials_total{reason=\"tunnel_port\",enforcer=\"tc\"} %llu\n",
+		    "skmesh_policy_denials_total{reason=\"tunnel_port\",enforcer=\"tc\"} %llu\n"
+		    "skmesh_policy_denials_total{reason=\"authorization\",enforcer=\"tc\"} %llu\n"
+		    "skmesh_policy_denials_total{reason=\"unparsed\",enforcer=\"tc\"} %llu\n"
+		    "skmesh_policy_denials_total{reason=\"spoofed_source\",enforcer=\"tc\"} %llu\n",
 		    (unsigned long long)tot[SKM_STAT_POLICY_DENY],
 		    (unsigned long long)tot[SKM_STAT_PLAIN_DENY],
-		    (unsigned long long)tot[SKM_STAT_TUNNEL_PORT_DENY]);
+		    (unsigned long long)tot[SKM_STAT_TUNNEL_PORT_DENY],
+		    (unsigned long long)tot[SKM_STAT_TC_DENY],
+		    (unsigned long long)tot[SKM_STAT_UNPARSED_DROP],
+		    (unsigned long long)tot[SKM_STAT_SPOOF_DROP]);
 	if (a->tun_stats_fd >= 0) {
 		__u32 k = SKM_TUN_IN_DENIED;
 		uint64_t d = 0;
@@ -303,6 +309,45 @@ static void kernel_stats(struct admin *a, struct sbuf *b, const uint64_t *open_b
 	for (int i = 0; i < SKM_STAT__MAX; i++)
 		sbuf_printf(b, "skmesh_datapath_events_total{event=\"%s\"} %llu\n", names[i],
 			    (unsigned long long)tot[i]);
+}
+
+struct share_arg {
+	struct admin *a;
+	struct sbuf *b;
+	int pass;	/* 0: connection records, 1: close events */
+};
+
+static int share_line(const void *key, const void *val, void *arg)
+{
+	const struct skm_pod_share *ps = val;
+	struct share_arg *sa = arg;
+	struct skm_name_key nk = { .kind = SKM_NAME_WORKLOAD, .id = *(const __u32 *)key };
+	struct skm_name_val nv = {};
+	uint64_t n = sa->pass ? ps->events_refused : ps->conns_refused;
+
+	if (!n)
+		return 0;
+	if (!nk.id || bpf_map_lookup_elem(bpf_map__fd(sa->a->l->skel->maps.skm_names), &nk, &nv))
+		snprintf(nv.name, sizeof(nv.name), "%s", nk.id ? "unknown" : "none");
+	sbuf_printf(sa->b, "skmesh_pod_share_refused_total{namespace=\"%s\",workload=\"%s\","
+		    "table=\"%s\"} %llu\n", nv.ns, nv.name,
+		    sa->pass ? "events" : "connections", (unsigned long long)n);
+	return 0;
+}
+
+/* The pods that went over their share of the node-wide tables
+ * (skm_pod_share), and what they were refused. */
+static void share_stats(struct admin *a, struct sbuf *b)
+{
+	struct share_arg sa = { .a = a, .b = b };
+
+	sbuf_printf(b, "# HELP skmesh_pod_share_refused_total What a local pod was refused "
+		    "over its share of the node's tables: connection records (--conns-per-pod) "
+		    "and close events (--events-per-pod).\n"
+		    "# TYPE skmesh_pod_share_refused_total counter\n");
+	for (sa.pass = 0; sa.pass < 2; sa.pass++)
+		map_batch_each(bpf_map__fd(a->l->skel->maps.skm_pod_share), sizeof(__u32),
+			       sizeof(struct skm_pod_share), 256, share_line, &sa);
 }
 
 static void tunnel_stats(struct admin *a, struct sbuf *b)
@@ -478,6 +523,7 @@ static void render_metrics(struct admin *a, struct sbuf *b)
 	metrics_render_own(a->m, b);
 	if (loaded) {
 		kernel_stats(a, b, la.open_by_path);
+		share_stats(a, b);
 		map_fill(a, b);
 	}
 	tunnel_stats(a, b);
@@ -998,6 +1044,17 @@ void admin_set_loader(struct admin *a, struct loader *l)
 {
 	if (!a)
 		return;
+	/* The listeners were made before the data path knew meshd's
+	 * cgroup: they are marked meshd's now, so the scrapes they accept
+	 * are not taken for the node's workloads' connections. */
+	for (int ep = 0; l && ep < 3; ep++) {
+		const union MHD_DaemonInfo *di = a->d[ep] ?
+			MHD_get_daemon_info(a->d[ep], MHD_DAEMON_INFO_LISTEN_FD) : NULL;
+
+		if (di && loader_own_socket(l, di->listen_fd))
+			pr_warn("cannot mark the admin listener as meshd's: %s\n",
+				strerror(errno));
+	}
 	pthread_rwlock_wrlock(&a->l_lock);
 	pthread_mutex_lock(&a->lock);
 	a->l = l;

@@ -89,12 +89,13 @@ static void handle_deny(struct events *ev, const struct skm_conn_event *e,
 {
 	const struct skm_conn *c = &e->conn;
 	int plain = !!(c->flags & SKM_CONN_PLAINTEXT);
+	int at_tc = plain || (c->flags & SKM_CONN_TC_JUDGED);
 	char ts[64], ip[INET_ADDRSTRLEN], why[200];
 	json_t *o;
 
 	/* TC sees every retransmission of a dropped SYN: one connection
 	 * attempt is counted and logged once */
-	if (plain) {
+	if (at_tc) {
 		uint64_t h = ((uint64_t)c->tuple.sip << 32 | c->tuple.dip) ^
 			     ((uint64_t)c->tuple.sport << 16 | c->tuple.dport) * 0x9e3779b97f4a7c15ULL;
 		struct deny_seen *d = &ev->denied[(h >> 32) % EVENTS_DENY_SLOTS];
@@ -111,14 +112,16 @@ static void handle_deny(struct events *ev, const struct skm_conn_event *e,
 	}
 	if (ev->metrics)
 		metrics_conn_denied(ev->metrics, cfg, c);
-	if (!alog_admit(ev->alog))
+	/* a source's denials count in its own share of the log (a pod
+	 * hammering a port it may not reach floods only its own lines) */
+	if (!alog_admit_for(ev->alog, c->tuple.sip))
 		return;
 	o = json_object();
 	if (!o)
 		return;
 	json_object_set_new(o, "time", json_string(log_time_now(ts, sizeof(ts))));
 	json_object_set_new(o, "event", json_string("deny"));
-	json_object_set_new(o, "enforcer", json_string(plain ? "tc" : "connect"));
+	json_object_set_new(o, "enforcer", json_string(at_tc ? "tc" : "connect"));
 	if (c->tuple.sport) {
 		put_addr(o, "src", c->tuple.sip, (__u16)c->tuple.sport);
 	} else {
@@ -163,7 +166,7 @@ static int handle_event(void *ctx, void *data, size_t size)
 	}
 	if (ev->metrics)
 		metrics_conn_closed(ev->metrics, ev->mx_cache, cfg, c);
-	if (!alog_admit(ev->alog))
+	if (!alog_admit_for(ev->alog, c->owner_id))
 		return 0;
 	o = json_object();
 	if (!o)

@@ -136,7 +136,89 @@ static int attach_cgroup_link(struct loader *l, struct bpf_program *prog,
 	return 0;
 }
 
-int loader_open(struct loader *l, const char *pin_root, const char *cgroup)
+/* The cgroup v2 id of this process's cgroup in *ID: the inode number of
+ * its folder (/proc/self/cgroup's "0::PATH" under the cgroup2 mount),
+ * checked to hold this process, so that a mount rooted elsewhere than
+ * our cgroup namespace (a host's cgroup folder mounted into a container)
+ * is not mistaken for it. */
+static int self_cgroup_id(uint64_t *id)
+{
+	char root[PATH_MAX], line[PATH_MAX], path[2 * PATH_MAX + 16];
+	int rc = -ENOENT, found = 0;
+	struct stat st;
+	long pid = (long)getpid();
+	FILE *f;
+
+	if (cgroup2_default_root(root, sizeof(root)))
+		return -ENOENT;
+	f = fopen("/proc/self/cgroup", "r");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3))
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		snprintf(path, sizeof(path), "%s%s", root, line + 3);
+		found = 1;
+		break;
+	}
+	fclose(f);
+	if (!found)
+		return -ENOENT;
+	if (stat(path, &st))
+		return -errno;
+	snprintf(path + strlen(path), sizeof(path) - strlen(path), "/cgroup.procs");
+	f = fopen(path, "r");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (strtol(line, NULL, 10) == pid) {
+			rc = 0;
+			break;
+		}
+	fclose(f);
+	if (!rc)
+		*id = st.st_ino;
+	return rc;
+}
+
+int loader_own_socket(struct loader *l, int fd)
+{
+	struct skm_owned owned = { .owned = 1 };
+
+	if (!l || !l->skel)
+		return -EINVAL;
+	if (bpf_map_update_elem(bpf_map__fd(l->skel->maps.skm_owned), &fd, &owned, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+static int write_config(struct loader *l, const struct loader_limits *lim)
+{
+	struct skm_config cfg = {
+		.conns_per_pod = lim ? lim->conns_per_pod : SKM_DEFAULT_CONNS_PER_POD,
+		.events_per_pod = lim ? lim->events_per_pod : SKM_DEFAULT_EVENTS_PER_POD,
+	};
+	__u32 zero = 0;
+	int err = self_cgroup_id(&l->self_cgroup_id);
+
+	if (err) {
+		pr_warn("cannot tell meshd's own cgroup (/proc/self/cgroup under the cgroup2 "
+			"mount of /proc/self/mounts): %s; run meshd in the host's cgroup "
+			"namespace with the cgroup2 file system mounted\n", strerror(-err));
+		return err;
+	}
+	cfg.meshd_cgroup_id = l->self_cgroup_id;
+	if (bpf_map_update_elem(bpf_map__fd(l->skel->maps.skm_config), &zero, &cfg, BPF_ANY)) {
+		err = -errno;
+		pr_warn("cannot write skm_config: %s\n", strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+int loader_open(struct loader *l, const char *pin_root, const char *cgroup,
+		const struct loader_limits *lim)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts);
 	char links[PATH_MAX];
@@ -186,6 +268,11 @@ int loader_open(struct loader *l, const char *pin_root, const char *cgroup)
 		goto out_destroy;
 	}
 
+	/* Before any program runs: which sockets are meshd's. */
+	err = write_config(l, lim);
+	if (err)
+		goto out_destroy;
+
 	/* sk_msg first: a socket takes the map's programs when it is added,
 	 * so the verdict program must be there before sockops adds any. */
 	err = bpf_prog_attach(bpf_program__fd(l->skel->progs.skm_sk_msg),
@@ -197,7 +284,9 @@ int loader_open(struct loader *l, const char *pin_root, const char *cgroup)
 		goto out_destroy;
 	}
 
-	err = attach_cgroup_link(l, l->skel->progs.skm_connect4, "connect4");
+	err = attach_cgroup_link(l, l->skel->progs.skm_sock_create, "sock_create");
+	if (!err)
+		err = attach_cgroup_link(l, l->skel->progs.skm_connect4, "connect4");
 	if (!err)
 		err = attach_cgroup_link(l, l->skel->progs.skm_getpeername4, "getpeername4");
 	if (!err)

@@ -20,6 +20,7 @@ struct loader {
 	char pin_root[2048];
 	int cgroup_fd;
 	uint64_t cgroup_id;
+	uint64_t self_cgroup_id;	/* meshd's own (skm_config) */
 	int reused_links;	/* links found pinned and updated in place */
 	void *rc_state;		/* reconcile's memory between calls */
 	/* revoke.bpf.c, loaded when first needed (revoke.c) */
@@ -28,12 +29,27 @@ struct loader {
 	int revoke_off;		/* the kernel refused it: not tried again */
 };
 
-int loader_open(struct loader *l, const char *pin_root, const char *cgroup);
+/* What the programs are told (struct skm_config) besides meshd's own
+ * cgroup, which loader_open finds itself. */
+struct loader_limits {
+	unsigned int conns_per_pod;	/* 0: no share */
+	unsigned int events_per_pod;	/* per second; 0: no share */
+};
+
+/* Loads the programs, tells them LIM and meshd's cgroup (whose TCP
+ * sockets may pass for meshd's, see skm_owned), then attaches them to
+ * the cgroup folder CGROUP. */
+int loader_open(struct loader *l, const char *pin_root, const char *cgroup,
+		const struct loader_limits *lim);
 void loader_close(struct loader *l);
 
 /* Attaches the TC counters to the node-side veth IFINDEX (replacing ours
  * if present); detach removes only our filters. */
 int loader_tc_attach(struct loader *l, int ifindex);
+
+/* Marks the socket FD as meshd's (skm_owned), for one made before the
+ * data path was attached. */
+int loader_own_socket(struct loader *l, int fd);
 int loader_tc_detach(int ifindex);
 
 /* Detaches every program skmesh attached and unpins everything under

@@ -34,6 +34,9 @@
 #include "skmesh.skel.h"
 #include "tunnel.h"
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 struct opts {
 	const char *config;
 	const char *node;
@@ -46,6 +49,8 @@ struct opts {
 	const char *access_log;
 	unsigned int access_log_rate;
 	int access_log_rate_set;
+	unsigned int access_log_pod_rate;
+	struct loader_limits limits;
 	const char *ca_dir;
 	const char *trust_domain;
 	const char *cert_dir;
@@ -79,6 +84,12 @@ static void usage(FILE *f)
 "  --access-log PATH  one JSON line per closed connection (default: stdout)\n"
 "  --access-log-rate N  at most N access-log lines a second (5000; 0: no\n"
 "                     limit); the rest are counted and reported\n"
+"  --access-log-pod-rate N  at most N of those lines a second for one local pod\n"
+"                     (or one source of denied connections): 1000; 0: no share\n"
+"  --conns-per-pod N  live connection records one local pod may hold in the\n"
+"                     node's table (" STR(SKM_DEFAULT_CONNS_PER_POD) " of " STR(SKM_MAX_CONNS) "; 0: no share)\n"
+"  --events-per-pod N  close events a second one local pod may send to meshd\n"
+"                     (" STR(SKM_DEFAULT_EVENTS_PER_POD) "; 0: no share); the rest are counted per pod\n"
 "  --ca-dir DIR       mesh CA (meshctl ca init): turns on the HBONE tunnel\n"
 "                     for cross-node traffic between meshed pods\n"
 "  --cert-dir DIR     write the issued workload certificates there (0600 keys)\n"
@@ -128,6 +139,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "ca-dir", required_argument, NULL, 'A' },
 		{ "trust-domain", required_argument, NULL, 'W' },
 		{ "access-log-rate", required_argument, NULL, 'R' },
+		{ "conns-per-pod", required_argument, NULL, 'P' },
+		{ "access-log-pod-rate", required_argument, NULL, 'Q' },
+		{ "events-per-pod", required_argument, NULL, 'E' },
 		{ "cert-dir", required_argument, NULL, 'K' },
 		{ "drain-timeout", required_argument, NULL, 'D' },
 		{ "cert-lifetime", required_argument, NULL, 'T' },
@@ -140,6 +154,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	int c;
 
 	o->drain_s = -1;
+	o->access_log_pod_rate = 1000;
+	o->limits.conns_per_pod = SKM_DEFAULT_CONNS_PER_POD;
+	o->limits.events_per_pod = SKM_DEFAULT_EVENTS_PER_POD;
 	while ((c = getopt_long(argc, argv, "c:n:g:b:a:l:vh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': o->config = optarg; break;
@@ -163,6 +180,30 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				return -EINVAL;
 			o->access_log_rate = (unsigned int)v;
 			o->access_log_rate_set = 1;
+			break;
+		}
+		case 'Q': {
+			int v;
+
+			if (int_arg("--access-log-pod-rate", optarg, 0, 10000000, &v))
+				return -EINVAL;
+			o->access_log_pod_rate = (unsigned int)v;
+			break;
+		}
+		case 'P': {
+			int v;
+
+			if (int_arg("--conns-per-pod", optarg, 0, SKM_MAX_CONNS, &v))
+				return -EINVAL;
+			o->limits.conns_per_pod = (unsigned int)v;
+			break;
+		}
+		case 'E': {
+			int v;
+
+			if (int_arg("--events-per-pod", optarg, 0, 10000000, &v))
+				return -EINVAL;
+			o->limits.events_per_pod = (unsigned int)v;
 			break;
 		}
 		case 'K': o->cert_dir = optarg; break;
@@ -415,6 +456,8 @@ static int run(const struct opts *o)
 	}
 
 	alog_init(&al, alog, o->access_log_rate);
+	if (alog_set_share(&al, o->access_log_pod_rate))
+		goto out_log;
 	ao.cgroup = o->cgroup ? o->cgroup : cgroot;
 	/* Served from before the data path is touched (ready once the config
 	 * is applied), so that a port another process holds stops meshd
@@ -422,7 +465,7 @@ static int run(const struct opts *o)
 	if (admin_start(&ao, &mx, &al, &adm))
 		goto out_log;
 	admin_set_ready(adm, 0, "loading the data path");
-	err = loader_open(&l, o->bpffs, o->cgroup ? o->cgroup : cgroot);
+	err = loader_open(&l, o->bpffs, o->cgroup ? o->cgroup : cgroot, &o->limits);
 	if (err)
 		goto out_log;
 	admin_set_loader(adm, &l);

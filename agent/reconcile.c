@@ -1009,6 +1009,40 @@ int pod_ifindex(uint32_t ip, char *ifname, size_t len)
 	return rc;
 }
 
+/* Forgets the share (skm_pod_share) of each pod that is no longer a
+ * local workload: the kernel makes an entry at a pod's first connection,
+ * and nothing else would ever take it out. WLS: the workloads just
+ * written. Entry 0 (no pod) stays. */
+static void forget_shares(struct loader *l, const struct want *wls)
+{
+	int fd = bpf_map__fd(l->skel->maps.skm_pod_share);
+	uint32_t *local = calloc(wls->n + 1, sizeof(*local));
+	size_t nlocal = 0;
+	__u32 key, next;
+	int more;
+
+	if (!local)
+		return;
+	for (size_t i = 0; i < wls->n; i++) {
+		const struct skm_wl_val *v = (const struct skm_wl_val *)wls->vals + i;
+
+		if (v->flags & SKM_WL_LOCAL)
+			local[nlocal++] = v->wl_id;
+	}
+	more = bpf_map_get_next_key(fd, NULL, &key) == 0;
+	while (more) {
+		int keep = key == 0;
+
+		more = bpf_map_get_next_key(fd, &key, &next) == 0;
+		for (size_t i = 0; i < nlocal && !keep; i++)
+			keep = local[i] == key;
+		if (!keep)
+			bpf_map_delete_elem(fd, &key);
+		key = next;
+	}
+	free(local);
+}
+
 static int sync_devs(struct loader *l, const struct config *cfg, const char *node,
 		     struct id_table *ids, struct reconcile_stats *st)
 {
@@ -1669,6 +1703,7 @@ int reconcile(struct loader *l, const struct config *cfg, const char *node,
 		pr_warn("cannot write skm_devs: %s\n", strerror(-err));
 		goto out;
 	}
+	forget_shares(l, &wls);
 	/* Names last: meshctl may briefly show an id without a name, never
 	 * a name for the wrong id. */
 	err = sync_map(names_fd, &names, &rs->names, st);

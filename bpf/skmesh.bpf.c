@@ -14,6 +14,24 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Notes the TCP sockets that meshd's tasks make (skm_owned): only those
+ * may pass for meshd's with its marks. Runs in the creating task. */
+SEC("cgroup/sock_create")
+int skm_sock_create(struct bpf_sock *sk)
+{
+	struct skm_owned owned = { .owned = 1 };
+	struct skm_config *cfg;
+
+	if (sk->family != AF_INET || sk->protocol != IPPROTO_TCP)
+		return 1;
+	cfg = config_get();
+	if (!cfg || !cfg->meshd_cgroup_id ||
+	    bpf_get_current_cgroup_id() != cfg->meshd_cgroup_id)
+		return 1;
+	bpf_sk_storage_get(&skm_owned, sk, &owned, BPF_SK_STORAGE_GET_F_CREATE);
+	return 1;
+}
+
 SEC("cgroup/connect4")
 int skm_connect4(struct bpf_sock_addr *ctx)
 {
@@ -25,7 +43,7 @@ int skm_connect4(struct bpf_sock_addr *ctx)
 	__u16 port;
 
 	/* meshd dials the real destinations itself, judged already. */
-	if (is_meshd_sk(ctx->sk) || is_upstream_sk(ctx->sk)) {
+	if (meshd_sk_mark(ctx->sk)) {
 		stat_inc(SKM_STAT_MESHD_CONNECT);
 		return 1;
 	}
@@ -83,7 +101,7 @@ int skm_sockops(struct bpf_sock_ops *skops)
 {
 	struct skm_conn *c;
 	__u64 cookie;
-	__u32 state;
+	__u32 state, mark;
 	int active;
 
 	if (skops->family != AF_INET)
@@ -93,7 +111,8 @@ int skm_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		active = skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
-		if (is_meshd_sk(skops->sk) || (active && is_upstream_sk(skops->sk)))
+		mark = meshd_sk_mark(skops->sk);
+		if (mark == SKM_MESHD_MARK || (active && mark == SKM_UPSTREAM_MARK))
 			meshd_sock_open(skops, active);
 		else
 			conn_open(skops, active);
@@ -107,7 +126,7 @@ int skm_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		state = skops->args[1];
-		if (is_meshd_sk(skops->sk)) {
+		if (meshd_sk_mark(skops->sk) == SKM_MESHD_MARK) {
 			if (state == BPF_TCP_CLOSE)
 				outbound_close(skops);
 		} else if (state == BPF_TCP_CLOSE) {
@@ -235,12 +254,16 @@ static __always_inline void dev_count(struct __sk_buff *skb, int to_pod)
 	}
 }
 
-/* TC ingress of the node-side veth: what the pod sends. */
+/* TC ingress of the node-side veth: what the pod sends, from its own
+ * address only. */
 SEC("tc")
 int skm_tc_from_pod(struct __sk_buff *skb)
 {
-	dev_count(skb, 0);
-	return TC_ACT_OK;
+	int act = policy_from_pod(skb);
+
+	if (act == TC_ACT_OK)
+		dev_count(skb, 0);
+	return act;
 }
 
 /* TC egress of the node-side veth: what is delivered to the pod, where

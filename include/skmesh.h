@@ -49,7 +49,11 @@
  * connect4 neither balances, captures nor judges them; sockops keeps no
  * connection record for them (meshd reports its tunnel itself). The
  * pod<->meshd legs are not accelerated (see sock_accel in
- * bpf/lib/conn.bpf.h). Sockets meshd accepts carry its listener's mark. */
+ * bpf/lib/conn.bpf.h). Sockets meshd accepts carry its listener's mark.
+ * A mark alone proves nothing (a pod with CAP_NET_RAW sets any mark): a
+ * socket counts as meshd's only when it also was created by a task of
+ * meshd's cgroup (skm_config.meshd_cgroup_id), which cgroup/sock_create
+ * notes in skm_owned. */
 #define SKM_MESHD_MARK		0x539
 
 /* SO_MARK of meshd's upstream sockets, the ones it dials to a local pod's
@@ -68,6 +72,39 @@
 #define SKM_UPSTREAM_RULE_PRIO	32764
 
 #define SKM_MAX_OUTBOUND	65536
+
+/* skm_config: one entry (key 0) that meshd writes at start; the kernel
+ * programs read it. */
+struct skm_config {
+	__u64 meshd_cgroup_id;	/* sockets made by tasks of this cgroup may
+				 * carry meshd's marks (see skm_owned) */
+	__u32 conns_per_pod;	/* live records (skm_conns) one local pod may
+				 * hold; 0: no share (the table's size) */
+	__u32 events_per_pod;	/* close events per second one local pod may
+				 * send on skm_events (burst: one second's
+				 * worth); 0: no share */
+};
+
+/* skm_owned: socket storage (cloned to accepted sockets) set by
+ * cgroup/sock_create on every TCP socket a task of meshd's cgroup makes. */
+struct skm_owned {
+	__u32 owned;		/* 1 */
+};
+
+/* skm_pod_share: local pod (wl_id of the socket's local address; 0: an
+ * address that is no local pod) -> its use of the node-wide tables, so
+ * one pod cannot fill them for all. */
+struct skm_pod_share {
+	__u32 conns;		/* live records it holds in skm_conns */
+	__u32 pad;
+	__u64 ev_tat_ns;	/* close events: the theoretical arrival time
+				 * of a rate limiter (GCRA) */
+	__u64 conns_refused;	/* records not made: over its share */
+	__u64 events_refused;	/* close events not sent: over its share */
+};
+
+#define SKM_DEFAULT_CONNS_PER_POD	32768	/* of SKM_MAX_CONNS */
+#define SKM_DEFAULT_EVENTS_PER_POD	5000	/* per second */
 #define SKM_MAX_REVOKE		65536	/* sockets closed by one policy change, per batch */
 
 /* Same-node acceleration: what a peer may hold unread in its ingress
@@ -245,6 +282,11 @@ struct skm_sock_key {
 					 * skm_events as a close event */
 #define SKM_CONN_PLAINTEXT	(1U << 7)	/* with DENIED: a plaintext SYN TC
 					 * dropped at the pod's veth */
+#define SKM_CONN_TC_JUDGED	(1U << 9)	/* with DENIED, not PLAINTEXT: a SYN
+					 * from a local pod's veth TC dropped,
+					 * judged with that pod's identity */
+#define SKM_CONN_SHARED		(1U << 8)	/* counted in its owner's share
+					 * (skm_pod_share) */
 
 struct skm_conn {
 	struct skm_sock_key tuple;
@@ -268,7 +310,8 @@ struct skm_conn {
 	__u32 total_retrans;
 	__u32 srtt_us;		/* smoothed RTT in microseconds */
 	__u32 state;		/* TCP state (BPF_TCP_*) */
-	__u32 pad2;
+	__u32 owner_id;		/* the local pod whose share it counts in
+				 * (skm_pod_share), 0: none */
 	/* TCP's bytes_acked/bytes_received count the SYN and FIN too:
 	 * their values at ESTABLISHED are subtracted, and the FINs by the
 	 * SKM_CONN_FIN_* flags. */
@@ -330,6 +373,18 @@ enum skm_stat {
 					 * of the writer it had not read yet */
 	SKM_STAT_POLICY_REVOKED,	/* established connections closed (RST)
 					 * because a policy change denies them */
+	SKM_STAT_TC_ALLOW,		/* SYNs from a local pod's veth to an
+					 * enforced pod that TC allowed */
+	SKM_STAT_TC_DENY,		/* ... and dropped (whatever connect4 saw:
+					 * DNAT after connect, forged marks) */
+	SKM_STAT_SPOOF_DROP,		/* packets from a pod's veth whose source
+					 * address is not the pod's */
+	SKM_STAT_UNPARSED_DROP,		/* TCP to an enforced pod TC cannot judge:
+					 * fragments, IP options, short headers */
+	SKM_STAT_CONN_POD_SHARE,	/* records not made: the pod's share of
+					 * skm_conns was used up */
+	SKM_STAT_EVENT_POD_SHARE,	/* close events not sent: over the pod's
+					 * rate */
 	SKM_STAT__MAX,
 };
 
@@ -341,7 +396,9 @@ enum skm_stat {
 	"event_drop", "policy_allow", "policy_deny", "policy_unknown_src",	\
 	"plain_allow", "plain_deny",		\
 	"capture", "capture_no_listener", "meshd_connect", "hbone_syn",	\
-	"tunnel_port_deny", "deny_event_skipped", "msg_held", "policy_revoked" }
+	"tunnel_port_deny", "deny_event_skipped", "msg_held", "policy_revoked",	\
+	"tc_allow", "tc_deny", "spoof_drop", "unparsed_drop",	\
+	"conn_pod_share", "event_pod_share" }
 
 /* skm_dev_stats: per-CPU packet/byte counters of a pod-facing interface,
  * keyed by ifindex of the node-side veth. "in" is what the pod sent
@@ -458,6 +515,9 @@ struct skm_tun_bytes {
 #define SKM_MAP_PLAIN		"skm_plain"
 #define SKM_MAP_OUTBOUND	"skm_outbound"
 #define SKM_MAP_MESHD_LEGS	"skm_meshd_legs"
+#define SKM_MAP_CONFIG		"skm_config"
+#define SKM_MAP_OWNED		"skm_owned"
+#define SKM_MAP_POD_SHARE	"skm_pod_share"
 #define SKM_MAX_NAMES		(SKM_MAX_WORKLOADS + SKM_MAX_SERVICES)
 
 #endif /* SKMESH_H */

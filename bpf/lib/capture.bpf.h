@@ -16,14 +16,35 @@
 
 #include "lib/maps.bpf.h"
 
-static __always_inline int is_meshd_sk(struct bpf_sock *sk)
+/* 1 when SK was made by a task of meshd's cgroup (or accepted by such a
+ * socket): see skm_owned. */
+static __always_inline int is_owned_sk(struct bpf_sock *sk)
 {
-	return sk && sk->mark == SKM_MESHD_MARK;
+	return sk && bpf_sk_storage_get(&skm_owned, sk, 0, 0);
 }
 
-/* meshd's upstream socket to a local app (active), or the app's end of it
- * (passive: accepted sockets take the SYN's mark in meshed pods). */
-static __always_inline int is_upstream_sk(struct bpf_sock *sk)
+/* SKM_MESHD_MARK for meshd's own socket, SKM_UPSTREAM_MARK for its
+ * upstream socket to a local app (the active end), 0 for any other: the
+ * mark, and made by meshd (a pod can set a mark, not the cgroup its
+ * sockets are made in). */
+static __always_inline __u32 meshd_sk_mark(struct bpf_sock *sk)
+{
+	__u32 mark;
+
+	if (!sk)
+		return 0;
+	mark = sk->mark;
+	if (mark != SKM_MESHD_MARK && mark != SKM_UPSTREAM_MARK)
+		return 0;
+	return is_owned_sk(sk) ? mark : 0;
+}
+
+/* The app's end of meshd's upstream leg (passive: accepted sockets take
+ * the SYN's mark in meshed pods). Only a socket of the pod's own network
+ * namespace can send a SYN with a mark (marks are cleared between
+ * namespaces), so a forged one only relabels the pod's own loopback
+ * connections. */
+static __always_inline int is_upstream_peer_sk(struct bpf_sock *sk)
 {
 	return sk && sk->mark == SKM_UPSTREAM_MARK;
 }

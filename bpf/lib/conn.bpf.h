@@ -119,6 +119,96 @@ static __always_inline void conn_pair(struct skm_conn *c, __u64 cookie)
 		pc->peer_cookie = cookie;
 }
 
+/* The local pod whose share of the node-wide tables a record of C counts
+ * in: the pod that opened the connection when it is one of this node's
+ * (so a pod flooding a neighbour uses up its own share, not the
+ * neighbour's), else the local end's pod; 0: no pod. */
+static __always_inline __u32 share_owner(const struct skm_conn *c, int active)
+{
+	struct skm_wl_val *w;
+	__u32 ip;
+
+	if (!active) {
+		ip = c->tuple.dip;
+		w = bpf_map_lookup_elem(&skm_workloads, &ip);
+		if (w && (w->flags & SKM_WL_LOCAL))
+			return w->wl_id;
+	}
+	ip = c->tuple.sip;
+	w = bpf_map_lookup_elem(&skm_workloads, &ip);
+	return w && (w->flags & SKM_WL_LOCAL) ? w->wl_id : 0;
+}
+
+static __always_inline struct skm_pod_share *share_of(__u32 owner)
+{
+	struct skm_pod_share *ps, zero = {};
+
+	ps = bpf_map_lookup_elem(&skm_pod_share, &owner);
+	if (ps)
+		return ps;
+	bpf_map_update_elem(&skm_pod_share, &owner, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&skm_pod_share, &owner);
+}
+
+/* 1: OWNER may hold one more live record, now counted (C is flagged
+ * SKM_CONN_SHARED); 0: its share (skm_config.conns_per_pod) is used up.
+ * Without a share entry (its map full) the record is made uncounted. */
+static __always_inline int share_take_conn(struct skm_conn *c, __u32 owner)
+{
+	struct skm_config *cfg = config_get();
+	struct skm_pod_share *ps = share_of(owner);
+	__u32 limit = cfg ? cfg->conns_per_pod : 0;
+
+	c->owner_id = owner;
+	if (!ps)
+		return 1;
+	if (limit && ps->conns >= limit) {
+		__sync_fetch_and_add(&ps->conns_refused, 1);
+		stat_inc(SKM_STAT_CONN_POD_SHARE);
+		return 0;
+	}
+	__sync_fetch_and_add(&ps->conns, 1);
+	c->flags |= SKM_CONN_SHARED;
+	return 1;
+}
+
+static __always_inline void share_put_conn(const struct skm_conn *c)
+{
+	struct skm_pod_share *ps;
+	__u32 owner = c->owner_id;
+
+	if (!(c->flags & SKM_CONN_SHARED))
+		return;
+	ps = bpf_map_lookup_elem(&skm_pod_share, &owner);
+	if (ps && ps->conns)
+		__sync_fetch_and_sub(&ps->conns, 1);
+}
+
+/* 1: the close event of a record of OWNER may go on skm_events: at most
+ * skm_config.events_per_pod a second, a second's worth at once (GCRA). */
+static __always_inline int share_take_event(__u32 owner)
+{
+	struct skm_config *cfg = config_get();
+	struct skm_pod_share *ps;
+	__u64 now, tat, step;
+
+	if (!cfg || !cfg->events_per_pod)
+		return 1;
+	ps = bpf_map_lookup_elem(&skm_pod_share, &owner);
+	if (!ps)
+		return 1;
+	now = bpf_ktime_get_ns();
+	step = 1000000000ULL / cfg->events_per_pod;
+	tat = ps->ev_tat_ns > now ? ps->ev_tat_ns : now;
+	if (tat - now >= 1000000000ULL) {
+		__sync_fetch_and_add(&ps->events_refused, 1);
+		stat_inc(SKM_STAT_EVENT_POD_SHARE);
+		return 0;
+	}
+	ps->ev_tat_ns = tat + step;
+	return 1;
+}
+
 static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
@@ -151,7 +241,7 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 		}
 		if (c.tuple.dport == SKM_PORT_OUTBOUND && !(c.flags & SKM_CONN_TUNNEL))
 			outbound_forget(&c.tuple);
-	} else if (is_upstream_sk(skops->sk)) {
+	} else if (is_upstream_peer_sk(skops->sk)) {
 		/* reached by meshd's upstream leg from the client's address */
 		c.flags |= SKM_CONN_TUNNEL;
 	} else if (c.tuple.sip == c.tuple.dip) {
@@ -166,6 +256,10 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 		}
 	}
 
+	/* Over its pod's share: no record, and so no acceleration (whose
+	 * pairing lives in the record) either. */
+	if (!share_take_conn(&c, share_owner(&c, active)))
+		return;
 	if (!(c.flags & SKM_CONN_TUNNEL) && sock_accel(skops, &c.tuple))
 		c.flags |= SKM_CONN_ACCEL;
 	conn_refresh(skops, &c);
@@ -186,6 +280,7 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 
 	if (bpf_map_update_elem(&skm_conns, &cookie, &c, BPF_NOEXIST)) {
 		stat_inc(SKM_STAT_CONN_TABLE_FULL);
+		share_put_conn(&c);
 		return;
 	}
 	stat_inc(SKM_STAT_CONN_OPEN);
@@ -299,7 +394,12 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 		__sync_fetch_and_add(&c->rx_bytes, tcp_app_rcvd(skops, c));
 	c->state = BPF_TCP_CLOSE;
 
-	ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
+	ev = NULL;
+	if (share_take_event(c->owner_id)) {
+		ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
+		if (!ev)
+			stat_inc(SKM_STAT_EVENT_DROP);
+	}
 	if (ev) {
 		ev->cookie = cookie;
 		ev->end_ns = bpf_ktime_get_ns();
@@ -307,9 +407,8 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 		ev->prev_state = prev;
 		ev->reason_id = 0;
 		events_submit(ev);
-	} else {
-		stat_inc(SKM_STAT_EVENT_DROP);
 	}
+	share_put_conn(c);
 	if (c->flags & SKM_CONN_ACCEL)
 		bpf_map_delete_elem(&skm_socks, &c->tuple);
 	bpf_map_delete_elem(&skm_conns, &cookie);

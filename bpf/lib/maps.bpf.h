@@ -178,4 +178,39 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_plain SEC(".maps");
 
+/* key 0 -> what meshd tells the programs (struct skm_config) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct skm_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_config SEC(".maps");
+
+/* socket -> made by meshd's cgroup (cloned to the sockets it accepts) */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct skm_owned);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_owned SEC(".maps");
+
+/* local pod (wl_id, 0: no pod) -> its use of skm_conns and skm_events */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SKM_MAX_WORKLOADS + 1);
+	__type(key, __u32);
+	__type(value, struct skm_pod_share);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skm_pod_share SEC(".maps");
+
+static __always_inline struct skm_config *config_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&skm_config, &zero);
+}
+
 #endif /* SKM_MAPS_BPF_H */

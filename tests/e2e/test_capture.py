@@ -286,14 +286,15 @@ def body(t, topo):
         ("same-node pod", "%s:7000" % n1p2.ip, (), "%s:7000" % n1p2.ip),
         ("address outside the mesh (n2p2)", "%s:9000" % n2p2.ip, (), "%s:9000" % n2p2.ip),
         ("remote pod's HBONE port", "%s:15008" % n2p1.ip, (), "%s:15008" % n2p1.ip),
-        ("socket with meshd's mark", "%s:8080" % n2p1.ip, ("--mark", MARK),
-         "%s:8080" % n2p1.ip),
+        ("meshd's socket (its mark, made in its cgroup)", "%s:8080" % n2p1.ip,
+         ("--mark", MARK), "%s:8080" % n2p1.ip),
         ("the pod's own 15001, dialled directly", "%s:15001" % n1p1.ip, (),
          "%s:15001" % n1p1.ip),
     ]
     for name, to, extra, want in cases:
         c0 = tap.counters(topo, 1)
-        cl, ev = client(to, *extra)
+        cl, ev = client(to, *extra, where=(topo.node_cgroup(1), n1p1.netns_path)
+                        if "--mark" in extra else n1p1)
         c1 = tap.counters(topo, 1)
         t.eq("not captured: %s: connected to %s itself" % (name, want),
              (ev.get("event"), ev.get("peer")), ("connected", want), ev)
@@ -312,13 +313,35 @@ def body(t, topo):
         send(cl, "close")
         cl.expect("event")
     c0 = tap.counters(topo, 1)
-    cl, ev = client("%s:80" % VIP, "--mark", MARK, "--timeout", 2)
+    cl, ev = client("%s:80" % VIP, "--mark", MARK, "--timeout", 2,
+                    where=(topo.node_cgroup(1), n1p1.netns_path))
     c1 = tap.counters(topo, 1)
-    t.eq("a socket with meshd's mark dialling the VIP is not load balanced",
+    t.eq("meshd's socket dialling the VIP is not load balanced",
          (ev.get("event"), c1["lb_connect"] - c0["lb_connect"],
           c1["capture"] - c0["capture"]), ("error", 0, 0), ev)
     t.eq("none of these reached the 15001 listener", ob.cmd("accept 0.5"),
          {"error": "timeout"})
+
+    # --- (c2) a pod's own socket that forges meshd's mark (SO_MARK needs
+    # only CAP_NET_RAW) is a pod's socket like any other: balanced,
+    # captured, recorded
+    for mark in (MARK, 0x53a):
+        c0 = tap.counters(topo, 1)
+        cl, ev = client("%s:80" % VIP, "--mark", mark, "--timeout", 2)
+        c1 = tap.counters(topo, 1)
+        t.eq("a pod socket forging mark %#x dialling the VIP: load balanced and "
+             "captured like any other, not taken for meshd's" % mark,
+             (ev.get("event"), c1["lb_connect"] - c0["lb_connect"],
+              c1["capture"] - c0["capture"], c1["meshd_connect"] - c0["meshd_connect"]),
+             ("connected", 1, 1, 0), ev)
+        acc = ob.cmd("accept 5")
+        t.eq("... it reached meshd's 15001 listener, which finds where it goes",
+             (acc.get("peer"), (outbound(topo, 1, ev["local"]) or {}).get("dst")),
+             (ev["local"], "%s:8080" % n2p1.ip),
+             lambda: str((acc, outbound(topo, 1, ev["local"]))))
+        ob.cmd("close %d" % acc["conn"])
+        send(cl, "close")
+        cl.expect("event")
 
     # --- (e) TC on the pod's veth: 15001/15006 only from the pod itself,
     # 15008 from anywhere

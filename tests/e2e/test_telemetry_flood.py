@@ -16,7 +16,8 @@ series and the totals still add up. With meshd stopped and the ring
 buffer over half full of close events, denials are skipped (counted)
 rather than take the room close events need.
 
-1 node x 3 pods, one meshd (--access-log-rate 2000, so the limit bites).
+1 node x 3 pods, one meshd (--access-log-rate 2000, so the limit bites;
+no per-pod shares, which test_pod_share.py covers).
 """
 import os
 import subprocess
@@ -58,8 +59,11 @@ def body(t, topo):
         "spec:\n  selector: {matchLabels: {app: %s}}\n  action: DENY\n"
         "  rules: [{from: [{source: {principals: [\"cluster.local/ns/default/sa/%s\"]}}],"
         " to: [{operation: {ports: [\"7001\"]}}]}]\n" % (p3.name, p1.name)))
+    # no per-pod shares: one pod floods, and this test is about the
+    # node-wide ring and log (test_pod_share.py is about the shares)
     h = topo.start_meshd(1, cfg, ["--access-log-rate", str(RATE),
-                                  "--metrics-max-series", "2"])
+                                  "--metrics-max-series", "2", "--events-per-pod", "0",
+                                  "--access-log-pod-rate", "0"])
     for p in (p2, p3):
         topo.podtool(p, "sink", "--port", 7000, "--timeout", 300).expect("listening")
 
