@@ -22,6 +22,9 @@
 #include "lib/conn.bpf.h"
 
 #define ETH_P_IP	0x0800
+#define ETH_P_IPV6	0x86DD
+#define NEXTHDR_UDP	17
+#define NEXTHDR_ICMPV6	58
 #define TC_ACT_SHOT	2
 #define IP_MF		0x2000
 #define IP_OFFSET	0x1fff
@@ -167,6 +170,44 @@ static __always_inline int policy_from_dev(struct __sk_buff *skb,
 	return *v && (*v)->allow;
 }
 
+/* IPv6 to a local pod: policy is IPv4's (Workloads have IPv4 addresses),
+ * so what could carry a connection to a pod that policy can deny (TCP, or
+ * an extension header that may hide it) is dropped rather than let past
+ * it; ICMPv6 (neighbour discovery) and UDP pass. The pod is the one
+ * behind this veth (skm_devs). */
+static __always_inline int policy_to_pod6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	__u32 ifindex = skb->ifindex;
+	struct skm_dev_val *dev;
+	struct skm_wl_val *dst;
+	__u32 ip;
+
+	dev = bpf_map_lookup_elem(&skm_devs, &ifindex);
+	if (!dev)
+		return TC_ACT_OK;
+	ip = dev->wl_ip;
+	dst = bpf_map_lookup_elem(&skm_workloads, &ip);
+	if (!dst || (dst->flags & WL_ENFORCED) != WL_ENFORCED)
+		return TC_ACT_OK;
+	if ((void *)(ip6 + 1) > end) {
+		if (bpf_skb_pull_data(skb, sizeof(struct ethhdr) + sizeof(*ip6)))
+			goto drop;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		ip6 = data + sizeof(struct ethhdr);
+		if ((void *)(ip6 + 1) > end)
+			goto drop;
+	}
+	if (ip6->nexthdr == NEXTHDR_ICMPV6 || ip6->nexthdr == NEXTHDR_UDP)
+		return TC_ACT_OK;
+drop:
+	stat_inc(SKM_STAT_UNPARSED_DROP);
+	return TC_ACT_SHOT;
+}
+
 /* TC_ACT_OK or TC_ACT_SHOT for a packet going to a local pod. Only the
  * first SYN of a TCP connection is judged: without it there is no
  * connection, and established ones were judged when they began. Every
@@ -195,7 +236,11 @@ static __always_inline int policy_to_pod(struct __sk_buff *skb)
 	__u32 saddr, daddr;
 	int ok;
 
-	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return policy_to_pod6(skb);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	iph = (void *)(eth + 1);
 	if ((void *)(iph + 1) > end) {

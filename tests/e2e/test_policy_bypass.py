@@ -24,7 +24,9 @@ Attacks (tests/tools/rawtcp.py):
 - raw SYNs from A that no connect() made;
 - fragments: a plaintext SYN split into two IP fragments to STRICT B;
 - IP options on a SYN to B;
-- a spoofed source: A sends a SYN from C's address, which B allows.
+- a spoofed source: A sends a SYN from C's address, which B allows;
+- IPv6: policy is IPv4's, so TCP over IPv6 to a pod with a policy is
+  dropped rather than let past it (ICMPv6 and UDP pass).
 
 TC on B's veth judges every SYN with the identity of the veth it came in
 on; TC on A's veth drops what A sends from an address not its own; what
@@ -203,6 +205,46 @@ def body(t, topo):
             delta(c0, stats(), "spoof_drop") >= 1)
     t.check("A's own traffic still flows: honest A -> B:8080 connects",
             connect(A, "%s:8080" % B.ip) == "OK")
+
+    # --- IPv6 (the topology turns it off: turned on here for B, C, L and
+    # the node, with static routes and neighbours)
+    v6 = {B: "fd00:99::2", C: "fd00:99::3", L: "fd00:99::4"}
+    node_ns = topo.node_ns(1)
+
+    def mac(ns, dev):
+        r = topo.run(["ip", "-n", ns, "-j", "link", "show", "dev", dev])
+        return json.loads(r.stdout)[0]["address"]
+
+    def sysctl(ns, *kv):
+        topo.run(["ip", "netns", "exec", ns, "sysctl", "-qw"] + list(kv))
+
+    sysctl(node_ns, "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.all.forwarding=1")
+    for p, addr in v6.items():
+        sysctl(node_ns, "net.ipv6.conf.%s.disable_ipv6=0" % p.host_veth)
+        sysctl(p.ns, "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.eth0.disable_ipv6=0")
+        topo.run(["ip", "-n", p.ns, "-6", "addr", "add", addr + "/128", "dev", "eth0",
+                  "nodad"])
+        topo.run(["ip", "-n", node_ns, "-6", "route", "add", addr + "/128", "dev",
+                  p.host_veth])
+        topo.run(["ip", "-n", node_ns, "-6", "neigh", "replace", addr, "lladdr",
+                  mac(p.ns, "eth0"), "dev", p.host_veth])
+        for q, qaddr in v6.items():
+            if q is not p:
+                topo.run(["ip", "-n", p.ns, "-6", "route", "add", qaddr + "/128", "dev",
+                          "eth0"])
+                topo.run(["ip", "-n", p.ns, "-6", "neigh", "replace", qaddr, "lladdr",
+                          mac(node_ns, p.host_veth), "dev", "eth0"])
+    for p in (B, C):
+        topolib.ToolProc(topo, topo.where_argv(p, [sys.executable, RAW, "listen6", "--port",
+                                                   "8080", "--timeout", "60"]),
+                         name="listen6").expect("listening")
+    t.eq("control: over IPv6, L -> C (no policy) [%s]:8080 connects" % v6[C],
+         connect(L, "[%s]:8080" % v6[C]), "OK")
+    c0 = stats()
+    t.eq("IPv6: L -> B (STRICT, an AuthorizationPolicy) [%s]:8080 does not connect"
+         % v6[B], connect(L, "[%s]:8080" % v6[B]), "TIMEOUT")
+    t.check("... dropped as unparsed_drop (+%d)" % delta(c0, stats(), "unparsed_drop"),
+            delta(c0, stats(), "unparsed_drop") >= 1)
 
 
 if __name__ == "__main__":

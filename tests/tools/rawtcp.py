@@ -12,7 +12,10 @@ bounded.
       send one SYN from SRC (any address: a raw socket does not check it)
       and wait up to S seconds (1) for the SYN-ACK on this namespace's
       interfaces: {"synack": true|false, "sport": N}
-  connect --to IP:PORT [--mark M] [--timeout S]
+  listen6 --port P [--timeout S]
+      accept and close IPv6 connections on [::]:P for S seconds (60):
+      {"listening": P} once listening
+  connect --to IP:PORT [--mark M] [--timeout S]    ([IPV6]:PORT too)
       a TCP connect() from a socket with SO_MARK M:
       {"result": "OK" | "TIMEOUT" | errno name}
   hold --to IP:PORT --count N [--timeout S]
@@ -130,7 +133,9 @@ def cmd_syn(args):
 
 def cmd_connect(args):
     ip, port = args.to.rsplit(":", 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    v6 = ip.startswith("[")
+    ip = ip.strip("[]")
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     if args.mark:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, args.mark)
     s.settimeout(args.timeout)
@@ -142,6 +147,22 @@ def cmd_connect(args):
     except OSError as e:
         res = errno.errorcode.get(e.errno, str(e.errno))
     out({"result": res})
+
+
+def cmd_listen6(args):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::", args.port))
+    s.listen(64)
+    out({"listening": args.port})
+    deadline = time.monotonic() + args.timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if select.select([s], [], [], left)[0]:
+            s.accept()[0].close()
 
 
 def cmd_hold(args):
@@ -220,6 +241,9 @@ def main():
     p.add_argument("--to", required=True)
     p.add_argument("--mark", type=lambda v: int(v, 0), default=0)
     p.add_argument("--timeout", type=float, default=1.0)
+    p = sub.add_parser("listen6")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=60.0)
     p = sub.add_parser("hold")
     p.add_argument("--to", required=True)
     p.add_argument("--count", type=int, required=True)
@@ -232,7 +256,8 @@ def main():
     p.add_argument("--dport", type=int, required=True)
     p.add_argument("--timeout", type=float, default=3.0)
     args = ap.parse_args()
-    {"syn": cmd_syn, "connect": cmd_connect, "hold": cmd_hold, "ping": cmd_ping,
+    {"syn": cmd_syn, "connect": cmd_connect, "listen6": cmd_listen6, "hold": cmd_hold,
+     "ping": cmd_ping,
      "sniff": cmd_sniff}[args.cmd](args)
     return 0
 
