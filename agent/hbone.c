@@ -64,6 +64,7 @@ struct hb_conn {
 	char local_id[SKM_SPIFFE_MAX];
 	char peer_id[SKM_SPIFFE_MAX];	/* expected (client), verified (both) */
 	char node[64];			/* client: the destination node */
+	uint32_t pod_ip;		/* server: the pod whose 15008 it came to */
 	uint32_t peer_ip;
 	uint16_t peer_port;
 	unsigned char *wbuf;
@@ -701,8 +702,6 @@ static int parse_authority(const char *a, uint32_t *ip, uint16_t *port)
 	return 0;
 }
 
-/* The source address a ztunnel puts in `forwarded: for=...`:
- * for=1.2.3.4, for="1.2.3.4", for="1.2.3.4:5". */
 /* The client address of a `forwarded: for="IP:PORT"` header (RFC 7239,
  * as ztunnel sends it); *PORT is 0 when it has none. */
 static uint32_t forwarded_ip(const char *fwd, uint16_t *port)
@@ -744,6 +743,45 @@ static void respond(struct hb_stream *s, int code)
 	nghttp2_submit_response(s->hc->h2, s->sid, nv, 1, NULL);
 }
 
+/* The source of S as policy, the access log and the metrics know it: the
+ * `forwarded` address when it is a workload of another node whose
+ * identity is the one the peer's certificate proved (a peer speaks for
+ * its own workloads only), else the TCP peer address. */
+static void stream_source(struct hb_conn *hc, struct hb_stream *s)
+{
+	struct tunnel *t = hc->t;
+	const struct config *cfg = t->cur ? t->cur->cfg : NULL;
+	const struct cfg_workload *w;
+	uint16_t fport = 0;
+	uint32_t fip;
+	char id[SKM_SPIFFE_MAX], ip[INET_ADDRSTRLEN];
+
+	s->src_ip = hc->peer_ip;
+	s->src_port = hc->peer_port;
+	if (!s->forwarded[0])
+		return;
+	fip = forwarded_ip(s->forwarded, &fport);
+	if (fip == hc->peer_ip && fip) {
+		s->src_port = fport ? fport : s->src_port;
+		return;
+	}
+	w = fip && cfg ? config_workload_by_ip(cfg, fip) : NULL;
+	if (w && strcmp(w->node, t->o.node)) {
+		config_workload_id(cfg, w, id, sizeof(id));
+		if (!strcmp(id, hc->peer_id)) {
+			s->src_ip = fip;
+			s->src_port = fport;
+			return;
+		}
+	}
+	tun_stat(t, SKM_TUN_IN_FORWARDED_IGNORED, 1);
+	ip_str(hc->peer_ip, ip, sizeof(ip));
+	pr_limited(&t->lim_req, LOG_WARN,
+		   "tunnel: %s at %s sent forwarded: %.64s, which is no workload of its "
+		   "identity on another node: its own address stands\n", hc->peer_id, ip,
+		   s->forwarded);
+}
+
 /* The address meshd connects to the app from: the client's, as ztunnel
  * does, when the pod's routing is in place and the client is a workload
  * of another node whose identity is the peer's certificate (a peer may
@@ -771,7 +809,7 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 	struct tunnel *t = hc->t;
 	struct tun_target tgt;
 	struct tun_pod *pod;
-	uint32_t ip, src;
+	uint32_t ip;
 	uint16_t port;
 	int code, fd;
 
@@ -779,14 +817,27 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 		snprintf(s->why, sizeof(s->why), "%s", s->status < 0 ? "method is not CONNECT" :
 			 "authority is not ip:port");
 		tun_stat(t, SKM_TUN_IN_BAD_REQUEST, 1);
-		pr_info("tunnel: 400 for %s: %s (\"%s\")\n", hc->peer_id, s->why, s->authority);
+		pr_limited(&t->lim_req, LOG_INFO, "tunnel: 400 for %s: %s (\"%s\")\n",
+			   hc->peer_id, s->why, s->authority);
+		respond(s, 400);
+		return;
+	}
+	/* As ztunnel: a pod's 15008 serves that pod only. */
+	if (ip != hc->pod_ip) {
+		char pip[INET_ADDRSTRLEN];
+
+		ip_str(hc->pod_ip, pip, sizeof(pip));
+		snprintf(s->why, sizeof(s->why), "target is not %s, the pod this listener "
+			 "serves", pip);
+		tun_stat(t, SKM_TUN_IN_BAD_REQUEST, 1);
+		pr_limited(&t->lim_req, LOG_INFO, "tunnel: 400 for %s: %s (\"%s\")\n",
+			   hc->peer_id, s->why, s->authority);
 		respond(s, 400);
 		return;
 	}
 	s->dst_ip = ip;
 	s->dst_port = port;
-	src = s->forwarded[0] ? forwarded_ip(s->forwarded, &s->src_port) : 0;
-	s->src_ip = src ? src : hc->peer_ip;
+	stream_source(hc, s);
 	if (t->cur && t->cur->cfg) {
 		const struct cfg_workload *w = config_workload_by_ip(t->cur->cfg, s->src_ip);
 
@@ -805,7 +856,8 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 	if (code != 200) {
 		tun_stat(t, code == 400 ? SKM_TUN_IN_BAD_REQUEST : code == 401 ?
 			 SKM_TUN_IN_DENIED : SKM_TUN_IN_UPSTREAM_FAILED, 1);
-		pr_info("tunnel: %d for %s -> %s: %s\n", code, hc->peer_id, s->authority, s->why);
+		pr_limited(&t->lim_req, LOG_INFO, "tunnel: %d for %s -> %s: %s\n", code,
+			   hc->peer_id, s->authority, s->why);
 		respond(s, code);
 		return;
 	}
@@ -1245,6 +1297,15 @@ static void conn_ready(struct hb_conn *hc)
 		conn_fail(hc, "peer has no SPIFFE identity");
 		return;
 	}
+	/* The handshake checked it; checked again here so that no failure
+	 * anywhere in that path lets another server through. */
+	if (hc->client && strcmp(id, hc->peer_id)) {
+		pr_warn("tunnel: server is %s but %s was expected: closed\n", id, hc->peer_id);
+		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
+		tun_stat(t, SKM_TUN_OUT_WRONG_PEER, 1);
+		conn_fail(hc, "wrong server identity");
+		return;
+	}
 	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", id);
 	ip_str(hc->peer_ip, ip, sizeof(ip));
 	if (hc->client)
@@ -1474,14 +1535,16 @@ void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		return;
 	}
 	spiffe_id(hc->local_id, sizeof(hc->local_id), t->td, pod->ns, pod->sa);
+	hc->pod_ip = pod->ip;
 	hc->state = HB_HANDSHAKE;
 	conn_handshake(hc);
 }
 
 /* A pooled connection for (source identity, destination identity,
- * destination node) with room for one more stream. */
+ * destination pod) with room for one more stream: a pod's 15008 serves
+ * that pod only. */
 static struct hb_conn *pool_find(struct tunnel *t, const char *src_id, const char *dst_id,
-				 const char *node)
+				 uint32_t ip)
 {
 	for (struct hb_conn *hc = t->conns; hc; hc = hc->next) {
 		int max = HB_MAX_STREAMS;
@@ -1495,8 +1558,8 @@ static struct hb_conn *pool_find(struct tunnel *t, const char *src_id, const cha
 			if ((int)m < max)
 				max = (int)m;
 		}
-		if (hc->nstreams < max && !strcmp(hc->local_id, src_id) &&
-		    !strcmp(hc->peer_id, dst_id) && !strcmp(hc->node, node))
+		if (hc->nstreams < max && hc->peer_ip == ip && !strcmp(hc->local_id, src_id) &&
+		    !strcmp(hc->peer_id, dst_id))
 			return hc;
 	}
 	return NULL;
@@ -1509,7 +1572,7 @@ static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa
 				 const char *src_id, const char *dst_id, const char *node,
 				 uint32_t ip)
 {
-	struct hb_conn *hc = pool_find(t, src_id, dst_id, node);
+	struct hb_conn *hc = pool_find(t, src_id, dst_id, ip);
 	char err[256], ips[INET_ADDRSTRLEN];
 	SSL_CTX *ctx;
 	int cfd;
@@ -1537,7 +1600,15 @@ static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa
 	snprintf(hc->local_id, sizeof(hc->local_id), "%s", src_id);
 	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", dst_id);
 	snprintf(hc->node, sizeof(hc->node), "%s", node);
-	tls_expect_peer(hc->ssl, dst_id);
+	/* the handshake checks the server is DST_ID; without that, no
+	 * handshake at all */
+	if (tls_expect_peer(hc->ssl, dst_id)) {
+		pr_warn("tunnel: cannot set the expected identity %s for %s: not dialling\n",
+			dst_id, node);
+		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
+		conn_fail(hc, "no expected identity");
+		return NULL;
+	}
 	hc->state = HB_CONNECTING;
 	conn_update(hc);
 	return hc;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "log.h"
 #include "origsrc.h"
 #include "skmesh.h"
 #include "tunnel.h"
@@ -109,6 +110,10 @@ struct tunnel {
 	struct hb_conn *dead_conns;
 	struct hb_stream *dead_streams;
 	unsigned char *rbuf;		/* TLS read buffer */
+
+	/* Lines a peer can provoke, each at most a few a second: about
+	 * connections (handshakes, limits) and about requests. */
+	struct log_limit lim_conn, lim_req;
 
 	/* Counters: the pinned skm_tun_stats array itself, mmap'ed, so a
 	 * count is a memory write and readers always see the latest; a

@@ -592,6 +592,8 @@ static void tick(struct tunnel *t)
 		t->cert_next = certmgr_tick(t->certs, now);
 	certs_publish(t);
 	hbone_tick(t, now);
+	log_limit_report(&t->lim_conn, LOG_WARN, "tunnel connections");
+	log_limit_report(&t->lim_req, LOG_INFO, "tunnel requests");
 }
 
 /* One write for the stream lines of a turn of the loop, not one each. */
@@ -679,6 +681,9 @@ int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **ou
 	if (!t)
 		return -ENOMEM;
 	t->o = *o;
+	tunnel_limits_defaults(&t->o.lim);
+	t->lim_conn = (struct log_limit)LOG_LIMIT_INIT(20, 2);
+	t->lim_req = (struct log_limit)LOG_LIMIT_INIT(20, 5);
 	t->cur = cfgref_get(r);
 	t->outbound_fd = t->stats_fd = t->bytes_fd = t->evfd = t->tfd = t->epfd =
 		t->self_netns = -1;
@@ -693,6 +698,26 @@ int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **ou
 	}
 	*out = t;
 	return 0;
+}
+
+void tunnel_limits_defaults(struct tunnel_limits *l)
+{
+	if (l->max_conns <= 0)
+		l->max_conns = TUN_DEF_MAX_CONNS;
+	if (l->max_conns_per_peer <= 0)
+		l->max_conns_per_peer = TUN_DEF_MAX_CONNS_PER_PEER;
+	if (l->max_handshakes <= 0)
+		l->max_handshakes = TUN_DEF_MAX_HANDSHAKES;
+	if (l->handshake_timeout_s <= 0)
+		l->handshake_timeout_s = TUN_DEF_HANDSHAKE_TIMEOUT_S;
+	if (l->conn_buffer <= 0)
+		l->conn_buffer = TUN_DEF_CONN_BUFFER;
+	if (l->buffer_total <= 0)
+		l->buffer_total = TUN_DEF_BUFFER_TOTAL;
+	if (l->reset_burst <= 0)
+		l->reset_burst = TUN_DEF_RESET_BURST;
+	if (l->reset_rate <= 0)
+		l->reset_rate = TUN_DEF_RESET_RATE;
 }
 
 int tunnel_start(struct tunnel *t)
