@@ -40,11 +40,9 @@
 #include "metrics.h"
 
 #define HB_RBUF		(64U << 10)
-#define HB_CONNECT_TIMEOUT_S	10
 #define HB_TLS_RBUF		(64U << 10)	/* OpenSSL's read-ahead buffer */
 #define HB_MAX_DATA		(128U << 10)	/* DATA payload we send at most */
-#define HB_RESET_BURST		100000
-#define HB_RESET_RATE		50000	/* per second */
+#define HB_STEP			(16U << 10)	/* a read from a pod over the total */
 
 enum hb_state {
 	HB_CONNECTING,		/* TCP connect in progress (client) */
@@ -70,6 +68,12 @@ struct hb_conn {
 	unsigned char *wbuf;
 	size_t wlen, woff, wcap;
 	int nstreams;			/* streams using it (incl. pending) */
+	int counted_in;			/* in t->in_conns and t->peers */
+	int in_hs;			/* in t->hs_inflight */
+	int rd_paused;			/* TLS reads wait for buffers to drain */
+	long ibuf;			/* queued toward the peer: streams' TCP
+					 * reads and TLS records */
+	long obuf;			/* queued toward the pods */
 	int goaway;			/* no new streams */
 	time_t started, last_active, ping_sent;
 	int ping_out;
@@ -110,6 +114,7 @@ struct hb_stream {
 	struct hb_stream *sprev, *snext;
 	struct hb_stream *dead_next;
 	int counted;			/* in SKM_TUN_STREAMS_OPEN */
+	int rd_paused;			/* TCP reads wait for buffers to drain */
 	struct mx_series *mx;		/* Istio's TCP metrics, once answered */
 	/* client: what it takes to send it again on another connection */
 	char src_ns[64], src_sa[128], dst_node[64];
@@ -162,6 +167,112 @@ static void ip_str(uint32_t ip, char *buf, size_t len)
 {
 	if (!inet_ntop(AF_INET, &ip, buf, len))
 		snprintf(buf, len, "?");
+}
+
+/* --- bounds ----------------------------------------------------------- */
+
+/* Counts D more bytes queued toward the peer (IN) or toward the pods. */
+static void buf_add(struct hb_conn *hc, long d, int in)
+{
+	if (!hc)
+		return;
+	if (in)
+		hc->ibuf += d;
+	else
+		hc->obuf += d;
+	hc->t->buffered += d;
+}
+
+static long stream_ibuf(const struct hb_stream *s)
+{
+	return (long)(s->ilen - s->ioff);
+}
+
+static long stream_obuf(const struct hb_stream *s)
+{
+	return (long)(s->olen - s->ooff);
+}
+
+/* Whether the bytes buffered by all connections reached their bound. */
+static int total_full(const struct tunnel *t)
+{
+	return t->buffered >= t->o.lim.buffer_total;
+}
+
+/* Whether reading more from pods for HC would go over a bound: its own,
+ * or, once all connections together hold the total, any byte of its
+ * own not yet sent. A connection whose peer reads goes on in small
+ * steps however full the others keep the total. */
+static int conn_in_full(const struct hb_conn *hc)
+{
+	return hc->ibuf >= hc->t->o.lim.conn_buffer || (hc->ibuf > 0 && total_full(hc->t));
+}
+
+/* Whether reading more from HC's peer would go over a bound: the
+ * HTTP/2 connection window (conn_buffer) holds each connection; over
+ * the total, the connections that hold bytes for pods wait. */
+static int conn_out_full(const struct hb_conn *hc)
+{
+	return hc->obuf > 0 && total_full(hc->t);
+}
+
+struct peer_count {
+	uint32_t ip;
+	int n;			/* inbound connections */
+	int hs;			/* ... of which in their handshake */
+	struct peer_count *next;
+};
+
+static struct peer_count **peer_slot(struct tunnel *t, uint32_t ip)
+{
+	uint32_t h = ip * 2654435761U;
+	struct peer_count **pp = &t->peers[h >> 24];
+
+	while (*pp && (*pp)->ip != ip)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static const struct peer_count *peer_get(struct tunnel *t, uint32_t ip)
+{
+	static const struct peer_count none;
+	const struct peer_count *p = *peer_slot(t, ip);
+
+	return p ? p : &none;
+}
+
+/* N more inbound connections from IP, HS more of them in their
+ * handshake; 0, or -ENOMEM. */
+static int peer_add(struct tunnel *t, uint32_t ip, int n, int hs)
+{
+	struct peer_count **pp = peer_slot(t, ip), *p = *pp;
+
+	if (!p) {
+		if (n <= 0)
+			return 0;
+		p = calloc(1, sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		p->ip = ip;
+		*pp = p;
+	}
+	p->n += n;
+	p->hs += hs;
+	if (p->n <= 0) {
+		*pp = p->next;
+		free(p);
+	}
+	return 0;
+}
+
+/* HC's handshake is over (done or failed). */
+static void conn_hs_done(struct hb_conn *hc)
+{
+	if (!hc->in_hs)
+		return;
+	hc->t->hs_inflight--;
+	peer_add(hc->t, hc->peer_ip, 0, -1);
+	hc->in_hs = 0;
 }
 
 static const char *ssl_err_str(char *buf, size_t len)
@@ -300,11 +411,6 @@ static struct hb_stream *stream_new(struct hb_conn *hc, int client)
 
 	if (!s)
 		return NULL;
-	s->ibuf = malloc(HB_TCP_BUF);
-	if (!s->ibuf) {
-		free(s);
-		return NULL;
-	}
 	s->o.kind = TUN_OBJ_STREAM;
 	s->fd = -1;
 	s->client = client;
@@ -390,6 +496,10 @@ static void stream_maybe_free(struct tunnel *t, struct hb_stream *s, const char 
 	mx_add(s->mx, MX_CLOSED, 1);
 	access_log(t, s, end);
 	stream_unpublish(t, s);
+	/* what was queued for the other side will not be sent */
+	buf_add(s->hc, -stream_ibuf(s), 1);
+	buf_add(s->hc, -stream_obuf(s), 0);
+	s->ilen = s->ioff = s->olen = s->ooff = 0;
 	stream_unlink(s);
 	s->hc = NULL;
 	s->o.dead = 1;
@@ -429,6 +539,7 @@ static void stream_write_out(struct hb_stream *s)
 		}
 		s->ooff += n;
 		s->to_consume += n;
+		buf_add(s->hc, -n, 0);
 	}
 	if (s->ooff == s->olen)
 		s->ooff = s->olen = 0;
@@ -457,8 +568,18 @@ static void stream_update(struct hb_stream *s)
 	if (s->connecting)
 		ev = EPOLLOUT;
 	else {
-		if (!s->tcp_eof && s->ilen < HB_TCP_BUF)
-			ev |= EPOLLIN;
+		if (!s->tcp_eof && s->ilen < HB_TCP_BUF) {
+			if (!conn_in_full(s->hc)) {
+				ev |= EPOLLIN;
+				s->rd_paused = 0;
+			} else {
+				/* flow control: the pod waits, nothing is dropped */
+				if (!s->rd_paused)
+					tun_stat(s->hc->t, SKM_TUN_BUFFER_PAUSED, 1);
+				s->rd_paused = 1;
+				s->hc->t->paused = 1;
+			}
+		}
 		if (s->ooff < s->olen)
 			ev |= EPOLLOUT;
 	}
@@ -504,6 +625,7 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size
 		memcpy(buf, s->ibuf + s->ioff, n);
 		s->ioff += n;
 		s->tx += n;
+		buf_add(s->hc, -(long)n, 1);
 		mx_add(s->mx, s->client ? MX_RECEIVED : MX_SENT, n);
 		if (s->ioff == s->ilen) {
 			s->ioff = s->ilen = 0;
@@ -539,12 +661,25 @@ static void stream_resume(struct hb_stream *s)
 
 static void stream_read_tcp(struct hb_stream *s)
 {
-	while (s->fd >= 0 && !s->tcp_eof && s->ilen < HB_TCP_BUF) {
+	if (!s->ibuf && s->fd >= 0) {
+		s->ibuf = malloc(HB_TCP_BUF);
+		if (!s->ibuf) {
+			stream_abort(s, NGHTTP2_INTERNAL_ERROR, "out of memory");
+			return;
+		}
+	}
+	while (s->fd >= 0 && !s->tcp_eof && s->ilen < HB_TCP_BUF && !conn_in_full(s->hc)) {
 		size_t want = HB_TCP_BUF - s->ilen;
-		ssize_t n = read(s->fd, s->ibuf + s->ilen, want);
+		ssize_t n;
+
+		/* over the total, one small step at a time */
+		if (total_full(s->hc->t) && want > HB_STEP)
+			want = HB_STEP;
+		n = read(s->fd, s->ibuf + s->ilen, want);
 
 		if (n > 0) {
 			s->ilen += n;
+			buf_add(s->hc, n, 1);
 			if ((size_t)n < want)
 				break;	/* drained: epoll tells of more */
 			continue;
@@ -955,6 +1090,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
 		}
 		memcpy(s->obuf + s->olen, data, len);
 		s->olen += len;
+		buf_add(hc, len, 0);
 	}
 	return 0;
 }
@@ -982,8 +1118,12 @@ static int stream_retry(struct hb_conn *old, struct hb_stream *s)
 		return 0;
 	pr_info("tunnel: %s refused the stream to %s from %s: sent again on another "
 		"connection\n", old->peer_id, s->authority, s->src_wl);
+	buf_add(old, -stream_ibuf(s), 1);
+	buf_add(old, -stream_obuf(s), 0);
 	stream_unlink(s);
 	stream_link(s, hc);
+	buf_add(hc, stream_ibuf(s), 1);
+	buf_add(hc, stream_obuf(s), 0);
 	s->sid = 0;
 	s->retried = 1;
 	s->deferred = 0;
@@ -1047,8 +1187,25 @@ static int on_error(nghttp2_session *h2, int code, const char *msg, size_t len, 
 	struct hb_conn *hc = user;
 
 	(void)h2;
-	pr_warn("tunnel: HTTP/2 with %s: %.*s (%s)\n", hc->peer_id, (int)len, msg,
-		nghttp2_strerror(code));
+	pr_limited(&hc->t->lim_conn, LOG_WARN, "tunnel: HTTP/2 with %s: %.*s (%s)\n",
+		   hc->peer_id, (int)len, msg, nghttp2_strerror(code));
+	return 0;
+}
+
+/* A GOAWAY with an error is how nghttp2 ends a connection whose peer
+ * broke the protocol or flooded it (resets, SETTINGS, PINGs). */
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *f, void *user)
+{
+	struct hb_conn *hc = user;
+	char ip[INET_ADDRSTRLEN];
+
+	(void)h2;
+	if (f->hd.type != NGHTTP2_GOAWAY || f->goaway.error_code == NGHTTP2_NO_ERROR)
+		return 0;
+	tun_stat(hc->t, SKM_TUN_H2_ERRORS, 1);
+	ip_str(hc->peer_ip, ip, sizeof(ip));
+	pr_limited(&hc->t->lim_conn, LOG_WARN, "tunnel: GOAWAY %s to %s at %s:%u\n",
+		   nghttp2_http2_strerror(f->goaway.error_code), hc->peer_id, ip, hc->peer_port);
 	return 0;
 }
 
@@ -1056,10 +1213,12 @@ static int on_error(nghttp2_session *h2, int code, const char *msg, size_t len, 
 
 static void conn_update(struct hb_conn *hc)
 {
-	uint32_t ev = EPOLLIN;
+	uint32_t ev = hc->rd_paused ? 0 : EPOLLIN;
 
-	if (hc->state == HB_CONNECTING || hc->woff < hc->wlen)
-		ev = EPOLLOUT | (hc->state == HB_CONNECTING ? 0 : EPOLLIN);
+	if (hc->state == HB_CONNECTING)
+		ev = EPOLLOUT;
+	else if (hc->woff < hc->wlen)
+		ev |= EPOLLOUT;
 	tun_watch(hc->t, hc->fd, &hc->o, ev);
 }
 
@@ -1095,6 +1254,14 @@ static void conn_fail(struct hb_conn *hc, const char *why)
 	tun_unwatch(t, hc->fd, &hc->o);
 	close(hc->fd);
 	hc->fd = -1;
+	t->buffered -= hc->ibuf + hc->obuf;
+	hc->ibuf = hc->obuf = 0;
+	conn_hs_done(hc);
+	if (hc->counted_in) {
+		t->in_conns--;
+		peer_add(t, hc->peer_ip, -1, 0);
+	}
+	hc->counted_in = 0;
 	for (pp = &t->conns; *pp; pp = &(*pp)->next)
 		if (*pp == hc) {
 			*pp = hc->next;
@@ -1121,6 +1288,7 @@ static int out_bio_write(BIO *b, const char *data, int len)
 		return -1;
 	memcpy(hc->wbuf + hc->wlen, data, len);
 	hc->wlen += len;
+	buf_add(hc, len, 1);
 	return len;
 }
 
@@ -1139,6 +1307,7 @@ static int conn_push(struct hb_conn *hc)
 		if (n > 0) {
 			hc->woff += n;
 			hc->last_active = time(NULL);
+			buf_add(hc, -n, 1);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -1201,8 +1370,10 @@ static int conn_h2_setup(struct hb_conn *hc)
 {
 	nghttp2_session_callbacks *cb;
 	nghttp2_option *opt;
+	uint32_t conn_win = (uint32_t)hc->t->o.lim.conn_buffer;
+	uint32_t stream_win = conn_win < HB_STREAM_WINDOW ? conn_win : HB_STREAM_WINDOW;
 	nghttp2_settings_entry iv[] = {
-		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HB_STREAM_WINDOW },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_win },
 		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, HB_MAX_STREAMS },
 		{ NGHTTP2_SETTINGS_MAX_FRAME_SIZE, HB_MAX_FRAME },
 	};
@@ -1216,6 +1387,7 @@ static int conn_h2_setup(struct hb_conn *hc)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_session_callbacks_set_error_callback2(cb, on_error);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	nghttp2_session_callbacks_set_data_source_read_length_callback(cb, data_length);
 	if (nghttp2_option_new(&opt)) {
 		nghttp2_session_callbacks_del(cb);
@@ -1223,12 +1395,12 @@ static int conn_h2_setup(struct hb_conn *hc)
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, HB_MAX_STREAMS);
-	/* nghttp2's guard against "rapid reset" floods (by default a burst of
-	 * 1000 RST_STREAMs, then 33/s) would close the connection of a busy
-	 * peer: every tunnelled connection its app ends with a reset is one.
-	 * Peers here are authenticated mesh workloads, and a stream costs
-	 * them as much as us; keep the guard, far above real traffic. */
-	nghttp2_option_set_stream_reset_rate_limit(opt, HB_RESET_BURST, HB_RESET_RATE);
+	/* nghttp2's guard against "rapid reset" floods: a peer that resets
+	 * more streams than this (nghttp2's default is a burst of 1000, then
+	 * 33/s) gets GOAWAY. Every tunnelled connection an app ends with a
+	 * reset is one: the rate is a flag. */
+	nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)hc->t->o.lim.reset_burst,
+						   (uint64_t)hc->t->o.lim.reset_rate);
 	err = hc->client ? nghttp2_session_client_new2(&hc->h2, cb, hc, opt) :
 			   nghttp2_session_server_new2(&hc->h2, cb, hc, opt);
 	nghttp2_option_del(opt);
@@ -1236,7 +1408,7 @@ static int conn_h2_setup(struct hb_conn *hc)
 	if (err)
 		return -ENOMEM;
 	if (nghttp2_submit_settings(hc->h2, NGHTTP2_FLAG_NONE, iv, 3) ||
-	    nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, HB_CONN_WINDOW))
+	    nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_win))
 		return -EIO;
 	return 0;
 }
@@ -1288,6 +1460,7 @@ static void conn_ready(struct hb_conn *hc)
 	unsigned int alpnlen = 0;
 	char id[SKM_SPIFFE_MAX], ip[INET_ADDRSTRLEN];
 
+	conn_hs_done(hc);
 	SSL_get0_alpn_selected(hc->ssl, &alpn, &alpnlen);
 	if (alpnlen != 2 || memcmp(alpn, "h2", 2)) {
 		conn_fail(hc, "ALPN h2 was not negotiated");
@@ -1313,8 +1486,8 @@ static void conn_ready(struct hb_conn *hc)
 			hc->peer_port, hc->local_id);
 	else {
 		tun_stat(t, SKM_TUN_IN_TLS_OK, 1);
-		pr_info("tunnel: accepted %s from %s:%u as %s\n", hc->peer_id, ip,
-			hc->peer_port, hc->local_id);
+		pr_limited(&t->lim_conn, LOG_INFO, "tunnel: accepted %s from %s:%u as %s\n",
+			   hc->peer_id, ip, hc->peer_port, hc->local_id);
 	}
 	if (conn_h2_setup(hc)) {
 		conn_fail(hc, "cannot set up HTTP/2");
@@ -1387,8 +1560,8 @@ static void conn_handshake(struct hb_conn *hc)
 	if (!why)
 		why = ssl_err_str(buf, sizeof(buf));
 	ip_str(hc->peer_ip, ip, sizeof(ip));
-	pr_warn("tunnel: TLS handshake %s %s:%u failed: %s\n", hc->client ? "with" : "from",
-		ip, hc->peer_port, why);
+	pr_limited(&hc->t->lim_conn, LOG_WARN, "tunnel: TLS handshake %s %s:%u failed: %s\n",
+		   hc->client ? "with" : "from", ip, hc->peer_port, why);
 	count_tls_failure(hc);
 	conn_fail(hc, why);
 }
@@ -1404,6 +1577,16 @@ static void conn_read(struct hb_conn *hc)
 	for (;;) {
 		int n, e;
 
+		if (conn_out_full(hc)) {
+			/* flow control: the peer's bytes wait in the socket */
+			if (!hc->rd_paused) {
+				hc->rd_paused = 1;
+				t->paused = 1;
+				tun_stat(t, SKM_TUN_BUFFER_PAUSED, 1);
+			}
+			break;
+		}
+		hc->rd_paused = 0;
 		ERR_clear_error();
 		n = SSL_read(hc->ssl, t->rbuf, HB_RBUF);
 		if (n > 0) {
@@ -1411,6 +1594,7 @@ static void conn_read(struct hb_conn *hc)
 
 			hc->last_active = time(NULL);
 			if (r < 0) {
+				tun_stat(t, SKM_TUN_H2_ERRORS, 1);
 				conn_fail(hc, nghttp2_strerror((int)r));
 				return;
 			}
@@ -1516,14 +1700,61 @@ static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int clie
 
 /* --- entry points from tunnel.c --------------------------------------- */
 
+/* Whether an inbound connection from PEER may be had: the bounds on
+ * peers, each refusal counted and said (rate-limited). */
+static int inbound_admit(struct tunnel *t, const struct sockaddr_in *peer)
+{
+	const struct tunnel_limits *l = &t->o.lim;
+	uint32_t ip = peer->sin_addr.s_addr;
+	const struct peer_count *pc = peer_get(t, ip);
+	/* one address may hold half the handshakes: never all of them */
+	int hs_share = l->max_handshakes > 1 ? l->max_handshakes / 2 : 1;
+	enum skm_tun_stat st;
+	const char *what;
+	char ips[INET_ADDRSTRLEN];
+	int max;
+
+	if (pc->n >= l->max_conns_per_peer) {
+		st = SKM_TUN_IN_PEER_CONN_LIMIT;
+		what = "connections from this address";
+		max = l->max_conns_per_peer;
+	} else if (t->in_conns >= l->max_conns) {
+		st = SKM_TUN_IN_CONN_LIMIT;
+		what = "inbound connections in all";
+		max = l->max_conns;
+	} else if (t->hs_inflight >= l->max_handshakes) {
+		st = SKM_TUN_IN_HANDSHAKE_LIMIT;
+		what = "handshakes in progress";
+		max = l->max_handshakes;
+	} else if (pc->hs >= hs_share) {
+		st = SKM_TUN_IN_HANDSHAKE_LIMIT;
+		what = "handshakes in progress from this address";
+		max = hs_share;
+	} else {
+		return 1;
+	}
+	tun_stat(t, st, 1);
+	ip_str(ip, ips, sizeof(ips));
+	pr_limited(&t->lim_conn, LOG_WARN, "tunnel: refused a connection from %s:%u: %d %s "
+		   "already (the limit)\n", ips, ntohs(peer->sin_port), max, what);
+	return 0;
+}
+
 void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		   const struct sockaddr_in *peer)
 {
 	char err[256];
-	SSL_CTX *ctx = certmgr_server_ctx(t->certs, pod->ns, pod->sa, time(NULL),
-					  err, sizeof(err));
+	SSL_CTX *ctx;
 	struct hb_conn *hc;
 
+	if (!inbound_admit(t, peer)) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+		return;
+	}
+	ctx = certmgr_server_ctx(t->certs, pod->ns, pod->sa, time(NULL), err, sizeof(err));
 	if (!ctx) {
 		pr_warn("tunnel: no certificate for %s/%s: %s\n", pod->ns, pod->sa, err);
 		close(fd);
@@ -1534,6 +1765,13 @@ void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		close(fd);
 		return;
 	}
+	if (peer_add(t, hc->peer_ip, 1, 1)) {
+		conn_fail(hc, "out of memory");
+		return;
+	}
+	hc->counted_in = hc->in_hs = 1;
+	t->in_conns++;
+	t->hs_inflight++;
 	spiffe_id(hc->local_id, sizeof(hc->local_id), t->td, pod->ns, pod->sa);
 	hc->pod_ip = pod->ip;
 	hc->state = HB_HANDSHAKE;
@@ -1716,16 +1954,28 @@ void hbone_tick(struct tunnel *t, time_t now)
 		for (struct hb_stream *s = hc->streams; s; s = s->snext)
 			stream_publish(t, s);
 		if (hc->state != HB_READY) {
-			if (now - hc->started >= HB_CONNECT_TIMEOUT_S) {
-				if (hc->client)
+			if (now - hc->started >= t->o.lim.handshake_timeout_s) {
+				if (hc->client) {
 					tun_stat(t, hc->state == HB_CONNECTING ?
 						 SKM_TUN_OUT_DIAL_FAILED : SKM_TUN_OUT_TLS_FAILED, 1);
-				else
+				} else {
+					char ip[INET_ADDRSTRLEN];
+
 					tun_stat(t, SKM_TUN_IN_TLS_FAILED, 1);
+					ip_str(hc->peer_ip, ip, sizeof(ip));
+					pr_limited(&t->lim_conn, LOG_WARN, "tunnel: TLS handshake "
+						   "from %s:%u took over %d s: closed\n", ip,
+						   hc->peer_port, t->o.lim.handshake_timeout_s);
+				}
+				if (hc->state == HB_HANDSHAKE)
+					tun_stat(t, SKM_TUN_HANDSHAKE_TIMEOUTS, 1);
 				conn_fail(hc, "handshake timed out");
 			}
 			continue;
 		}
+		/* a connection we stopped reading cannot hear the answer */
+		if (hc->rd_paused)
+			hc->ping_sent = now;
 		if (hc->ping_out && now - hc->ping_sent >= HB_PING_TIMEOUT_S) {
 			tun_stat(t, SKM_TUN_PING_TIMEOUTS, 1);
 			pr_warn("tunnel: %s did not answer PING for %d s: closing\n", hc->peer_id,
@@ -1787,6 +2037,31 @@ void hbone_reap(struct tunnel *t)
 
 		t->dead_conns = hc->dead_next;
 		conn_free_now(hc);
+	}
+}
+
+void hbone_resume(struct tunnel *t)
+{
+	struct hb_conn *next;
+
+	if (!t->paused)
+		return;
+	t->paused = 0;
+	for (struct hb_conn *hc = t->conns; hc; hc = next) {
+		next = hc->next;
+		for (struct hb_stream *s = hc->streams, *sn; s; s = sn) {
+			sn = s->snext;
+			if (s->rd_paused)
+				stream_update(s);	/* sets t->paused again if still full */
+		}
+		if (hc->rd_paused && !conn_out_full(hc) && hc->state == HB_READY) {
+			/* what OpenSSL read ahead will not wake epoll */
+			conn_read(hc);
+			if (!hc->o.dead)
+				conn_flush(hc);
+		} else if (hc->rd_paused) {
+			t->paused = 1;
+		}
 	}
 }
 

@@ -5,8 +5,9 @@
  * CONNECT streams, each relayed to a TCP socket with flow control and
  * half-close).
  *
- * HTTP/2 settings as ztunnel's: 4 MiB stream window, 16 MiB connection
- * window, 1 MiB frames, at most 100 streams on a connection; PING every 10 s, a
+ * HTTP/2 settings as ztunnel's but for the connection window, which is
+ * --tunnel-conn-buffer (4 MiB; ztunnel's is 16 MiB): 4 MiB stream window,
+ * 1 MiB frames, at most 100 streams on a connection; PING every 10 s, a
  * connection without an answer for 20 s is closed; a pooled connection
  * idle for 5 minutes is closed.
  */
@@ -27,7 +28,6 @@
 #include "tunnel.h"
 
 #define HB_STREAM_WINDOW	(4U << 20)
-#define HB_CONN_WINDOW		(16U << 20)
 #define HB_MAX_STREAMS		100
 #define HB_MAX_FRAME		(1U << 20)	/* SETTINGS_MAX_FRAME_SIZE */
 #define HB_PING_EVERY_S		10
@@ -83,6 +83,7 @@ struct tun_target {
 struct hb_conn;
 struct hb_stream;
 struct certmgr;
+struct peer_count;
 
 struct tunnel {
 	struct tunnel_opts o;
@@ -114,6 +115,13 @@ struct tunnel {
 	/* Lines a peer can provoke, each at most a few a second: about
 	 * connections (handshakes, limits) and about requests. */
 	struct log_limit lim_conn, lim_req;
+
+	/* Bounds on peers (tunnel_opts.lim): what is held now. */
+	int in_conns;			/* inbound TLS connections */
+	int hs_inflight;		/* inbound handshakes in progress */
+	long buffered;			/* bytes queued by every connection */
+	int paused;			/* some reads wait for buffers to drain */
+	struct peer_count *peers[256];	/* inbound connections by peer address */
 
 	/* Counters: the pinned skm_tun_stats array itself, mmap'ed, so a
 	 * count is a memory write and readers always see the latest; a
@@ -160,5 +168,7 @@ void hbone_tick(struct tunnel *t, time_t now);
 void hbone_drain(struct tunnel *t);
 void hbone_close_all(struct tunnel *t);
 void hbone_reap(struct tunnel *t);
+/* Reads that waited for buffers to drain go on where they can now. */
+void hbone_resume(struct tunnel *t);
 
 #endif /* SKM_HBONE_H */

@@ -641,6 +641,7 @@ static void *tunnel_main(void *arg)
 				break;
 			}
 		}
+		hbone_resume(t);
 		hbone_reap(t);
 		access_log_flush(t);
 		if (t->stop_req && !t->draining) {
