@@ -132,6 +132,36 @@ static void stream_update(struct hb_stream *s);
 static void stream_check_done(struct hb_stream *s);
 static void stream_unpublish(struct tunnel *t, struct hb_stream *s);
 
+/* --- the host (struct hbone_host) ------------------------------------ */
+
+static int t_host_watch(struct tunnel *t, int fd, struct tun_obj *o, uint32_t events)
+{
+	return t->host->watch(t, fd, o, events);
+}
+
+static void t_host_unwatch(struct tunnel *t, int fd, struct tun_obj *o)
+{
+	t->host->unwatch(t, fd, o);
+}
+
+static int t_host_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port, int mark,
+			  uint32_t from)
+{
+	return t->host->connect(t, netns_fd, ip, port, mark, from);
+}
+
+static struct tun_pod *t_host_pod_find(struct tunnel *t, uint32_t ip)
+{
+	return t->host->pod_find(t, ip);
+}
+
+static int t_host_authorize(struct tunnel *t, const char *peer_id, uint32_t src_ip,
+			    uint32_t dst_ip, uint16_t dst_port, struct tun_target *out,
+			    char *why, size_t whylen)
+{
+	return t->host->authorize(t, peer_id, src_ip, dst_ip, dst_port, out, why, whylen);
+}
+
 /* --- small helpers ---------------------------------------------------- */
 
 /* Makes room for N more bytes at the end of the queue BUF (LEN bytes, of
@@ -447,7 +477,7 @@ static void stream_close_fd(struct hb_stream *s, int reset)
 		return;
 	t = s->hc ? s->hc->t : NULL;
 	if (t) {
-		tun_unwatch(t, s->fd, &s->o);
+		t_host_unwatch(t, s->fd, &s->o);
 		stream_unpublish(t, s);
 	}
 	if (reset) {
@@ -585,7 +615,7 @@ static void stream_update(struct hb_stream *s)
 	}
 	/* With nothing to wait for, the fd stays registered but silent;
 	 * EPOLLERR/HUP still come, and tell of a reset. */
-	tun_watch(s->hc->t, s->fd, &s->o, ev);
+	t_host_watch(s->hc->t, s->fd, &s->o, ev);
 }
 
 static void stream_check_done(struct hb_stream *s)
@@ -979,10 +1009,10 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 		if (w)
 			snprintf(s->src_wl, sizeof(s->src_wl), "%s/%s", w->ns, w->name);
 	}
-	code = tun_authorize(t, hc->peer_id, s->src_ip, ip, port, &tgt, s->why, sizeof(s->why));
+	code = t_host_authorize(t, hc->peer_id, s->src_ip, ip, port, &tgt, s->why, sizeof(s->why));
 	if (code == 200) {
 		snprintf(s->dst_wl, sizeof(s->dst_wl), "%s/%s", tgt.ns, tgt.name);
-		pod = tun_pod_find(t, ip);
+		pod = t_host_pod_find(t, ip);
 		if (!pod || pod->netns_fd < 0) {
 			code = 503;
 			snprintf(s->why, sizeof(s->why), "no listener state for the workload");
@@ -996,7 +1026,7 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 		respond(s, code);
 		return;
 	}
-	fd = tun_connect(t, pod->netns_fd, ip, port, SKM_UPSTREAM_MARK,
+	fd = t_host_connect(t, pod->netns_fd, ip, port, SKM_UPSTREAM_MARK,
 			 upstream_source(hc, s, pod));
 	if (fd < 0) {
 		snprintf(s->why, sizeof(s->why), "upstream socket: %s", strerror(-fd));
@@ -1040,8 +1070,9 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *user
 	case NGHTTP2_GOAWAY:
 		hc->goaway = 1;
 		if (f->goaway.error_code != NGHTTP2_NO_ERROR)
-			pr_warn("tunnel: %s closes the connection: GOAWAY %s\n", hc->peer_id,
-				nghttp2_http2_strerror(f->goaway.error_code));
+			pr_limited(&hc->t->lim_conn, LOG_WARN,
+				   "tunnel: %s closes the connection: GOAWAY %s\n", hc->peer_id,
+				   nghttp2_http2_strerror(f->goaway.error_code));
 		return 0;
 	case NGHTTP2_HEADERS:
 	case NGHTTP2_DATA:
@@ -1219,7 +1250,7 @@ static void conn_update(struct hb_conn *hc)
 		ev = EPOLLOUT;
 	else if (hc->woff < hc->wlen)
 		ev |= EPOLLOUT;
-	tun_watch(hc->t, hc->fd, &hc->o, ev);
+	t_host_watch(hc->t, hc->fd, &hc->o, ev);
 }
 
 static void conn_free_now(struct hb_conn *hc)
@@ -1251,9 +1282,11 @@ static void conn_fail(struct hb_conn *hc, const char *why)
 		if (hc->streams == s)		/* already dead: just unlink */
 			stream_unlink(s);
 	}
-	tun_unwatch(t, hc->fd, &hc->o);
-	close(hc->fd);
-	hc->fd = -1;
+	if (hc->fd >= 0) {
+		t_host_unwatch(t, hc->fd, &hc->o);
+		close(hc->fd);
+		hc->fd = -1;
+	}
 	t->buffered -= hc->ibuf + hc->obuf;
 	hc->ibuf = hc->obuf = 0;
 	conn_hs_done(hc);
@@ -1278,10 +1311,9 @@ static void conn_fail(struct hb_conn *hc, const char *why)
  * write(), instead of one write() per 16 KiB record. */
 static BIO_METHOD *out_bio_method;
 
-static int out_bio_write(BIO *b, const char *data, int len)
+/* Queues LEN bytes to go to HC's peer: LEN, or -1 without memory. */
+static int out_queue(struct hb_conn *hc, const char *data, int len)
 {
-	struct hb_conn *hc = BIO_get_data(b);
-
 	if (len <= 0)
 		return 0;
 	if (queue_room(&hc->wbuf, &hc->wlen, &hc->woff, &hc->wcap, len, HB_TLS_WBUF))
@@ -1292,15 +1324,25 @@ static int out_bio_write(BIO *b, const char *data, int len)
 	return len;
 }
 
+static int out_bio_write(BIO *b, const char *data, int len)
+{
+	return out_queue(BIO_get_data(b), data, len);
+}
+
 static long out_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
 	(void)b; (void)num; (void)ptr;
 	return cmd == BIO_CTRL_FLUSH;
 }
 
-/* Writes the queued records: 0 all out, 1 the socket is full, -1 lost. */
+/* Writes the queued records: 0 all out, 1 the socket is full, -1 lost.
+ * Over memory (no socket) they are dropped as sent. */
 static int conn_push(struct hb_conn *hc)
 {
+	if (hc->fd < 0 && hc->woff < hc->wlen) {
+		buf_add(hc, -(long)(hc->wlen - hc->woff), 1);
+		hc->woff = hc->wlen;
+	}
 	while (hc->woff < hc->wlen) {
 		ssize_t n = write(hc->fd, hc->wbuf + hc->woff, hc->wlen - hc->woff);
 
@@ -1346,7 +1388,9 @@ static void conn_flush(struct hb_conn *hc)
 				int w;
 
 				ERR_clear_error();
-				w = SSL_write(hc->ssl, d + off, (int)(n - off));
+				/* over memory, the plaintext is what goes out */
+				w = hc->ssl ? SSL_write(hc->ssl, d + off, (int)(n - off)) :
+					      out_queue(hc, (const char *)d + off, (int)(n - off));
 				if (w <= 0) {
 					conn_fail(hc, "TLS write failed");
 					return;
@@ -1553,7 +1597,7 @@ static void conn_handshake(struct hb_conn *hc)
 		return;
 	}
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-		tun_watch(hc->t, hc->fd, &hc->o, EPOLLIN | (push > 0 ? EPOLLOUT : 0));
+		t_host_watch(hc->t, hc->fd, &hc->o, EPOLLIN | (push > 0 ? EPOLLOUT : 0));
 		return;
 	}
 	why = tls_verify_error(hc->ssl);
@@ -1570,6 +1614,38 @@ static void conn_handshake(struct hb_conn *hc)
  * records), so after the first SSL_read only what it already holds is
  * taken; more from the kernel wakes epoll again, and no read() is spent
  * just to hear EAGAIN. */
+/* Hands N bytes of HC's peer to its HTTP/2 session: 0, or -1 once HC
+ * is closed. */
+static int conn_recv(struct hb_conn *hc, const uint8_t *buf, size_t n)
+{
+	ssize_t r = nghttp2_session_mem_recv(hc->h2, buf, n);
+
+	hc->last_active = time(NULL);
+	if (r < 0) {
+		tun_stat(hc->t, SKM_TUN_H2_ERRORS, 1);
+		conn_fail(hc, nghttp2_strerror((int)r));
+		return -1;
+	}
+	return hc->o.dead ? -1 : 0;
+}
+
+/* What the records carried goes to the sockets now, and the window for
+ * what they took back to the peer. */
+static void conn_deliver(struct hb_conn *hc)
+{
+	for (struct hb_stream *s = hc->streams, *next; s; s = next) {
+		next = s->snext;
+		if (s->ooff < s->olen) {
+			stream_write_out(s);
+			if (s->o.dead)
+				continue;
+			stream_update(s);
+		}
+		stream_give_window(s);
+		stream_check_done(s);
+	}
+}
+
 static void conn_read(struct hb_conn *hc)
 {
 	struct tunnel *t = hc->t;
@@ -1590,15 +1666,7 @@ static void conn_read(struct hb_conn *hc)
 		ERR_clear_error();
 		n = SSL_read(hc->ssl, t->rbuf, HB_RBUF);
 		if (n > 0) {
-			ssize_t r = nghttp2_session_mem_recv(hc->h2, t->rbuf, n);
-
-			hc->last_active = time(NULL);
-			if (r < 0) {
-				tun_stat(t, SKM_TUN_H2_ERRORS, 1);
-				conn_fail(hc, nghttp2_strerror((int)r));
-				return;
-			}
-			if (hc->o.dead)
+			if (conn_recv(hc, t->rbuf, n))
 				return;
 			if (!SSL_has_pending(hc->ssl))
 				break;
@@ -1610,19 +1678,7 @@ static void conn_read(struct hb_conn *hc)
 		conn_fail(hc, e == SSL_ERROR_ZERO_RETURN ? "peer closed" : "connection lost");
 		return;
 	}
-	/* What the records carried goes to the sockets now, and the window
-	 * for what they took back to the peer. */
-	for (struct hb_stream *s = hc->streams, *next; s; s = next) {
-		next = s->snext;
-		if (s->ooff < s->olen) {
-			stream_write_out(s);
-			if (s->o.dead)
-				continue;
-			stream_update(s);
-		}
-		stream_give_window(s);
-		stream_check_done(s);
-	}
+	conn_deliver(hc);
 }
 
 static void conn_event(struct tunnel *t, struct hb_conn *hc, uint32_t events)
@@ -1655,24 +1711,46 @@ static void conn_event(struct tunnel *t, struct hb_conn *hc, uint32_t events)
 		conn_flush(hc);
 }
 
-static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int client,
-				uint32_t peer_ip, uint16_t peer_port)
+/* A connection of T on FD (-1: over memory), linked and counted. */
+static struct hb_conn *conn_alloc(struct tunnel *t, int fd, int client, uint32_t peer_ip,
+				  uint16_t peer_port)
 {
 	struct hb_conn *hc = calloc(1, sizeof(*hc));
-	BIO *rb, *wb;
 
 	if (!hc)
 		return NULL;
-	hc->ssl = SSL_new(ctx);
+	hc->o.kind = TUN_OBJ_CONN;
+	hc->t = t;
+	hc->fd = fd;
+	hc->client = client;
+	hc->peer_ip = peer_ip;
+	hc->peer_port = peer_port;
+	hc->started = hc->last_active = time(NULL);
+	hc->next = t->conns;
+	t->conns = hc;
+	tun_stat(t, SKM_TUN_CONNS_OPEN, 1);
+	return hc;
+}
+
+static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int client,
+				uint32_t peer_ip, uint16_t peer_port)
+{
+	struct hb_conn *hc;
+	SSL *ssl = SSL_new(ctx);
+	BIO *rb, *wb;
+
+	if (!ssl)
+		return NULL;
 	rb = BIO_new_socket(fd, BIO_NOCLOSE);
 	wb = out_bio_method ? BIO_new(out_bio_method) : NULL;
-	if (!hc->ssl || !rb || !wb) {
+	hc = rb && wb ? conn_alloc(t, fd, client, peer_ip, peer_port) : NULL;
+	if (!hc) {
 		BIO_free(rb);
 		BIO_free(wb);
-		SSL_free(hc->ssl);
-		free(hc);
+		SSL_free(ssl);
 		return NULL;
 	}
+	hc->ssl = ssl;
 	BIO_set_data(wb, hc);
 	BIO_set_init(wb, 1);
 	SSL_set_bio(hc->ssl, rb, wb);
@@ -1685,16 +1763,6 @@ static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int clie
 		SSL_set_connect_state(hc->ssl);
 	else
 		SSL_set_accept_state(hc->ssl);
-	hc->o.kind = TUN_OBJ_CONN;
-	hc->t = t;
-	hc->fd = fd;
-	hc->client = client;
-	hc->peer_ip = peer_ip;
-	hc->peer_port = peer_port;
-	hc->started = hc->last_active = time(NULL);
-	hc->next = t->conns;
-	t->conns = hc;
-	tun_stat(t, SKM_TUN_CONNS_OPEN, 1);
 	return hc;
 }
 
@@ -1823,7 +1891,7 @@ static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa
 		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
 		return NULL;
 	}
-	cfd = tun_connect(t, -1, ip, SKM_PORT_HBONE, SKM_MESHD_MARK, 0);
+	cfd = t_host_connect(t, -1, ip, SKM_PORT_HBONE, SKM_MESHD_MARK, 0);
 	if (cfd < 0) {
 		ip_str(ip, ips, sizeof(ips));
 		pr_warn("tunnel: cannot dial %s:%u: %s\n", ips, SKM_PORT_HBONE, strerror(-cfd));
@@ -1929,7 +1997,7 @@ void hbone_reauthorize(struct tunnel *t)
 			next = s->snext;
 			if (!s->established || s->o.dead)
 				continue;
-			if (tun_authorize(t, hc->peer_id, s->src_ip, s->dst_ip, s->dst_port,
+			if (t_host_authorize(t, hc->peer_id, s->src_ip, s->dst_ip, s->dst_port,
 					  &tgt, why, sizeof(why)) != 401)
 				continue;
 			pr_info("tunnel: closing %s -> %s from %s: the policy now denies it (%s)\n",
@@ -2040,6 +2108,36 @@ void hbone_reap(struct tunnel *t)
 	}
 }
 
+struct hb_conn *hbone_mem_server(struct tunnel *t, struct tun_pod *pod, const char *peer_id,
+				 uint32_t peer_ip, uint16_t peer_port)
+{
+	struct hb_conn *hc = conn_alloc(t, -1, 0, peer_ip, peer_port);
+
+	if (!hc)
+		return NULL;
+	spiffe_id(hc->local_id, sizeof(hc->local_id), t->td, pod->ns, pod->sa);
+	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", peer_id);
+	hc->pod_ip = pod->ip;
+	if (conn_h2_setup(hc)) {
+		conn_fail(hc, "cannot set up HTTP/2");
+		return NULL;
+	}
+	hc->state = HB_READY;
+	hc->last_active = hc->ping_sent = time(NULL);
+	conn_flush(hc);
+	return hc->o.dead ? NULL : hc;
+}
+
+int hbone_mem_recv(struct hb_conn *hc, const uint8_t *data, size_t len)
+{
+	if (hc->o.dead || conn_recv(hc, data, len))
+		return -1;
+	conn_deliver(hc);
+	if (!hc->o.dead)
+		conn_flush(hc);
+	return hc->o.dead ? -1 : 0;
+}
+
 void hbone_resume(struct tunnel *t)
 {
 	struct hb_conn *next;
@@ -2056,7 +2154,10 @@ void hbone_resume(struct tunnel *t)
 		}
 		if (hc->rd_paused && !conn_out_full(hc) && hc->state == HB_READY) {
 			/* what OpenSSL read ahead will not wake epoll */
-			conn_read(hc);
+			if (hc->ssl)
+				conn_read(hc);
+			else
+				hc->rd_paused = 0;
 			if (!hc->o.dead)
 				conn_flush(hc);
 		} else if (hc->rd_paused) {
@@ -2065,8 +2166,9 @@ void hbone_resume(struct tunnel *t)
 	}
 }
 
-int hbone_init(struct tunnel *t)
+int hbone_init(struct tunnel *t, const struct hbone_host *host)
 {
+	t->host = host;
 	if (!out_bio_method) {
 		out_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
 					      "skmesh tunnel records");

@@ -433,11 +433,6 @@ int tun_authorize(struct tunnel *t, const char *peer_id, uint32_t src_ip,
 
 /* --- counters --------------------------------------------------------- */
 
-void tun_stat(struct tunnel *t, enum skm_tun_stat s, int64_t d)
-{
-	t->stats[s] += (uint64_t)d;
-}
-
 /* The counters live in a pinned array so meshctl reads them like the
  * kernel's, mapped into meshd so counting costs no system call (a map
  * update per count was most of a tunnelled round trip's cost). A pin
@@ -721,6 +716,15 @@ void tunnel_limits_defaults(struct tunnel_limits *l)
 		l->reset_rate = TUN_DEF_RESET_RATE;
 }
 
+/* The HBONE engine's host: the thread's epoll, sockets, pods and policy. */
+static const struct hbone_host tunnel_host = {
+	.watch = tun_watch,
+	.unwatch = tun_unwatch,
+	.connect = tun_connect,
+	.pod_find = tun_pod_find,
+	.authorize = tun_authorize,
+};
+
 int tunnel_start(struct tunnel *t)
 {
 	struct itimerspec its = { .it_interval.tv_sec = 1, .it_value.tv_sec = 1 };
@@ -747,7 +751,7 @@ int tunnel_start(struct tunnel *t)
 	stats_open(t);
 	bytes_open(t);
 	outbound_map(t);
-	if ((e = hbone_init(t)))
+	if ((e = hbone_init(t, &tunnel_host)))
 		goto fail;
 	/* Signals are meshd's main loop's business (signalfd): the thread
 	 * starts with all of them blocked. */
