@@ -63,6 +63,7 @@ struct hb_conn {
 	char peer_id[SKM_SPIFFE_MAX];	/* expected (client), verified (both) */
 	char node[64];			/* client: the destination node */
 	uint32_t pod_ip;		/* server: the pod whose 15008 it came to */
+	uint32_t src_ip;		/* client: the pod it is dialled from */
 	uint32_t peer_ip;
 	uint16_t peer_port;
 	unsigned char *wbuf;
@@ -1126,7 +1127,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
 	return 0;
 }
 
-static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa,
+static struct hb_conn *pool_get(struct tunnel *t, const struct tun_pod *pod,
 				 const char *src_id, const char *dst_id, const char *node,
 				 uint32_t ip);
 static void submit_request(struct hb_conn *hc, struct hb_stream *s);
@@ -1139,12 +1140,17 @@ static void submit_request(struct hb_conn *hc, struct hb_stream *s);
 static int stream_retry(struct hb_conn *old, struct hb_stream *s)
 {
 	struct tunnel *t = old->t;
+	const struct tun_pod *pod;
 	struct hb_conn *hc;
 
 	if (!s->client || s->established || s->status || s->retried || s->fd < 0 ||
 	    t->draining || !s->dst_node[0])
 		return 0;
-	hc = pool_get(t, s->src_ns, s->src_sa, s->src_id, s->dst_id, s->dst_node, s->dst_ip);
+	/* dialled from the client pod's namespace: it must still be here */
+	pod = t_host_pod_find(t, s->src_ip);
+	if (!pod || pod->netns_fd < 0 || strcmp(pod->ns, s->src_ns) || strcmp(pod->sa, s->src_sa))
+		return 0;
+	hc = pool_get(t, pod, s->src_id, s->dst_id, s->dst_node, s->dst_ip);
 	if (!hc || hc == old)
 		return 0;
 	pr_info("tunnel: %s refused the stream to %s from %s: sent again on another "
@@ -1846,11 +1852,11 @@ void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
 	conn_handshake(hc);
 }
 
-/* A pooled connection for (source identity, destination identity,
- * destination pod) with room for one more stream: a pod's 15008 serves
- * that pod only. */
-static struct hb_conn *pool_find(struct tunnel *t, const char *src_id, const char *dst_id,
-				 uint32_t ip)
+/* A pooled connection for (source pod, its identity, destination
+ * identity, destination pod) with room for one more stream: it is dialled
+ * from the source pod's address, and a pod's 15008 serves that pod only. */
+static struct hb_conn *pool_find(struct tunnel *t, uint32_t src_ip, const char *src_id,
+				 const char *dst_id, uint32_t ip)
 {
 	for (struct hb_conn *hc = t->conns; hc; hc = hc->next) {
 		int max = HB_MAX_STREAMS;
@@ -1864,21 +1870,24 @@ static struct hb_conn *pool_find(struct tunnel *t, const char *src_id, const cha
 			if ((int)m < max)
 				max = (int)m;
 		}
-		if (hc->nstreams < max && hc->peer_ip == ip && !strcmp(hc->local_id, src_id) &&
-		    !strcmp(hc->peer_id, dst_id))
+		if (hc->nstreams < max && hc->peer_ip == ip && hc->src_ip == src_ip &&
+		    !strcmp(hc->local_id, src_id) && !strcmp(hc->peer_id, dst_id))
 			return hc;
 	}
 	return NULL;
 }
 
-/* A connection for a stream from NS/SA (SRC_ID) to DST_ID on NODE, whose
- * HBONE port is at IP: a pooled one with room, or a new one, dialling.
- * NULL (counted and said) when none can be had. */
-static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa,
+/* A connection for a stream from POD (SRC_ID) to DST_ID on NODE, whose
+ * HBONE port is at IP: a pooled one with room, or a new one, dialling
+ * from POD's network namespace (ztunnel's in-pod mode), so the peer sees
+ * the pod's own address, not the node's. NULL (counted and said) when
+ * none can be had. */
+static struct hb_conn *pool_get(struct tunnel *t, const struct tun_pod *pod,
 				 const char *src_id, const char *dst_id, const char *node,
 				 uint32_t ip)
 {
-	struct hb_conn *hc = pool_find(t, src_id, dst_id, ip);
+	struct hb_conn *hc = pool_find(t, pod->ip, src_id, dst_id, ip);
+	const char *ns = pod->ns, *sa = pod->sa;
 	char err[256], ips[INET_ADDRSTRLEN];
 	SSL_CTX *ctx;
 	int cfd;
@@ -1891,7 +1900,7 @@ static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa
 		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
 		return NULL;
 	}
-	cfd = t_host_connect(t, -1, ip, SKM_PORT_HBONE, SKM_MESHD_MARK, 0);
+	cfd = t_host_connect(t, pod->netns_fd, ip, SKM_PORT_HBONE, SKM_MESHD_MARK, 0);
 	if (cfd < 0) {
 		ip_str(ip, ips, sizeof(ips));
 		pr_warn("tunnel: cannot dial %s:%u: %s\n", ips, SKM_PORT_HBONE, strerror(-cfd));
@@ -1906,6 +1915,7 @@ static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa
 	snprintf(hc->local_id, sizeof(hc->local_id), "%s", src_id);
 	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", dst_id);
 	snprintf(hc->node, sizeof(hc->node), "%s", node);
+	hc->src_ip = pod->ip;
 	/* the handshake checks the server is DST_ID; without that, no
 	 * handshake at all */
 	if (tls_expect_peer(hc->ssl, dst_id)) {
@@ -1933,7 +1943,7 @@ void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		close(fd);
 		return;
 	}
-	hc = pool_get(t, pod->ns, pod->sa, src_id, dst_id, dst->node, dst->ip);
+	hc = pool_get(t, pod, src_id, dst_id, dst->node, dst->ip);
 	if (!hc) {
 		close(fd);
 		return;

@@ -14,9 +14,9 @@ names.
   header ignored (counted `in_forwarded_ignored`), and the access log
   shows the TCP peer address, not the lie. The header naming the peer's
   own workload is believed (200 where node1's address alone is denied).
-- Between two meshd the forwarded address still drives policy: an
-  ipBlocks DENY naming pod a1 refuses a1's tunnelled connections, a2's
-  pass.
+- Between two meshd: meshd dials HBONE from the client pod's network
+  namespace, so the TCP peer is the pod itself; an ipBlocks DENY naming
+  pod a1 refuses a1's tunnelled connections, a2's pass.
 - A CONNECT whose target is not the listener's own pod is answered 400,
   as ztunnel answers it, even to a pod the peer may reach on that pod's
   own listener.
@@ -119,6 +119,19 @@ def body(t, topo):
     t.check("between two meshd, ipBlocks naming pod a1 refuses a1's tunnelled "
             "connection", res[a1.name].get("ok") is not True, res)
     t.check("... and a2's passes, its echo exact", res[a2.name].get("ok") is True, res)
+    def meshd_lines():
+        """node2's lines of a2's stream from node1's meshd (the stream
+        ends as the session is killed: its line comes a moment later)."""
+        return [e for e in h2.access_events() if e.get("path") == "tunnel" and
+                e.get("role") == "server" and e.get("response_code") == 200 and
+                e.get("src_workload") == "default/%s" % a2.name and
+                not e.get("peer", "").startswith(node1 + ":")]
+    tap.wait_until(meshd_lines, timeout=5)
+    srv = meshd_lines()
+    t.check("node1's meshd dials from the client pod's own namespace: node2 sees the "
+            "pod's address as the TCP peer, not node1's",
+            srv and all(e.get("peer", "").startswith(a2.ip + ":") for e in srv),
+            [(e.get("peer"), e.get("src")) for e in srv])
     t.check("meshd node2 believed node1's meshd (no forwarded header ignored)",
             tun_stats(2, topo).get("in_forwarded_ignored") == 3, tun_stats(2, topo))
     t.check("both meshd survived", h1.proc.poll() is None and h2.proc.poll() is None,
