@@ -650,6 +650,7 @@ struct ctx_info {
 /* Per connection (SSL ex_data, made on first use): the identity the
  * client expects and why the handshake failed. */
 struct tls_state {
+	int expect_set;			/* tls_expect_peer() was called */
 	char expect[SKM_SPIFFE_MAX];
 	char why[SKM_REASON_MAX];
 	enum tls_fail reason;
@@ -783,7 +784,13 @@ static int check_leaf(SSL *ssl, X509 *leaf)
 	}
 	if (ci->server)
 		return 1;
-	if (st && st->expect[0] && strcmp(id, st->expect)) {
+	/* fail closed: a client that was never told whom to expect (or
+	 * whose state for it could not be had) trusts no server */
+	if (!st || !st->expect_set) {
+		set_why(ssl, TLS_FAIL_WRONG_PEER, "server is %s but no identity was expected", id);
+		return 0;
+	}
+	if (st->expect[0] && strcmp(id, st->expect)) {
 		set_why(ssl, TLS_FAIL_WRONG_PEER, "server is %s but %s was expected", id,
 			st->expect);
 		return 0;
@@ -947,6 +954,7 @@ int tls_expect_peer(SSL *ssl, const char *id)
 	if (!st)
 		return -ENOMEM;
 	snprintf(st->expect, sizeof(st->expect), "%s", id ?: "");
+	st->expect_set = 1;
 	return 0;
 }
 

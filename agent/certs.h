@@ -101,7 +101,9 @@ int wl_cert_write(const struct wl_cert *c, const char *ns, const char *sa,
  */
 SSL_CTX *tls_server_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td);
 SSL_CTX *tls_client_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td);
-/* 0, -EINVAL when SPIFFE_ID is not one (NULL: expect nothing). */
+/* 0, -EINVAL when SPIFFE_ID is not one (NULL: any identity of the trust
+ * domain, for tools and tests). A client SSL on which it was never
+ * called, or whose call failed, refuses every server. */
 int tls_expect_peer(SSL *ssl, const char *spiffe_id);
 
 /* After a successful handshake: the peer's SPIFFE ID into BUF (-ENOENT:

@@ -40,11 +40,9 @@
 #include "metrics.h"
 
 #define HB_RBUF		(64U << 10)
-#define HB_CONNECT_TIMEOUT_S	10
 #define HB_TLS_RBUF		(64U << 10)	/* OpenSSL's read-ahead buffer */
 #define HB_MAX_DATA		(128U << 10)	/* DATA payload we send at most */
-#define HB_RESET_BURST		100000
-#define HB_RESET_RATE		50000	/* per second */
+#define HB_STEP			(16U << 10)	/* a read from a pod over the total */
 
 enum hb_state {
 	HB_CONNECTING,		/* TCP connect in progress (client) */
@@ -64,11 +62,19 @@ struct hb_conn {
 	char local_id[SKM_SPIFFE_MAX];
 	char peer_id[SKM_SPIFFE_MAX];	/* expected (client), verified (both) */
 	char node[64];			/* client: the destination node */
+	uint32_t pod_ip;		/* server: the pod whose 15008 it came to */
+	uint32_t src_ip;		/* client: the pod it is dialled from */
 	uint32_t peer_ip;
 	uint16_t peer_port;
 	unsigned char *wbuf;
 	size_t wlen, woff, wcap;
 	int nstreams;			/* streams using it (incl. pending) */
+	int counted_in;			/* in t->in_conns and t->peers */
+	int in_hs;			/* in t->hs_inflight */
+	int rd_paused;			/* TLS reads wait for buffers to drain */
+	long ibuf;			/* queued toward the peer: streams' TCP
+					 * reads and TLS records */
+	long obuf;			/* queued toward the pods */
 	int goaway;			/* no new streams */
 	time_t started, last_active, ping_sent;
 	int ping_out;
@@ -109,6 +115,7 @@ struct hb_stream {
 	struct hb_stream *sprev, *snext;
 	struct hb_stream *dead_next;
 	int counted;			/* in SKM_TUN_STREAMS_OPEN */
+	int rd_paused;			/* TCP reads wait for buffers to drain */
 	struct mx_series *mx;		/* Istio's TCP metrics, once answered */
 	/* client: what it takes to send it again on another connection */
 	char src_ns[64], src_sa[128], dst_node[64];
@@ -125,6 +132,36 @@ static void conn_read(struct hb_conn *hc);
 static void stream_update(struct hb_stream *s);
 static void stream_check_done(struct hb_stream *s);
 static void stream_unpublish(struct tunnel *t, struct hb_stream *s);
+
+/* --- the host (struct hbone_host) ------------------------------------ */
+
+static int t_host_watch(struct tunnel *t, int fd, struct tun_obj *o, uint32_t events)
+{
+	return t->host->watch(t, fd, o, events);
+}
+
+static void t_host_unwatch(struct tunnel *t, int fd, struct tun_obj *o)
+{
+	t->host->unwatch(t, fd, o);
+}
+
+static int t_host_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port, int mark,
+			  uint32_t from)
+{
+	return t->host->connect(t, netns_fd, ip, port, mark, from);
+}
+
+static struct tun_pod *t_host_pod_find(struct tunnel *t, uint32_t ip)
+{
+	return t->host->pod_find(t, ip);
+}
+
+static int t_host_authorize(struct tunnel *t, const char *peer_id, uint32_t src_ip,
+			    uint32_t dst_ip, uint16_t dst_port, struct tun_target *out,
+			    char *why, size_t whylen)
+{
+	return t->host->authorize(t, peer_id, src_ip, dst_ip, dst_port, out, why, whylen);
+}
 
 /* --- small helpers ---------------------------------------------------- */
 
@@ -161,6 +198,112 @@ static void ip_str(uint32_t ip, char *buf, size_t len)
 {
 	if (!inet_ntop(AF_INET, &ip, buf, len))
 		snprintf(buf, len, "?");
+}
+
+/* --- bounds ----------------------------------------------------------- */
+
+/* Counts D more bytes queued toward the peer (IN) or toward the pods. */
+static void buf_add(struct hb_conn *hc, long d, int in)
+{
+	if (!hc)
+		return;
+	if (in)
+		hc->ibuf += d;
+	else
+		hc->obuf += d;
+	hc->t->buffered += d;
+}
+
+static long stream_ibuf(const struct hb_stream *s)
+{
+	return (long)(s->ilen - s->ioff);
+}
+
+static long stream_obuf(const struct hb_stream *s)
+{
+	return (long)(s->olen - s->ooff);
+}
+
+/* Whether the bytes buffered by all connections reached their bound. */
+static int total_full(const struct tunnel *t)
+{
+	return t->buffered >= t->o.lim.buffer_total;
+}
+
+/* Whether reading more from pods for HC would go over a bound: its own,
+ * or, once all connections together hold the total, any byte of its
+ * own not yet sent. A connection whose peer reads goes on in small
+ * steps however full the others keep the total. */
+static int conn_in_full(const struct hb_conn *hc)
+{
+	return hc->ibuf >= hc->t->o.lim.conn_buffer || (hc->ibuf > 0 && total_full(hc->t));
+}
+
+/* Whether reading more from HC's peer would go over a bound: the
+ * HTTP/2 connection window (conn_buffer) holds each connection; over
+ * the total, the connections that hold bytes for pods wait. */
+static int conn_out_full(const struct hb_conn *hc)
+{
+	return hc->obuf > 0 && total_full(hc->t);
+}
+
+struct peer_count {
+	uint32_t ip;
+	int n;			/* inbound connections */
+	int hs;			/* ... of which in their handshake */
+	struct peer_count *next;
+};
+
+static struct peer_count **peer_slot(struct tunnel *t, uint32_t ip)
+{
+	uint32_t h = ip * 2654435761U;
+	struct peer_count **pp = &t->peers[h >> 24];
+
+	while (*pp && (*pp)->ip != ip)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static const struct peer_count *peer_get(struct tunnel *t, uint32_t ip)
+{
+	static const struct peer_count none;
+	const struct peer_count *p = *peer_slot(t, ip);
+
+	return p ? p : &none;
+}
+
+/* N more inbound connections from IP, HS more of them in their
+ * handshake; 0, or -ENOMEM. */
+static int peer_add(struct tunnel *t, uint32_t ip, int n, int hs)
+{
+	struct peer_count **pp = peer_slot(t, ip), *p = *pp;
+
+	if (!p) {
+		if (n <= 0)
+			return 0;
+		p = calloc(1, sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		p->ip = ip;
+		*pp = p;
+	}
+	p->n += n;
+	p->hs += hs;
+	if (p->n <= 0) {
+		*pp = p->next;
+		free(p);
+	}
+	return 0;
+}
+
+/* HC's handshake is over (done or failed). */
+static void conn_hs_done(struct hb_conn *hc)
+{
+	if (!hc->in_hs)
+		return;
+	hc->t->hs_inflight--;
+	peer_add(hc->t, hc->peer_ip, 0, -1);
+	hc->in_hs = 0;
 }
 
 static const char *ssl_err_str(char *buf, size_t len)
@@ -299,11 +442,6 @@ static struct hb_stream *stream_new(struct hb_conn *hc, int client)
 
 	if (!s)
 		return NULL;
-	s->ibuf = malloc(HB_TCP_BUF);
-	if (!s->ibuf) {
-		free(s);
-		return NULL;
-	}
 	s->o.kind = TUN_OBJ_STREAM;
 	s->fd = -1;
 	s->client = client;
@@ -340,7 +478,7 @@ static void stream_close_fd(struct hb_stream *s, int reset)
 		return;
 	t = s->hc ? s->hc->t : NULL;
 	if (t) {
-		tun_unwatch(t, s->fd, &s->o);
+		t_host_unwatch(t, s->fd, &s->o);
 		stream_unpublish(t, s);
 	}
 	if (reset) {
@@ -389,6 +527,10 @@ static void stream_maybe_free(struct tunnel *t, struct hb_stream *s, const char 
 	mx_add(s->mx, MX_CLOSED, 1);
 	access_log(t, s, end);
 	stream_unpublish(t, s);
+	/* what was queued for the other side will not be sent */
+	buf_add(s->hc, -stream_ibuf(s), 1);
+	buf_add(s->hc, -stream_obuf(s), 0);
+	s->ilen = s->ioff = s->olen = s->ooff = 0;
 	stream_unlink(s);
 	s->hc = NULL;
 	s->o.dead = 1;
@@ -428,6 +570,7 @@ static void stream_write_out(struct hb_stream *s)
 		}
 		s->ooff += n;
 		s->to_consume += n;
+		buf_add(s->hc, -n, 0);
 	}
 	if (s->ooff == s->olen)
 		s->ooff = s->olen = 0;
@@ -456,14 +599,24 @@ static void stream_update(struct hb_stream *s)
 	if (s->connecting)
 		ev = EPOLLOUT;
 	else {
-		if (!s->tcp_eof && s->ilen < HB_TCP_BUF)
-			ev |= EPOLLIN;
+		if (!s->tcp_eof && s->ilen < HB_TCP_BUF) {
+			if (!conn_in_full(s->hc)) {
+				ev |= EPOLLIN;
+				s->rd_paused = 0;
+			} else {
+				/* flow control: the pod waits, nothing is dropped */
+				if (!s->rd_paused)
+					tun_stat(s->hc->t, SKM_TUN_BUFFER_PAUSED, 1);
+				s->rd_paused = 1;
+				s->hc->t->paused = 1;
+			}
+		}
 		if (s->ooff < s->olen)
 			ev |= EPOLLOUT;
 	}
 	/* With nothing to wait for, the fd stays registered but silent;
 	 * EPOLLERR/HUP still come, and tell of a reset. */
-	tun_watch(s->hc->t, s->fd, &s->o, ev);
+	t_host_watch(s->hc->t, s->fd, &s->o, ev);
 }
 
 static void stream_check_done(struct hb_stream *s)
@@ -503,6 +656,7 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size
 		memcpy(buf, s->ibuf + s->ioff, n);
 		s->ioff += n;
 		s->tx += n;
+		buf_add(s->hc, -(long)n, 1);
 		mx_add(s->mx, s->client ? MX_RECEIVED : MX_SENT, n);
 		if (s->ioff == s->ilen) {
 			s->ioff = s->ilen = 0;
@@ -538,12 +692,25 @@ static void stream_resume(struct hb_stream *s)
 
 static void stream_read_tcp(struct hb_stream *s)
 {
-	while (s->fd >= 0 && !s->tcp_eof && s->ilen < HB_TCP_BUF) {
+	if (!s->ibuf && s->fd >= 0) {
+		s->ibuf = malloc(HB_TCP_BUF);
+		if (!s->ibuf) {
+			stream_abort(s, NGHTTP2_INTERNAL_ERROR, "out of memory");
+			return;
+		}
+	}
+	while (s->fd >= 0 && !s->tcp_eof && s->ilen < HB_TCP_BUF && !conn_in_full(s->hc)) {
 		size_t want = HB_TCP_BUF - s->ilen;
-		ssize_t n = read(s->fd, s->ibuf + s->ilen, want);
+		ssize_t n;
+
+		/* over the total, one small step at a time */
+		if (total_full(s->hc->t) && want > HB_STEP)
+			want = HB_STEP;
+		n = read(s->fd, s->ibuf + s->ilen, want);
 
 		if (n > 0) {
 			s->ilen += n;
+			buf_add(s->hc, n, 1);
 			if ((size_t)n < want)
 				break;	/* drained: epoll tells of more */
 			continue;
@@ -701,8 +868,6 @@ static int parse_authority(const char *a, uint32_t *ip, uint16_t *port)
 	return 0;
 }
 
-/* The source address a ztunnel puts in `forwarded: for=...`:
- * for=1.2.3.4, for="1.2.3.4", for="1.2.3.4:5". */
 /* The client address of a `forwarded: for="IP:PORT"` header (RFC 7239,
  * as ztunnel sends it); *PORT is 0 when it has none. */
 static uint32_t forwarded_ip(const char *fwd, uint16_t *port)
@@ -744,6 +909,45 @@ static void respond(struct hb_stream *s, int code)
 	nghttp2_submit_response(s->hc->h2, s->sid, nv, 1, NULL);
 }
 
+/* The source of S as policy, the access log and the metrics know it: the
+ * `forwarded` address when it is a workload of another node whose
+ * identity is the one the peer's certificate proved (a peer speaks for
+ * its own workloads only), else the TCP peer address. */
+static void stream_source(struct hb_conn *hc, struct hb_stream *s)
+{
+	struct tunnel *t = hc->t;
+	const struct config *cfg = t->cur ? t->cur->cfg : NULL;
+	const struct cfg_workload *w;
+	uint16_t fport = 0;
+	uint32_t fip;
+	char id[SKM_SPIFFE_MAX], ip[INET_ADDRSTRLEN];
+
+	s->src_ip = hc->peer_ip;
+	s->src_port = hc->peer_port;
+	if (!s->forwarded[0])
+		return;
+	fip = forwarded_ip(s->forwarded, &fport);
+	if (fip == hc->peer_ip && fip) {
+		s->src_port = fport ? fport : s->src_port;
+		return;
+	}
+	w = fip && cfg ? config_workload_by_ip(cfg, fip) : NULL;
+	if (w && strcmp(w->node, t->o.node)) {
+		config_workload_id(cfg, w, id, sizeof(id));
+		if (!strcmp(id, hc->peer_id)) {
+			s->src_ip = fip;
+			s->src_port = fport;
+			return;
+		}
+	}
+	tun_stat(t, SKM_TUN_IN_FORWARDED_IGNORED, 1);
+	ip_str(hc->peer_ip, ip, sizeof(ip));
+	pr_limited(&t->lim_req, LOG_WARN,
+		   "tunnel: %s at %s sent forwarded: %.64s, which is no workload of its "
+		   "identity on another node: its own address stands\n", hc->peer_id, ip,
+		   s->forwarded);
+}
+
 /* The address meshd connects to the app from: the client's, as ztunnel
  * does, when the pod's routing is in place and the client is a workload
  * of another node whose identity is the peer's certificate (a peer may
@@ -771,7 +975,7 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 	struct tunnel *t = hc->t;
 	struct tun_target tgt;
 	struct tun_pod *pod;
-	uint32_t ip, src;
+	uint32_t ip;
 	uint16_t port;
 	int code, fd;
 
@@ -779,24 +983,37 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 		snprintf(s->why, sizeof(s->why), "%s", s->status < 0 ? "method is not CONNECT" :
 			 "authority is not ip:port");
 		tun_stat(t, SKM_TUN_IN_BAD_REQUEST, 1);
-		pr_info("tunnel: 400 for %s: %s (\"%s\")\n", hc->peer_id, s->why, s->authority);
+		pr_limited(&t->lim_req, LOG_INFO, "tunnel: 400 for %s: %s (\"%s\")\n",
+			   hc->peer_id, s->why, s->authority);
+		respond(s, 400);
+		return;
+	}
+	/* As ztunnel: a pod's 15008 serves that pod only. */
+	if (ip != hc->pod_ip) {
+		char pip[INET_ADDRSTRLEN];
+
+		ip_str(hc->pod_ip, pip, sizeof(pip));
+		snprintf(s->why, sizeof(s->why), "target is not %s, the pod this listener "
+			 "serves", pip);
+		tun_stat(t, SKM_TUN_IN_BAD_REQUEST, 1);
+		pr_limited(&t->lim_req, LOG_INFO, "tunnel: 400 for %s: %s (\"%s\")\n",
+			   hc->peer_id, s->why, s->authority);
 		respond(s, 400);
 		return;
 	}
 	s->dst_ip = ip;
 	s->dst_port = port;
-	src = s->forwarded[0] ? forwarded_ip(s->forwarded, &s->src_port) : 0;
-	s->src_ip = src ? src : hc->peer_ip;
+	stream_source(hc, s);
 	if (t->cur && t->cur->cfg) {
 		const struct cfg_workload *w = config_workload_by_ip(t->cur->cfg, s->src_ip);
 
 		if (w)
 			snprintf(s->src_wl, sizeof(s->src_wl), "%s/%s", w->ns, w->name);
 	}
-	code = tun_authorize(t, hc->peer_id, s->src_ip, ip, port, &tgt, s->why, sizeof(s->why));
+	code = t_host_authorize(t, hc->peer_id, s->src_ip, ip, port, &tgt, s->why, sizeof(s->why));
 	if (code == 200) {
 		snprintf(s->dst_wl, sizeof(s->dst_wl), "%s/%s", tgt.ns, tgt.name);
-		pod = tun_pod_find(t, ip);
+		pod = t_host_pod_find(t, ip);
 		if (!pod || pod->netns_fd < 0) {
 			code = 503;
 			snprintf(s->why, sizeof(s->why), "no listener state for the workload");
@@ -805,11 +1022,12 @@ static void handle_connect(struct hb_conn *hc, struct hb_stream *s)
 	if (code != 200) {
 		tun_stat(t, code == 400 ? SKM_TUN_IN_BAD_REQUEST : code == 401 ?
 			 SKM_TUN_IN_DENIED : SKM_TUN_IN_UPSTREAM_FAILED, 1);
-		pr_info("tunnel: %d for %s -> %s: %s\n", code, hc->peer_id, s->authority, s->why);
+		pr_limited(&t->lim_req, LOG_INFO, "tunnel: %d for %s -> %s: %s\n", code,
+			   hc->peer_id, s->authority, s->why);
 		respond(s, code);
 		return;
 	}
-	fd = tun_connect(t, pod->netns_fd, ip, port, SKM_UPSTREAM_MARK,
+	fd = t_host_connect(t, pod->netns_fd, ip, port, SKM_UPSTREAM_MARK,
 			 upstream_source(hc, s, pod));
 	if (fd < 0) {
 		snprintf(s->why, sizeof(s->why), "upstream socket: %s", strerror(-fd));
@@ -853,8 +1071,9 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *user
 	case NGHTTP2_GOAWAY:
 		hc->goaway = 1;
 		if (f->goaway.error_code != NGHTTP2_NO_ERROR)
-			pr_warn("tunnel: %s closes the connection: GOAWAY %s\n", hc->peer_id,
-				nghttp2_http2_strerror(f->goaway.error_code));
+			pr_limited(&hc->t->lim_conn, LOG_WARN,
+				   "tunnel: %s closes the connection: GOAWAY %s\n", hc->peer_id,
+				   nghttp2_http2_strerror(f->goaway.error_code));
 		return 0;
 	case NGHTTP2_HEADERS:
 	case NGHTTP2_DATA:
@@ -903,11 +1122,12 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid,
 		}
 		memcpy(s->obuf + s->olen, data, len);
 		s->olen += len;
+		buf_add(hc, len, 0);
 	}
 	return 0;
 }
 
-static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa,
+static struct hb_conn *pool_get(struct tunnel *t, const struct tun_pod *pod,
 				 const char *src_id, const char *dst_id, const char *node,
 				 uint32_t ip);
 static void submit_request(struct hb_conn *hc, struct hb_stream *s);
@@ -920,18 +1140,27 @@ static void submit_request(struct hb_conn *hc, struct hb_stream *s);
 static int stream_retry(struct hb_conn *old, struct hb_stream *s)
 {
 	struct tunnel *t = old->t;
+	const struct tun_pod *pod;
 	struct hb_conn *hc;
 
 	if (!s->client || s->established || s->status || s->retried || s->fd < 0 ||
 	    t->draining || !s->dst_node[0])
 		return 0;
-	hc = pool_get(t, s->src_ns, s->src_sa, s->src_id, s->dst_id, s->dst_node, s->dst_ip);
+	/* dialled from the client pod's namespace: it must still be here */
+	pod = t_host_pod_find(t, s->src_ip);
+	if (!pod || pod->netns_fd < 0 || strcmp(pod->ns, s->src_ns) || strcmp(pod->sa, s->src_sa))
+		return 0;
+	hc = pool_get(t, pod, s->src_id, s->dst_id, s->dst_node, s->dst_ip);
 	if (!hc || hc == old)
 		return 0;
 	pr_info("tunnel: %s refused the stream to %s from %s: sent again on another "
 		"connection\n", old->peer_id, s->authority, s->src_wl);
+	buf_add(old, -stream_ibuf(s), 1);
+	buf_add(old, -stream_obuf(s), 0);
 	stream_unlink(s);
 	stream_link(s, hc);
+	buf_add(hc, stream_ibuf(s), 1);
+	buf_add(hc, stream_obuf(s), 0);
 	s->sid = 0;
 	s->retried = 1;
 	s->deferred = 0;
@@ -995,8 +1224,25 @@ static int on_error(nghttp2_session *h2, int code, const char *msg, size_t len, 
 	struct hb_conn *hc = user;
 
 	(void)h2;
-	pr_warn("tunnel: HTTP/2 with %s: %.*s (%s)\n", hc->peer_id, (int)len, msg,
-		nghttp2_strerror(code));
+	pr_limited(&hc->t->lim_conn, LOG_WARN, "tunnel: HTTP/2 with %s: %.*s (%s)\n",
+		   hc->peer_id, (int)len, msg, nghttp2_strerror(code));
+	return 0;
+}
+
+/* A GOAWAY with an error is how nghttp2 ends a connection whose peer
+ * broke the protocol or flooded it (resets, SETTINGS, PINGs). */
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *f, void *user)
+{
+	struct hb_conn *hc = user;
+	char ip[INET_ADDRSTRLEN];
+
+	(void)h2;
+	if (f->hd.type != NGHTTP2_GOAWAY || f->goaway.error_code == NGHTTP2_NO_ERROR)
+		return 0;
+	tun_stat(hc->t, SKM_TUN_H2_ERRORS, 1);
+	ip_str(hc->peer_ip, ip, sizeof(ip));
+	pr_limited(&hc->t->lim_conn, LOG_WARN, "tunnel: GOAWAY %s to %s at %s:%u\n",
+		   nghttp2_http2_strerror(f->goaway.error_code), hc->peer_id, ip, hc->peer_port);
 	return 0;
 }
 
@@ -1004,11 +1250,13 @@ static int on_error(nghttp2_session *h2, int code, const char *msg, size_t len, 
 
 static void conn_update(struct hb_conn *hc)
 {
-	uint32_t ev = EPOLLIN;
+	uint32_t ev = hc->rd_paused ? 0 : EPOLLIN;
 
-	if (hc->state == HB_CONNECTING || hc->woff < hc->wlen)
-		ev = EPOLLOUT | (hc->state == HB_CONNECTING ? 0 : EPOLLIN);
-	tun_watch(hc->t, hc->fd, &hc->o, ev);
+	if (hc->state == HB_CONNECTING)
+		ev = EPOLLOUT;
+	else if (hc->woff < hc->wlen)
+		ev |= EPOLLOUT;
+	t_host_watch(hc->t, hc->fd, &hc->o, ev);
 }
 
 static void conn_free_now(struct hb_conn *hc)
@@ -1040,9 +1288,19 @@ static void conn_fail(struct hb_conn *hc, const char *why)
 		if (hc->streams == s)		/* already dead: just unlink */
 			stream_unlink(s);
 	}
-	tun_unwatch(t, hc->fd, &hc->o);
-	close(hc->fd);
-	hc->fd = -1;
+	if (hc->fd >= 0) {
+		t_host_unwatch(t, hc->fd, &hc->o);
+		close(hc->fd);
+		hc->fd = -1;
+	}
+	t->buffered -= hc->ibuf + hc->obuf;
+	hc->ibuf = hc->obuf = 0;
+	conn_hs_done(hc);
+	if (hc->counted_in) {
+		t->in_conns--;
+		peer_add(t, hc->peer_ip, -1, 0);
+	}
+	hc->counted_in = 0;
 	for (pp = &t->conns; *pp; pp = &(*pp)->next)
 		if (*pp == hc) {
 			*pp = hc->next;
@@ -1059,17 +1317,22 @@ static void conn_fail(struct hb_conn *hc, const char *why)
  * write(), instead of one write() per 16 KiB record. */
 static BIO_METHOD *out_bio_method;
 
-static int out_bio_write(BIO *b, const char *data, int len)
+/* Queues LEN bytes to go to HC's peer: LEN, or -1 without memory. */
+static int out_queue(struct hb_conn *hc, const char *data, int len)
 {
-	struct hb_conn *hc = BIO_get_data(b);
-
 	if (len <= 0)
 		return 0;
 	if (queue_room(&hc->wbuf, &hc->wlen, &hc->woff, &hc->wcap, len, HB_TLS_WBUF))
 		return -1;
 	memcpy(hc->wbuf + hc->wlen, data, len);
 	hc->wlen += len;
+	buf_add(hc, len, 1);
 	return len;
+}
+
+static int out_bio_write(BIO *b, const char *data, int len)
+{
+	return out_queue(BIO_get_data(b), data, len);
 }
 
 static long out_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
@@ -1078,15 +1341,21 @@ static long out_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 	return cmd == BIO_CTRL_FLUSH;
 }
 
-/* Writes the queued records: 0 all out, 1 the socket is full, -1 lost. */
+/* Writes the queued records: 0 all out, 1 the socket is full, -1 lost.
+ * Over memory (no socket) they are dropped as sent. */
 static int conn_push(struct hb_conn *hc)
 {
+	if (hc->fd < 0 && hc->woff < hc->wlen) {
+		buf_add(hc, -(long)(hc->wlen - hc->woff), 1);
+		hc->woff = hc->wlen;
+	}
 	while (hc->woff < hc->wlen) {
 		ssize_t n = write(hc->fd, hc->wbuf + hc->woff, hc->wlen - hc->woff);
 
 		if (n > 0) {
 			hc->woff += n;
 			hc->last_active = time(NULL);
+			buf_add(hc, -n, 1);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -1125,7 +1394,9 @@ static void conn_flush(struct hb_conn *hc)
 				int w;
 
 				ERR_clear_error();
-				w = SSL_write(hc->ssl, d + off, (int)(n - off));
+				/* over memory, the plaintext is what goes out */
+				w = hc->ssl ? SSL_write(hc->ssl, d + off, (int)(n - off)) :
+					      out_queue(hc, (const char *)d + off, (int)(n - off));
 				if (w <= 0) {
 					conn_fail(hc, "TLS write failed");
 					return;
@@ -1149,8 +1420,10 @@ static int conn_h2_setup(struct hb_conn *hc)
 {
 	nghttp2_session_callbacks *cb;
 	nghttp2_option *opt;
+	uint32_t conn_win = (uint32_t)hc->t->o.lim.conn_buffer;
+	uint32_t stream_win = conn_win < HB_STREAM_WINDOW ? conn_win : HB_STREAM_WINDOW;
 	nghttp2_settings_entry iv[] = {
-		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, HB_STREAM_WINDOW },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_win },
 		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, HB_MAX_STREAMS },
 		{ NGHTTP2_SETTINGS_MAX_FRAME_SIZE, HB_MAX_FRAME },
 	};
@@ -1164,6 +1437,7 @@ static int conn_h2_setup(struct hb_conn *hc)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_session_callbacks_set_error_callback2(cb, on_error);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	nghttp2_session_callbacks_set_data_source_read_length_callback(cb, data_length);
 	if (nghttp2_option_new(&opt)) {
 		nghttp2_session_callbacks_del(cb);
@@ -1171,12 +1445,12 @@ static int conn_h2_setup(struct hb_conn *hc)
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, HB_MAX_STREAMS);
-	/* nghttp2's guard against "rapid reset" floods (by default a burst of
-	 * 1000 RST_STREAMs, then 33/s) would close the connection of a busy
-	 * peer: every tunnelled connection its app ends with a reset is one.
-	 * Peers here are authenticated mesh workloads, and a stream costs
-	 * them as much as us; keep the guard, far above real traffic. */
-	nghttp2_option_set_stream_reset_rate_limit(opt, HB_RESET_BURST, HB_RESET_RATE);
+	/* nghttp2's guard against "rapid reset" floods: a peer that resets
+	 * more streams than this (nghttp2's default is a burst of 1000, then
+	 * 33/s) gets GOAWAY. Every tunnelled connection an app ends with a
+	 * reset is one: the rate is a flag. */
+	nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)hc->t->o.lim.reset_burst,
+						   (uint64_t)hc->t->o.lim.reset_rate);
 	err = hc->client ? nghttp2_session_client_new2(&hc->h2, cb, hc, opt) :
 			   nghttp2_session_server_new2(&hc->h2, cb, hc, opt);
 	nghttp2_option_del(opt);
@@ -1184,7 +1458,7 @@ static int conn_h2_setup(struct hb_conn *hc)
 	if (err)
 		return -ENOMEM;
 	if (nghttp2_submit_settings(hc->h2, NGHTTP2_FLAG_NONE, iv, 3) ||
-	    nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, HB_CONN_WINDOW))
+	    nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_win))
 		return -EIO;
 	return 0;
 }
@@ -1236,6 +1510,7 @@ static void conn_ready(struct hb_conn *hc)
 	unsigned int alpnlen = 0;
 	char id[SKM_SPIFFE_MAX], ip[INET_ADDRSTRLEN];
 
+	conn_hs_done(hc);
 	SSL_get0_alpn_selected(hc->ssl, &alpn, &alpnlen);
 	if (alpnlen != 2 || memcmp(alpn, "h2", 2)) {
 		conn_fail(hc, "ALPN h2 was not negotiated");
@@ -1245,6 +1520,15 @@ static void conn_ready(struct hb_conn *hc)
 		conn_fail(hc, "peer has no SPIFFE identity");
 		return;
 	}
+	/* The handshake checked it; checked again here so that no failure
+	 * anywhere in that path lets another server through. */
+	if (hc->client && strcmp(id, hc->peer_id)) {
+		pr_warn("tunnel: server is %s but %s was expected: closed\n", id, hc->peer_id);
+		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
+		tun_stat(t, SKM_TUN_OUT_WRONG_PEER, 1);
+		conn_fail(hc, "wrong server identity");
+		return;
+	}
 	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", id);
 	ip_str(hc->peer_ip, ip, sizeof(ip));
 	if (hc->client)
@@ -1252,8 +1536,8 @@ static void conn_ready(struct hb_conn *hc)
 			hc->peer_port, hc->local_id);
 	else {
 		tun_stat(t, SKM_TUN_IN_TLS_OK, 1);
-		pr_info("tunnel: accepted %s from %s:%u as %s\n", hc->peer_id, ip,
-			hc->peer_port, hc->local_id);
+		pr_limited(&t->lim_conn, LOG_INFO, "tunnel: accepted %s from %s:%u as %s\n",
+			   hc->peer_id, ip, hc->peer_port, hc->local_id);
 	}
 	if (conn_h2_setup(hc)) {
 		conn_fail(hc, "cannot set up HTTP/2");
@@ -1319,15 +1603,15 @@ static void conn_handshake(struct hb_conn *hc)
 		return;
 	}
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-		tun_watch(hc->t, hc->fd, &hc->o, EPOLLIN | (push > 0 ? EPOLLOUT : 0));
+		t_host_watch(hc->t, hc->fd, &hc->o, EPOLLIN | (push > 0 ? EPOLLOUT : 0));
 		return;
 	}
 	why = tls_verify_error(hc->ssl);
 	if (!why)
 		why = ssl_err_str(buf, sizeof(buf));
 	ip_str(hc->peer_ip, ip, sizeof(ip));
-	pr_warn("tunnel: TLS handshake %s %s:%u failed: %s\n", hc->client ? "with" : "from",
-		ip, hc->peer_port, why);
+	pr_limited(&hc->t->lim_conn, LOG_WARN, "tunnel: TLS handshake %s %s:%u failed: %s\n",
+		   hc->client ? "with" : "from", ip, hc->peer_port, why);
 	count_tls_failure(hc);
 	conn_fail(hc, why);
 }
@@ -1336,37 +1620,25 @@ static void conn_handshake(struct hb_conn *hc)
  * records), so after the first SSL_read only what it already holds is
  * taken; more from the kernel wakes epoll again, and no read() is spent
  * just to hear EAGAIN. */
-static void conn_read(struct hb_conn *hc)
+/* Hands N bytes of HC's peer to its HTTP/2 session: 0, or -1 once HC
+ * is closed. */
+static int conn_recv(struct hb_conn *hc, const uint8_t *buf, size_t n)
 {
-	struct tunnel *t = hc->t;
+	ssize_t r = nghttp2_session_mem_recv(hc->h2, buf, n);
 
-	for (;;) {
-		int n, e;
-
-		ERR_clear_error();
-		n = SSL_read(hc->ssl, t->rbuf, HB_RBUF);
-		if (n > 0) {
-			ssize_t r = nghttp2_session_mem_recv(hc->h2, t->rbuf, n);
-
-			hc->last_active = time(NULL);
-			if (r < 0) {
-				conn_fail(hc, nghttp2_strerror((int)r));
-				return;
-			}
-			if (hc->o.dead)
-				return;
-			if (!SSL_has_pending(hc->ssl))
-				break;
-			continue;
-		}
-		e = SSL_get_error(hc->ssl, n);
-		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-			break;
-		conn_fail(hc, e == SSL_ERROR_ZERO_RETURN ? "peer closed" : "connection lost");
-		return;
+	hc->last_active = time(NULL);
+	if (r < 0) {
+		tun_stat(hc->t, SKM_TUN_H2_ERRORS, 1);
+		conn_fail(hc, nghttp2_strerror((int)r));
+		return -1;
 	}
-	/* What the records carried goes to the sockets now, and the window
-	 * for what they took back to the peer. */
+	return hc->o.dead ? -1 : 0;
+}
+
+/* What the records carried goes to the sockets now, and the window for
+ * what they took back to the peer. */
+static void conn_deliver(struct hb_conn *hc)
+{
 	for (struct hb_stream *s = hc->streams, *next; s; s = next) {
 		next = s->snext;
 		if (s->ooff < s->olen) {
@@ -1378,6 +1650,41 @@ static void conn_read(struct hb_conn *hc)
 		stream_give_window(s);
 		stream_check_done(s);
 	}
+}
+
+static void conn_read(struct hb_conn *hc)
+{
+	struct tunnel *t = hc->t;
+
+	for (;;) {
+		int n, e;
+
+		if (conn_out_full(hc)) {
+			/* flow control: the peer's bytes wait in the socket */
+			if (!hc->rd_paused) {
+				hc->rd_paused = 1;
+				t->paused = 1;
+				tun_stat(t, SKM_TUN_BUFFER_PAUSED, 1);
+			}
+			break;
+		}
+		hc->rd_paused = 0;
+		ERR_clear_error();
+		n = SSL_read(hc->ssl, t->rbuf, HB_RBUF);
+		if (n > 0) {
+			if (conn_recv(hc, t->rbuf, n))
+				return;
+			if (!SSL_has_pending(hc->ssl))
+				break;
+			continue;
+		}
+		e = SSL_get_error(hc->ssl, n);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			break;
+		conn_fail(hc, e == SSL_ERROR_ZERO_RETURN ? "peer closed" : "connection lost");
+		return;
+	}
+	conn_deliver(hc);
 }
 
 static void conn_event(struct tunnel *t, struct hb_conn *hc, uint32_t events)
@@ -1410,36 +1717,14 @@ static void conn_event(struct tunnel *t, struct hb_conn *hc, uint32_t events)
 		conn_flush(hc);
 }
 
-static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int client,
-				uint32_t peer_ip, uint16_t peer_port)
+/* A connection of T on FD (-1: over memory), linked and counted. */
+static struct hb_conn *conn_alloc(struct tunnel *t, int fd, int client, uint32_t peer_ip,
+				  uint16_t peer_port)
 {
 	struct hb_conn *hc = calloc(1, sizeof(*hc));
-	BIO *rb, *wb;
 
 	if (!hc)
 		return NULL;
-	hc->ssl = SSL_new(ctx);
-	rb = BIO_new_socket(fd, BIO_NOCLOSE);
-	wb = out_bio_method ? BIO_new(out_bio_method) : NULL;
-	if (!hc->ssl || !rb || !wb) {
-		BIO_free(rb);
-		BIO_free(wb);
-		SSL_free(hc->ssl);
-		free(hc);
-		return NULL;
-	}
-	BIO_set_data(wb, hc);
-	BIO_set_init(wb, 1);
-	SSL_set_bio(hc->ssl, rb, wb);
-	SSL_set_mode(hc->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-		     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-	/* one read() for as many records as are there, not two per record */
-	SSL_set_read_ahead(hc->ssl, 1);
-	SSL_set_default_read_buffer_len(hc->ssl, HB_TLS_RBUF);
-	if (client)
-		SSL_set_connect_state(hc->ssl);
-	else
-		SSL_set_accept_state(hc->ssl);
 	hc->o.kind = TUN_OBJ_CONN;
 	hc->t = t;
 	hc->fd = fd;
@@ -1453,16 +1738,97 @@ static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int clie
 	return hc;
 }
 
+static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int client,
+				uint32_t peer_ip, uint16_t peer_port)
+{
+	struct hb_conn *hc;
+	SSL *ssl = SSL_new(ctx);
+	BIO *rb, *wb;
+
+	if (!ssl)
+		return NULL;
+	rb = BIO_new_socket(fd, BIO_NOCLOSE);
+	wb = out_bio_method ? BIO_new(out_bio_method) : NULL;
+	hc = rb && wb ? conn_alloc(t, fd, client, peer_ip, peer_port) : NULL;
+	if (!hc) {
+		BIO_free(rb);
+		BIO_free(wb);
+		SSL_free(ssl);
+		return NULL;
+	}
+	hc->ssl = ssl;
+	BIO_set_data(wb, hc);
+	BIO_set_init(wb, 1);
+	SSL_set_bio(hc->ssl, rb, wb);
+	SSL_set_mode(hc->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+		     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	/* one read() for as many records as are there, not two per record */
+	SSL_set_read_ahead(hc->ssl, 1);
+	SSL_set_default_read_buffer_len(hc->ssl, HB_TLS_RBUF);
+	if (client)
+		SSL_set_connect_state(hc->ssl);
+	else
+		SSL_set_accept_state(hc->ssl);
+	return hc;
+}
+
 /* --- entry points from tunnel.c --------------------------------------- */
+
+/* Whether an inbound connection from PEER may be had: the bounds on
+ * peers, each refusal counted and said (rate-limited). */
+static int inbound_admit(struct tunnel *t, const struct sockaddr_in *peer)
+{
+	const struct tunnel_limits *l = &t->o.lim;
+	uint32_t ip = peer->sin_addr.s_addr;
+	const struct peer_count *pc = peer_get(t, ip);
+	/* one address may hold half the handshakes: never all of them */
+	int hs_share = l->max_handshakes > 1 ? l->max_handshakes / 2 : 1;
+	enum skm_tun_stat st;
+	const char *what;
+	char ips[INET_ADDRSTRLEN];
+	int max;
+
+	if (pc->n >= l->max_conns_per_peer) {
+		st = SKM_TUN_IN_PEER_CONN_LIMIT;
+		what = "connections from this address";
+		max = l->max_conns_per_peer;
+	} else if (t->in_conns >= l->max_conns) {
+		st = SKM_TUN_IN_CONN_LIMIT;
+		what = "inbound connections in all";
+		max = l->max_conns;
+	} else if (t->hs_inflight >= l->max_handshakes) {
+		st = SKM_TUN_IN_HANDSHAKE_LIMIT;
+		what = "handshakes in progress";
+		max = l->max_handshakes;
+	} else if (pc->hs >= hs_share) {
+		st = SKM_TUN_IN_HANDSHAKE_LIMIT;
+		what = "handshakes in progress from this address";
+		max = hs_share;
+	} else {
+		return 1;
+	}
+	tun_stat(t, st, 1);
+	ip_str(ip, ips, sizeof(ips));
+	pr_limited(&t->lim_conn, LOG_WARN, "tunnel: refused a connection from %s:%u: %d %s "
+		   "already (the limit)\n", ips, ntohs(peer->sin_port), max, what);
+	return 0;
+}
 
 void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		   const struct sockaddr_in *peer)
 {
 	char err[256];
-	SSL_CTX *ctx = certmgr_server_ctx(t->certs, pod->ns, pod->sa, time(NULL),
-					  err, sizeof(err));
+	SSL_CTX *ctx;
 	struct hb_conn *hc;
 
+	if (!inbound_admit(t, peer)) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+		return;
+	}
+	ctx = certmgr_server_ctx(t->certs, pod->ns, pod->sa, time(NULL), err, sizeof(err));
 	if (!ctx) {
 		pr_warn("tunnel: no certificate for %s/%s: %s\n", pod->ns, pod->sa, err);
 		close(fd);
@@ -1473,15 +1839,24 @@ void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		close(fd);
 		return;
 	}
+	if (peer_add(t, hc->peer_ip, 1, 1)) {
+		conn_fail(hc, "out of memory");
+		return;
+	}
+	hc->counted_in = hc->in_hs = 1;
+	t->in_conns++;
+	t->hs_inflight++;
 	spiffe_id(hc->local_id, sizeof(hc->local_id), t->td, pod->ns, pod->sa);
+	hc->pod_ip = pod->ip;
 	hc->state = HB_HANDSHAKE;
 	conn_handshake(hc);
 }
 
-/* A pooled connection for (source identity, destination identity,
- * destination node) with room for one more stream. */
-static struct hb_conn *pool_find(struct tunnel *t, const char *src_id, const char *dst_id,
-				 const char *node)
+/* A pooled connection for (source pod, its identity, destination
+ * identity, destination pod) with room for one more stream: it is dialled
+ * from the source pod's address, and a pod's 15008 serves that pod only. */
+static struct hb_conn *pool_find(struct tunnel *t, uint32_t src_ip, const char *src_id,
+				 const char *dst_id, uint32_t ip)
 {
 	for (struct hb_conn *hc = t->conns; hc; hc = hc->next) {
 		int max = HB_MAX_STREAMS;
@@ -1495,21 +1870,24 @@ static struct hb_conn *pool_find(struct tunnel *t, const char *src_id, const cha
 			if ((int)m < max)
 				max = (int)m;
 		}
-		if (hc->nstreams < max && !strcmp(hc->local_id, src_id) &&
-		    !strcmp(hc->peer_id, dst_id) && !strcmp(hc->node, node))
+		if (hc->nstreams < max && hc->peer_ip == ip && hc->src_ip == src_ip &&
+		    !strcmp(hc->local_id, src_id) && !strcmp(hc->peer_id, dst_id))
 			return hc;
 	}
 	return NULL;
 }
 
-/* A connection for a stream from NS/SA (SRC_ID) to DST_ID on NODE, whose
- * HBONE port is at IP: a pooled one with room, or a new one, dialling.
- * NULL (counted and said) when none can be had. */
-static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa,
+/* A connection for a stream from POD (SRC_ID) to DST_ID on NODE, whose
+ * HBONE port is at IP: a pooled one with room, or a new one, dialling
+ * from POD's network namespace (ztunnel's in-pod mode), so the peer sees
+ * the pod's own address, not the node's. NULL (counted and said) when
+ * none can be had. */
+static struct hb_conn *pool_get(struct tunnel *t, const struct tun_pod *pod,
 				 const char *src_id, const char *dst_id, const char *node,
 				 uint32_t ip)
 {
-	struct hb_conn *hc = pool_find(t, src_id, dst_id, node);
+	struct hb_conn *hc = pool_find(t, pod->ip, src_id, dst_id, ip);
+	const char *ns = pod->ns, *sa = pod->sa;
 	char err[256], ips[INET_ADDRSTRLEN];
 	SSL_CTX *ctx;
 	int cfd;
@@ -1522,7 +1900,7 @@ static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa
 		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
 		return NULL;
 	}
-	cfd = tun_connect(t, -1, ip, SKM_PORT_HBONE, SKM_MESHD_MARK, 0);
+	cfd = t_host_connect(t, pod->netns_fd, ip, SKM_PORT_HBONE, SKM_MESHD_MARK, 0);
 	if (cfd < 0) {
 		ip_str(ip, ips, sizeof(ips));
 		pr_warn("tunnel: cannot dial %s:%u: %s\n", ips, SKM_PORT_HBONE, strerror(-cfd));
@@ -1537,7 +1915,16 @@ static struct hb_conn *pool_get(struct tunnel *t, const char *ns, const char *sa
 	snprintf(hc->local_id, sizeof(hc->local_id), "%s", src_id);
 	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", dst_id);
 	snprintf(hc->node, sizeof(hc->node), "%s", node);
-	tls_expect_peer(hc->ssl, dst_id);
+	hc->src_ip = pod->ip;
+	/* the handshake checks the server is DST_ID; without that, no
+	 * handshake at all */
+	if (tls_expect_peer(hc->ssl, dst_id)) {
+		pr_warn("tunnel: cannot set the expected identity %s for %s: not dialling\n",
+			dst_id, node);
+		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
+		conn_fail(hc, "no expected identity");
+		return NULL;
+	}
 	hc->state = HB_CONNECTING;
 	conn_update(hc);
 	return hc;
@@ -1556,7 +1943,7 @@ void hbone_outbound(struct tunnel *t, struct tun_pod *pod, int fd,
 		close(fd);
 		return;
 	}
-	hc = pool_get(t, pod->ns, pod->sa, src_id, dst_id, dst->node, dst->ip);
+	hc = pool_get(t, pod, src_id, dst_id, dst->node, dst->ip);
 	if (!hc) {
 		close(fd);
 		return;
@@ -1620,7 +2007,7 @@ void hbone_reauthorize(struct tunnel *t)
 			next = s->snext;
 			if (!s->established || s->o.dead)
 				continue;
-			if (tun_authorize(t, hc->peer_id, s->src_ip, s->dst_ip, s->dst_port,
+			if (t_host_authorize(t, hc->peer_id, s->src_ip, s->dst_ip, s->dst_port,
 					  &tgt, why, sizeof(why)) != 401)
 				continue;
 			pr_info("tunnel: closing %s -> %s from %s: the policy now denies it (%s)\n",
@@ -1645,16 +2032,28 @@ void hbone_tick(struct tunnel *t, time_t now)
 		for (struct hb_stream *s = hc->streams; s; s = s->snext)
 			stream_publish(t, s);
 		if (hc->state != HB_READY) {
-			if (now - hc->started >= HB_CONNECT_TIMEOUT_S) {
-				if (hc->client)
+			if (now - hc->started >= t->o.lim.handshake_timeout_s) {
+				if (hc->client) {
 					tun_stat(t, hc->state == HB_CONNECTING ?
 						 SKM_TUN_OUT_DIAL_FAILED : SKM_TUN_OUT_TLS_FAILED, 1);
-				else
+				} else {
+					char ip[INET_ADDRSTRLEN];
+
 					tun_stat(t, SKM_TUN_IN_TLS_FAILED, 1);
+					ip_str(hc->peer_ip, ip, sizeof(ip));
+					pr_limited(&t->lim_conn, LOG_WARN, "tunnel: TLS handshake "
+						   "from %s:%u took over %d s: closed\n", ip,
+						   hc->peer_port, t->o.lim.handshake_timeout_s);
+				}
+				if (hc->state == HB_HANDSHAKE)
+					tun_stat(t, SKM_TUN_HANDSHAKE_TIMEOUTS, 1);
 				conn_fail(hc, "handshake timed out");
 			}
 			continue;
 		}
+		/* a connection we stopped reading cannot hear the answer */
+		if (hc->rd_paused)
+			hc->ping_sent = now;
 		if (hc->ping_out && now - hc->ping_sent >= HB_PING_TIMEOUT_S) {
 			tun_stat(t, SKM_TUN_PING_TIMEOUTS, 1);
 			pr_warn("tunnel: %s did not answer PING for %d s: closing\n", hc->peer_id,
@@ -1719,8 +2118,67 @@ void hbone_reap(struct tunnel *t)
 	}
 }
 
-int hbone_init(struct tunnel *t)
+struct hb_conn *hbone_mem_server(struct tunnel *t, struct tun_pod *pod, const char *peer_id,
+				 uint32_t peer_ip, uint16_t peer_port)
 {
+	struct hb_conn *hc = conn_alloc(t, -1, 0, peer_ip, peer_port);
+
+	if (!hc)
+		return NULL;
+	spiffe_id(hc->local_id, sizeof(hc->local_id), t->td, pod->ns, pod->sa);
+	snprintf(hc->peer_id, sizeof(hc->peer_id), "%s", peer_id);
+	hc->pod_ip = pod->ip;
+	if (conn_h2_setup(hc)) {
+		conn_fail(hc, "cannot set up HTTP/2");
+		return NULL;
+	}
+	hc->state = HB_READY;
+	hc->last_active = hc->ping_sent = time(NULL);
+	conn_flush(hc);
+	return hc->o.dead ? NULL : hc;
+}
+
+int hbone_mem_recv(struct hb_conn *hc, const uint8_t *data, size_t len)
+{
+	if (hc->o.dead || conn_recv(hc, data, len))
+		return -1;
+	conn_deliver(hc);
+	if (!hc->o.dead)
+		conn_flush(hc);
+	return hc->o.dead ? -1 : 0;
+}
+
+void hbone_resume(struct tunnel *t)
+{
+	struct hb_conn *next;
+
+	if (!t->paused)
+		return;
+	t->paused = 0;
+	for (struct hb_conn *hc = t->conns; hc; hc = next) {
+		next = hc->next;
+		for (struct hb_stream *s = hc->streams, *sn; s; s = sn) {
+			sn = s->snext;
+			if (s->rd_paused)
+				stream_update(s);	/* sets t->paused again if still full */
+		}
+		if (hc->rd_paused && !conn_out_full(hc) && hc->state == HB_READY) {
+			/* what OpenSSL read ahead will not wake epoll */
+			if (hc->ssl)
+				conn_read(hc);
+			else
+				hc->rd_paused = 0;
+			if (!hc->o.dead)
+				conn_flush(hc);
+		} else if (hc->rd_paused) {
+			t->paused = 1;
+		}
+	}
+}
+
+int hbone_init(struct tunnel *t, const struct hbone_host *host)
+{
+	t->host = host;
 	if (!out_bio_method) {
 		out_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
 					      "skmesh tunnel records");

@@ -5,8 +5,9 @@
  * CONNECT streams, each relayed to a TCP socket with flow control and
  * half-close).
  *
- * HTTP/2 settings as ztunnel's: 4 MiB stream window, 16 MiB connection
- * window, 1 MiB frames, at most 100 streams on a connection; PING every 10 s, a
+ * HTTP/2 settings as ztunnel's but for the connection window, which is
+ * --tunnel-conn-buffer (4 MiB; ztunnel's is 16 MiB): 4 MiB stream window,
+ * 1 MiB frames, at most 100 streams on a connection; PING every 10 s, a
  * connection without an answer for 20 s is closed; a pooled connection
  * idle for 5 minutes is closed.
  */
@@ -21,12 +22,12 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "log.h"
 #include "origsrc.h"
 #include "skmesh.h"
 #include "tunnel.h"
 
 #define HB_STREAM_WINDOW	(4U << 20)
-#define HB_CONN_WINDOW		(16U << 20)
 #define HB_MAX_STREAMS		100
 #define HB_MAX_FRAME		(1U << 20)	/* SETTINGS_MAX_FRAME_SIZE */
 #define HB_PING_EVERY_S		10
@@ -82,9 +83,38 @@ struct tun_target {
 struct hb_conn;
 struct hb_stream;
 struct certmgr;
+struct peer_count;
+struct tunnel;
+
+/*
+ * What the HBONE engine needs of its host, handed to hbone_init() as
+ * nghttp2 takes its session callbacks: the engine never calls into the
+ * tunnel thread's code, so its HTTP/2 session and stream logic runs over
+ * memory too (tests/fuzz/fuzz_hbone.c). tunnel.c is the real host.
+ */
+struct hbone_host {
+	/* Epoll interest EVENTS (0: none, still registered) of FD for O:
+	 * 0, or -errno. */
+	int (*watch)(struct tunnel *t, int fd, struct tun_obj *o, uint32_t events);
+	void (*unwatch)(struct tunnel *t, int fd, struct tun_obj *o);
+	/* A non-blocking connect to IP:PORT from the network namespace
+	 * NETNS_FD (-1: meshd's), its socket marked MARK and, when FROM is
+	 * not 0, bound to that address: the fd, or -errno. */
+	int (*connect)(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port, int mark,
+		       uint32_t from);
+	/* The local pod with address IP (network order) that has listeners. */
+	struct tun_pod *(*pod_find)(struct tunnel *t, uint32_t ip);
+	/* HTTP status ztunnel would answer a CONNECT from PEER_ID (source
+	 * SRC_IP) to DST_IP:DST_PORT: 200 (TARGET filled), 400, 401, 503;
+	 * WHY says why in words. */
+	int (*authorize)(struct tunnel *t, const char *peer_id, uint32_t src_ip,
+			 uint32_t dst_ip, uint16_t dst_port, struct tun_target *target,
+			 char *why, size_t whylen);
+};
 
 struct tunnel {
 	struct tunnel_opts o;
+	const struct hbone_host *host;	/* hbone_init() */
 	char td[128];
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -110,6 +140,17 @@ struct tunnel {
 	struct hb_stream *dead_streams;
 	unsigned char *rbuf;		/* TLS read buffer */
 
+	/* Lines a peer can provoke, each at most a few a second: about
+	 * connections (handshakes, limits) and about requests. */
+	struct log_limit lim_conn, lim_req;
+
+	/* Bounds on peers (tunnel_opts.lim): what is held now. */
+	int in_conns;			/* inbound TLS connections */
+	int hs_inflight;		/* inbound handshakes in progress */
+	long buffered;			/* bytes queued by every connection */
+	int paused;			/* some reads wait for buffers to drain */
+	struct peer_count *peers[256];	/* inbound connections by peer address */
+
 	/* Counters: the pinned skm_tun_stats array itself, mmap'ed, so a
 	 * count is a memory write and readers always see the latest; a
 	 * private copy when it cannot be had. */
@@ -118,19 +159,18 @@ struct tunnel {
 	size_t stats_len;	/* of the mapping, 0: stats_local */
 };
 
-/* tunnel.c */
+/* Counts D in the tunnel's counter S (a memory write: see stats). */
+static inline void tun_stat(struct tunnel *t, enum skm_tun_stat s, int64_t d)
+{
+	t->stats[s] += (uint64_t)d;
+}
+
+/* tunnel.c: the host's side (see struct hbone_host) */
 int tun_watch(struct tunnel *t, int fd, struct tun_obj *o, uint32_t events);
 void tun_unwatch(struct tunnel *t, int fd, struct tun_obj *o);
-/* A non-blocking connect to IP:PORT from the network namespace NETNS_FD
- * (-1: meshd's), its socket marked MARK and, when FROM is not 0, bound to
- * that address (IP_TRANSPARENT): the fd, or -errno. */
 int tun_connect(struct tunnel *t, int netns_fd, uint32_t ip, uint16_t port, int mark,
 		uint32_t from);
-/* The local pod with address IP (network order) that has listeners. */
 struct tun_pod *tun_pod_find(struct tunnel *t, uint32_t ip);
-void tun_stat(struct tunnel *t, enum skm_tun_stat s, int64_t d);
-/* HTTP status ztunnel would answer: 200 (TARGET filled), 400, 401, 503;
- * WHY says why in words. */
 int tun_authorize(struct tunnel *t, const char *peer_id, uint32_t src_ip,
 		  uint32_t dst_ip, uint16_t dst_port, struct tun_target *target,
 		  char *why, size_t whylen);
@@ -138,7 +178,8 @@ void tunnel_free_fds(struct tunnel *t);
 
 /* hbone.c */
 struct cfg_workload;
-int hbone_init(struct tunnel *t);
+/* Sets the engine up in T with HOST (kept: it must outlive T). */
+int hbone_init(struct tunnel *t, const struct hbone_host *host);
 void hbone_fini(struct tunnel *t);
 /* A captured connection FD from POD (PEER is its address) to carry to
  * DST; V is what the kernel kept of it. Takes FD. */
@@ -155,5 +196,17 @@ void hbone_tick(struct tunnel *t, time_t now);
 void hbone_drain(struct tunnel *t);
 void hbone_close_all(struct tunnel *t);
 void hbone_reap(struct tunnel *t);
+/* Reads that waited for buffers to drain go on where they can now. */
+void hbone_resume(struct tunnel *t);
+
+/* A server connection to POD over memory, its TLS taken as done with a
+ * peer proven to be PEER_ID at PEER_IP:PEER_PORT: what the peer sends
+ * goes in with hbone_mem_recv(), what the engine answers is dropped. For
+ * tests and fuzzing; NULL without memory. */
+struct hb_conn *hbone_mem_server(struct tunnel *t, struct tun_pod *pod, const char *peer_id,
+				 uint32_t peer_ip, uint16_t peer_port);
+/* Hands HC LEN bytes from its peer (the plaintext of its TLS records):
+ * 0, or -1 once the connection is closed (it is freed by hbone_reap()). */
+int hbone_mem_recv(struct hb_conn *hc, const uint8_t *data, size_t len);
 
 #endif /* SKM_HBONE_H */

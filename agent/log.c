@@ -60,3 +60,41 @@ const char *log_time_now(char *buf, unsigned long len)
 	snprintf(buf + n, len - n, ".%06ldZ", now.tv_nsec / 1000);
 	return buf;
 }
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int log_limit_pass(struct log_limit *l)
+{
+	double now = mono_now();
+
+	if (!l->primed) {
+		l->tokens = l->burst;
+		l->last = now;
+		l->primed = 1;
+	}
+	l->tokens += (now - l->last) * l->rate;
+	if (l->tokens > l->burst)
+		l->tokens = l->burst;
+	l->last = now;
+	if (l->tokens >= 1) {
+		l->tokens -= 1;
+		return 1;
+	}
+	l->suppressed++;
+	return 0;
+}
+
+void log_limit_report(struct log_limit *l, enum log_level level, const char *what)
+{
+	if (!l->suppressed)
+		return;
+	log_msg(level, "%lu lines about %s suppressed (at most %u at once, then %u a second)\n",
+		l->suppressed, what, l->burst, l->rate);
+	l->suppressed = 0;
+}

@@ -23,4 +23,29 @@ void log_msg(enum log_level level, const char *fmt, ...)
  * for access-log lines; BUF holds at least 32 bytes. */
 const char *log_time_now(char *buf, unsigned long len);
 
+/* A token bucket for the lines a peer can provoke (one per handshake,
+ * per refused request): BURST lines at once, then RATE a second. What it
+ * holds back is counted, and said in one line by log_limit_report(). */
+struct log_limit {
+	double tokens;
+	double last;		/* CLOCK_MONOTONIC seconds of the last refill */
+	unsigned long suppressed;
+	unsigned int burst, rate;
+	int primed;
+};
+
+#define LOG_LIMIT_INIT(b, r)	{ .burst = (b), .rate = (r) }
+
+/* 1 if a line may be said now; 0 (and counted suppressed) if not. */
+int log_limit_pass(struct log_limit *l);
+/* Says how many lines about WHAT were held back since the last report,
+ * if any were. */
+void log_limit_report(struct log_limit *l, enum log_level level, const char *what);
+
+#define pr_limited(l, level, ...)				\
+	do {							\
+		if ((level) <= log_level && log_limit_pass(l))	\
+			log_msg(level, __VA_ARGS__);		\
+	} while (0)
+
 #endif /* SKM_LOG_H */

@@ -56,6 +56,7 @@ struct opts {
 	const char *cert_dir;
 	int cert_lifetime_s;
 	int drain_s;
+	struct tunnel_limits tun_lim;	/* 0: the defaults */
 	int check_config;
 	int cleanup;
 	int verbose;
@@ -98,6 +99,16 @@ static void usage(FILE *f)
 "  --drain-timeout S  on SIGTERM, how long tunnelled streams may finish (5)\n"
 "  --cert-lifetime S  lifetime of issued workload certificates (86400); they\n"
 "                     are renewed at half-life\n"
+"  Bounds on HBONE peers (each refusal counted, see docs/operations.md):\n"
+"  --tunnel-max-conns N           inbound TLS connections in all (4096)\n"
+"  --tunnel-max-conns-per-peer N  ... from one peer address (512)\n"
+"  --tunnel-max-handshakes N      inbound TLS handshakes in progress (64)\n"
+"  --tunnel-handshake-timeout S   a handshake not done by then is closed (10)\n"
+"  --tunnel-conn-buffer BYTES     bytes buffered per connection each way,\n"
+"                                 its HTTP/2 connection window (4194304)\n"
+"  --tunnel-buffer-total BYTES    bytes buffered by all connections (268435456)\n"
+"  --tunnel-reset-burst N, --tunnel-reset-rate N  RST_STREAMs a peer may send\n"
+"                     at once, then a second, before GOAWAY (1000, 100)\n"
 "  --check-config     validate the config, print every problem, change nothing\n"
 "  --cleanup          detach and unpin everything under the pin root, then exit\n"
 "  -v, --verbose      more log output (twice for libbpf's)\n"
@@ -124,6 +135,22 @@ static int int_arg(const char *name, const char *arg, long min, long max, int *o
 	return 0;
 }
 
+static int long_arg(const char *name, const char *arg, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || *end || end == arg || v < min || v > max) {
+		fprintf(stderr, "meshd: %s %s: give a whole number of bytes, %ld..%ld\n", name,
+			arg, min, max);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option lopts[] = {
@@ -145,6 +172,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "cert-dir", required_argument, NULL, 'K' },
 		{ "drain-timeout", required_argument, NULL, 'D' },
 		{ "cert-lifetime", required_argument, NULL, 'T' },
+		{ "tunnel-max-conns", required_argument, NULL, 0x100 },
+		{ "tunnel-max-conns-per-peer", required_argument, NULL, 0x101 },
+		{ "tunnel-max-handshakes", required_argument, NULL, 0x102 },
+		{ "tunnel-handshake-timeout", required_argument, NULL, 0x103 },
+		{ "tunnel-conn-buffer", required_argument, NULL, 0x104 },
+		{ "tunnel-buffer-total", required_argument, NULL, 0x105 },
+		{ "tunnel-reset-burst", required_argument, NULL, 0x106 },
+		{ "tunnel-reset-rate", required_argument, NULL, 0x107 },
 		{ "check-config", no_argument, NULL, 'C' },
 		{ "cleanup", no_argument, NULL, 'X' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -214,6 +249,48 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'T':
 			if (int_arg("--cert-lifetime", optarg, 10, 366 * 86400,
 					&o->cert_lifetime_s))
+				return -EINVAL;
+			break;
+		case 0x100:
+			if (int_arg("--tunnel-max-conns", optarg, 1, 1000000,
+				    &o->tun_lim.max_conns))
+				return -EINVAL;
+			break;
+		case 0x101:
+			if (int_arg("--tunnel-max-conns-per-peer", optarg, 1, 1000000,
+				    &o->tun_lim.max_conns_per_peer))
+				return -EINVAL;
+			break;
+		case 0x102:
+			if (int_arg("--tunnel-max-handshakes", optarg, 1, 100000,
+				    &o->tun_lim.max_handshakes))
+				return -EINVAL;
+			break;
+		case 0x103:
+			if (int_arg("--tunnel-handshake-timeout", optarg, 1, 300,
+				    &o->tun_lim.handshake_timeout_s))
+				return -EINVAL;
+			break;
+		case 0x104:
+			/* the HTTP/2 window: at least its initial 64 KiB, at
+			 * most 2^31 - 1 */
+			if (long_arg("--tunnel-conn-buffer", optarg, 65535, 0x7fffffffL,
+				     &o->tun_lim.conn_buffer))
+				return -EINVAL;
+			break;
+		case 0x105:
+			if (long_arg("--tunnel-buffer-total", optarg, 1L << 20, 1L << 40,
+				     &o->tun_lim.buffer_total))
+				return -EINVAL;
+			break;
+		case 0x106:
+			if (int_arg("--tunnel-reset-burst", optarg, 1, 10000000,
+				    &o->tun_lim.reset_burst))
+				return -EINVAL;
+			break;
+		case 0x107:
+			if (int_arg("--tunnel-reset-rate", optarg, 1, 10000000,
+				    &o->tun_lim.reset_rate))
 				return -EINVAL;
 			break;
 		case 'C': o->check_config = 1; break;
@@ -438,7 +515,7 @@ static int run(const struct opts *o)
 		struct tunnel_opts to = { .node = o->node, .bpffs = o->bpffs,
 					  .ca_dir = o->ca_dir, .cert_dir = o->cert_dir,
 					  .access_log = &al, .metrics = &mx,
-					  .drain_s = o->drain_s,
+					  .drain_s = o->drain_s, .lim = o->tun_lim,
 					  .cert_lifetime_s = o->cert_lifetime_s };
 
 		if (tunnel_new(&to, cref, &tun)) {

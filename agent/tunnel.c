@@ -433,11 +433,6 @@ int tun_authorize(struct tunnel *t, const char *peer_id, uint32_t src_ip,
 
 /* --- counters --------------------------------------------------------- */
 
-void tun_stat(struct tunnel *t, enum skm_tun_stat s, int64_t d)
-{
-	t->stats[s] += (uint64_t)d;
-}
-
 /* The counters live in a pinned array so meshctl reads them like the
  * kernel's, mapped into meshd so counting costs no system call (a map
  * update per count was most of a tunnelled round trip's cost). A pin
@@ -592,6 +587,8 @@ static void tick(struct tunnel *t)
 		t->cert_next = certmgr_tick(t->certs, now);
 	certs_publish(t);
 	hbone_tick(t, now);
+	log_limit_report(&t->lim_conn, LOG_WARN, "tunnel connections");
+	log_limit_report(&t->lim_req, LOG_INFO, "tunnel requests");
 }
 
 /* One write for the stream lines of a turn of the loop, not one each. */
@@ -639,6 +636,7 @@ static void *tunnel_main(void *arg)
 				break;
 			}
 		}
+		hbone_resume(t);
 		hbone_reap(t);
 		access_log_flush(t);
 		if (t->stop_req && !t->draining) {
@@ -679,6 +677,9 @@ int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **ou
 	if (!t)
 		return -ENOMEM;
 	t->o = *o;
+	tunnel_limits_defaults(&t->o.lim);
+	t->lim_conn = (struct log_limit)LOG_LIMIT_INIT(20, 2);
+	t->lim_req = (struct log_limit)LOG_LIMIT_INIT(20, 5);
 	t->cur = cfgref_get(r);
 	t->outbound_fd = t->stats_fd = t->bytes_fd = t->evfd = t->tfd = t->epfd =
 		t->self_netns = -1;
@@ -694,6 +695,35 @@ int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **ou
 	*out = t;
 	return 0;
 }
+
+void tunnel_limits_defaults(struct tunnel_limits *l)
+{
+	if (l->max_conns <= 0)
+		l->max_conns = TUN_DEF_MAX_CONNS;
+	if (l->max_conns_per_peer <= 0)
+		l->max_conns_per_peer = TUN_DEF_MAX_CONNS_PER_PEER;
+	if (l->max_handshakes <= 0)
+		l->max_handshakes = TUN_DEF_MAX_HANDSHAKES;
+	if (l->handshake_timeout_s <= 0)
+		l->handshake_timeout_s = TUN_DEF_HANDSHAKE_TIMEOUT_S;
+	if (l->conn_buffer <= 0)
+		l->conn_buffer = TUN_DEF_CONN_BUFFER;
+	if (l->buffer_total <= 0)
+		l->buffer_total = TUN_DEF_BUFFER_TOTAL;
+	if (l->reset_burst <= 0)
+		l->reset_burst = TUN_DEF_RESET_BURST;
+	if (l->reset_rate <= 0)
+		l->reset_rate = TUN_DEF_RESET_RATE;
+}
+
+/* The HBONE engine's host: the thread's epoll, sockets, pods and policy. */
+static const struct hbone_host tunnel_host = {
+	.watch = tun_watch,
+	.unwatch = tun_unwatch,
+	.connect = tun_connect,
+	.pod_find = tun_pod_find,
+	.authorize = tun_authorize,
+};
 
 int tunnel_start(struct tunnel *t)
 {
@@ -721,7 +751,7 @@ int tunnel_start(struct tunnel *t)
 	stats_open(t);
 	bytes_open(t);
 	outbound_map(t);
-	if ((e = hbone_init(t)))
+	if ((e = hbone_init(t, &tunnel_host)))
 		goto fail;
 	/* Signals are meshd's main loop's business (signalfd): the thread
 	 * starts with all of them blocked. */

@@ -42,7 +42,29 @@ struct tunnel_opts {
 	struct alog *access_log;	/* one JSON line per tunnelled stream */
 	struct metrics *metrics;	/* Istio's TCP metrics of the streams */
 	int drain_s;		/* SIGTERM: how long streams may finish */
+	struct tunnel_limits {	/* bounds on peers; 0: the default */
+		int max_conns;		/* inbound TLS connections in all */
+		int max_conns_per_peer;	/* ... from one peer address */
+		int max_handshakes;	/* inbound handshakes in progress */
+		int handshake_timeout_s;
+		long conn_buffer;	/* bytes buffered per connection */
+		long buffer_total;	/* ... by all connections */
+		int reset_burst;	/* RST_STREAMs a peer may send at once, */
+		int reset_rate;		/* ... then a second */
+	} lim;
 };
+
+#define TUN_DEF_MAX_CONNS		4096
+#define TUN_DEF_MAX_CONNS_PER_PEER	512
+#define TUN_DEF_MAX_HANDSHAKES		64
+#define TUN_DEF_HANDSHAKE_TIMEOUT_S	10
+#define TUN_DEF_CONN_BUFFER		(4L << 20)
+#define TUN_DEF_BUFFER_TOTAL		(256L << 20)
+#define TUN_DEF_RESET_BURST		1000
+#define TUN_DEF_RESET_RATE		100
+
+/* LIM with every 0 replaced by its default. */
+void tunnel_limits_defaults(struct tunnel_limits *lim);
 
 struct tunnel;
 

@@ -468,6 +468,19 @@ enum skm_tun_stat {
 					 * (REFUSED_STREAM, GOAWAY): sent again */
 	SKM_TUN_IN_REVOKED,		/* served streams closed: a new config's
 					 * policy denies them */
+	SKM_TUN_IN_FORWARDED_IGNORED,	/* CONNECTs whose `forwarded` address is
+					 * no workload of the peer's identity:
+					 * the TCP peer address stands */
+	SKM_TUN_IN_PEER_CONN_LIMIT,	/* inbound connections refused: their
+					 * peer address had as many as allowed */
+	SKM_TUN_IN_CONN_LIMIT,		/* ... refused: as many in all as allowed */
+	SKM_TUN_IN_HANDSHAKE_LIMIT,	/* ... refused: too many handshakes
+					 * in progress */
+	SKM_TUN_HANDSHAKE_TIMEOUTS,	/* handshakes given up: too slow */
+	SKM_TUN_BUFFER_PAUSED,		/* reads paused: a connection's or all
+					 * connections' buffers were full */
+	SKM_TUN_H2_ERRORS,		/* connections closed with an HTTP/2
+					 * error GOAWAY (protocol, flood) */
 	SKM_TUN_STAT__MAX,
 };
 
@@ -478,7 +491,10 @@ enum skm_tun_stat {
 	"in_expired", "in_wrong_trust_domain", "in_no_spiffe_id",	\
 	"in_bad_request", "in_denied", "in_upstream_failed", "in_streams_ok",	\
 	"bytes_to_peers", "bytes_from_peers", "ping_timeouts",	\
-	"conns_open", "streams_open", "out_retried", "in_revoked" }
+	"conns_open", "streams_open", "out_retried", "in_revoked",	\
+	"in_forwarded_ignored", "in_peer_conn_limit", "in_conn_limit",	\
+	"in_handshake_limit", "handshake_timeouts", "buffer_paused",	\
+	"h2_errors" }
 
 #define SKM_MAP_TUN_STATS	"skm_tun_stats"
 

@@ -9,8 +9,8 @@ The tunnel against an independent HTTP/2 + TLS implementation
   a good workload certificate gets 200 and an echo; no client
   certificate, another CA, another trust domain, an expired certificate,
   a certificate without a SPIFFE SAN are refused in the handshake and
-  each counted under its reason; a CONNECT to a workload of another node
-  and one to 15008 itself get 400, one to an address no workload has 503; a CONNECT that
+  each counted under its reason; a CONNECT to a workload of another node,
+  to an address no workload has and to 15008 itself get 400; a CONNECT that
   AuthorizationPolicy denies gets 401.
 - plaintext from node1 to a STRICT pod of node2 is dropped (counted),
   to a PERMISSIVE pod it passes.
@@ -141,7 +141,8 @@ def body(t, topo):
             ("an address that is not a workload of node2", "%s:7000" % a1.ip, 400,
              "in_bad_request"),
             ("port 15008 itself", "%s:15008" % b1.ip, 400, "in_bad_request"),
-            ("an address no workload has", "10.99.2.200:7000", 503, "in_upstream_failed"),
+            # a pod's 15008 serves that pod only (ztunnel answers 400)
+            ("an address no workload has", "10.99.2.200:7000", 400, "in_bad_request"),
             ("a closed port of the pod", "%s:7999" % b1.ip, 503, "in_upstream_failed")):
         before = tun_stats(2, topo)
         rc, out, err = peer_client(topo, 1, to, authority, *good, ca=root)

@@ -549,11 +549,10 @@ async def client_connect(a):
 
 def request_headers(a, info):
     me = own_id(a.cert) if not a.no_cert else None
-    return [(":method", "CONNECT"),
-            (":authority", a.authority),
-            ("forwarded", 'for="%s"' % (a.forwarded_for or info["local"])),
-            ("baggage", a.baggage or baggage_for(me)),
-            ("traceparent", traceparent())]
+    h = [(":method", "CONNECT"), (":authority", a.authority)]
+    if not a.no_forwarded:
+        h.append(("forwarded", 'for="%s"' % (a.forwarded_for or info["local"])))
+    return h + [("baggage", a.baggage or baggage_for(me)), ("traceparent", traceparent())]
 
 
 async def open_stream(hc, a, info):
@@ -1028,6 +1027,7 @@ def main(argv=None):
     c.add_argument("--expect-id", help="required server SPIFFE ID")
     c.add_argument("--forwarded-for", help='IP:PORT for forwarded: for="..." '
                    "(default: our TLS socket's address)")
+    c.add_argument("--no-forwarded", action="store_true", help="send no forwarded header")
     c.add_argument("--baggage", help="baggage header (default: from our SPIFFE ID)")
     c.add_argument("--streams", type=int, default=0, help="N concurrent echo streams")
     c.add_argument("--bytes", type=int, default=1 << 20, help="bytes per stream (--streams)")

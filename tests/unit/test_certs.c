@@ -185,8 +185,9 @@ static int hs_xfer(SSL *w, SSL *r)
 	return -1;
 }
 
-/* New server and client SSLs of SCTX / CCTX on a socket pair. */
-static void hs_new(struct hs *h, SSL_CTX *sctx, SSL_CTX *cctx)
+/* New server and client SSLs of SCTX / CCTX on a socket pair; the client
+ * not yet told whom to expect. */
+static void hs_new_raw(struct hs *h, SSL_CTX *sctx, SSL_CTX *cctx)
 {
 	memset(h, 0, sizeof(*h));
 	assert_non_null(sctx);
@@ -200,6 +201,13 @@ static void hs_new(struct hs *h, SSL_CTX *sctx, SSL_CTX *cctx)
 	assert_int_equal(SSL_set_fd(h->c, h->fd[1]), 1);
 	SSL_set_accept_state(h->s);
 	SSL_set_connect_state(h->c);
+}
+
+/* ... the client accepting any server of the trust domain. */
+static void hs_new(struct hs *h, SSL_CTX *sctx, SSL_CTX *cctx)
+{
+	hs_new_raw(h, sctx, cctx);
+	assert_int_equal(tls_expect_peer(h->c, NULL), 0);
 }
 
 /* Runs the handshake to its end on both sides, then data both ways. */
@@ -241,8 +249,7 @@ static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, const char *expect,
 	const char *w;
 
 	hs_new(&h, sctx, cctx);
-	if (expect)
-		assert_int_equal(tls_expect_peer(h.c, expect), 0);
+	assert_int_equal(tls_expect_peer(h.c, expect), 0);
 	hs_run(&h);
 	w = tls_verify_error(h.s);
 	snprintf(swhy, 512, "%s", w ?: "");
@@ -639,6 +646,36 @@ static void test_tls_mutual(void **state)
 
 	assert_int_equal(tls_expect_peer(h.c = SSL_new(p.cctx), "not-an-id"), -EINVAL);
 	SSL_free(h.c);
+	pair_free(&p);
+}
+
+/* A client never told which server to expect trusts none: the check of
+ * the server's identity fails closed. */
+static void test_tls_client_fails_closed(void **state)
+{
+	struct fx *f = *state;
+	struct pairctx p;
+	struct hs h;
+	const char *why;
+
+	pair_new(&p, f->ca);
+	hs_new_raw(&h, p.sctx, p.cctx);
+	hs_run(&h);
+	assert_false(h.ok);
+	assert_int_not_equal(h.c_rc, 1);
+	why = tls_verify_error(h.c);
+	assert_non_null(why);
+	assert_non_null(strstr(why, "no identity was expected"));
+	assert_int_equal(tls_verify_reason(h.c), TLS_FAIL_WRONG_PEER);
+	hs_free(&h);
+
+	/* a failed tls_expect_peer() leaves it refusing too */
+	hs_new_raw(&h, p.sctx, p.cctx);
+	assert_int_equal(tls_expect_peer(h.c, "spiffe://cluster.local/ns/a"), -EINVAL);
+	hs_run(&h);
+	assert_false(h.ok);
+	assert_int_not_equal(h.c_rc, 1);
+	hs_free(&h);
 	pair_free(&p);
 }
 
@@ -1165,6 +1202,7 @@ int run_certs_tests(void)
 		T(test_issue_profile),
 		T(test_wl_cert_write),
 		T(test_tls_mutual),
+		T(test_tls_client_fails_closed),
 		T(test_tls_no_client_cert),
 		T(test_tls_other_ca),
 		T(test_tls_other_trust_domain),
