@@ -14,12 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
 #include <unistd.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <zlib.h>
 
+#include "fuzz.h"
 #include "admin.h"
 #include "alog.h"
 #include "config.h"
@@ -61,13 +61,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	struct config *cfg = NULL;
 	struct cfgref *ref;
 	char path[64];
-	int fd = memfd_create("fuzz-admin.yaml", MFD_CLOEXEC);
+	int fd = fuzz_memfd("fuzz-admin.yaml", path, sizeof(path));
 
 	(void)argc;
 	(void)argv;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	if (fd < 0 || write(fd, config_yaml, strlen(config_yaml)) != (ssize_t)strlen(config_yaml) ||
-	    config_load(path, &cfg, &d)) {
+	fuzz_memfd_put(fd, config_yaml, strlen(config_yaml));
+	if (config_load(path, &cfg, &d)) {
 		diag_print(&d, "fuzz_admin");
 		abort();
 	}

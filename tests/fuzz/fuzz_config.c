@@ -13,9 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "config.h"
 #include "policy.h"
 
@@ -27,13 +27,6 @@ static const struct cfg_opts opts = {
 	.max_file_bytes = 1 << 20,
 	.max_doc_bytes = 8192,
 };
-
-static void put(const uint8_t *data, size_t size)
-{
-	if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) ||
-	    (size && write(fd, data, size) != (ssize_t)size))
-		abort();
-}
 
 /* What a load gave, to compare two loads. */
 static void summary(int rc, const struct config *cfg, const struct cfg_diag *d, char **out)
@@ -69,12 +62,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	fd = memfd_create("fuzz-config.yaml", MFD_CLOEXEC);
-	if (fd < 0) {
-		perror("memfd_create");
-		abort();
-	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	fd = fuzz_memfd("fuzz-config.yaml", path, sizeof(path));
 	return 0;
 }
 
@@ -89,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rc, rc2;
 
 	if (!second) {
-		put(data, size);
+		fuzz_memfd_put(fd, data, size);
 		rc = config_load_opts(path, &opts, &cfg, &d);
 		if (rc && !d.nerrors)
 			abort();	/* a refusal always says why */
@@ -100,13 +88,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cache = cfg_cache_new();
 	if (!cache)
 		return 0;
-	put(data, (size_t)(second - data) + 1);
+	fuzz_memfd_put(fd, data, (size_t)(second - data) + 1);
 	rc = config_load_cached(path, &opts, cache, &cfg, &d);
 	config_free(cfg);
 	cfg = NULL;
 	diag_free(&d);
 	second += sizeof(cut) - 1;
-	put(second, size - (size_t)(second - data));
+	fuzz_memfd_put(fd, second, size - (size_t)(second - data));
 	rc = config_load_cached(path, &opts, cache, &cfg, &d);
 	rc2 = config_load_opts(path, &opts, &fresh, &fd2);
 	summary(rc, cfg, &d, &a);
