@@ -35,7 +35,7 @@ endif
 .DELETE_ON_ERROR:
 .SECONDARY:
 .PHONY: all clean deps test test-unit test-e2e demo bench asan check-bpffs install \
-	fuzz fuzz-build
+	fuzz fuzz-build fuzz-bins
 
 AGENT_SRCS	:= $(wildcard agent/*.c)
 AGENT_OBJS	:= $(patsubst agent/%.c,$(OUT)/agent/%.o,$(AGENT_SRCS))
@@ -142,10 +142,17 @@ FUZZ_SAN	:= -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 FUZZ_WARN	:= -Wno-format-nonliteral
 
 fuzz-build:
+	$(Q)printf 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }\n' | \
+		$(CLANG) -x c - -fsanitize=fuzzer,address,undefined -o /dev/null 2>/dev/null || \
+		{ echo "make fuzz: $(CLANG) cannot link libFuzzer with ASan and UBSan:" \
+		       "install clang's runtimes (Debian: libclang-rt-14-dev)" >&2; exit 1; }
 	$(Q)$(MAKE) --no-print-directory OUT=$(FUZZ_OUT) CC=$(CLANG) \
 		EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(FUZZ_WARN)" \
-		EXTRA_LDLIBS="$(FUZZ_SAN)" \
-		$(patsubst %,$(FUZZ_OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
+		EXTRA_LDLIBS="$(FUZZ_SAN)" fuzz-bins
+
+# (in that sub-make) every target's binary
+fuzz-bins: $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
+	@:
 
 # Every target for FUZZ_SECONDS each; the last two lines are
 # "fuzz_targets N" and "fuzz_crashes N". FUZZ_SAVE=1 merges what adds

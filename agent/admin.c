@@ -1054,11 +1054,11 @@ int admin_start(const struct admin_opts *o, struct metrics *m, struct alog *alog
 	err = serve(a, ADMIN_EP_METRICS, o->metrics_addr ? o->metrics_addr : "0.0.0.0",
 		    PORT_METRICS, "metrics (/metrics, /stats/prometheus)");
 	if (!err)
-		err = serve(a, ADMIN_EP_READY, o->ready_addr ? o->ready_addr : "0.0.0.0", PORT_READY,
-			    "readiness (/healthz/ready)");
+		err = serve(a, ADMIN_EP_READY, o->ready_addr ? o->ready_addr : "0.0.0.0",
+			    PORT_READY, "readiness (/healthz/ready)");
 	if (!err)
-		err = serve(a, ADMIN_EP_ADMIN, o->admin_addr ? o->admin_addr : "127.0.0.1", PORT_ADMIN,
-			    "admin (/config_dump)");
+		err = serve(a, ADMIN_EP_ADMIN, o->admin_addr ? o->admin_addr : "127.0.0.1",
+			    PORT_ADMIN, "admin (/config_dump)");
 	if (err) {
 		admin_stop(a);
 		return err;

@@ -2147,7 +2147,8 @@ static int doc_check(struct doc_ctx *c, yaml_document_t *doc, const char *text,
 	 * one node: any more references are aliases. */
 	for (yaml_node_t *n = doc->nodes.start; n < doc->nodes.top; n++) {
 		if (n->type == YAML_SEQUENCE_NODE) {
-			nrefs += (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+			nrefs += (size_t)(n->data.sequence.items.top -
+					  n->data.sequence.items.start);
 			continue;
 		}
 		if (n->type != YAML_MAPPING_NODE)
