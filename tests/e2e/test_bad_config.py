@@ -8,7 +8,8 @@ the field; a running meshd given a broken file on SIGHUP keeps its services
 (and says why in its log), and takes the next valid file. YAML aliases and
 merge keys are refused (issue 13): a ConfigMap-sized file whose aliases
 would expand to a billion principals is refused at once, without meshd's
-memory growing, and the running state stays.
+memory growing, and the running state stays; so is a file over the size
+cap.
 """
 import os
 import re
@@ -211,6 +212,21 @@ def body(t, topo):
                                            "--count", 5, "--greeting"), timeout=30)
     t.eq("... and the old policy: its DENY-all is not applied",
          tap.json_line(r.stdout)["backends"], {p2.name: 5}, r.stdout)
+
+    # a file over the 64 MiB cap (CFG_DEFAULT_MAX_FILE_BYTES): refused by
+    # its size, before it is read (sparse: no 64 MiB written here)
+    cap = 64 << 20
+    with open(real + ".tmp", "w") as f:
+        f.write(topo.config_text([svc]))
+        f.truncate(cap + 1)
+    os.replace(real + ".tmp", real)
+    size = len(h.log_text())
+    h.proc.send_signal(signal.SIGHUP)
+    said = tap.wait_until(lambda: "%d bytes, more than the %d allowed" % (cap + 1, cap)
+                          in h.log_text()[size:], timeout=5)
+    t.check("SIGHUP with a file of 64 MiB + 1 byte: refused, naming its size and the cap",
+            said, lambda: h.log_tail())
+    t.eq("... and the old services stay", svc_view(topo), before)
 
     # a file that does not fit the maps: refused whole, nothing half-written
     with open(real + ".tmp", "w") as f:
