@@ -753,6 +753,17 @@ static void test_policy_inputs(void **state)
 
 /* --- aliases, merge keys and size caps ---------------------------------- */
 
+/* Teardown: removes the file whose path a test left in *STATE. */
+static int unlink_state(void **state)
+{
+	if (*state) {
+		unlink(*state);
+		free(*state);
+		*state = NULL;
+	}
+	return 0;
+}
+
 static const char alias_doc[] =
 	"apiVersion: skmesh.io/v1alpha1\n"
 	"kind: Workload\n"
@@ -802,6 +813,7 @@ static void test_alias_expansion_refused(void **state)
 			      "spec:\n  rules:\n  - from:\n    - source:\n        principals: *a9\n");
 	assert_true(n < sizeof(text) - 1);
 	path = unit_write_tmp(text);
+	*state = path;	/* removed by unlink_state, also on failure */
 	assert_int_not_equal(config_load_opts(path, &opts, &cfg, &diag), 0);
 	assert_null(cfg);
 	assert_true(unit_diag_has(&diag, ":5:10: error: YAML alias \"*a0\" (of the anchor &a0 at 4:5)"));
@@ -809,8 +821,6 @@ static void test_alias_expansion_refused(void **state)
 	/* three named, one summary line: 91 aliases do not make 91 lines */
 	assert_int_equal(diag.nerrors, 4);
 	diag_free(&diag);
-	unlink(path);
-	free(path);
 }
 
 static void test_merge_key_refused(void **state)
@@ -828,14 +838,15 @@ static void test_anchor_alone_accepted(void **state)
 	struct cfg_diag diag = {};
 	char *path;
 
-	assert_int_equal(load_text("apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
-				   "metadata: &m {name: w}\nspec: {ip: 10.1.2.3, node: n1}\n",
-				   &cfg, &diag, &path), 0);
+	int rc = load_text("apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
+			   "metadata: &m {name: w}\nspec: {ip: 10.1.2.3, node: n1}\n",
+			   &cfg, &diag, &path);
+
+	*state = path;	/* removed by unlink_state, also on failure */
+	assert_int_equal(rc, 0);
 	assert_int_equal(cfg->nwls, 1);
 	config_free(cfg);
 	diag_free(&diag);
-	unlink(path);
-	free(path);
 	expect_error("apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
 		     "metadata: {name: w}\nspec: {ip: 10.1.2.3, node: n1, \"<<\": 1}\n",
 		     "4:32", "unknown field \"<<\"");
@@ -856,6 +867,7 @@ static void test_size_caps(void **state)
 				    "spec: {ip: 10.1.2.4, node: n1, serviceAccount: a-longer-name}\n");
 	char want[512];
 
+	*state = path;	/* removed by unlink_state, also on failure */
 	assert_non_null(cache);
 	/* the defaults take it, through the cache */
 	assert_int_equal(config_load_cached(path, NULL, cache, &cfg, &diag), 0);
@@ -885,8 +897,6 @@ static void test_size_caps(void **state)
 	assert_int_equal(diag.nerrors, 1);
 	diag_free(&diag);
 	cfg_cache_free(cache);
-	unlink(path);
-	free(path);
 }
 
 int run_config_tests(void)
@@ -910,10 +920,10 @@ int run_config_tests(void)
 		cmocka_unit_test(test_incremental_options),
 		cmocka_unit_test(test_policy_inputs),
 		cmocka_unit_test(test_alias_refused),
-		cmocka_unit_test(test_alias_expansion_refused),
+		cmocka_unit_test_teardown(test_alias_expansion_refused, unlink_state),
 		cmocka_unit_test(test_merge_key_refused),
-		cmocka_unit_test(test_anchor_alone_accepted),
-		cmocka_unit_test(test_size_caps),
+		cmocka_unit_test_teardown(test_anchor_alone_accepted, unlink_state),
+		cmocka_unit_test_teardown(test_size_caps, unlink_state),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
