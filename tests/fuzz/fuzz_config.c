@@ -4,7 +4,11 @@
  * config file; when it holds a line "#~~" it is two versions of the file,
  * loaded in turn through one parse cache, and the second load must give
  * what a fresh load of the second version gives (result, messages and
- * objects): the incremental reload may not differ from a full one.
+ * objects): the incremental reload may not differ from a full one. A
+ * config of one version, loaded, of a few workloads, gets its kernel
+ * policy tables checked against policy_eval() (policy_check.h), so the
+ * Istio examples with a workload for each of their probes (seeds
+ * istio-mesh-*) are checked as the policy target checks generated ones.
  *
  * Files live in a memfd (/proc/self/fd/N), so no disk is touched.
  */
@@ -18,6 +22,10 @@
 #include "fuzz.h"
 #include "config.h"
 #include "policy.h"
+#include "policy_check.h"
+
+/* Configs of at most this many workloads get their policy checked. */
+#define MAX_CHECKED	32
 
 static int fd = -1;
 static char path[64];
@@ -58,6 +66,24 @@ static void summary(int rc, const struct config *cfg, const struct cfg_diag *d, 
 	fclose(f);
 }
 
+/* A loaded config's kernel policy tables against policy_eval(), every
+ * workload a source pod (as if every one had its netns known): a few at
+ * most, so that a run stays fast. */
+static void check_policy(const struct config *cfg, const uint8_t *data, size_t size)
+{
+	struct policy_src srcs[MAX_CHECKED];
+	struct fuzz_in in = { data, data + size };
+	char *text;
+
+	if (!cfg->nwls || cfg->nwls > MAX_CHECKED)
+		return;
+	for (size_t i = 0; i < cfg->nwls; i++)
+		srcs[i] = (struct policy_src){ .wl_id = (uint32_t)i + 1, .w = &cfg->wls[i] };
+	text = strndup((const char *)data, size);
+	policy_check(cfg, srcs, cfg->nwls, &in, text ? text : "?");
+	free(text);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
@@ -81,6 +107,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		rc = config_load_opts(path, &opts, &cfg, &d);
 		if (rc && !d.nerrors)
 			abort();	/* a refusal always says why */
+		if (!rc)
+			check_policy(cfg, data, size);
 		config_free(cfg);
 		diag_free(&d);
 		return 0;
