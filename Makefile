@@ -34,15 +34,24 @@ endif
 
 .DELETE_ON_ERROR:
 .SECONDARY:
-.PHONY: all clean deps test test-unit test-e2e demo bench asan check-bpffs install
+.PHONY: all clean deps test test-unit test-e2e demo bench asan check-bpffs install \
+	fuzz fuzz-build fuzz-bins
 
 AGENT_SRCS	:= $(wildcard agent/*.c)
 AGENT_OBJS	:= $(patsubst agent/%.c,$(OUT)/agent/%.o,$(AGENT_SRCS))
 AGENT_LIB_OBJS	:= $(filter-out $(OUT)/agent/main.o,$(AGENT_OBJS))
 BPF_HDRS	:= include/skmesh.h $(wildcard bpf/lib/*.h)
 
+# Fuzz targets: each tests/fuzz/fuzz_NAME.c defines LLVMFuzzerTestOneInput
+# (and maybe LLVMFuzzerInitialize); its seeds are tests/fuzz/corpus/NAME/.
+# The ordinary build links each with tests/fuzz/replay.c as
+# $(OUT)/tests/fuzz/replay_NAME, which tests/run replays the corpus with.
+FUZZ_NAMES	:= $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_HDRS	:= $(wildcard tests/fuzz/*.h)
+
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
-		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert
+		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
+		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES))
 
 all: $(BINS)
 
@@ -52,7 +61,7 @@ $(OUT)/vmlinux.h: | $(OUT)
 	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp
 	$(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
-$(OUT) $(OUT)/agent $(OUT)/tools $(OUT)/bench $(OUT)/tests:
+$(OUT) $(OUT)/agent $(OUT)/tools $(OUT)/bench $(OUT)/tests $(OUT)/tests/fuzz $(OUT)/fuzz:
 	$(Q)mkdir -p $@
 
 # --- BPF objects and skeletons
@@ -109,6 +118,49 @@ $(OUT)/tests/mkcert: tests/tools/mkcert.c $(OUT)/agent/certs.o | $(OUT)/tests
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(OUT)/agent/certs.o -o $@ $(LDLIBS)
 
+# --- fuzz targets, replayed: the corpus as regression tests (tests/run fuzz)
+$(OUT)/tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_HDRS) $(AGENT_LIB_OBJS) \
+			    | $(OUT)/tests/fuzz
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -include tests/fuzz/fuzz.h $< tests/fuzz/replay.c \
+		$(AGENT_LIB_OBJS) -o $@ $(LDLIBS)
+
+# --- fuzz targets under libFuzzer: built by `make fuzz-build` into
+# $(FUZZ_OUT), where every object is clang's with the sanitizers.
+$(OUT)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_HDRS) $(AGENT_LIB_OBJS) | $(OUT)/fuzz
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -include tests/fuzz/fuzz.h -fsanitize=fuzzer $< \
+		$(AGENT_LIB_OBJS) -o $@ $(LDLIBS)
+
+FUZZ_OUT	?= build-fuzz
+FUZZ_SECONDS	?= 60
+FUZZ_SAVE	?= 0
+FUZZ_SAN	:= -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+		   -fno-omit-frame-pointer
+# clang, unlike gcc, asks for a format attribute on callbacks that pass a
+# va_list on (libbpf's and libmicrohttpd's log hooks, whose types are theirs)
+FUZZ_WARN	:= -Wno-format-nonliteral
+
+fuzz-build:
+	$(Q)printf 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }\n' | \
+		$(CLANG) -x c - -fsanitize=fuzzer,address,undefined -o /dev/null 2>/dev/null || \
+		{ echo "make fuzz: $(CLANG) cannot link libFuzzer with ASan and UBSan:" \
+		       "install clang's runtimes (Debian: libclang-rt-14-dev)" >&2; exit 1; }
+	$(Q)$(MAKE) --no-print-directory OUT=$(FUZZ_OUT) CC=$(CLANG) \
+		EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(FUZZ_WARN)" \
+		EXTRA_LDLIBS="$(FUZZ_SAN)" fuzz-bins
+
+# (in that sub-make) every target's binary
+fuzz-bins: $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
+	@:
+
+# Every target for FUZZ_SECONDS each; the last two lines are
+# "fuzz_targets N" and "fuzz_crashes N". FUZZ_SAVE=1 merges what adds
+# coverage into the repo's corpus (tests/fuzz/run says more).
+fuzz: fuzz-build
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SAVE=$(FUZZ_SAVE) ./tests/fuzz/run $(FUZZ_OUT) \
+		$(FUZZ_NAMES)
+
 # --- one-command entry points
 deps:
 	$(Q)./scripts/deps.sh
@@ -146,4 +198,4 @@ install: $(OUT)/meshd $(OUT)/meshctl
 	$(Q)install -D -m 0644 docs/meshctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/meshctl.1
 
 clean:
-	$(Q)rm -rf $(OUT) build-asan
+	$(Q)rm -rf $(OUT) build-asan $(FUZZ_OUT)

@@ -67,7 +67,6 @@ struct admin {
 	time_t fills_at;
 };
 
-enum { EP_ADMIN, EP_METRICS, EP_READY };
 
 /* --- addresses --------------------------------------------------------- */
 
@@ -786,9 +785,9 @@ static char *render_config_dump(struct admin *a)
 
 /* --- HTTP -------------------------------------------------------------- */
 
-static int accepts_gzip(struct MHD_Connection *c)
+/* Whether an Accept-Encoding value AE (NULL: none) takes gzip. */
+static int accepts_gzip(const char *ae)
 {
-	const char *ae = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding");
 	const char *p;
 
 	if (!ae)
@@ -835,14 +834,16 @@ static int gzip_buf(const char *in, size_t len, char **out, size_t *outlen)
 	return 0;
 }
 
-static enum MHD_Result send_text(struct MHD_Connection *c, unsigned int code,
-				 const char *type, char *body, size_t len, int gzip)
+/* R answers with BODY (malloc'ed, LEN bytes; taken), gzipped when GZIP
+ * and that works. -ENOMEM (BODY freed) when BODY is NULL. */
+static int reply_text(struct admin_reply *r, unsigned int code, const char *type,
+		      char *body, size_t len, int gzip)
 {
-	struct MHD_Response *r;
-	enum MHD_Result ret;
 	char *z = NULL;
 	size_t zlen;
 
+	if (!body)
+		return -ENOMEM;
 	if (gzip && !gzip_buf(body, len, &z, &zlen)) {
 		free(body);
 		body = z;
@@ -850,24 +851,15 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned int code,
 	} else {
 		gzip = 0;
 	}
-	r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-	if (!r) {
-		free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, "Content-Type", type);
-	if (gzip)
-		MHD_add_response_header(r, "Content-Encoding", "gzip");
-	MHD_add_response_header(r, "Vary", "Accept-Encoding");
-	ret = MHD_queue_response(c, code, r);
-	MHD_destroy_response(r);
-	return ret;
+	*r = (struct admin_reply){ .code = code, .type = type, .body = body, .len = len,
+				   .gzip = gzip };
+	return 0;
 }
 
-static enum MHD_Result send_msg(struct MHD_Connection *c, unsigned int code, const char *fmt, ...)
+static int reply_msg(struct admin_reply *r, unsigned int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-static enum MHD_Result send_msg(struct MHD_Connection *c, unsigned int code, const char *fmt, ...)
+static int reply_msg(struct admin_reply *r, unsigned int code, const char *fmt, ...)
 {
 	va_list ap;
 	char *s = NULL;
@@ -877,22 +869,17 @@ static enum MHD_Result send_msg(struct MHD_Connection *c, unsigned int code, con
 	n = vasprintf(&s, fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		return MHD_NO;
-	return send_text(c, code, "text/plain; charset=utf-8", s, (size_t)n, 0);
+		return -ENOMEM;
+	return reply_text(r, code, "text/plain; charset=utf-8", s, (size_t)n, 0);
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
-			      const char *method, const char *version, const char *data,
-			      size_t *data_len, void **state)
+int admin_answer(struct admin *a, enum admin_ep ep, const char *method, const char *url,
+		 const char *accept_encoding, struct admin_reply *r)
 {
-	struct admin *a = *(struct admin **)cls;
-	int ep = (int)((struct admin **)cls - a->self);
-
-	(void)version; (void)data; (void)data_len; (void)state;
 	if (strcmp(method, "GET") && strcmp(method, "HEAD"))
-		return send_msg(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+		return reply_msg(r, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD\n");
 	switch (ep) {
-	case EP_METRICS:
+	case ADMIN_EP_METRICS:
 		if (!strcmp(url, "/metrics") || !strcmp(url, "/stats/prometheus")) {
 			struct sbuf b = {};
 
@@ -901,14 +888,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			pthread_rwlock_unlock(&a->l_lock);
 			if (b.oom) {
 				sbuf_free(&b);
-				return send_msg(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+				return reply_msg(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+						 "out of memory\n");
 			}
-			return send_text(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-					 b.p ? b.p : strdup(""), b.len, accepts_gzip(c));
+			return reply_text(r, MHD_HTTP_OK,
+					  "text/plain; version=0.0.4; charset=utf-8",
+					  b.p ? b.p : strdup(""), b.len,
+					  accepts_gzip(accept_encoding));
 		}
-		return send_msg(c, MHD_HTTP_NOT_FOUND, "not found: %s (try /metrics or "
-				"/stats/prometheus)\n", url);
-	case EP_READY:
+		return reply_msg(r, MHD_HTTP_NOT_FOUND, "not found: %s (try /metrics or "
+				 "/stats/prometheus)\n", url);
+	case ADMIN_EP_READY:
 		if (!strcmp(url, "/healthz/ready")) {
 			int ready;
 			char why[256];
@@ -918,11 +908,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			snprintf(why, sizeof(why), "%s", a->why);
 			pthread_mutex_unlock(&a->lock);
 			if (ready)
-				return send_msg(c, MHD_HTTP_OK, "ready\n");
-			return send_msg(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: %s\n", why);
+				return reply_msg(r, MHD_HTTP_OK, "ready\n");
+			return reply_msg(r, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: %s\n", why);
 		}
-		return send_msg(c, MHD_HTTP_NOT_FOUND, "not found: %s (try /healthz/ready)\n", url);
-	default:
+		return reply_msg(r, MHD_HTTP_NOT_FOUND, "not found: %s (try /healthz/ready)\n",
+				 url);
+	case ADMIN_EP_ADMIN:
 		if (!strcmp(url, "/config_dump")) {
 			char *s;
 
@@ -931,16 +922,47 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			pthread_rwlock_unlock(&a->l_lock);
 
 			if (!s)
-				return send_msg(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-			return send_text(c, MHD_HTTP_OK, "application/json", s, strlen(s),
-					 accepts_gzip(c));
+				return reply_msg(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+						 "out of memory\n");
+			return reply_text(r, MHD_HTTP_OK, "application/json", s, strlen(s),
+					  accepts_gzip(accept_encoding));
 		}
 		if (!strcmp(url, "/"))
-			return send_msg(c, MHD_HTTP_OK, "skmesh meshd admin\n  /config_dump  "
-					"workloads, services, policies, certificates, BPF state "
-					"(JSON)\n");
-		return send_msg(c, MHD_HTTP_NOT_FOUND, "not found: %s (try /config_dump)\n", url);
+			return reply_msg(r, MHD_HTTP_OK, "skmesh meshd admin\n  /config_dump  "
+					 "workloads, services, policies, certificates, BPF state "
+					 "(JSON)\n");
+		return reply_msg(r, MHD_HTTP_NOT_FOUND, "not found: %s (try /config_dump)\n",
+				 url);
 	}
+	return -EINVAL;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+			      const char *method, const char *version, const char *data,
+			      size_t *data_len, void **state)
+{
+	struct admin *a = *(struct admin **)cls;
+	enum admin_ep ep = (enum admin_ep)((struct admin **)cls - a->self);
+	struct admin_reply r;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	(void)version; (void)data; (void)data_len; (void)state;
+	if (admin_answer(a, ep, method, url,
+			 MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding"), &r))
+		return MHD_NO;
+	resp = MHD_create_response_from_buffer(r.len, r.body, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(r.body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", r.type);
+	if (r.gzip)
+		MHD_add_response_header(resp, "Content-Encoding", "gzip");
+	MHD_add_response_header(resp, "Vary", "Accept-Encoding");
+	ret = MHD_queue_response(c, r.code, resp);
+	MHD_destroy_response(resp);
+	return ret;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -1086,14 +1108,14 @@ int admin_start(const struct admin_opts *o, struct metrics *m, struct alog *alog
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_mutex_init(&a->fill_lock, NULL);
 	pthread_rwlock_init(&a->l_lock, NULL);
-	err = serve(a, EP_METRICS, o->metrics_addr ? o->metrics_addr : "0.0.0.0",
+	err = serve(a, ADMIN_EP_METRICS, o->metrics_addr ? o->metrics_addr : "0.0.0.0",
 		    PORT_METRICS, "metrics (/metrics, /stats/prometheus)");
 	if (!err)
-		err = serve(a, EP_READY, o->ready_addr ? o->ready_addr : "0.0.0.0", PORT_READY,
-			    "readiness (/healthz/ready)");
+		err = serve(a, ADMIN_EP_READY, o->ready_addr ? o->ready_addr : "0.0.0.0",
+			    PORT_READY, "readiness (/healthz/ready)");
 	if (!err)
-		err = serve(a, EP_ADMIN, o->admin_addr ? o->admin_addr : "127.0.0.1", PORT_ADMIN,
-			    "admin (/config_dump)");
+		err = serve(a, ADMIN_EP_ADMIN, o->admin_addr ? o->admin_addr : "127.0.0.1",
+			    PORT_ADMIN, "admin (/config_dump)");
 	if (err) {
 		admin_stop(a);
 		return err;

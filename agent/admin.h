@@ -49,6 +49,30 @@ void admin_set_ready(struct admin *a, int ready, const char *why);
 void admin_set_reload_error(struct admin *a, const char *err);
 void admin_stop(struct admin *a);
 
+/* The endpoints, each its own port. */
+enum admin_ep {
+	ADMIN_EP_ADMIN,		/* 15000 */
+	ADMIN_EP_METRICS,	/* 15020 */
+	ADMIN_EP_READY,		/* 15021 */
+};
+
+/* What an endpoint answers to one request. */
+struct admin_reply {
+	unsigned int code;	/* HTTP status */
+	const char *type;	/* Content-Type */
+	char *body;		/* malloc'ed, LEN bytes; the caller frees it */
+	size_t len;
+	int gzip;		/* BODY is gzip (Content-Encoding) */
+};
+
+/* The answer of endpoint EP to METHOD URL (as the HTTP server decoded
+ * them) with the request's Accept-Encoding ACCEPT_ENCODING (NULL: none),
+ * over memory: the HTTP server's handler, apart from the server. Works
+ * on an admin whose addresses are all "off". 0, or -ENOMEM / -EINVAL
+ * (unknown EP) with nothing to send. */
+int admin_answer(struct admin *a, enum admin_ep ep, const char *method, const char *url,
+		 const char *accept_encoding, struct admin_reply *r);
+
 /* Parses ADDR, ADDR:PORT or [V6]:PORT (DEFPORT when no port) into a
  * sockaddr; "off" gives 1 (nothing to serve). 0 or -EINVAL. */
 struct sockaddr_storage;

@@ -1862,6 +1862,7 @@ struct cfg_fstate {
 
 struct cfg_cache {
 	char *root_ns;		/* the units depend on it */
+	size_t max_doc;		/* and on this: the cap of a document */
 	struct cfg_fstate *files;
 	size_t nfiles;
 	struct keyidx bypath;	/* path -> index in files */
@@ -2029,6 +2030,150 @@ static int chunks_find(const char *text, size_t len, struct cfg_chunk **out, siz
 	return 0;
 }
 
+/* --- what a document may not do ---------------------------------------- */
+
+/* Aliases named at most this many times per document, then counted. */
+#define ALIAS_MSGS_MAX	3
+
+struct anchor_pos {
+	char *name;
+	unsigned int line, col;
+};
+
+/*
+ * Names every alias of the document DOC, whose text is TEXT (LEN bytes,
+ * the document alone, from its first line). libyaml keeps no trace of an
+ * alias in the loaded document (it points to the anchored node itself), so
+ * the text is read again as events, which carry the alias and its
+ * position. Only done for a document known to hold one.
+ */
+static void aliases_report(struct doc_ctx *c, const yaml_document_t *doc,
+			   const char *text, size_t len)
+{
+	unsigned int line0 = c->line0 + (unsigned int)doc->start_mark.line;
+	unsigned int col0 = (unsigned int)doc->start_mark.column;
+	struct anchor_pos *anchors = NULL;
+	size_t nanchors = 0, naliases = 0;
+	yaml_parser_t parser;
+	yaml_event_t ev;
+
+	if (!yaml_parser_initialize(&parser)) {
+		diag_add(c->diag, 1, NULL, "out of memory while reading %s", c->file);
+		return;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	while (yaml_parser_parse(&parser, &ev)) {
+		const yaml_char_t *anchor = NULL;
+		yaml_event_type_t type = ev.type;
+		struct cfg_pos p = {
+			.file = c->file,
+			.line = line0 + (unsigned int)ev.start_mark.line + 1,
+			.col = (ev.start_mark.line ? 0 : col0) +
+			       (unsigned int)ev.start_mark.column + 1,
+		};
+
+		if (type == YAML_SCALAR_EVENT)
+			anchor = ev.data.scalar.anchor;
+		else if (type == YAML_SEQUENCE_START_EVENT)
+			anchor = ev.data.sequence_start.anchor;
+		else if (type == YAML_MAPPING_START_EVENT)
+			anchor = ev.data.mapping_start.anchor;
+		if (anchor) {
+			struct anchor_pos *a = grow(anchors, &nanchors, sizeof(*a));
+
+			if (a) {
+				anchors = a;
+				a[nanchors - 1].name = strdup((const char *)anchor);
+				a[nanchors - 1].line = p.line;
+				a[nanchors - 1].col = p.col;
+			}
+		}
+		if (type == YAML_ALIAS_EVENT && naliases++ < ALIAS_MSGS_MAX) {
+			const char *name = (const char *)ev.data.alias.anchor;
+			const struct anchor_pos *a = NULL;
+
+			/* the latest anchor of that name is the one meant */
+			for (size_t i = nanchors; i-- && !a;)
+				if (anchors[i].name && !strcmp(anchors[i].name, name))
+					a = &anchors[i];
+			diag_add(c->diag, 1, &p,
+				 "YAML alias \"*%s\" (of the anchor &%s at %u:%u) is not accepted: "
+				 "aliases let a small file expand into a huge config; write the "
+				 "value out in full instead",
+				 name, name, a ? a->line : 0, a ? a->col : 0);
+		}
+		yaml_event_delete(&ev);
+		if (type == YAML_STREAM_END_EVENT || type == YAML_DOCUMENT_END_EVENT)
+			break;
+	}
+	yaml_parser_delete(&parser);
+	for (size_t i = 0; i < nanchors; i++)
+		free(anchors[i].name);
+	free(anchors);
+	if (naliases > ALIAS_MSGS_MAX) {
+		err_at(c, yaml_document_get_root_node((yaml_document_t *)doc),
+		       "this document has %zu more YAML aliases, not accepted either",
+		       naliases - ALIAS_MSGS_MAX);
+	} else if (!naliases) {
+		/* not found in the text alone: still refused */
+		err_at(c, yaml_document_get_root_node((yaml_document_t *)doc),
+		       "this document uses YAML aliases, which are not accepted: write "
+		       "the values out in full instead");
+	}
+}
+
+/*
+ * What a document may not be, checked before it is read: bigger than
+ * MAX_DOC bytes, or holding YAML aliases or merge keys ("<<"), with which
+ * a few bytes can stand for a huge config. TEXT is what the parser read
+ * (the document's marks index it). Returns 0 when the document may be
+ * read, -1 (the errors in C's diag) when not.
+ */
+static int doc_check(struct doc_ctx *c, yaml_document_t *doc, const char *text,
+		     size_t max_doc)
+{
+	size_t start = doc->start_mark.index, end = doc->end_mark.index;
+	size_t nnodes = (size_t)(doc->nodes.top - doc->nodes.start), nrefs = 0;
+	int bad = 0;
+
+	if (end - start > max_doc) {
+		err_at(c, yaml_document_get_root_node(doc),
+		       "this document is %zu bytes, more than the %zu allowed for one "
+		       "document: split it into smaller documents",
+		       end - start, max_doc);
+		return -1;
+	}
+	/* Without aliases every node but the root is the child of exactly
+	 * one node: any more references are aliases. */
+	for (yaml_node_t *n = doc->nodes.start; n < doc->nodes.top; n++) {
+		if (n->type == YAML_SEQUENCE_NODE) {
+			nrefs += (size_t)(n->data.sequence.items.top -
+					  n->data.sequence.items.start);
+			continue;
+		}
+		if (n->type != YAML_MAPPING_NODE)
+			continue;
+		nrefs += 2 * (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+		for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
+		     p < n->data.mapping.pairs.top; p++) {
+			yaml_node_t *k = ynode(c, p->key);
+
+			if (k && k->type == YAML_SCALAR_NODE &&
+			    k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+			    !strcmp((const char *)k->data.scalar.value, "<<")) {
+				err_at(c, k, "YAML merge key \"<<\" is not accepted: write the "
+				       "merged fields out in this map instead");
+				bad = 1;
+			}
+		}
+	}
+	if (nnodes && nrefs > nnodes - 1) {
+		aliases_report(c, doc, text + start, end - start);
+		bad = 1;
+	}
+	return bad ? -1 : 0;
+}
+
 /*
  * Parses the text of chunks CH[0..N) with one parser; each document goes
  * to the unit of the chunk it starts in (made here, left in CH). With
@@ -2038,7 +2183,7 @@ static int chunks_find(const char *text, size_t len, struct cfg_chunk **out, siz
  * which must be parsed whole then. Returns 0 or a negative errno.
  */
 static int parse_chunks(const char *text, struct cfg_chunk *ch, size_t n, int whole,
-			struct cfg_path *path, char *root_ns)
+			struct cfg_path *path, const struct cfg_cache *cache)
 {
 	size_t off = ch[0].off, len = ch[n - 1].off + ch[n - 1].len - off, k = 0, ndocs = 0;
 	yaml_parser_t parser;
@@ -2086,8 +2231,9 @@ static int parse_chunks(const char *text, struct cfg_chunk *ch, size_t n, int wh
 		c.digest = ch[k].hash[0] ^ (whole ? ++ndocs * 0x9e3779b97f4a7c15ULL : 0);
 		c.diag = &ch[k].unit->diag;
 		c.cfg = &ch[k].unit->part;
-		c.cfg->root_ns = root_ns;	/* lent for the parse */
-		if (parse_doc(&c) == -ENOMEM)
+		c.cfg->root_ns = cache->root_ns;	/* lent for the parse */
+		if (!doc_check(&c, &doc, text + off, cache->max_doc) &&
+		    parse_doc(&c) == -ENOMEM)
 			rc = -ENOMEM;
 		c.cfg->root_ns = NULL;
 		yaml_document_delete(&doc);
@@ -2132,13 +2278,19 @@ static void buf_free(struct cfg_cache *c)
 	c->bufcap = 0;
 }
 
-/* Reads all of FD into the cache's buffer (SIZE is a hint); *LEN bytes. */
-static int read_all(struct cfg_cache *c, int fd, size_t size, size_t *len)
+/* Reads all of FD into the cache's buffer (SIZE is a hint); *LEN bytes.
+ * -EFBIG when there are more than MAX (then *LEN is how many were read). */
+static int read_all(struct cfg_cache *c, int fd, size_t size, size_t max, size_t *len)
 {
 	size_t n = 0;
 
 	for (;;) {
 		ssize_t r;
+
+		if (n > max) {
+			*len = n;
+			return -EFBIG;
+		}
 
 		if ((n + 1 >= c->bufcap || size + 1 > c->bufcap) &&
 		    buf_room(c, n + 1 >= size + 1 ? 2 * (n + 1) : size + 1))
@@ -2164,7 +2316,17 @@ struct load_ctx {
 	struct cfg_cache *old;		/* what the last load saw */
 	struct cfg_fstate *next;	/* what this one sees: the next cache */
 	size_t nnext;
+	size_t max_file;		/* the cap of a file, in bytes */
 };
+
+/* The message for file NAME, bigger than MAX bytes (SIZE, or more). */
+static void too_big(struct load_ctx *lc, const char *name, size_t size)
+{
+	diag_add(lc->diag, 1, NULL,
+		 "%s: %s%zu bytes, more than the %zu allowed for one config file: split it "
+		 "into several files of a config folder", name, size > lc->max_file ? "" :
+		 "more than ", size, lc->max_file);
+}
 
 /* Appends copies of FROM's messages to D. Returns 0 or -ENOMEM. */
 static int diag_append(struct cfg_diag *d, const struct cfg_diag *from)
@@ -2193,7 +2355,7 @@ static int diag_append(struct cfg_diag *d, const struct cfg_diag *from)
  * chunks parsed. Returns 0 or -ENOMEM.
  */
 static int fstate_parse(struct cfg_fstate *f, const char *text, size_t len,
-			struct cfg_fstate *old, char *root_ns)
+			struct cfg_fstate *old, const struct cfg_cache *cache)
 {
 	size_t j = 0;
 	int rc;
@@ -2225,7 +2387,7 @@ static int fstate_parse(struct cfg_fstate *f, const char *text, size_t len,
 		for (e = i + 1; e < f->nchunks && f->chunks[e].kept == f->chunks[i].kept; e++)
 			;
 		if (!f->chunks[i].kept)
-			rc = parse_chunks(text, &f->chunks[i], e - i, 0, f->path, root_ns);
+			rc = parse_chunks(text, &f->chunks[i], e - i, 0, f->path, cache);
 	}
 	if (rc != -EAGAIN)
 		return rc;
@@ -2235,7 +2397,7 @@ static int fstate_parse(struct cfg_fstate *f, const char *text, size_t len,
 	f->nchunks = 1;
 	f->chunks[0] = (struct cfg_chunk){ .off = 0, .len = len };
 	hash128(text, len, f->chunks[0].hash);
-	return parse_chunks(text, f->chunks, 1, 1, f->path, root_ns);
+	return parse_chunks(text, f->chunks, 1, 1, f->path, cache);
 }
 
 /* Adds the file F to the config: its path, its units and their messages. */
@@ -2297,6 +2459,11 @@ static int load_file(struct load_ctx *lc, const char *name)
 		memset(old, 0, sizeof(*old));
 		goto out;
 	}
+	if (st.st_size > 0 && (uint64_t)st.st_size > lc->max_file) {
+		close(fd);
+		too_big(lc, name, (size_t)st.st_size);
+		return -EFBIG;
+	}
 	f.dev = st.st_dev;
 	f.ino = st.st_ino;
 	f.size = st.st_size;
@@ -2304,8 +2471,12 @@ static int load_file(struct load_ctx *lc, const char *name)
 	f.ctime = st.st_ctim;
 	clock_gettime(CLOCK_REALTIME, &now);
 	f.read_at = ts_ns(now);
-	rc = read_all(lc->old, fd, st.st_size > 0 ? (size_t)st.st_size : 0, &len);
+	rc = read_all(lc->old, fd, st.st_size > 0 ? (size_t)st.st_size : 0, lc->max_file, &len);
 	close(fd);
+	if (rc == -EFBIG) {
+		too_big(lc, name, len);
+		return rc;
+	}
 	if (rc) {
 		diag_add(lc->diag, 1, NULL, "%s: cannot read: %s", name, strerror(-rc));
 		return rc;
@@ -2316,7 +2487,7 @@ static int load_file(struct load_ctx *lc, const char *name)
 	} else if (!(f.path = path_new(name))) {
 		return -ENOMEM;
 	}
-	rc = fstate_parse(&f, lc->old->buf, len, old, lc->old->root_ns);
+	rc = fstate_parse(&f, lc->old->buf, len, old, lc->old);
 	if (rc) {
 		fstate_free(&f);
 		return rc;
@@ -2626,7 +2797,13 @@ int config_load_cached(const char *path, const struct cfg_opts *opts,
 		       struct cfg_diag *diag)
 {
 	struct config *cfg = calloc(1, sizeof(*cfg));
-	struct load_ctx lc = { .cfg = cfg, .diag = diag };
+	struct load_ctx lc = {
+		.cfg = cfg, .diag = diag,
+		.max_file = opts && opts->max_file_bytes ? opts->max_file_bytes :
+			    CFG_DEFAULT_MAX_FILE_BYTES,
+	};
+	size_t max_doc = opts && opts->max_doc_bytes ? opts->max_doc_bytes :
+			 CFG_DEFAULT_MAX_DOC_BYTES;
 	struct dirent **ents = NULL;
 	struct cfg_cache tmp = {};
 	struct stat st;
@@ -2644,8 +2821,10 @@ int config_load_cached(const char *path, const struct cfg_opts *opts,
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (!cache->root_ns || strcmp(cache->root_ns, cfg->root_ns)) {
-		/* what was parsed depends on the root namespace */
+	if (!cache->root_ns || strcmp(cache->root_ns, cfg->root_ns) ||
+	    cache->max_doc != max_doc) {
+		/* what was parsed depends on the root namespace and the cap */
+		cache->max_doc = max_doc;
 		cache_files_free(cache);
 		free(cache->root_ns);
 		if (!(cache->root_ns = strdup(cfg->root_ns))) {

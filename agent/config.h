@@ -218,14 +218,23 @@ struct config {
 	struct cfg_refs *refs;
 };
 
-/* Options of config_load_opts(); NULL fields take the defaults. */
+/* Options of config_load_opts(); NULL (or 0) fields take the defaults. */
 struct cfg_opts {
 	const char *root_ns;		/* default "istio-system" */
 	const char *trust_domain;	/* default "cluster.local" */
+	size_t max_file_bytes;		/* default CFG_DEFAULT_MAX_FILE_BYTES */
+	size_t max_doc_bytes;		/* default CFG_DEFAULT_MAX_DOC_BYTES */
 };
 
 #define CFG_DEFAULT_ROOT_NS		"istio-system"
 #define CFG_DEFAULT_TRUST_DOMAIN	"cluster.local"
+/* Size caps: a bigger file or document is an error (the config is
+ * rejected, the running state kept). A Kubernetes object, and so one
+ * document of it, is at most about 1.5 MiB (etcd's request limit); a
+ * ConfigMap's data at most 1 MiB. A config folder outside Kubernetes may
+ * hold bigger files: 64 MiB is ten times the 6 MB policy-scale benchmark. */
+#define CFG_DEFAULT_MAX_FILE_BYTES	((size_t)64 << 20)
+#define CFG_DEFAULT_MAX_DOC_BYTES	((size_t)1 << 20)
 
 /* Messages collected while loading: each "file:line:col: text". */
 struct cfg_diag {

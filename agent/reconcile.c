@@ -1176,11 +1176,6 @@ static int netns_cookie(const char *path, uint64_t *cookie)
 	return err;
 }
 
-struct policy_src {
-	uint32_t wl_id;
-	const struct cfg_workload *w;
-};
-
 static const char *why_text(const struct pol_result *r, char *buf, size_t len)
 {
 	switch (r->why) {
@@ -1329,6 +1324,40 @@ out:
 	free(ports);
 	free(cidrs);
 	return err;
+}
+
+int policy_tables_compile(const struct config *cfg, const struct cfg_workload *w,
+			  const struct policy_src *srcs, size_t nsrcs,
+			  struct policy_tables *out)
+{
+	struct want names = { .ksz = sizeof(struct skm_name_key),
+			      .vsz = sizeof(struct skm_name_val) };
+	struct id_table ids = {};
+	struct pset p = {};
+	int err = compile_dst(cfg, w, srcs, nsrcs, &ids, &names, &p);
+
+	id_table_free(&ids);
+	want_free(&names);
+	if (err) {
+		pset_free(&p);
+		return err;
+	}
+	free(p.verdicts.idx);
+	free(p.plain.idx);
+	*out = (struct policy_tables){
+		.vkeys = p.verdicts.keys, .vvals = p.verdicts.vals, .nv = p.verdicts.n,
+		.pkeys = p.plain.keys, .pvals = p.plain.vals, .np = p.plain.n,
+	};
+	return 0;
+}
+
+void policy_tables_free(struct policy_tables *t)
+{
+	free(t->vkeys);
+	free(t->vvals);
+	free(t->pkeys);
+	free(t->pvals);
+	memset(t, 0, sizeof(*t));
 }
 
 /* Writes P's entries under its pol_set. */

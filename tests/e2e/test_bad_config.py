@@ -5,7 +5,11 @@ Bad configuration (issue 2, bad input): `meshd --check-config` rejects a
 malformed YAML file, an unknown kind, a Service VIP without ports and a port
 out of range with a non-zero exit and a message "FILE:LINE:COL: ..." naming
 the field; a running meshd given a broken file on SIGHUP keeps its services
-(and says why in its log), and takes the next valid file.
+(and says why in its log), and takes the next valid file. YAML aliases and
+merge keys are refused (issue 13): a ConfigMap-sized file whose aliases
+would expand to a billion principals is refused at once, without meshd's
+memory growing, and the running state stays; so is a file over the size
+cap.
 """
 import os
 import re
@@ -46,6 +50,32 @@ CASES = {
         "  ports: [{port: 70000, targetPort: 8080}]\n"
         "  endpoints: [{ip: 10.99.1.2, weight: 1}]\n", 11, ["port", "70000"]),
 }
+# aliases and merge keys: refused where they are, whatever they stand for
+CASES["YAML alias"] = (
+    WL + "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+    "metadata: {name: p, namespace: default}\nspec:\n  rules:\n"
+    "  - from: [{source: {principals: &p [\"cluster.local/ns/default/sa/a\"]}}]\n"
+    "  - from: [{source: {principals: *p}}]\n", 12, ["alias", "*p", "write the value out"])
+CASES["YAML merge key"] = (
+    "apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
+    "metadata: {name: a, namespace: default}\n"
+    "spec:\n  <<: {ip: 10.99.1.2}\n  node: node1\n", 5, ["merge key", "<<"])
+
+
+def alias_bomb():
+    """A DENY-everything policy whose first rule's principals, once its
+    aliases are expanded, are 10^9 strings: 1.4 KiB of YAML."""
+    lines = ["apiVersion: security.istio.io/v1", "kind: AuthorizationPolicy",
+             "metadata:", "  name: lol", "  namespace: default",
+             "  annotations:",
+             "    a0: &a0 [\"cluster.local/ns/default/sa/lol\"]"]
+    for i in range(1, 10):
+        lines.append("    a%d: &a%d [%s]" % (i, i, ", ".join(["*a%d" % (i - 1)] * 10)))
+    lines += ["spec:", "  action: DENY", "  rules:",
+              "  - from: [{source: {principals: *a9}}]", "  - {}"]
+    return "\n".join(lines) + "\n"
+
+
 # one VIP:port more than the skm_services map holds (SKM_MAX_SERVICES =
 # 65536): a whole VIP of TCP ports, then a second VIP with two
 SVC_KEYS = 65536 + 1
@@ -59,18 +89,28 @@ def too_many_keys():
                 "  endpoints: [{ip: 10.99.1.2, weight: 1}]\n"
                 % (name, vip, ", ".join("{port: %d, targetPort: 8080}" % p
                                         for p in ports)))
-    return [svc("all-ports", "10.96.1.1", range(1, 65536)),
-            svc("one-more", "10.96.1.2", range(1, SVC_KEYS - 65535 + 1))]
+    # in four documents: one Service of 65535 ports would be a 2 MB
+    # document, over the cap of one (CFG_DEFAULT_MAX_DOC_BYTES)
+    return [svc("all-ports-%d" % q, "10.96.1.1",
+                range(1 + q * 16384, min(65536, (q + 1) * 16384 + 1)))
+            for q in range(4)] + \
+        [svc("one-more", "10.96.1.2", range(1, SVC_KEYS - 65535 + 1))]
 
 
-# the fault is in the second Service document: lines 14..20
+# the fault is in the fifth Service document: lines 38..44 (WL is lines
+# 1..4, then each document is a "---" line and 7 lines)
 CASES["a BPF map would be full (%d VIP:port entries)" % SVC_KEYS] = (
-    "---\n".join([WL] + too_many_keys()), (14, 20),
+    "---\n".join([WL] + too_many_keys()), (38, 44),
     ["skm_services", "full", "fit", "65536"])
 
 VALID = WL + "---\n" + SVC_HEAD + "  vip: 10.96.0.10\n" \
     "  ports: [{port: 80, targetPort: 8080}]\n" \
     "  endpoints: [{ip: 10.99.1.2, weight: 1}]\n"
+
+
+def rss_kb(pid):
+    """Resident memory of PID in KiB, as ps tells it."""
+    return int(topolib.sh(["ps", "-o", "rss=", "-p", str(pid)], timeout=5).stdout)
 
 
 def check_config(path):
@@ -145,6 +185,48 @@ def body(t, topo):
                                            "--count", 5, "--greeting"), timeout=30)
     t.eq("... which still load balance", tap.json_line(r.stdout)["backends"],
          {p2.name: 5}, r.stdout)
+
+    # aliases that would expand a 1.4 KiB file into a billion principals
+    bomb = topo.config_text([svc]) + "---\n" + alias_bomb()
+    t.diag("alias bomb: %d bytes" % len(bomb))
+    rss0 = rss_kb(h.pid)
+    with open(real + ".tmp", "w") as f:
+        f.write(bomb)
+    os.replace(real + ".tmp", real)
+    size = len(h.log_text())
+    h.proc.send_signal(signal.SIGHUP)
+    said = tap.wait_until(lambda: "YAML alias" in h.log_text()[size:], timeout=5)
+    t.check("SIGHUP with a %d-byte file of nested aliases: refused within 5 s, "
+            "naming the alias" % len(bomb), said, lambda: h.log_tail())
+    t.check("... with FILE:LINE:COL and the fix",
+            re.search("(%s|%s)" % (re.escape(real), re.escape(cfg)) +
+                      r":\d+:\d+: error: YAML alias .*write the value out",
+                      h.log_text()[size:]), lambda: h.log_tail())
+    t.check("... and keeps running", h.proc.poll() is None, h.log_tail())
+    rss1 = rss_kb(h.pid)
+    t.diag("meshd VmRSS before/after, KiB: %d / %d" % (rss0, rss1))
+    t.check("... its memory grew by less than 16 MiB", rss1 - rss0 < 16 << 10,
+            "%d -> %d KiB" % (rss0, rss1))
+    t.eq("... and keeps the old services", svc_view(topo), before)
+    r = topo.pod_run(p1, topo.podtool_argv("connect-many", "--to", "10.96.0.10:80",
+                                           "--count", 5, "--greeting"), timeout=30)
+    t.eq("... and the old policy: its DENY-all is not applied",
+         tap.json_line(r.stdout)["backends"], {p2.name: 5}, r.stdout)
+
+    # a file over the 64 MiB cap (CFG_DEFAULT_MAX_FILE_BYTES): refused by
+    # its size, before it is read (sparse: no 64 MiB written here)
+    cap = 64 << 20
+    with open(real + ".tmp", "w") as f:
+        f.write(topo.config_text([svc]))
+        f.truncate(cap + 1)
+    os.replace(real + ".tmp", real)
+    size = len(h.log_text())
+    h.proc.send_signal(signal.SIGHUP)
+    said = tap.wait_until(lambda: "%d bytes, more than the %d allowed" % (cap + 1, cap)
+                          in h.log_text()[size:], timeout=5)
+    t.check("SIGHUP with a file of 64 MiB + 1 byte: refused, naming its size and the cap",
+            said, lambda: h.log_tail())
+    t.eq("... and the old services stay", svc_view(topo), before)
 
     # a file that does not fit the maps: refused whole, nothing half-written
     with open(real + ".tmp", "w") as f:

@@ -751,6 +751,154 @@ static void test_policy_inputs(void **state)
 	inc_done(&t);
 }
 
+/* --- aliases, merge keys and size caps ---------------------------------- */
+
+/* Teardown: removes the file whose path a test left in *STATE. */
+static int unlink_state(void **state)
+{
+	if (*state) {
+		unlink(*state);
+		free(*state);
+		*state = NULL;
+	}
+	return 0;
+}
+
+static const char alias_doc[] =
+	"apiVersion: skmesh.io/v1alpha1\n"
+	"kind: Workload\n"
+	"metadata: {name: w, namespace: a}\n"
+	"spec: {ip: 10.0.0.1, node: n1}\n"
+	"---\n"
+	"apiVersion: security.istio.io/v1\n"
+	"kind: AuthorizationPolicy\n"
+	"metadata: {name: p, namespace: a}\n"
+	"spec:\n"
+	"  rules:\n"
+	"  - from:\n"
+	"    - source:\n"
+	"        principals: &p [\"cluster.local/ns/a/sa/x\"]\n"
+	"        notPrincipals: *p\n";
+
+static void test_alias_refused(void **state)
+{
+	/* in the second document (a chunk parsed alone): lines of the file */
+	expect_error(alias_doc, "14:24",
+		     "YAML alias \"*p\" (of the anchor &p at 13:21) is not accepted");
+	expect_error(alias_doc, "14:24", "write the value out in full");
+}
+
+/* Nine levels of ten aliases each: 10^9 principals once expanded. It is
+ * refused, with a bounded number of messages, before anything is read. */
+static void test_alias_expansion_refused(void **state)
+{
+	char text[4096];
+	size_t n = 0;
+	struct config *cfg = NULL;
+	struct cfg_diag diag = {};
+	struct cfg_opts opts = {};
+	char *path;
+
+	n += (size_t)snprintf(text + n, sizeof(text) - n,
+			      "apiVersion: security.istio.io/v1\n"
+			      "kind: AuthorizationPolicy\n"
+			      "metadata: {name: lol, namespace: a}\n"
+			      "x0: &a0 [\"cluster.local/ns/a/sa/lol\"]\n");
+	for (int i = 1; i < 10; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "x%d: &a%d [*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d]\n",
+				      i, i, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1,
+				      i - 1, i - 1);
+	n += (size_t)snprintf(text + n, sizeof(text) - n,
+			      "spec:\n  rules:\n  - from:\n    - source:\n        principals: *a9\n");
+	assert_true(n < sizeof(text) - 1);
+	path = unit_write_tmp(text);
+	*state = path;	/* removed by unlink_state, also on failure */
+	assert_int_not_equal(config_load_opts(path, &opts, &cfg, &diag), 0);
+	assert_null(cfg);
+	assert_true(unit_diag_has(&diag, ":5:10: error: YAML alias \"*a0\" (of the anchor &a0 at 4:5)"));
+	assert_true(unit_diag_has(&diag, "more YAML aliases, not accepted either"));
+	/* three named, one summary line: 91 aliases do not make 91 lines */
+	assert_int_equal(diag.nerrors, 4);
+	diag_free(&diag);
+}
+
+static void test_merge_key_refused(void **state)
+{
+	expect_error("apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
+		     "metadata: {name: w}\nspec:\n  <<: {ip: 10.1.2.3}\n  node: n1\n",
+		     "5:3", "YAML merge key \"<<\" is not accepted: write the merged fields out");
+}
+
+/* An anchor nothing refers to changes nothing: accepted. A quoted "<<"
+ * is a plain key (an unknown field), not a merge. */
+static void test_anchor_alone_accepted(void **state)
+{
+	struct config *cfg = NULL;
+	struct cfg_diag diag = {};
+	char *path;
+
+	int rc = load_text("apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
+			   "metadata: &m {name: w}\nspec: {ip: 10.1.2.3, node: n1}\n",
+			   &cfg, &diag, &path);
+
+	*state = path;	/* removed by unlink_state, also on failure */
+	assert_int_equal(rc, 0);
+	assert_int_equal(cfg->nwls, 1);
+	config_free(cfg);
+	diag_free(&diag);
+	expect_error("apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
+		     "metadata: {name: w}\nspec: {ip: 10.1.2.3, node: n1, \"<<\": 1}\n",
+		     "4:32", "unknown field \"<<\"");
+}
+
+static void test_size_caps(void **state)
+{
+	struct cfg_opts small_file = { .max_file_bytes = 100 };
+	struct cfg_opts small_doc = { .max_doc_bytes = 100 };
+	struct cfg_cache *cache = cfg_cache_new();
+	struct config *cfg = NULL;
+	struct cfg_diag diag = {};
+	char *path = unit_write_tmp("apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
+				    "metadata: {name: w}\nspec: {ip: 10.1.2.3, node: n1}\n"
+				    "---\n"
+				    "apiVersion: skmesh.io/v1alpha1\nkind: Workload\n"
+				    "metadata: {name: w2}\n"
+				    "spec: {ip: 10.1.2.4, node: n1, serviceAccount: a-longer-name}\n");
+	char want[512];
+
+	*state = path;	/* removed by unlink_state, also on failure */
+	assert_non_null(cache);
+	/* the defaults take it, through the cache */
+	assert_int_equal(config_load_cached(path, NULL, cache, &cfg, &diag), 0);
+	assert_int_equal(cfg->nwls, 2);
+	config_free(cfg);
+	cfg = NULL;
+	diag_free(&diag);
+
+	assert_int_not_equal(config_load_opts(path, &small_file, &cfg, &diag), 0);
+	assert_null(cfg);
+	snprintf(want, sizeof(want), "%s: 230 bytes, more than the 100 allowed for one config file",
+		 path);
+	if (!unit_diag_has(&diag, want))
+		unit_diag_dump(&diag);
+	assert_true(unit_diag_has(&diag, want));
+	diag_free(&diag);
+
+	/* the second document only; the cache read the file with the
+	 * default cap, and must not keep what it parsed then */
+	assert_int_not_equal(config_load_cached(path, &small_doc, cache, &cfg, &diag), 0);
+	assert_null(cfg);
+	snprintf(want, sizeof(want), "%s:6:1: error: this document is 133 bytes, more than the "
+		 "100 allowed for one document", path);
+	if (!unit_diag_has(&diag, want))
+		unit_diag_dump(&diag);
+	assert_true(unit_diag_has(&diag, want));
+	assert_int_equal(diag.nerrors, 1);
+	diag_free(&diag);
+	cfg_cache_free(cache);
+}
+
 int run_config_tests(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -771,6 +919,11 @@ int run_config_tests(void)
 		cmocka_unit_test(test_incremental_same_size_rewrite),
 		cmocka_unit_test(test_incremental_options),
 		cmocka_unit_test(test_policy_inputs),
+		cmocka_unit_test(test_alias_refused),
+		cmocka_unit_test_teardown(test_alias_expansion_refused, unlink_state),
+		cmocka_unit_test(test_merge_key_refused),
+		cmocka_unit_test_teardown(test_anchor_alone_accepted, unlink_state),
+		cmocka_unit_test_teardown(test_size_caps, unlink_state),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
