@@ -145,7 +145,7 @@ fuzz-build:
 	$(Q)printf 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }\n' | \
 		$(CLANG) -x c - -fsanitize=fuzzer,address,undefined -o /dev/null 2>/dev/null || \
 		{ echo "make fuzz: $(CLANG) cannot link libFuzzer with ASan and UBSan:" \
-		       "install clang's runtimes (Debian: libclang-rt-14-dev)" >&2; exit 1; }
+		       "install clang's runtimes (Debian: libclang-rt-dev; make deps does)" >&2; exit 1; }
 	$(Q)$(MAKE) --no-print-directory OUT=$(FUZZ_OUT) CC=$(CLANG) \
 		EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(FUZZ_WARN)" \
 		EXTRA_LDLIBS="$(FUZZ_SAN)" fuzz-bins

@@ -754,6 +754,18 @@ static int cert_spiffe_id(X509 *x, char *buf, size_t len, char *why, size_t whyl
 	return rc;
 }
 
+
+/* A SPIFFE X.509-SVID leaf must be no CA: not CA:TRUE in basicConstraints
+ * and no keyCertSign or cRLSign in keyUsage, whether or not OpenSSL would
+ * take it for a CA (it does not for CA:TRUE without keyCertSign). */
+static int leaf_is_ca(X509 *leaf)
+{
+	uint32_t flags = X509_get_extension_flags(leaf);
+
+	return X509_check_ca(leaf) || (flags & EXFLAG_CA) ||
+	       ((flags & EXFLAG_KUSAGE) &&
+		(X509_get_key_usage(leaf) & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)));
+}
 /* The mesh's checks of a peer's leaf, after its chain verified: one
  * SPIFFE ID, in our trust domain, the expected one (client side). */
 static int check_leaf(SSL *ssl, X509 *leaf)
@@ -773,7 +785,7 @@ static int check_leaf(SSL *ssl, X509 *leaf)
 		set_why(ssl, TLS_FAIL_NO_SPIFFE, "%s", why);
 		return 0;
 	}
-	if (X509_check_ca(leaf)) {
+	if (leaf_is_ca(leaf)) {
 		set_why(ssl, TLS_FAIL_OTHER, "%s: the leaf certificate is a CA", id);
 		return 0;
 	}

@@ -761,7 +761,15 @@ static void test_tls_validity(void **state)
 }
 
 /* A leaf signed by the CA of F but with a subject and no SAN at all. */
-static void no_san_cert(struct fx *f, struct wl_cert *c)
+/* A leaf signed by the fixture's CA, valid for an hour, with the
+ * extensions EXTS ({nid, value} pairs in openssl's config syntax, ended
+ * by a 0 nid): none gives a certificate without any SAN. */
+struct ext_spec {
+	int nid;
+	const char *value;
+};
+
+static void odd_cert(struct fx *f, struct wl_cert *c, const struct ext_spec *exts)
 {
 	char path[160];
 	EVP_PKEY *ca_key;
@@ -787,15 +795,70 @@ static void no_san_cert(struct fx *f, struct wl_cert *c)
 	X509_set_version(x, X509_VERSION_3);
 	ASN1_INTEGER_set(X509_get_serialNumber(x), 42);
 	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-				   (const unsigned char *)"no-san", -1, -1, 0);
+				   (const unsigned char *)"odd", -1, -1, 0);
 	X509_set_issuer_name(x, X509_get_subject_name(root));
 	ASN1_TIME_set(X509_getm_notBefore(x), now - 60);
 	ASN1_TIME_set(X509_getm_notAfter(x), now + 3600);
 	X509_set_pubkey(x, c->key);
+	for (; exts && exts->nid; exts++) {
+		X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, NULL, exts->nid, exts->value);
+
+		assert_non_null(e);
+		assert_true(X509_add_ext(x, e, -1));
+		X509_EXTENSION_free(e);
+	}
 	assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
 	c->leaf = x;
 	c->issuer = root;
 	EVP_PKEY_free(ca_key);
+}
+
+static void no_san_cert(struct fx *f, struct wl_cert *c)
+{
+	odd_cert(f, c, NULL);
+}
+
+/* SPIFFE X.509-SVID: a leaf must not be a CA (CA:FALSE) nor able to sign
+ * certificates or CRLs, whatever OpenSSL makes of it. Refused both ways. */
+static void test_tls_ca_leaf(void **state)
+{
+	static const struct ext_spec ca_true[] = {
+		{ NID_subject_alt_name, "URI:spiffe://" TD "/ns/default/sa/odd" },
+		{ NID_basic_constraints, "critical,CA:TRUE" },
+		{ NID_key_usage, "critical,digitalSignature" },	/* no keyCertSign */
+		{ 0, NULL },
+	};
+	static const struct ext_spec cert_sign[] = {
+		{ NID_subject_alt_name, "URI:spiffe://" TD "/ns/default/sa/odd" },
+		{ NID_basic_constraints, "critical,CA:FALSE" },
+		{ NID_key_usage, "critical,digitalSignature,keyCertSign" },
+		{ 0, NULL },
+	};
+	const struct ext_spec *cases[] = { ca_true, cert_sign };
+	struct fx *f = *state;
+	struct pairctx p;
+
+	pair_new(&p, f->ca);
+	for (size_t i = 0; i < 2; i++) {
+		char swhy[512], cwhy[512];
+		struct wl_cert c;
+		SSL_CTX *cctx, *sctx;
+
+		odd_cert(f, &c, cases[i]);
+		cctx = tls_client_ctx(f->ca, &c, TD);
+		expect_server_refuses(p.sctx, cctx, "spiffe://" TD "/ns/default/sa/odd: "
+				      "the leaf certificate is a CA");
+		sctx = tls_server_ctx(f->ca, &c, TD);
+		assert_false(handshake(sctx, p.cctx, NULL, swhy, cwhy));
+		assert_string_equal(cwhy, "spiffe://" TD "/ns/default/sa/odd: "
+				    "the leaf certificate is a CA");
+		SSL_CTX_free(cctx);
+		SSL_CTX_free(sctx);
+		X509_free(c.leaf);
+		X509_free(c.issuer);
+		EVP_PKEY_free(c.key);
+	}
+	pair_free(&p);
 }
 
 static void test_tls_no_spiffe_san(void **state)
@@ -1208,6 +1271,7 @@ int run_certs_tests(void)
 		T(test_tls_other_trust_domain),
 		T(test_tls_validity),
 		T(test_tls_no_spiffe_san),
+		T(test_tls_ca_leaf),
 		T(test_tls_unexpected_server),
 		T(test_tls_alpn_and_version),
 		T(test_trust_bundle_two_roots),
