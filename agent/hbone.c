@@ -335,7 +335,9 @@ static void access_log(struct tunnel *t, struct hb_stream *s, const char *end)
 	char ts[64], a[INET_ADDRSTRLEN + 8], ip[INET_ADDRSTRLEN];
 	json_t *o;
 
-	if (!al || !alog_admit(al))
+	/* each client address has its share of the log (a peer opening
+	 * streams as fast as it can floods only its own lines) */
+	if (!al || !alog_admit_for(al, s->src_ip))
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
 	o = json_object();
