@@ -136,49 +136,64 @@ static int attach_cgroup_link(struct loader *l, struct bpf_program *prog,
 	return 0;
 }
 
-/* The cgroup v2 id of this process's cgroup in *ID: the inode number of
- * its folder (/proc/self/cgroup's "0::PATH" under the cgroup2 mount),
- * checked to hold this process, so that a mount rooted elsewhere than
- * our cgroup namespace (a host's cgroup folder mounted into a container)
- * is not mistaken for it. */
-static int self_cgroup_id(uint64_t *id)
+/* 1 when the cgroup folder DIR lists PID in its cgroup.procs. */
+static int cgroup_holds(const char *dir, long pid)
 {
-	char root[PATH_MAX], line[PATH_MAX], path[2 * PATH_MAX + 16];
-	int rc = -ENOENT, found = 0;
-	struct stat st;
-	long pid = (long)getpid();
+	char path[2 * PATH_MAX + 16], line[64];
+	int found = 0;
 	FILE *f;
 
-	if (cgroup2_default_root(root, sizeof(root)))
-		return -ENOENT;
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strtol(line, NULL, 10) == pid;
+	fclose(f);
+	return found;
+}
+
+/* The cgroup v2 id of this process's cgroup in *ID: the inode number of
+ * its folder, /proc/self/cgroup's "0::PATH" under a cgroup2 mount. Every
+ * cgroup2 mount of /proc/self/mounts is tried, and the folder must list
+ * this process: in a container, the host's hierarchy mounted for
+ * --cgroup is rooted elsewhere than the container's cgroup namespace,
+ * which PATH is relative to. */
+static int self_cgroup_id(uint64_t *id)
+{
+	char rel[PATH_MAX], line[PATH_MAX], mnt[PATH_MAX], type[64];
+	char path[2 * PATH_MAX];
+	long pid = (long)getpid();
+	int rc = -ENOENT;
+	struct stat st;
+	FILE *f;
+
 	f = fopen("/proc/self/cgroup", "r");
 	if (!f)
 		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "0::", 3))
-			continue;
-		line[strcspn(line, "\n")] = 0;
-		snprintf(path, sizeof(path), "%s%s", root, line + 3);
-		found = 1;
-		break;
-	}
-	fclose(f);
-	if (!found)
-		return -ENOENT;
-	if (stat(path, &st))
-		return -errno;
-	snprintf(path + strlen(path), sizeof(path) - strlen(path), "/cgroup.procs");
-	f = fopen(path, "r");
-	if (!f)
-		return -errno;
+	rel[0] = 0;
 	while (fgets(line, sizeof(line), f))
-		if (strtol(line, NULL, 10) == pid) {
-			rc = 0;
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(rel, sizeof(rel), "%s", line + 3);
 			break;
 		}
 	fclose(f);
-	if (!rc)
-		*id = st.st_ino;
+	if (!rel[0])
+		return -ENOENT;
+	f = fopen("/proc/self/mounts", "r");
+	if (!f)
+		return -errno;
+	while (rc && fscanf(f, "%*s %4095s %63s %*[^\n]\n", mnt, type) == 2) {
+		if (strcmp(type, "cgroup2"))
+			continue;
+		snprintf(path, sizeof(path), "%s%s", mnt, strcmp(rel, "/") ? rel : "");
+		if (!stat(path, &st) && cgroup_holds(path, pid)) {
+			*id = st.st_ino;
+			rc = 0;
+		}
+	}
+	fclose(f);
 	return rc;
 }
 
@@ -203,9 +218,9 @@ static int write_config(struct loader *l, const struct loader_limits *lim)
 	int err = self_cgroup_id(&l->self_cgroup_id);
 
 	if (err) {
-		pr_warn("cannot tell meshd's own cgroup (/proc/self/cgroup under the cgroup2 "
-			"mount of /proc/self/mounts): %s; run meshd in the host's cgroup "
-			"namespace with the cgroup2 file system mounted\n", strerror(-err));
+		pr_warn("cannot tell meshd's own cgroup (/proc/self/cgroup under a cgroup2 "
+			"mount of /proc/self/mounts whose cgroup.procs lists meshd): %s; mount "
+			"the cgroup2 file system where meshd runs\n", strerror(-err));
 		return err;
 	}
 	cfg.meshd_cgroup_id = l->self_cgroup_id;
