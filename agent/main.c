@@ -136,6 +136,16 @@ static int int_arg(const char *name, const char *arg, long min, long max, int *o
 	return 0;
 }
 
+static int uint_arg(const char *name, const char *arg, long min, long max, unsigned int *out)
+{
+	int v;
+
+	if (int_arg(name, arg, min, max, &v))
+		return -EINVAL;
+	*out = (unsigned int)v;
+	return 0;
+}
+
 static int long_arg(const char *name, const char *arg, long min, long max, long *out)
 {
 	char *end;
@@ -209,39 +219,23 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'l': o->access_log = optarg; break;
 		case 'A': o->ca_dir = optarg; break;
 		case 'W': o->trust_domain = optarg; break;
-		case 'R': {
-			int v;
-
-			if (int_arg("--access-log-rate", optarg, 0, 10000000, &v))
+		case 'R':
+			if (uint_arg("--access-log-rate", optarg, 0, 10000000, &o->access_log_rate))
 				return -EINVAL;
-			o->access_log_rate = (unsigned int)v;
 			o->access_log_rate_set = 1;
 			break;
-		}
-		case 'Q': {
-			int v;
-
-			if (int_arg("--access-log-pod-rate", optarg, 0, 10000000, &v))
+		case 'Q':
+			if (uint_arg("--access-log-pod-rate", optarg, 0, 10000000, &o->access_log_pod_rate))
 				return -EINVAL;
-			o->access_log_pod_rate = (unsigned int)v;
 			break;
-		}
-		case 'P': {
-			int v;
-
-			if (int_arg("--conns-per-pod", optarg, 0, SKM_MAX_CONNS, &v))
+		case 'P':
+			if (uint_arg("--conns-per-pod", optarg, 0, SKM_MAX_CONNS, &o->limits.conns_per_pod))
 				return -EINVAL;
-			o->limits.conns_per_pod = (unsigned int)v;
 			break;
-		}
-		case 'E': {
-			int v;
-
-			if (int_arg("--events-per-pod", optarg, 0, 10000000, &v))
+		case 'E':
+			if (uint_arg("--events-per-pod", optarg, 0, 10000000, &o->limits.events_per_pod))
 				return -EINVAL;
-			o->limits.events_per_pod = (unsigned int)v;
 			break;
-		}
 		case 'K': o->cert_dir = optarg; break;
 		case 'D':
 			if (int_arg("--drain-timeout", optarg, 0, 3600, &o->drain_s))
