@@ -1776,6 +1776,20 @@ static struct hb_conn *conn_new(struct tunnel *t, int fd, SSL_CTX *ctx, int clie
 
 /* --- entry points from tunnel.c --------------------------------------- */
 
+/* 1 when the address IP may start one more handshake now (at most
+ * handshake_rate a second, a second's worth at once). */
+static int hs_rate_pass(struct tunnel *t, uint32_t ip)
+{
+	struct hs_rate *r = &t->hs_rate[(ip * 2654435761U) >> 24];
+	int rate = t->o.lim.handshake_rate;
+
+	if (r->ip != ip || !r->lim.rate) {
+		r->ip = ip;
+		r->lim = (struct log_limit)LOG_LIMIT_INIT((unsigned int)rate, (unsigned int)rate);
+	}
+	return log_limit_pass(&r->lim);
+}
+
 /* Whether an inbound connection from PEER may be had: the bounds on
  * peers, each refusal counted and said (rate-limited). */
 static int inbound_admit(struct tunnel *t, const struct sockaddr_in *peer)
@@ -1806,6 +1820,10 @@ static int inbound_admit(struct tunnel *t, const struct sockaddr_in *peer)
 		st = SKM_TUN_IN_HANDSHAKE_LIMIT;
 		what = "handshakes in progress from this address";
 		max = hs_share;
+	} else if (!hs_rate_pass(t, ip)) {
+		st = SKM_TUN_IN_HANDSHAKE_RATE;
+		what = "handshakes started from this address this second";
+		max = l->handshake_rate;
 	} else {
 		return 1;
 	}

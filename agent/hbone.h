@@ -150,6 +150,13 @@ struct tunnel {
 	long buffered;			/* bytes queued by every connection */
 	int paused;			/* some reads wait for buffers to drain */
 	struct peer_count *peers[256];	/* inbound connections by peer address */
+	/* Handshakes started by peer address, a second (handshake_rate):
+	 * a slot by hash, taken over by another address when it comes. A
+	 * connection's end does not reset it, unlike peers. */
+	struct hs_rate {
+		uint32_t ip;
+		struct log_limit lim;
+	} hs_rate[256];
 
 	/* Counters: the pinned skm_tun_stats array itself, mmap'ed, so a
 	 * count is a memory write and readers always see the latest; a

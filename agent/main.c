@@ -105,6 +105,8 @@ static void usage(FILE *f)
 "  --tunnel-max-conns-per-peer N  ... from one peer address (512)\n"
 "  --tunnel-max-handshakes N      inbound TLS handshakes in progress (64)\n"
 "  --tunnel-handshake-timeout S   a handshake not done by then is closed (10)\n"
+"  --tunnel-handshake-rate N      inbound handshakes one peer address may\n"
+"                                 start a second (50)\n"
 "  --tunnel-conn-buffer BYTES     bytes buffered per connection each way,\n"
 "                                 its HTTP/2 connection window (4194304)\n"
 "  --tunnel-buffer-total BYTES    bytes buffered by all connections (268435456)\n"
@@ -191,6 +193,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "tunnel-buffer-total", required_argument, NULL, 0x105 },
 		{ "tunnel-reset-burst", required_argument, NULL, 0x106 },
 		{ "tunnel-reset-rate", required_argument, NULL, 0x107 },
+		{ "tunnel-handshake-rate", required_argument, NULL, 0x108 },
 		{ "check-config", no_argument, NULL, 'C' },
 		{ "cleanup", no_argument, NULL, 'X' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -286,6 +289,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 0x107:
 			if (int_arg("--tunnel-reset-rate", optarg, 1, 10000000,
 				    &o->tun_lim.reset_rate))
+				return -EINVAL;
+			break;
+		case 0x108:
+			if (int_arg("--tunnel-handshake-rate", optarg, 1, 1000000,
+				    &o->tun_lim.handshake_rate))
 				return -EINVAL;
 			break;
 		case 'C': o->check_config = 1; break;

@@ -714,6 +714,8 @@ void tunnel_limits_defaults(struct tunnel_limits *l)
 		l->reset_burst = TUN_DEF_RESET_BURST;
 	if (l->reset_rate <= 0)
 		l->reset_rate = TUN_DEF_RESET_RATE;
+	if (l->handshake_rate <= 0)
+		l->handshake_rate = TUN_DEF_HANDSHAKE_RATE;
 }
 
 /* The HBONE engine's host: the thread's epoll, sockets, pods and policy. */

@@ -51,6 +51,9 @@ struct tunnel_opts {
 		long buffer_total;	/* ... by all connections */
 		int reset_burst;	/* RST_STREAMs a peer may send at once, */
 		int reset_rate;		/* ... then a second */
+		int handshake_rate;	/* inbound handshakes one peer address
+					 * may start a second (a second's
+					 * worth at once) */
 	} lim;
 };
 
@@ -62,6 +65,7 @@ struct tunnel_opts {
 #define TUN_DEF_BUFFER_TOTAL		(256L << 20)
 #define TUN_DEF_RESET_BURST		1000
 #define TUN_DEF_RESET_RATE		100
+#define TUN_DEF_HANDSHAKE_RATE		50
 
 /* LIM with every 0 replaced by its default. */
 void tunnel_limits_defaults(struct tunnel_limits *lim);

@@ -481,6 +481,9 @@ enum skm_tun_stat {
 					 * connections' buffers were full */
 	SKM_TUN_H2_ERRORS,		/* connections closed with an HTTP/2
 					 * error GOAWAY (protocol, flood) */
+	SKM_TUN_IN_HANDSHAKE_RATE,	/* inbound connections refused: their
+					 * peer address started more handshakes
+					 * a second than allowed */
 	SKM_TUN_STAT__MAX,
 };
 
@@ -494,7 +497,7 @@ enum skm_tun_stat {
 	"conns_open", "streams_open", "out_retried", "in_revoked",	\
 	"in_forwarded_ignored", "in_peer_conn_limit", "in_conn_limit",	\
 	"in_handshake_limit", "handshake_timeouts", "buffer_paused",	\
-	"h2_errors" }
+	"h2_errors", "in_handshake_rate" }
 
 #define SKM_MAP_TUN_STATS	"skm_tun_stats"
 

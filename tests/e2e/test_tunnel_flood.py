@@ -17,7 +17,13 @@ meshd node2 runs with small bounds so that each is reached:
 --tunnel-max-conns-per-peer 24, --tunnel-max-handshakes 16 (so one
 address may hold 8), --tunnel-handshake-timeout 3, --tunnel-conn-buffer
 1 MiB, --tunnel-buffer-total 8 MiB, --tunnel-reset-burst 200,
---tunnel-reset-rate 20.
+--tunnel-reset-rate 20, and no handshake rate (--tunnel-handshake-rate
+100000: the flood's modes share one address).
+
+Then node2's meshd again with --tunnel-handshake-rate 10: of 60 full
+handshakes one after the other from one address, about a second's worth
+are served and the rest refused at once (in_handshake_rate); a second
+later that address is served again.
 
 Checks: the pods' sessions (python, through node1's and node2's meshd)
 and curl keep working during the whole flood with exact echoes; each
@@ -46,7 +52,7 @@ FLOOD = os.path.join(HERE, "..", "tools", "hbone-flood.py")
 LIMITS = ["--tunnel-max-conns-per-peer", "24", "--tunnel-max-handshakes", "16",
           "--tunnel-handshake-timeout", "3", "--tunnel-conn-buffer", str(1 << 20),
           "--tunnel-buffer-total", str(8 << 20), "--tunnel-reset-burst", "200",
-          "--tunnel-reset-rate", "20"]
+          "--tunnel-reset-rate", "20", "--tunnel-handshake-rate", "100000"]
 # buffer total (8) + per connection TLS/HTTP/2 state and read buffers for
 # ~40 connections and ~500 streams, and the allocator's slack
 MEM_BOUND_MIB = 48
@@ -205,6 +211,22 @@ def body(t, topo):
     t.check("both meshd survived", h1.proc.poll() is None and h2.proc.poll() is None,
             h2.log_tail())
     web.terminate()
+
+    # --- the rate of new handshakes from one address
+    topo.stop_meshd(h2)
+    h2 = topo.start_meshd(2, cfg, args(2) + LIMITS[:-2] + ["--tunnel-handshake-rate", "10"])
+    s0 = tun_stats(2, topo)
+    p = flood("handshakes", "--n", 60)
+    hs = tap.json_line(p.communicate(timeout=60)[0].strip().splitlines()[-1])
+    d = tun_stats(2, topo)["in_handshake_rate"] - s0.get("in_handshake_rate", 0)
+    t.check("--tunnel-handshake-rate 10: of 60 handshakes one after the other %d were "
+            "served (a second's worth, and what the second refilled) and %d refused "
+            "(in_handshake_rate +%d)" % (hs.get("done", -1), hs.get("refused", -1), d),
+            5 <= hs.get("done", 0) <= 30 and hs.get("refused", 0) >= 30 and d >= 30, hs)
+    time.sleep(1.5)
+    p = flood("handshakes", "--n", 3)
+    hs = tap.json_line(p.communicate(timeout=30)[0].strip().splitlines()[-1])
+    t.eq("... and a second later that address is served again", hs.get("done"), 3, hs)
 
 
 if __name__ == "__main__":
