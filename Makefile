@@ -6,8 +6,8 @@ CLANG		?= clang
 CC		?= gcc
 BPFTOOL		?= bpftool
 ARCH		:= $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson openssl libnghttp2 libmicrohttpd zlib 2>/dev/null)
-PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 openssl libnghttp2 libmicrohttpd zlib 2>/dev/null)
+PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson openssl libnghttp2 libmicrohttpd zlib libcurl 2>/dev/null)
+PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 openssl libnghttp2 libmicrohttpd zlib libcurl 2>/dev/null)
 NL_CFLAGS	:= $(shell pkg-config --cflags libnl-route-3.0 2>/dev/null)
 
 CFLAGS		?= -O2 -g
@@ -51,6 +51,7 @@ FUZZ_HDRS	:= $(wildcard tests/fuzz/*.h)
 
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
+		   $(OUT)/tests/kube-watch \
 		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES))
 
 all: $(BINS)
@@ -112,6 +113,11 @@ $(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) | $(OUT)/t
 $(OUT)/tests/policy-eval: tests/tools/policy-eval.c $(AGENT_LIB_OBJS) | $(OUT)/tests
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS)
+
+# --- test tool: meshd's Kubernetes list-then-watch on its own (cluster-mode tests)
+$(OUT)/tests/kube-watch: tests/tools/kube-watch.c $(AGENT_LIB_OBJS) | $(OUT)/tests
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lpthread
 
 # --- test tool: workload certificates with chosen validity, for the tunnel tests
 $(OUT)/tests/mkcert: tests/tools/mkcert.c $(OUT)/agent/certs.o | $(OUT)/tests

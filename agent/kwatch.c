@@ -38,7 +38,7 @@ void kwatch_dec_reset(struct kwatch_dec *d)
 	d->lineno = 0;
 }
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+int kw_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -99,20 +99,20 @@ static int object_meta(json_t *obj, int named, struct kw_event *ev, char *err, s
 	const char *name, *ns, *rv;
 
 	if (!json_is_object(md))
-		return fail(err, errlen, -EBADMSG, "object without metadata");
+		return kw_fail(err, errlen, -EBADMSG, "object without metadata");
 	rv = str_of(md, "resourceVersion");
 	if (!rv || !rv_ok(rv))
-		return fail(err, errlen, -EBADMSG, "object without a valid metadata.resourceVersion");
+		return kw_fail(err, errlen, -EBADMSG, "object without a valid metadata.resourceVersion");
 	ev->rv = rv;
 	ev->name = ev->ns = "";
 	if (!named)
 		return 0;
 	name = str_of(md, "name");
 	if (!name || !k8s_name_ok(name, KW_MAX_NAME, 1))
-		return fail(err, errlen, -EBADMSG, "object without a valid metadata.name");
+		return kw_fail(err, errlen, -EBADMSG, "object without a valid metadata.name");
 	ns = str_of(md, "namespace");
 	if (json_object_get(md, "namespace") && (!ns || (*ns && !k8s_name_ok(ns, 63, 0))))
-		return fail(err, errlen, -EBADMSG, "object %s: metadata.namespace is not a "
+		return kw_fail(err, errlen, -EBADMSG, "object %s: metadata.namespace is not a "
 			    "namespace name", name);
 	ev->name = name;
 	ev->ns = ns ? ns : "";
@@ -155,13 +155,13 @@ static int one_event(struct kwatch_dec *d, const char *line, size_t len, kw_even
 
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return fail(err, errlen, -EBADMSG, "watch event %llu is not JSON: %s at column %d",
+		return kw_fail(err, errlen, -EBADMSG, "watch event %llu is not JSON: %s at column %d",
 			    d->lineno, jerr.text, jerr.column);
 	rc = -EBADMSG;
 	type = str_of(root, "type");
 	obj = json_object_get(root, "object");
 	if (!json_is_object(root) || !type || !json_is_object(obj)) {
-		fail(err, errlen, rc, "watch event %llu is not {\"type\": ..., \"object\": {...}}",
+		kw_fail(err, errlen, rc, "watch event %llu is not {\"type\": ..., \"object\": {...}}",
 		     d->lineno);
 		goto out;
 	}
@@ -169,21 +169,21 @@ static int one_event(struct kwatch_dec *d, const char *line, size_t len, kw_even
 		if (!strcmp(type, kw_types[i].name))
 			break;
 	if (i == sizeof(kw_types) / sizeof(kw_types[0])) {
-		fail(err, errlen, rc, "watch event %llu: unknown type \"%.32s\"", d->lineno, type);
+		kw_fail(err, errlen, rc, "watch event %llu: unknown type \"%.32s\"", d->lineno, type);
 		goto out;
 	}
 	ev.type = kw_types[i].type;
 	ev.object = obj;
 	if (ev.type == KW_ERROR) {
 		if (status_of(obj, &ev)) {
-			fail(err, errlen, rc, "watch event %llu: ERROR without a Status", d->lineno);
+			kw_fail(err, errlen, rc, "watch event %llu: ERROR without a Status", d->lineno);
 			goto out;
 		}
 	} else {
 		char why[160];
 
 		if (object_meta(obj, ev.type != KW_BOOKMARK, &ev, why, sizeof(why))) {
-			fail(err, errlen, rc, "watch event %llu (%s): %s", d->lineno, type, why);
+			kw_fail(err, errlen, rc, "watch event %llu (%s): %s", d->lineno, type, why);
 			goto out;
 		}
 	}
@@ -204,7 +204,7 @@ int kwatch_dec_feed(struct kwatch_dec *d, const char *buf, size_t len,
 		int rc;
 
 		if (d->len + take > d->max)
-			return fail(err, errlen, -E2BIG, "watch event %llu is longer than %zu bytes",
+			return kw_fail(err, errlen, -E2BIG, "watch event %llu is longer than %zu bytes",
 				    d->lineno + 1, d->max);
 		if (!nl || d->len) {
 			if (d->len + take > d->cap) {
@@ -252,10 +252,10 @@ int kwatch_list_parse(const char *buf, size_t len, kw_event_fn fn, void *arg,
 	memset(out, 0, sizeof(*out));
 	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return fail(err, errlen, -EBADMSG, "list is not JSON: %s at line %d column %d",
+		return kw_fail(err, errlen, -EBADMSG, "list is not JSON: %s at line %d column %d",
 			    jerr.text, jerr.line, jerr.column);
 	if (!json_is_object(root)) {
-		fail(err, errlen, rc, "list is not a JSON object");
+		kw_fail(err, errlen, rc, "list is not a JSON object");
 		goto out;
 	}
 	{
@@ -265,7 +265,7 @@ int kwatch_list_parse(const char *buf, size_t len, kw_event_fn fn, void *arg,
 			const char *msg = str_of(root, "message");
 
 			out->code = st.code;
-			fail(err, errlen, -EPROTO, "the server answered %d %s: %.200s", st.code,
+			kw_fail(err, errlen, -EPROTO, "the server answered %d %s: %.200s", st.code,
 			     st.reason, msg ? msg : "");
 			rc = -EPROTO;
 			goto out;
@@ -276,15 +276,15 @@ int kwatch_list_parse(const char *buf, size_t len, kw_event_fn fn, void *arg,
 	rv = json_is_object(md) ? str_of(md, "resourceVersion") : NULL;
 	cont = json_is_object(md) ? str_of(md, "continue") : NULL;
 	if (!json_is_array(items) && !json_is_null(items)) {
-		fail(err, errlen, rc, "list without items");
+		kw_fail(err, errlen, rc, "list without items");
 		goto out;
 	}
 	if (!rv || !rv_ok(rv)) {
-		fail(err, errlen, rc, "list without a valid metadata.resourceVersion");
+		kw_fail(err, errlen, rc, "list without a valid metadata.resourceVersion");
 		goto out;
 	}
 	if (cont && strlen(cont) >= sizeof(out->cont)) {
-		fail(err, errlen, rc, "list's continue token is longer than %zu bytes",
+		kw_fail(err, errlen, rc, "list's continue token is longer than %zu bytes",
 		     sizeof(out->cont) - 1);
 		goto out;
 	}
@@ -295,11 +295,11 @@ int kwatch_list_parse(const char *buf, size_t len, kw_event_fn fn, void *arg,
 		char why[160];
 
 		if (!json_is_object(it)) {
-			fail(err, errlen, rc, "list item %zu is not an object", i);
+			kw_fail(err, errlen, rc, "list item %zu is not an object", i);
 			goto out;
 		}
 		if (object_meta(it, 1, &ev, why, sizeof(why))) {
-			fail(err, errlen, rc, "list item %zu: %s", i, why);
+			kw_fail(err, errlen, rc, "list item %zu: %s", i, why);
 			goto out;
 		}
 		rc = fn(&ev, arg);

@@ -89,4 +89,9 @@ struct kw_list {
 int kwatch_list_parse(const char *buf, size_t len, kw_event_fn fn, void *arg,
 		      struct kw_list *out, char *err, size_t errlen);
 
+/* Writes the message FMT into ERR (ERRLEN bytes, may be 0) and returns
+ * RC: the error-message helper of kwatch.c and kube.c. */
+int kw_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 #endif /* SKM_KWATCH_H */

@@ -13,7 +13,7 @@ PKGS=(
 	make gcc libc6-dev pkg-config clang llvm bpftool libclang-rt-dev
 	libbpf-dev libelf-dev zlib1g-dev libssl-dev
 	libnl-3-dev libnl-route-3-dev libyaml-dev libjansson-dev libcmocka-dev
-	libnghttp2-dev
+	libnghttp2-dev libcurl4-openssl-dev
 	iproute2 util-linux procps python3 python3-h2 iperf3 curl openssl
 	stunnel4 nghttp2-client nghttp2-proxy tcpdump iptables
 	libmicrohttpd-dev redis-server redis-tools prometheus

@@ -52,5 +52,6 @@ int main(void)
 	failed += run_metrics_tests() != 0;
 	failed += run_hbone_tests() != 0;
 	failed += run_kwatch_tests() != 0;
+	failed += run_kube_tests() != 0;
 	return failed ? 1 : 0;
 }
