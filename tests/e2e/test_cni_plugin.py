@@ -281,6 +281,50 @@ def run_all(t, topo, cni):
         dead.close()
         if os.path.exists(cni.sock):
             os.unlink(cni.sock)
+    # --- the pending folder under attack: symlinks planted where the
+    # record goes, the folder a symlink, the folder full
+    victim = os.path.join(cni.tmp, "victim")
+    with open(victim, "w") as f:
+        f.write("untouched")
+    rec = cni.record(cid2)
+    os.unlink(rec)
+    os.symlink(victim, rec)
+    os.symlink(victim, rec + ".tmp")
+    rc, out, err, _ = cni.skm("ADD", cid2, ns2, pod2, prev=bres2)
+    st = os.lstat(rec)
+    t.check("symlinks planted at the record and its temporary name: ADD succeeds, "
+            "the record replaces the link, the target is untouched",
+            rc == 0 and stat.S_ISREG(st.st_mode) and open(victim).read() == "untouched"
+            and not os.path.lexists(rec + ".tmp"), (rc, out, err, st))
+    os.unlink(rec)
+    real = cni.pending + ".real"
+    os.rename(cni.pending, real)
+    os.symlink(real, cni.pending)
+    rc, out, err, _ = cni.skm("ADD", cid2, ns2, pod2, prev=bres2)
+    t.check("pendingDir is a symlink: ADD still succeeds with bridge's result, no record "
+            "is written through the link, stderr says why",
+            rc == 0 and json_or_none(out) == bres2 and os.listdir(real) == []
+            and "no pending record could be left" in err, (rc, out, err, os.listdir(real)))
+    os.unlink(cni.pending)
+    os.rename(real, cni.pending)
+    for i in range(4096):
+        open(os.path.join(cni.pending, "filler%04d.json" % i), "w").close()
+    rc, out, err, _ = cni.skm("ADD", cid2, ns2, pod2, prev=bres2)
+    t.check("pendingDir full (4096 records): ADD still succeeds, no 4097th record, "
+            "stderr says the folder is full",
+            rc == 0 and json_or_none(out) == bres2 and not os.path.exists(rec)
+            and len(os.listdir(cni.pending)) == 4096 and "4096 records" in err,
+            (rc, out, err))
+    for i in range(4096):
+        os.unlink(os.path.join(cni.pending, "filler%04d.json" % i))
+    garbage = Peer(topo, cni, "garbage")
+    rc, out, err, dt = cni.skm("ADD", cid2, ns2, pod2, prev=bres2)
+    t.check("a meshd whose reply is not the protocol counts as down: ADD succeeds at "
+            "once (%.0f ms) and leaves the record" % (dt * 1000),
+            rc == 0 and json_or_none(out) == bres2 and os.path.exists(rec) and dt < 1.0
+            and "not {" in err, (rc, out, err))
+    garbage.stop()
+
     t.check("the log file has the pod's lines",
             os.path.exists(cni.log) and "shop/db-0" in open(cni.log).read())
     rc, out, err, _ = cni.skm("CHECK", cid2, ns2, pod2, prev=bres2)

@@ -6,11 +6,12 @@ for the CNI plugin tests: it listens on a unix socket, reads each
 request (one JSON object, to '\\n' or EOF), prints it as a JSON line on
 stdout ({"request": ...}) and answers as told. Python stdlib only.
 
-  cni-peer.py SOCKET --mode ok|refuse|silent
+  cni-peer.py SOCKET --mode ok|refuse|silent|garbage
 
       ok      answers {"ok": true}
       refuse  answers {"ok": false, "error": "refused by the test peer"}
       silent  reads the request and never answers (holds the connection)
+      garbage answers what is not the protocol (an HTTP response)
 
 Prints {"listening": SOCKET} once ready; runs until killed.
 """
@@ -31,7 +32,7 @@ def out(obj):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("socket")
-    ap.add_argument("--mode", choices=("ok", "refuse", "silent"), default="ok")
+    ap.add_argument("--mode", choices=("ok", "refuse", "silent", "garbage"), default="ok")
     a = ap.parse_args()
     if os.path.exists(a.socket):
         os.unlink(a.socket)
@@ -63,6 +64,10 @@ def main():
         out({"request": req})
         if a.mode == "silent":
             held.append(c)
+            continue
+        if a.mode == "garbage":
+            c.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+            c.close()
             continue
         reply = {"ok": True} if a.mode == "ok" else {"ok": False,
                                                      "error": "refused by the test peer"}
