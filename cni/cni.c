@@ -20,6 +20,7 @@
 #define PATH_ENV_MAX	4096
 #define NETNS_MAX	1024
 #define CONTAINERID_MAX	200	/* it names a file: <id>.json */
+#define NAME_MAX_LEN	253	/* the network's name */
 #define PREV_LIST_MAX	64	/* interfaces and ips in prevResult */
 
 static const char *const versions[] = CNI_VERSIONS;
@@ -75,12 +76,13 @@ static const char *excerpt(const char *s, char *buf, size_t len)
 	return buf;
 }
 
-/* The spec's container id: alphanumerics, then also '_', '.', '-'. */
-static bool container_id_ok(const char *s)
+/* The spec's container id and network name: 1..MAX alphanumerics, '_',
+ * '.', '-', starting alphanumeric. */
+static bool cni_name_ok(const char *s, size_t max)
 {
 	size_t n = strlen(s);
 
-	if (!n || n > CONTAINERID_MAX || !isalnum((unsigned char)s[0]))
+	if (!n || n > max || !isalnum((unsigned char)s[0]))
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!isalnum((unsigned char)s[i]) && !strchr("_.-", s[i]))
@@ -235,7 +237,7 @@ static int parse_env(const struct cni_env *env, struct cni_call *c, struct cni_e
 	if (!env->containerid || !*env->containerid)
 		return fail(e, CNI_ERR_ENV, "CNI_CONTAINERID is not set (%s needs it)",
 			    cni_cmd_name(c->cmd));
-	if (!container_id_ok(env->containerid))
+	if (!cni_name_ok(env->containerid, CONTAINERID_MAX))
 		return fail(e, CNI_ERR_ENV, "CNI_CONTAINERID \"%s\" is not a container id "
 			    "(1..%d letters, digits, '_', '.', '-', starting alphanumeric)",
 			    excerpt(env->containerid, ex, sizeof(ex)), CONTAINERID_MAX);
@@ -481,10 +483,14 @@ int cni_parse(const struct cni_env *env, const char *in, size_t len,
 			    excerpt(key, ex, sizeof(ex)));
 	}
 	v = json_object_get(c->conf, "name");
-	if (!json_is_string(v) || !json_string_length(v) ||
-	    strlen(json_string_value(v)) != json_string_length(v))
+	if (!json_is_string(v))
 		return fail(e, CNI_ERR_CONFIG, "network config: \"name\" is missing or not a "
-			    "non-empty string");
+			    "string");
+	if (strlen(json_string_value(v)) != json_string_length(v) ||
+	    !cni_name_ok(json_string_value(v), NAME_MAX_LEN))
+		return fail(e, CNI_ERR_CONFIG, "network config: name \"%s\" is not a network "
+			    "name (1..%d letters, digits, '_', '.', '-', starting alphanumeric)",
+			    excerpt(json_string_value(v), ex, sizeof(ex)), NAME_MAX_LEN);
 	v = json_object_get(c->conf, "type");
 	if (!json_is_string(v) || !json_string_length(v))
 		return fail(e, CNI_ERR_CONFIG, "network config: \"type\" is missing or not a "

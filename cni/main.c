@@ -107,8 +107,13 @@ static int ask_meshd(const struct cni_call *c, const char *req, char *why, size_
 		snprintf(why, whylen, "socket: %s", strerror(-rc));
 		return rc;
 	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+	/* a full backlog (many pods at once) is waited out, to the deadline */
+	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
 		rc = -errno;
+		if ((rc == -EAGAIN || rc == -EINTR) && now_ms() < deadline) {
+			poll(NULL, 0, 10);
+			continue;
+		}
 		snprintf(why, whylen, "connect %s: %s", c->socket, strerror(-rc));
 		goto out;
 	}

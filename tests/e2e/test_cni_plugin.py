@@ -350,6 +350,7 @@ def run_all(t, topo, cni):
         ("CHECK under cniVersion 0.3.1", dict(cmd="CHECK", stdin=dict(good, cniVersion="0.3.1")), 1),
         ("missing prevResult", dict(stdin={k: v for k, v in good.items() if k != "prevResult"}), 7),
         ("an unknown field", dict(stdin=dict(good, frobnicate=True)), 2),
+        ("a network name with '/'", dict(stdin=dict(good, name="a/b")), 7),
         ("ackTimeoutMs out of range", dict(stdin=dict(good, ackTimeoutMs=10 ** 9)), 7),
         ("a relative socket path", dict(stdin=dict(good, socket="run/x.sock")), 7),
         ("a bad address in prevResult", dict(stdin=dict(good, prevResult=dict(
