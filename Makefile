@@ -108,9 +108,10 @@ $(OUT)/skmesh-cni: $(OUT)/cni/cni.o $(OUT)/cni/main.o
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(shell pkg-config --libs jansson) $(EXTRA_LDLIBS)
 
-# its fuzz target also links the plugin's parser
-$(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni: $(OUT)/cni/cni.o
-$(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni: LDLIBS := $(OUT)/cni/cni.o $(LDLIBS)
+# its fuzz target and the unit tests also link the plugin's parser
+$(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni $(OUT)/tests/unit_tests: $(OUT)/cni/cni.o
+$(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni $(OUT)/tests/unit_tests: \
+	LDLIBS := $(OUT)/cni/cni.o $(LDLIBS)
 
 # --- benchmarks
 $(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench

@@ -212,6 +212,12 @@ def run_all(t, topo, cni):
             rc == 0 and set(j.get("supportedVersions", [])) == {"1.0.0", "0.4.0", "0.3.1", "0.3.0"}
             and j.get("cniVersion") == "1.0.0", out + err)
 
+    # --- a container that is no Kubernetes pod: passed through, meshd not asked
+    rc, out, err, _ = cni.skm("ADD", cid1, ns1, None, prev=bres)
+    t.check("without K8S_POD_* args: ADD passes bridge's result through",
+            rc == 0 and json_or_none(out) == bres, out + err)
+    t.eq("without K8S_POD_* args meshd is not asked", len(peer.requests()), 2)
+
     # --- a 0.4.0 config gets a 0.4.0 result
     rc, out, err, _ = cni.skm("ADD", cid1, ns1, pod1,
                               stdin=cni.conf(1, dict(bres, cniVersion="0.4.0"), "0.4.0"))

@@ -51,5 +51,6 @@ int main(void)
 	failed += run_certs_tests() != 0;
 	failed += run_metrics_tests() != 0;
 	failed += run_hbone_tests() != 0;
+	failed += run_cni_tests() != 0;
 	return failed ? 1 : 0;
 }

@@ -15,6 +15,7 @@ int run_corpus_tests(void);
 int run_certs_tests(void);
 int run_metrics_tests(void);
 int run_hbone_tests(void);
+int run_cni_tests(void);
 
 /* Writes TEXT to a new /tmp/skm-unit-*.yaml file; returns its path
  * (malloc'ed). */
