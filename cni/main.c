@@ -33,6 +33,7 @@ __attribute__((format(printf, 1, 2)))
 static void plog(const char *fmt, ...)
 {
 	char line[1024], pre[400] = "";
+	struct stat st;
 	va_list ap;
 	int fd;
 
@@ -49,7 +50,6 @@ static void plog(const char *fmt, ...)
 	fd = open(cur->log_file, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return;
-	struct stat st;
 	if (!fstat(fd, &st) && st.st_size > LOG_FILE_MAX && ftruncate(fd, 0))
 		goto out;
 	dprintf(fd, "%ld skmesh-cni:%s%s: %s\n", (long)time(NULL), pre,
