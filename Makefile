@@ -52,7 +52,7 @@ FUZZ_HDRS	:= $(wildcard tests/fuzz/*.h)
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
 		   $(OUT)/tests/kube-watch \
-		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES))
+		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni
 
 all: $(BINS)
 
@@ -94,6 +94,25 @@ $(OUT)/meshctl: tools/meshctl.c tools/meshctl-ca.c tools/meshctl-ca.h $(OUT)/age
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent tools/meshctl.c tools/meshctl-ca.c $(OUT)/agent/certs.o \
 		-o $@ $(LDLIBS)
+
+# --- skmesh-cni, the chained CNI plugin: its own binary, on jansson only
+CNI_HDRS	:= $(wildcard cni/*.h) include/skmesh-cni.h
+
+$(OUT)/cni:
+	$(Q)mkdir -p $@
+
+$(OUT)/cni/%.o: cni/%.c $(CNI_HDRS) | $(OUT)/cni
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(OUT)/skmesh-cni: $(OUT)/cni/cni.o $(OUT)/cni/main.o
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(shell pkg-config --libs jansson) $(EXTRA_LDLIBS)
+
+# its fuzz target and the unit tests also link the plugin's parser
+$(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni $(OUT)/tests/unit_tests: $(OUT)/cni/cni.o
+$(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni $(OUT)/tests/unit_tests: \
+	LDLIBS := $(OUT)/cni/cni.o $(LDLIBS)
 
 # --- benchmarks
 $(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench
@@ -196,10 +215,14 @@ asan:
 		EXTRA_LDLIBS="-fsanitize=address,undefined" all
 	$(Q)SKM_BUILD=build-asan ./tests/run
 
-# meshd, meshctl and meshctl's manual page under $(DESTDIR)$(PREFIX).
+# meshd, meshctl and meshctl's manual page under $(DESTDIR)$(PREFIX), skmesh-cni
+# under $(DESTDIR)$(CNI_BINDIR).
 PREFIX		?= /usr/local
-install: $(OUT)/meshd $(OUT)/meshctl
+# where a container runtime looks for CNI plugins (CNI_PATH)
+CNI_BINDIR	?= /opt/cni/bin
+install: $(OUT)/meshd $(OUT)/meshctl $(OUT)/skmesh-cni
 	$(Q)install -D -m 0755 $(OUT)/meshd $(DESTDIR)$(PREFIX)/sbin/meshd
+	$(Q)install -D -m 0755 $(OUT)/skmesh-cni $(DESTDIR)$(CNI_BINDIR)/skmesh-cni
 	$(Q)install -D -m 0755 $(OUT)/meshctl $(DESTDIR)$(PREFIX)/bin/meshctl
 	$(Q)install -D -m 0644 docs/meshctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/meshctl.1
 

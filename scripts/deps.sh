@@ -17,6 +17,7 @@ PKGS=(
 	iproute2 util-linux procps python3 python3-h2 iperf3 curl openssl
 	stunnel4 nghttp2-client nghttp2-proxy tcpdump iptables
 	libmicrohttpd-dev redis-server redis-tools prometheus
+	containernetworking-plugins
 )
 
 if [ "$(id -u)" -ne 0 ]; then
