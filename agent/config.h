@@ -31,7 +31,6 @@ struct cfg_opts {
 #define CFG_DEFAULT_MAX_FILE_BYTES	((size_t)64 << 20)
 #define CFG_DEFAULT_MAX_DOC_BYTES	((size_t)1 << 20)
 
-
 /* Loads PATH (a file, or every *.yaml / *.yml file of a folder in name
  * order). Returns 0 and *out on success (warnings may be in diag);
  * a negative errno with every error in diag otherwise, *out untouched. */

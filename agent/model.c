@@ -714,6 +714,8 @@ void model_objects_free(struct cfg_objects *part)
 	free(part->pas);
 }
 
+/* --- finishing: the whole model ---------------------------------------- */
+
 /* "A\0B" in *BUF (grown as needed): no two pairs share it. Returns its
  * length, or 0 when out of memory. */
 static size_t pair_key(char **buf, size_t *cap, const char *a, const char *b)
@@ -900,6 +902,8 @@ out:
 	free(key);
 	return err;
 }
+
+/* --- lookups ------------------------------------------------------------ */
 
 void config_workload_id(const struct config *cfg, const struct cfg_workload *w,
 			char *buf, size_t len)

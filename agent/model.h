@@ -77,7 +77,7 @@ struct cfg_service {
 };
 
 /*
- * Istio security policy, as ztunnel enforces it (L4 only). The loader
+ * Istio security policy, as ztunnel enforces it (L4 only). A source
  * turns every AuthorizationPolicy into this precompiled form, so the
  * evaluator (policy.h) never parses a string: principals are split into
  * exact / prefix / suffix / presence, CIDRs are ip+mask, ports integers.
