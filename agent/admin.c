@@ -19,10 +19,10 @@
 
 #include "admin.h"
 #include "alog.h"
-#include "config.h"
 #include "loader.h"
 #include "log.h"
 #include "metrics.h"
+#include "model.h"
 #include "skmesh.h"
 #include "skmesh.skel.h"
 #include "tunnel.h"

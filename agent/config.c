@@ -21,23 +21,9 @@
 
 #include "config.h"
 #include "keyidx.h"
-#include "policy.h"
 #include "skmesh.h"
 
 #define API_SKMESH	"skmesh.io/v1alpha1"
-
-/* What documents parse to: their objects, in order. */
-struct cfg_objects {
-	struct cfg_workload *wls;
-	size_t nwls;
-	struct cfg_service *svcs;
-	size_t nsvcs;
-	struct cfg_authz *authz;
-	size_t nauthz;
-	struct cfg_peerauthn *pas;
-	size_t npas;
-	const char *root_ns;	/* the config's, lent for the parse */
-};
 
 struct doc_ctx {
 	yaml_document_t *doc;
@@ -45,78 +31,11 @@ struct doc_ctx {
 	unsigned int line0;	/* lines of the file before the parsed text */
 	uint64_t digest;	/* of the document's text */
 	struct cfg_diag *diag;
-	struct cfg_objects *cfg;
+	struct cfg_objects *cfg;	/* what its documents parse to */
+	const char *root_ns;	/* the config's, lent for the parse */
 };
 
-void diag_add(struct cfg_diag *d, int is_error, const struct cfg_pos *pos,
-	      const char *fmt, ...)
-{
-	char *text = NULL, *msg = NULL;
-	char **msgs;
-	va_list ap;
 
-	va_start(ap, fmt);
-	if (vasprintf(&text, fmt, ap) < 0)
-		text = NULL;
-	va_end(ap);
-	if (text && pos && pos->file) {
-		if (asprintf(&msg, "%s:%u:%u: %s: %s", pos->file, pos->line,
-			     pos->col, is_error ? "error" : "warning", text) < 0)
-			msg = NULL;
-	} else if (text) {
-		if (asprintf(&msg, "%s: %s", is_error ? "error" : "warning", text) < 0)
-			msg = NULL;
-	}
-	free(text);
-	msgs = realloc(d->msgs, (d->n + 1) * sizeof(*msgs));
-	if (!msgs || !msg) {
-		free(msg);
-		/* Out of memory: still count it so the load fails. */
-		if (msgs)
-			d->msgs = msgs;
-	} else {
-		d->msgs = msgs;
-		d->msgs[d->n++] = msg;
-	}
-	if (is_error)
-		d->nerrors++;
-	else
-		d->nwarnings++;
-}
-
-void diag_print(const struct cfg_diag *d, const char *prog)
-{
-	for (size_t i = 0; i < d->n; i++)
-		fprintf(stderr, "%s: %s\n", prog, d->msgs[i]);
-}
-
-void diag_free(struct cfg_diag *d)
-{
-	for (size_t i = 0; i < d->n; i++)
-		free(d->msgs[i]);
-	free(d->msgs);
-	memset(d, 0, sizeof(*d));
-}
-
-/* Appends one zeroed element to ARR (N elements of SIZE). The capacity is
- * implied by N (the next power of two), so appending n elements costs
- * O(n) copying, not O(n^2). */
-static void *grow(void *arr, size_t *n, size_t size)
-{
-	size_t cap = 1;
-	char *p = arr;
-
-	while (cap < *n)
-		cap <<= 1;
-	if (!arr || *n == cap) {
-		p = realloc(arr, (*n ? cap * 2 : 1) * size);
-		if (!p)
-			return NULL;
-	}
-	memset(p + *n * size, 0, size);
-	(*n)++;
-	return p;
-}
 
 /* --- YAML node helpers ------------------------------------------------ */
 
@@ -324,7 +243,7 @@ static int parse_labels(struct doc_ctx *c, yaml_node_t *n, const char *path,
 			rc = -1;
 			continue;
 		}
-		l = grow(out->v, &out->n, sizeof(*l));
+		l = model_grow(out->v, &out->n, sizeof(*l));
 		if (!l)
 			return -ENOMEM;
 		out->v = l;
@@ -337,31 +256,6 @@ static int parse_labels(struct doc_ctx *c, yaml_node_t *n, const char *path,
 	return rc;
 }
 
-static void labels_free(struct cfg_labels *l)
-{
-	for (size_t i = 0; i < l->n; i++) {
-		free(l->v[i].key);
-		free(l->v[i].val);
-	}
-	free(l->v);
-	l->v = NULL;
-	l->n = 0;
-}
-
-int labels_match(const struct cfg_labels *selector, const struct cfg_labels *labels)
-{
-	for (size_t i = 0; i < selector->n; i++) {
-		size_t j;
-
-		for (j = 0; j < labels->n; j++)
-			if (!strcmp(selector->v[i].key, labels->v[j].key) &&
-			    !strcmp(selector->v[i].val, labels->v[j].val))
-				break;
-		if (j == labels->n)
-			return 0;
-	}
-	return 1;
-}
 
 /* --- kinds ------------------------------------------------------------ */
 
@@ -414,7 +308,7 @@ static int parse_workload(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 	}
 	if (!want_type(c, spec, YAML_MAPPING_NODE, "spec"))
 		return -1;
-	w = grow(cfg->wls, &cfg->nwls, sizeof(*w));
+	w = model_grow(cfg->wls, &cfg->nwls, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
 	cfg->wls = w;
@@ -535,7 +429,7 @@ static int parse_service(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 	}
 	if (!want_type(c, spec, YAML_MAPPING_NODE, "spec"))
 		return -1;
-	s = grow(cfg->svcs, &cfg->nsvcs, sizeof(*s));
+	s = model_grow(cfg->svcs, &cfg->nsvcs, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	cfg->svcs = s;
@@ -561,7 +455,7 @@ static int parse_service(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 		       "spec.ports: a Service needs at least one port ({port: 80, targetPort: 8080})");
 	} else if (want_type(c, n, YAML_SEQUENCE_NODE, "spec.ports")) {
 		for (it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
-			struct cfg_port *p = grow(s->ports, &s->nports, sizeof(*p));
+			struct cfg_port *p = model_grow(s->ports, &s->nports, sizeof(*p));
 
 			if (!p)
 				return -ENOMEM;
@@ -588,7 +482,7 @@ static int parse_service(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 		err_at(c, n, "spec.endpoints: give either selector or endpoints, not both");
 	else if (n && want_type(c, n, YAML_SEQUENCE_NODE, "spec.endpoints")) {
 		for (it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
-			struct cfg_endpoint *e = grow(s->eps, &s->neps, sizeof(*e));
+			struct cfg_endpoint *e = model_grow(s->eps, &s->neps, sizeof(*e));
 
 			if (!e)
 				return -ENOMEM;
@@ -624,18 +518,6 @@ static const char *is_are(const char *names)
 	return strchr(names, ',') ? "are" : "is";
 }
 
-int cfg_warning_add(char ***list, size_t *n, const char *text)
-{
-	char **l = realloc(*list, (*n + 1) * sizeof(*l));
-
-	if (!l)
-		return -ENOMEM;
-	*list = l;
-	if (!(l[*n] = strdup(text)))
-		return -ENOMEM;
-	(*n)++;
-	return 0;
-}
 
 /* What one policy's parse collects besides the model. */
 struct pol_parse {
@@ -964,7 +846,7 @@ struct rule_scan {
 
 static struct pol_match *clause_add(struct pol_clause *cl)
 {
-	struct pol_match *m = grow(cl->v, &cl->n, sizeof(*m));
+	struct pol_match *m = model_grow(cl->v, &cl->n, sizeof(*m));
 
 	if (!m)
 		return NULL;
@@ -974,7 +856,7 @@ static struct pol_match *clause_add(struct pol_clause *cl)
 
 static struct pol_clause *rule_add_clause(struct pol_rule *r)
 {
-	struct pol_clause *cl = grow(r->clauses, &r->nclauses, sizeof(*cl));
+	struct pol_clause *cl = model_grow(r->clauses, &r->nclauses, sizeof(*cl));
 
 	if (!cl)
 		return NULL;
@@ -1336,7 +1218,7 @@ static int parse_authz(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 
 	if (spec && !want_type(c, spec, YAML_MAPPING_NODE, "spec"))
 		return -1;
-	a = grow(cfg->authz, &cfg->nauthz, sizeof(*a));
+	a = model_grow(cfg->authz, &cfg->nauthz, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	cfg->authz = a;
@@ -1492,7 +1374,7 @@ static int parse_peerauthn(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 
 	if (spec && !want_type(c, spec, YAML_MAPPING_NODE, "spec"))
 		return -1;
-	p = grow(cfg->pas, &cfg->npas, sizeof(*p));
+	p = model_grow(cfg->pas, &cfg->npas, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	cfg->pas = p;
@@ -1533,7 +1415,7 @@ static int parse_peerauthn(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 			for (size_t i = 0; i < p->nports; i++)
 				if (p->ports[i].port == port)
 					err_at(c, kn, "%s: port %lu is listed twice", path, port);
-			pt = grow(p->ports, &p->nports, sizeof(*pt));
+			pt = model_grow(p->ports, &p->nports, sizeof(*pt));
 			if (!pt)
 				return -ENOMEM;
 			p->ports = pt;
@@ -1550,10 +1432,10 @@ static int parse_peerauthn(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 	}
 
 	sel = map_get(c, spec, "selector");
-	if (p->has_selector && !strcmp(p->ns, cfg->root_ns)) {
+	if (p->has_selector && !strcmp(p->ns, c->root_ns)) {
 		p->ignored = 1;
 		pol_warn(&pp, sel, "a selector in the root namespace %s is ignored: the policy applies to no workload (as in Istio)",
-			 cfg->root_ns);
+			 c->root_ns);
 	}
 	if (p->mode == PA_DISABLE)
 		pol_warn(&pp, map_get(c, spec, "mtls"), "mtls.mode DISABLE acts as PERMISSIVE in ambient: mTLS is accepted as well as plaintext");
@@ -1564,96 +1446,7 @@ static int parse_peerauthn(struct doc_ctx *c, yaml_node_t *root, struct meta *m)
 	return 0;
 }
 
-/* Says the warnings of every PeerAuthentication, once the whole config
- * is read (policy_finish adds some that need it). */
-static void peerauthn_diags(struct config *cfg, struct cfg_diag *diag)
-{
-	for (size_t i = 0; i < cfg->npas; i++) {
-		struct cfg_peerauthn *p = &cfg->pas[i];
-		size_t len = 0;
-		char *all, *s;
 
-		if (!p->nwarnings)
-			continue;
-		for (size_t j = 0; j < p->nwarnings; j++)
-			len += strlen(p->warnings[j]) + 2;
-		if (!(all = malloc(len + 1)))
-			return;
-		s = all;
-		for (size_t j = 0; j < p->nwarnings; j++)
-			s += sprintf(s, "%s%s", j ? "; " : "", p->warnings[j]);
-		diag_add(diag, 0, &p->pos, "PeerAuthentication %s/%s: %s", p->ns, p->name, all);
-		free(all);
-	}
-}
-
-static void match_free(struct pol_match *m)
-{
-	struct pol_strs *strs[] = {
-		&m->principals, &m->not_principals, &m->namespaces, &m->not_namespaces
-	};
-	struct pol_sas *sas[] = { &m->sas, &m->not_sas };
-
-	for (size_t i = 0; i < 4; i++) {
-		for (size_t j = 0; j < strs[i]->n; j++)
-			free(strs[i]->v[j].s);
-		free(strs[i]->v);
-	}
-	for (size_t i = 0; i < 2; i++) {
-		for (size_t j = 0; j < sas[i]->n; j++) {
-			free(sas[i]->v[j].ns);
-			free(sas[i]->v[j].sa);
-		}
-		free(sas[i]->v);
-	}
-	free(m->src_ips.v);
-	free(m->not_src_ips.v);
-	free(m->dst_ips.v);
-	free(m->not_dst_ips.v);
-	free(m->ports.v);
-	free(m->not_ports.v);
-}
-
-void cfg_rules_free(struct pol_rule *rules, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		for (size_t j = 0; j < rules[i].nclauses; j++) {
-			struct pol_clause *cl = &rules[i].clauses[j];
-
-			for (size_t k = 0; k < cl->n; k++)
-				match_free(&cl->v[k]);
-			free(cl->v);
-		}
-		free(rules[i].clauses);
-	}
-	free(rules);
-}
-
-static void warnings_free(char **w, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(w[i]);
-	free(w);
-}
-
-void cfg_authz_free(struct cfg_authz *a)
-{
-	free(a->name);
-	free(a->ns);
-	labels_free(&a->selector);
-	cfg_rules_free(a->rules, a->nrules);
-	warnings_free(a->warnings, a->nwarnings);
-}
-
-void cfg_peerauthn_free(struct cfg_peerauthn *p)
-{
-	free(p->name);
-	free(p->ns);
-	labels_free(&p->selector);
-	free(p->ports);
-	cfg_rules_free(p->conv, p->nconv);
-	warnings_free(p->warnings, p->nwarnings);
-}
 
 static int parse_doc(struct doc_ctx *c)
 {
@@ -1781,39 +1574,6 @@ static void path_put(struct cfg_path *p)
 		free(p);
 }
 
-/* Frees the objects of PART and everything they own. */
-static void objects_free(struct cfg_objects *part)
-{
-	for (size_t i = 0; i < part->nwls; i++) {
-		struct cfg_workload *w = &part->wls[i];
-
-		free(w->name);
-		free(w->ns);
-		free(w->sa);
-		free(w->node);
-		free(w->netns);
-		labels_free(&w->labels);
-	}
-	for (size_t i = 0; i < part->nsvcs; i++) {
-		struct cfg_service *s = &part->svcs[i];
-
-		free(s->name);
-		free(s->ns);
-		for (size_t j = 0; j < s->nports; j++)
-			free(s->ports[j].name);
-		free(s->ports);
-		labels_free(&s->selector);
-		free(s->eps);
-	}
-	for (size_t i = 0; i < part->nauthz; i++)
-		cfg_authz_free(&part->authz[i]);
-	for (size_t i = 0; i < part->npas; i++)
-		cfg_peerauthn_free(&part->pas[i]);
-	free(part->wls);
-	free(part->svcs);
-	free(part->authz);
-	free(part->pas);
-}
 
 static struct cfg_unit *unit_new(struct cfg_path *path)
 {
@@ -1831,10 +1591,24 @@ static void unit_put(struct cfg_unit *u)
 {
 	if (!u || !ref_put(&u->refs))
 		return;
-	objects_free(&u->part);
+	model_objects_free(&u->part);
 	diag_free(&u->diag);
 	path_put(u->path);
 	free(u);
+}
+
+/* Drops what a config held of the cache (model_hold). */
+static void refs_release(void *held)
+{
+	struct cfg_refs *r = held;
+
+	for (size_t i = 0; i < r->nunits; i++)
+		unit_put(r->units[i]);
+	for (size_t i = 0; i < r->npaths; i++)
+		path_put(r->paths[i]);
+	free(r->units);
+	free(r->paths);
+	free(r);
 }
 
 /* --- the cache ------------------------------------------------------------ */
@@ -1995,7 +1769,7 @@ static int chunks_find(const char *text, size_t len, struct cfg_chunk **out, siz
 		cut = !(end - q >= 3 && (unsigned char)q[1] == 0x80 &&
 			((unsigned char)q[2] == 0xa8 || (unsigned char)q[2] == 0xa9));
 
-	if (!(ch = grow(NULL, &nch, sizeof(*ch))))
+	if (!(ch = model_grow(NULL, &nch, sizeof(*ch))))
 		return -ENOMEM;
 	if (len >= 3 && !memcmp(p, "\xef\xbb\xbf", 3))
 		p += 3;
@@ -2008,7 +1782,7 @@ static int chunks_find(const char *text, size_t len, struct cfg_chunk **out, siz
 			break;
 		}
 		if (line && left >= 3 && !memcmp(p, "---", 3) && blankz_at(p + 3, end)) {
-			struct cfg_chunk *c = grow(ch, &nch, sizeof(*ch));
+			struct cfg_chunk *c = model_grow(ch, &nch, sizeof(*ch));
 
 			if (!c) {
 				free(ch);
@@ -2079,7 +1853,7 @@ static void aliases_report(struct doc_ctx *c, const yaml_document_t *doc,
 		else if (type == YAML_MAPPING_START_EVENT)
 			anchor = ev.data.mapping_start.anchor;
 		if (anchor) {
-			struct anchor_pos *a = grow(anchors, &nanchors, sizeof(*a));
+			struct anchor_pos *a = model_grow(anchors, &nanchors, sizeof(*a));
 
 			if (a) {
 				anchors = a;
@@ -2231,11 +2005,10 @@ static int parse_chunks(const char *text, struct cfg_chunk *ch, size_t n, int wh
 		c.digest = ch[k].hash[0] ^ (whole ? ++ndocs * 0x9e3779b97f4a7c15ULL : 0);
 		c.diag = &ch[k].unit->diag;
 		c.cfg = &ch[k].unit->part;
-		c.cfg->root_ns = cache->root_ns;	/* lent for the parse */
+		c.root_ns = cache->root_ns;	/* lent for the parse */
 		if (!doc_check(&c, &doc, text + off, cache->max_doc) &&
 		    parse_doc(&c) == -ENOMEM)
 			rc = -ENOMEM;
-		c.cfg->root_ns = NULL;
 		yaml_document_delete(&doc);
 		if (rc)
 			break;
@@ -2312,6 +2085,7 @@ static int read_all(struct cfg_cache *c, int fd, size_t size, size_t max, size_t
 /* One load in progress. */
 struct load_ctx {
 	struct config *cfg;
+	struct cfg_refs *refs;		/* what CFG holds of the cache */
 	struct cfg_diag *diag;
 	struct cfg_cache *old;		/* what the last load saw */
 	struct cfg_fstate *next;	/* what this one sees: the next cache */
@@ -2404,14 +2178,14 @@ static int fstate_parse(struct cfg_fstate *f, const char *text, size_t len,
 static int config_take(struct load_ctx *lc, const struct cfg_fstate *f)
 {
 	struct config *cfg = lc->cfg;
-	struct cfg_refs *r = cfg->refs;
+	struct cfg_refs *r = lc->refs;
 	char **files;
 	void *p;
 
-	if (!(files = grow(cfg->files, &cfg->nfiles, sizeof(*files))))
+	if (!(files = model_grow(cfg->files, &cfg->nfiles, sizeof(*files))))
 		return -ENOMEM;
 	cfg->files = files;
-	if (!(p = grow(r->paths, &r->npaths, sizeof(*r->paths)))) {
+	if (!(p = model_grow(r->paths, &r->npaths, sizeof(*r->paths)))) {
 		cfg->nfiles--;
 		return -ENOMEM;
 	}
@@ -2424,7 +2198,7 @@ static int config_take(struct load_ctx *lc, const struct cfg_fstate *f)
 
 		if (!u)
 			continue;
-		if (!(p = grow(r->units, &r->nunits, sizeof(*r->units))))
+		if (!(p = model_grow(r->units, &r->nunits, sizeof(*r->units))))
 			return -ENOMEM;
 		r->units = p;
 		ref_get(&u->refs);
@@ -2493,7 +2267,7 @@ static int load_file(struct load_ctx *lc, const char *name)
 		return rc;
 	}
 out:
-	if (!(next = grow(lc->next, &lc->nnext, sizeof(*next)))) {
+	if (!(next = model_grow(lc->next, &lc->nnext, sizeof(*next)))) {
 		fstate_free(&f);
 		return -ENOMEM;
 	}
@@ -2508,61 +2282,12 @@ out:
 	return 0;
 }
 
-/*
- * The config's object arrays, from its units: the objects are copied
- * shallow (what they point to stays the units'), except what the checks of
- * the whole config change: the endpoints of services with a selector start
- * empty, and a PeerAuthentication's warnings are the config's own copies.
- */
-static int objects_gather(struct config *cfg)
+/* The units' objects, lent to the model in order. */
+static int objects_gather(struct config *cfg, const struct cfg_refs *r)
 {
-	const struct cfg_refs *r = cfg->refs;
-	size_t nwls = 0, nsvcs = 0, nauthz = 0, npas = 0;
-
-	for (size_t i = 0; i < r->nunits; i++) {
-		nwls += r->units[i]->part.nwls;
-		nsvcs += r->units[i]->part.nsvcs;
-		nauthz += r->units[i]->part.nauthz;
-		npas += r->units[i]->part.npas;
-	}
-	cfg->wls = calloc(nwls ? nwls : 1, sizeof(*cfg->wls));
-	cfg->svcs = calloc(nsvcs ? nsvcs : 1, sizeof(*cfg->svcs));
-	cfg->authz = calloc(nauthz ? nauthz : 1, sizeof(*cfg->authz));
-	cfg->pas = calloc(npas ? npas : 1, sizeof(*cfg->pas));
-	if (!cfg->wls || !cfg->svcs || !cfg->authz || !cfg->pas)
-		return -ENOMEM;
-	for (size_t i = 0; i < r->nunits; i++) {
-		const struct cfg_objects *u = &r->units[i]->part;
-
-		if (u->nwls)
-			memcpy(cfg->wls + cfg->nwls, u->wls, u->nwls * sizeof(*u->wls));
-		cfg->nwls += u->nwls;
-		for (size_t j = 0; j < u->nsvcs; j++) {
-			struct cfg_service *s = &cfg->svcs[cfg->nsvcs++];
-
-			*s = u->svcs[j];
-			if (s->has_selector) {
-				s->eps = NULL;
-				s->neps = 0;
-			}
-		}
-		if (u->nauthz)
-			memcpy(cfg->authz + cfg->nauthz, u->authz, u->nauthz * sizeof(*u->authz));
-		cfg->nauthz += u->nauthz;
-		for (size_t j = 0; j < u->npas; j++) {
-			const struct cfg_peerauthn *src = &u->pas[j];
-			struct cfg_peerauthn *p = &cfg->pas[cfg->npas++];
-
-			*p = *src;
-			p->warnings = NULL;
-			p->nwarnings = 0;
-			p->conv = NULL;
-			p->nconv = 0;
-			for (size_t k = 0; k < src->nwarnings; k++)
-				if (cfg_warning_add(&p->warnings, &p->nwarnings, src->warnings[k]))
-					return -ENOMEM;
-		}
-	}
+	for (size_t i = 0; i < r->nunits; i++)
+		if (model_lend(cfg, &r->units[i]->part))
+			return -ENOMEM;
 	return 0;
 }
 
@@ -2576,191 +2301,6 @@ static int yaml_name(const struct dirent *d)
 	       (n > 4 && !strcmp(d->d_name + n - 4, ".yml"));
 }
 
-/* "A\0B" in *BUF (grown as needed): no two pairs share it. Returns its
- * length, or 0 when out of memory. */
-static size_t pair_key(char **buf, size_t *cap, const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-
-	if (la + lb + 1 > *cap) {
-		char *k = realloc(*buf, la + lb + 64);
-
-		if (!k)
-			return 0;
-		*buf = k;
-		*cap = la + lb + 64;
-	}
-	memcpy(*buf, a, la);
-	(*buf)[la] = 0;
-	memcpy(*buf + la + 1, b, lb);
-	return la + lb + 1;
-}
-
-/* Cross-document checks: duplicates, selectors, map capacity. */
-static int validate(struct config *cfg, struct cfg_diag *diag)
-{
-	size_t nkeys = 0, nslots = 0, keycap = 0;
-
-	struct keyidx byname = {}, byip = {}, svcname = {}, byvip = {}, nsfirst = {};
-	size_t *ns_next = calloc(cfg->nwls + 1, sizeof(*ns_next));
-	char *key = NULL;
-	int err = 0;
-
-	if (!ns_next)
-		return -ENOMEM;
-	if (keyidx_reserve(&byname, cfg->nwls, cfg->nwls * 24) ||
-	    keyidx_reserve(&byip, cfg->nwls, cfg->nwls * 4) ||
-	    keyidx_reserve(&svcname, cfg->nsvcs, cfg->nsvcs * 24) ||
-	    keyidx_reserve(&byvip, cfg->nsvcs, cfg->nsvcs * 7))
-		goto oom;
-	/* Indexes keep these checks linear: names and IPs of workloads, the
-	 * workloads of each namespace (chained through ns_next, for
-	 * selectors), names and VIP:ports of services. */
-	for (size_t i = 0; i < cfg->nwls; i++) {
-		struct cfg_workload *w = &cfg->wls[i];
-		size_t n = pair_key(&key, &keycap, w->ns, w->name);
-		long j = n ? keyidx_put(&byname, key, n, i) : -1;
-		long h;
-
-		if (j < 0)
-			goto oom;
-		if ((size_t)j != i) {
-			struct cfg_workload *o = &cfg->wls[j];
-
-			diag_add(diag, 1, &w->pos,
-				 "Workload %s/%s is defined twice (first at %s:%u)",
-				 w->ns, w->name, o->pos.file, o->pos.line);
-		} else if (w->ip && (j = keyidx_put(&byip, &w->ip, sizeof(w->ip), i)) != (long)i) {
-			struct cfg_workload *o;
-
-			if (j < 0)
-				goto oom;
-			o = &cfg->wls[j];
-			diag_add(diag, 1, &w->pos,
-				 "spec.ip: Workload %s/%s has the IP of %s/%s (%s:%u)",
-				 w->ns, w->name, o->ns, o->name, o->pos.file, o->pos.line);
-		}
-		/* Chain in reverse: each namespace's head is its last one,
-		 * ns_next[i] - 1 the one before (0: none). */
-		h = keyidx_get(&nsfirst, w->ns, strlen(w->ns));
-		ns_next[i] = h < 0 ? 0 : (size_t)h + 1;
-		if (keyidx_set(&nsfirst, w->ns, strlen(w->ns), i))
-			goto oom;
-		if (i >= SKM_MAX_WORKLOADS) {
-			diag_add(diag, 1, &w->pos,
-				 "Workload %s/%s does not fit: the skm_workloads map holds %d workloads",
-				 w->ns, w->name, SKM_MAX_WORKLOADS);
-			break;
-		}
-	}
-
-	for (size_t i = 0; i < cfg->nsvcs; i++) {
-		struct cfg_service *s = &cfg->svcs[i];
-		size_t n = pair_key(&key, &keycap, s->ns, s->name);
-		long j = n ? keyidx_put(&svcname, key, n, i) : -1;
-
-		if (j < 0)
-			goto oom;
-		if ((size_t)j != i) {
-			struct cfg_service *o = &cfg->svcs[j];
-
-			diag_add(diag, 1, &s->pos,
-				 "Service %s/%s is defined twice (first at %s:%u)",
-				 s->ns, s->name, o->pos.file, o->pos.line);
-			continue;
-		}
-		for (size_t a = 0; a < s->nports; a++) {
-			struct { uint32_t vip; uint16_t port; uint8_t proto; } vk = {
-				s->vip, s->ports[a].port, s->ports[a].proto
-			};
-			char vkey[7];
-
-			memcpy(vkey, &vk.vip, 4);
-			memcpy(vkey + 4, &vk.port, 2);
-			vkey[6] = (char)vk.proto;
-			j = keyidx_put(&byvip, vkey, sizeof(vkey), i);
-			if (j < 0)
-				goto oom;
-			if ((size_t)j != i) {
-				struct cfg_service *o = &cfg->svcs[j];
-
-				diag_add(diag, 1, &s->ports[a].pos,
-					 "spec.ports[%zu]: %s/%s and %s/%s (%s:%u) both claim this VIP and port",
-					 a, s->ns, s->name, o->ns, o->name, o->pos.file, o->pos.line);
-			}
-		}
-
-		if (s->has_selector) {
-			long h = keyidx_get(&nsfirst, s->ns, strlen(s->ns));
-			size_t first = s->neps;
-
-			for (size_t k = h < 0 ? 0 : (size_t)h + 1; k; k = ns_next[k - 1]) {
-				struct cfg_workload *w = &cfg->wls[k - 1];
-				struct cfg_endpoint *e;
-
-				if (!labels_match(&s->selector, &w->labels))
-					continue;
-				e = grow(s->eps, &s->neps, sizeof(*e));
-				if (!e)
-					goto oom;
-				s->eps = e;
-				e[s->neps - 1].ip = w->ip;
-				e[s->neps - 1].weight = 1;
-				e[s->neps - 1].pos = w->pos;
-			}
-			/* The chain runs backwards: keep config order. */
-			for (size_t a = first, b = s->neps; a + 1 < b; a++, b--) {
-				struct cfg_endpoint t = s->eps[a];
-
-				s->eps[a] = s->eps[b - 1];
-				s->eps[b - 1] = t;
-			}
-		}
-		/* Slots a set can take (reconcile's build_slots never uses
-		 * more): the weight sum, capped at the larger of the table size
-		 * and the endpoint count. One more set's worth stays free for
-		 * the swap of a changed set. */
-		{
-			uint64_t wsum = 0, cap = s->neps > SKM_MAX_SLOTS_PER_SVC ?
-						 s->neps : SKM_MAX_SLOTS_PER_SVC;
-
-			for (size_t e = 0; e < s->neps; e++)
-				wsum += s->eps[e].weight;
-			nslots += s->nports * (wsum < cap ? wsum : cap);
-			nkeys += s->nports;
-			if (nkeys > SKM_MAX_SERVICES)
-				diag_add(diag, 1, &s->pos,
-					 "Service %s/%s does not fit: the skm_services map holds %d VIP:port entries",
-					 s->ns, s->name, SKM_MAX_SERVICES);
-			else if (nslots + cap > SKM_MAX_BACKEND_SLOTS)
-				diag_add(diag, 1, &s->pos,
-					 "Service %s/%s does not fit: the skm_backends map (%d slots) is full",
-					 s->ns, s->name, SKM_MAX_BACKEND_SLOTS);
-			if (nkeys > SKM_MAX_SERVICES || nslots + cap > SKM_MAX_BACKEND_SLOTS)
-				break;
-		}
-	}
-	if (policy_finish(cfg, diag))
-		goto oom;
-	peerauthn_diags(cfg, diag);
-	goto out;
-oom:
-	diag_add(diag, 1, NULL, "out of memory while checking the config");
-	err = -ENOMEM;
-out:
-	keyidx_free(&byname);
-	if (!err && (cfg->wl_by_ip = malloc(sizeof(*cfg->wl_by_ip)))) {
-		*cfg->wl_by_ip = byip;	/* kept for lookups by address */
-		memset(&byip, 0, sizeof(byip));
-	}
-	keyidx_free(&byip);
-	keyidx_free(&svcname);
-	keyidx_free(&byvip);
-	keyidx_free(&nsfirst);
-	free(ns_next);
-	free(key);
-	return err;
-}
 
 int config_load(const char *path, struct config **out, struct cfg_diag *diag)
 {
@@ -2796,9 +2336,11 @@ int config_load_cached(const char *path, const struct cfg_opts *opts,
 		       struct cfg_cache *cache, struct config **out,
 		       struct cfg_diag *diag)
 {
-	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct config *cfg = model_new(opts ? opts->root_ns : NULL,
+				       opts ? opts->trust_domain : NULL);
+	struct cfg_refs *refs = calloc(1, sizeof(*refs));
 	struct load_ctx lc = {
-		.cfg = cfg, .diag = diag,
+		.cfg = cfg, .refs = refs, .diag = diag,
 		.max_file = opts && opts->max_file_bytes ? opts->max_file_bytes :
 			    CFG_DEFAULT_MAX_FILE_BYTES,
 	};
@@ -2809,18 +2351,14 @@ int config_load_cached(const char *path, const struct cfg_opts *opts,
 	struct stat st;
 	int rc = 0, n;
 
-	if (!cfg)
+	if (!cfg || !refs) {
+		config_free(cfg);
+		free(refs);
 		return -ENOMEM;
+	}
+	model_hold(cfg, refs, refs_release);
 	if (!cache)
 		cache = &tmp;
-	cfg->root_ns = strdup(opts && opts->root_ns ? opts->root_ns : CFG_DEFAULT_ROOT_NS);
-	cfg->trust_domain = strdup(opts && opts->trust_domain ? opts->trust_domain :
-				   CFG_DEFAULT_TRUST_DOMAIN);
-	cfg->refs = calloc(1, sizeof(*cfg->refs));
-	if (!cfg->root_ns || !cfg->trust_domain || !cfg->refs) {
-		rc = -ENOMEM;
-		goto out;
-	}
 	if (!cache->root_ns || strcmp(cache->root_ns, cfg->root_ns) ||
 	    cache->max_doc != max_doc) {
 		/* what was parsed depends on the root namespace and the cap */
@@ -2867,9 +2405,9 @@ int config_load_cached(const char *path, const struct cfg_opts *opts,
 	if (!rc)
 		rc = cache_replace(cache, &lc);
 	if (!rc)
-		rc = objects_gather(cfg);
+		rc = objects_gather(cfg, refs);
 	if (!rc)
-		rc = validate(cfg, diag);
+		rc = model_finish(cfg, diag);
 	if (!rc && diag->nerrors)
 		rc = -EINVAL;
 out:
@@ -2891,61 +2429,3 @@ out:
 	return 0;
 }
 
-void config_workload_id(const struct config *cfg, const struct cfg_workload *w,
-			char *buf, size_t len)
-{
-	snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", cfg->trust_domain, w->ns, w->sa);
-}
-
-const struct cfg_workload *config_workload_by_ip(const struct config *cfg, uint32_t ip)
-{
-	long i;
-
-	if (!cfg->wl_by_ip) {
-		for (size_t j = 0; j < cfg->nwls; j++)
-			if (cfg->wls[j].ip == ip)
-				return &cfg->wls[j];
-		return NULL;
-	}
-	i = keyidx_get(cfg->wl_by_ip, &ip, sizeof(ip));
-	return i < 0 ? NULL : &cfg->wls[i];
-}
-
-void config_free(struct config *cfg)
-{
-	struct cfg_refs *r;
-
-	if (!cfg)
-		return;
-	if (cfg->wl_by_ip) {
-		keyidx_free(cfg->wl_by_ip);
-		free(cfg->wl_by_ip);
-	}
-	/* the config's own parts; the rest is its units' */
-	for (size_t i = 0; i < cfg->nsvcs; i++)
-		if (cfg->svcs[i].has_selector)
-			free(cfg->svcs[i].eps);
-	for (size_t i = 0; i < cfg->npas; i++) {
-		warnings_free(cfg->pas[i].warnings, cfg->pas[i].nwarnings);
-		cfg_rules_free(cfg->pas[i].conv, cfg->pas[i].nconv);
-	}
-	free(cfg->wls);
-	free(cfg->svcs);
-	free(cfg->authz);
-	free(cfg->pas);
-	free(cfg->authz_by_ns);
-	free(cfg->pas_by_ns);
-	free(cfg->root_ns);
-	free(cfg->trust_domain);
-	free(cfg->files);
-	if ((r = cfg->refs)) {
-		for (size_t i = 0; i < r->nunits; i++)
-			unit_put(r->units[i]);
-		for (size_t i = 0; i < r->npaths; i++)
-			path_put(r->paths[i]);
-		free(r->units);
-		free(r->paths);
-		free(r);
-	}
-	free(cfg);
-}

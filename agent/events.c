@@ -10,10 +10,10 @@
 #include <jansson.h>
 
 #include "alog.h"
-#include "config.h"
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
+#include "model.h"
 #include "skmesh.h"
 
 static void put_addr(json_t *o, const char *key, __u32 ip, __u16 port_host)

@@ -34,10 +34,10 @@
 
 #include "alog.h"
 #include "certs.h"
-#include "config.h"
 #include "hbone.h"
 #include "log.h"
 #include "metrics.h"
+#include "model.h"
 
 #define HB_RBUF		(64U << 10)
 #define HB_TLS_RBUF		(64U << 10)	/* OpenSSL's read-ahead buffer */

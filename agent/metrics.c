@@ -9,8 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
 #include "metrics.h"
+#include "model.h"
 #include "skmesh.h"
 
 /* --- text buffer ------------------------------------------------------- */

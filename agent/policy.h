@@ -10,8 +10,8 @@
  * policy denies; with no ALLOW policy for the workload the connection is
  * allowed; otherwise some ALLOW policy must match.
  *
- * The model is built by config_load (config.h: struct cfg_authz,
- * struct cfg_peerauthn); nothing here parses a string.
+ * It reads the model (model.h: struct cfg_authz, struct cfg_peerauthn),
+ * finished by its source; nothing here parses a string.
  */
 #ifndef SKM_POLICY_H
 #define SKM_POLICY_H
@@ -19,18 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-
-/* One connection as the destination sees it. */
-struct pol_conn {
-	int mtls;		/* 1: arrived with a peer identity (HBONE) */
-	const char *src_td;	/* peer trust domain; NULL: the config's */
-	const char *src_ns;	/* peer namespace; unused when !mtls */
-	const char *src_sa;	/* peer service account; unused when !mtls */
-	uint32_t src_ip;	/* network order */
-	uint32_t dst_ip;	/* network order */
-	uint16_t dst_port;	/* host order: the workload (target) port */
-};
+#include "model.h"
+#include "rules.h"
 
 /* The destination workload. */
 struct pol_target {
@@ -120,13 +110,5 @@ int policy_applies(const struct config *cfg, const struct pol_target *dst);
  * compiles again only the destinations whose digest changed.
  */
 uint64_t policy_inputs(const struct config *cfg, const struct pol_target *dst);
-
-/* --- used by the config loader -------------------------------------- */
-
-/* After every document is read: indexes by namespace, duplicate names,
- * istiod's conversion of PeerAuthentication port settings, warnings that
- * need the whole config. Errors and warnings go to DIAG. Returns 0 or
- * -ENOMEM. */
-int policy_finish(struct config *cfg, struct cfg_diag *diag);
 
 #endif /* SKM_POLICY_H */

@@ -18,11 +18,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "config.h"
 #include "loader.h"
 #include "log.h"
+#include "model.h"
 #include "netns.h"
 #include "policy.h"
+#include "policy_compile.h"
 #include "reconcile.h"
 #include "revoke.h"
 #include "skmesh.h"
@@ -383,8 +384,7 @@ struct pset {
 	int fresh;		/* written by this reconcile */
 	int moved;		/* carried over to the next list */
 	uint64_t hash;		/* of the compiled entries, pol_set left out */
-	struct want verdicts;	/* skm_verdict_key -> skm_verdict */
-	struct want plain;	/* skm_plain_key -> skm_verdict */
+	struct policy_tables t;	/* skm_verdicts and skm_plain entries */
 };
 
 /* What reconcile remembers between calls: what each map holds as far as
@@ -1130,8 +1130,7 @@ out:
 
 static void pset_free(struct pset *p)
 {
-	want_free(&p->verdicts);
-	want_free(&p->plain);
+	policy_tables_free(&p->t);
 }
 
 void reconcile_release(struct loader *l)
@@ -1176,188 +1175,42 @@ static int netns_cookie(const char *path, uint64_t *cookie)
 	return err;
 }
 
-static const char *why_text(const struct pol_result *r, char *buf, size_t len)
-{
-	switch (r->why) {
-	case POL_ALLOW_NO_POLICY:
-		return "allow: no ALLOW policy applies";
-	case POL_ALLOW_RULE:
-		snprintf(buf, len, "allow: ALLOW rule %d", r->rule);
-		return buf;
-	case POL_DENY_RULE:
-		snprintf(buf, len, "deny: DENY rule %d", r->rule);
-		return buf;
-	case POL_DENY_NO_MATCH:
-		return "deny: no ALLOW policy matched";
-	case POL_DENY_STRICT:
-		return "deny: STRICT mTLS, no client identity";
-	case POL_DENY_STRICT_PORT:
-		return "deny: port is STRICT mTLS, no client identity";
-	}
-	return "?";
-}
+/* Reasons interned in skm_names for the compiler (policy_reasons). */
+struct reason_sink {
+	struct id_table *ids;
+	struct want *names;
+};
 
-/* A verdict value for R, its reason interned in skm_names. */
-static int verdict_of(const struct pol_result *r, struct id_table *ids,
-		      struct want *names, struct skm_verdict *v)
+static int reason_intern(void *arg, const char *policy, const char *why, uint32_t *id)
 {
+	struct reason_sink *s = arg;
 	struct skm_name_key nk = { .kind = SKM_NAME_REASON };
 	struct skm_name_val nv;
-	char pol[160], why[64];
 
-	if (r->policy_name)
-		snprintf(pol, sizeof(pol), "%s/%s", r->policy_ns, r->policy_name);
-	else
-		snprintf(pol, sizeof(pol), "-");
-	name_val(&nv, pol, why_text(r, why, sizeof(why)));
-	nk.id = id_for(ids, SKM_NAME_REASON, nv.ns, nv.name);
-	v->allow = !!r->allow;
-	v->reason_id = nk.id;
-	return want_add(names, &nk, &nv);
+	name_val(&nv, policy, why);
+	nk.id = id_for(s->ids, SKM_NAME_REASON, nv.ns, nv.name);
+	*id = nk.id;
+	return want_add(s->names, &nk, &nv);
 }
 
-/* The first address of C not inside a longer CIDR of the list (those get
- * their own LPM entry), or -1 when they cover all of C. */
-static int64_t cidr_representative(const struct pol_cidr *c, const struct pol_cidr *all,
-				   size_t n)
-{
-	uint64_t cand = ntohl(c->ip);
-	uint64_t last = cand + ((c->len ? (1ULL << (32 - c->len)) : (1ULL << 32)) - 1);
-	int moved = 1;
-
-	while (moved && cand <= last) {
-		moved = 0;
-		for (size_t i = 0; i < n; i++) {
-			uint64_t start = ntohl(all[i].ip);
-			uint64_t size = all[i].len ? 1ULL << (32 - all[i].len) : 1ULL << 32;
-
-			if (all[i].len <= c->len || all[i].v6 || !(all[i].flags & POL_CIDR_SRC))
-				continue;
-			if (cand >= start && cand < start + size) {
-				cand = start + size;
-				moved = 1;
-			}
-		}
-	}
-	return cand <= last ? (int64_t)cand : -1;
-}
-
-/* Compiles the policy of local destination W into P (pol_set left 0):
- * a verdict for every known local source and port class, and a plaintext
- * verdict for every source CIDR class and port class. */
+/* The policy of local destination W, compiled into P (pol_set left 0),
+ * with the hash that tells an unchanged result. */
 static int compile_dst(const struct config *cfg, const struct cfg_workload *w,
 		       const struct policy_src *srcs, size_t nsrcs, struct id_table *ids,
 		       struct want *names, struct pset *p)
 {
-	struct pol_target t = { .ns = w->ns, .labels = &w->labels };
-	struct pol_cidr *cidrs = NULL, all = { .len = 0, .flags = POL_CIDR_SRC };
-	uint16_t *ports = NULL, other = 1;
-	struct pol_set *set = NULL;
-	size_t nports = 0, ncidrs = 0;
-	int err;
+	struct reason_sink sink = { ids, names };
+	struct policy_reasons reasons = { reason_intern, &sink };
+	const struct policy_tables *t = &p->t;
+	int err = policy_tables_build(cfg, w, srcs, nsrcs, &reasons, &p->t);
 
-	p->verdicts.ksz = sizeof(struct skm_verdict_key);
-	p->verdicts.vsz = sizeof(struct skm_verdict);
-	p->plain.ksz = sizeof(struct skm_plain_key);
-	p->plain.vsz = sizeof(struct skm_verdict);
-	err = policy_set_build(cfg, &t, &set);
-	if (!err)
-		err = policy_ports_of(cfg, &t, &ports, &nports);
-	if (!err)
-		err = policy_cidrs_of(cfg, &t, &cidrs, &ncidrs);
 	if (err)
-		goto out;
-	/* "Any other port": the first one no policy names. */
-	for (size_t i = 0; i < nports && ports[i] == other; i++)
-		other++;
-
-	for (size_t pi = 0; pi <= nports && !err; pi++) {
-		uint16_t port = pi < nports ? ports[pi] : other;
-		uint16_t kport = pi < nports ? ports[pi] : 0;
-
-		for (size_t si = 0; si < nsrcs && !err; si++) {
-			struct pol_conn c = {
-				.mtls = 1, .src_ns = srcs[si].w->ns, .src_sa = srcs[si].w->sa,
-				.src_ip = srcs[si].w->ip, .dst_ip = w->ip, .dst_port = port,
-			};
-			struct skm_verdict_key k = { .src_id = srcs[si].wl_id, .port = kport };
-			struct pol_result r;
-			struct skm_verdict v;
-
-			err = policy_set_eval(set, &c, &r);
-			if (!err)
-				err = verdict_of(&r, ids, names, &v);
-			if (!err)
-				err = want_add(&p->verdicts, &k, &v);
-		}
-		for (size_t ci = 0; ci <= ncidrs && !err; ci++) {
-			const struct pol_cidr *cc = ci < ncidrs ? &cidrs[ci] : &all;
-			struct pol_conn c = { .dst_ip = w->ip, .dst_port = port };
-			struct skm_plain_key k = {
-				.prefixlen = SKM_PLAIN_PREFIX_BASE + cc->len,
-				.port = htons(kport),
-			};
-			struct pol_result r;
-			struct skm_verdict v;
-			int64_t rep;
-
-			if (cc->v6 || !(cc->flags & POL_CIDR_SRC))
-				continue;
-			rep = cidr_representative(cc, cidrs, ncidrs);
-			if (rep < 0)
-				continue;	/* fully covered by longer prefixes */
-			c.src_ip = htonl((uint32_t)rep);
-			memcpy(k.src, &cc->ip, 4);
-			err = policy_set_eval(set, &c, &r);
-			if (!err)
-				err = verdict_of(&r, ids, names, &v);
-			if (!err)
-				err = want_add(&p->plain, &k, &v);
-		}
-	}
-	p->hash = hash_bytes(p->verdicts.keys, p->verdicts.n * p->verdicts.ksz) ^
-		  (hash_bytes(p->verdicts.vals, p->verdicts.n * p->verdicts.vsz) * 3) ^
-		  (hash_bytes(p->plain.keys, p->plain.n * p->plain.ksz) * 5) ^
-		  (hash_bytes(p->plain.vals, p->plain.n * p->plain.vsz) * 7);
-out:
-	policy_set_free(set);
-	free(ports);
-	free(cidrs);
-	return err;
-}
-
-int policy_tables_compile(const struct config *cfg, const struct cfg_workload *w,
-			  const struct policy_src *srcs, size_t nsrcs,
-			  struct policy_tables *out)
-{
-	struct want names = { .ksz = sizeof(struct skm_name_key),
-			      .vsz = sizeof(struct skm_name_val) };
-	struct id_table ids = {};
-	struct pset p = {};
-	int err = compile_dst(cfg, w, srcs, nsrcs, &ids, &names, &p);
-
-	id_table_free(&ids);
-	want_free(&names);
-	if (err) {
-		pset_free(&p);
 		return err;
-	}
-	free(p.verdicts.idx);
-	free(p.plain.idx);
-	*out = (struct policy_tables){
-		.vkeys = p.verdicts.keys, .vvals = p.verdicts.vals, .nv = p.verdicts.n,
-		.pkeys = p.plain.keys, .pvals = p.plain.vals, .np = p.plain.n,
-	};
+	p->hash = hash_bytes(t->vkeys, t->nv * sizeof(*t->vkeys)) ^
+		  (hash_bytes(t->vvals, t->nv * sizeof(*t->vvals)) * 3) ^
+		  (hash_bytes(t->pkeys, t->np * sizeof(*t->pkeys)) * 5) ^
+		  (hash_bytes(t->pvals, t->np * sizeof(*t->pvals)) * 7);
 	return 0;
-}
-
-void policy_tables_free(struct policy_tables *t)
-{
-	free(t->vkeys);
-	free(t->vvals);
-	free(t->pkeys);
-	free(t->pvals);
-	memset(t, 0, sizeof(*t));
 }
 
 /* Writes P's entries under its pol_set. */
@@ -1365,20 +1218,21 @@ static int pset_write(struct loader *l, struct pset *p, struct reconcile_stats *
 {
 	int vfd = bpf_map__fd(l->skel->maps.skm_verdicts);
 	int pfd = bpf_map__fd(l->skel->maps.skm_plain);
+	struct policy_tables *t = &p->t;
 	size_t done = 0;
 	int err;
 
-	for (size_t i = 0; i < p->verdicts.n; i++)
-		((struct skm_verdict_key *)p->verdicts.keys)[i].pol_set = p->pol_set;
-	for (size_t i = 0; i < p->plain.n; i++)
-		((struct skm_plain_key *)p->plain.keys)[i].pol_set = htonl(p->pol_set);
-	err = map_write_many(vfd, p->verdicts.keys, p->verdicts.vals, p->verdicts.n,
-			     p->verdicts.ksz, p->verdicts.vsz, &done);
+	for (size_t i = 0; i < t->nv; i++)
+		t->vkeys[i].pol_set = p->pol_set;
+	for (size_t i = 0; i < t->np; i++)
+		t->pkeys[i].pol_set = htonl(p->pol_set);
+	err = map_write_many(vfd, t->vkeys, t->vvals, t->nv, sizeof(*t->vkeys),
+			     sizeof(*t->vvals), &done);
 	st->writes += (unsigned int)done;
 	if (err)
 		return err;
-	err = map_write_many(pfd, p->plain.keys, p->plain.vals, p->plain.n,
-			     p->plain.ksz, p->plain.vsz, &done);
+	err = map_write_many(pfd, t->pkeys, t->pvals, t->np, sizeof(*t->pkeys),
+			     sizeof(*t->pvals), &done);
 	st->writes += (unsigned int)done;
 	return err;
 }
@@ -1387,9 +1241,10 @@ static void pset_delete(struct loader *l, struct pset *p, struct reconcile_stats
 {
 	int vfd = bpf_map__fd(l->skel->maps.skm_verdicts);
 	int pfd = bpf_map__fd(l->skel->maps.skm_plain);
+	const struct policy_tables *t = &p->t;
 
-	st->deletes += map_delete_many(vfd, p->verdicts.keys, p->verdicts.n, p->verdicts.ksz);
-	st->deletes += map_delete_many(pfd, p->plain.keys, p->plain.n, p->plain.ksz);
+	st->deletes += map_delete_many(vfd, t->vkeys, t->nv, sizeof(*t->vkeys));
+	st->deletes += map_delete_many(pfd, t->pkeys, t->np, sizeof(*t->pkeys));
 }
 
 /* The highest pol_set any workload entry refers to (a restarted meshd
@@ -1419,12 +1274,13 @@ static uint64_t mix64(uint64_t h, uint64_t v)
  * holds) has them: 0, or -ENOENT when one is not there. */
 static int pset_names(const struct pset *p, const struct want *cache, struct want *names)
 {
-	const struct want *lists[2] = { &p->verdicts, &p->plain };
+	const struct skm_verdict *lists[2] = { p->t.vvals, p->t.pvals };
+	size_t n[2] = { p->t.nv, p->t.np };
 
 	for (size_t k = 0; k < 2; k++)
-		for (size_t i = 0; i < lists[k]->n; i++) {
-			const struct skm_verdict *v = (struct skm_verdict *)lists[k]->vals + i;
-			struct skm_name_key nk = { .kind = SKM_NAME_REASON, .id = v->reason_id };
+		for (size_t i = 0; i < n[k]; i++) {
+			struct skm_name_key nk = { .kind = SKM_NAME_REASON,
+						   .id = lists[k][i].reason_id };
 			ssize_t e;
 
 			if (want_find(names, &nk) >= 0)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Reconcile: the desired state of a valid config is diffed against what the
- * maps hold, and only the differences are written. A service's backends
+ * maps hold, and only the differences are written (each destination's
+ * policy tables come finished from policy_compile.h). A service's backends
  * are replaced as a whole (new set, one switch of the service entry, then
  * the old set deleted), so no connect() ever sees a half-written set.
  */
@@ -39,39 +40,6 @@ void reconcile_release(struct loader *l);
  * proportion to WEIGHTS; returns the slot count (0: nothing to pick). */
 unsigned int build_slots(const uint32_t *weights, unsigned int n,
 			 uint32_t *slots, unsigned int max);
-
-/*
- * The kernel's verdict tables of one local destination W, compiled as
- * reconcile compiles them for skm_verdicts and skm_plain (pol_set left 0
- * in every key): a verdict per source of SRCS (local pods connect4 knows,
- * with their skm_workloads ids) and port class, and a plaintext verdict
- * per source CIDR class and port class. For tests that check the tables
- * against policy_eval(). Returns 0 or -ENOMEM; free OUT with
- * policy_tables_free().
- */
-struct cfg_workload;
-struct skm_verdict_key;
-struct skm_verdict;
-struct skm_plain_key;
-
-struct policy_src {
-	uint32_t wl_id;
-	const struct cfg_workload *w;
-};
-
-struct policy_tables {
-	struct skm_verdict_key *vkeys;	/* skm_verdicts */
-	struct skm_verdict *vvals;
-	size_t nv;
-	struct skm_plain_key *pkeys;	/* skm_plain */
-	struct skm_verdict *pvals;
-	size_t np;
-};
-
-int policy_tables_compile(const struct config *cfg, const struct cfg_workload *w,
-			  const struct policy_src *srcs, size_t nsrcs,
-			  struct policy_tables *out);
-void policy_tables_free(struct policy_tables *t);
 
 /* The node-side interface of a local pod: the route to its IP. */
 int pod_ifindex(uint32_t ip, char *ifname, size_t len);

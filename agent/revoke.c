@@ -25,9 +25,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "config.h"
 #include "loader.h"
 #include "log.h"
+#include "model.h"
 #include "netns.h"
 #include "policy.h"
 #include "revoke.h"

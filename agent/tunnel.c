@@ -25,9 +25,9 @@
 
 #include "alog.h"
 #include "certs.h"
-#include "config.h"
 #include "hbone.h"
 #include "log.h"
+#include "model.h"
 #include "netns.h"
 #include "policy.h"
 #include "skmesh.h"

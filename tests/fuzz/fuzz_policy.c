@@ -17,7 +17,7 @@
 #include "fuzz.h"
 #include "config.h"
 #include "policy.h"
-#include "reconcile.h"
+#include "policy_compile.h"
 #include "skmesh.h"
 #include "policy_check.h"
 

@@ -2,7 +2,7 @@
 /*
  * For fuzz targets: the kernel's policy tables checked against the
  * userspace evaluator. policy_check() compiles every destination of a
- * loaded config as reconcile compiles it (policy_tables_compile), looks
+ * loaded config as reconcile gets it (policy_compile.h), looks
  * the tables up as the BPF programs do (bpf/lib/policy.bpf.h: skm_verdicts
  * by exact port then port 0; skm_plain, an LPM trie, by longest prefix
  * over (pol_set, port, source address) then port 0; a missing entry
@@ -23,7 +23,7 @@
 
 #include "config.h"
 #include "policy.h"
-#include "reconcile.h"
+#include "policy_compile.h"
 #include "skmesh.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))

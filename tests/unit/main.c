@@ -46,6 +46,7 @@ int main(void)
 	int failed = 0;
 
 	failed += run_config_tests() != 0;
+	failed += run_model_tests() != 0;
 	failed += run_policy_tests() != 0;
 	failed += run_corpus_tests() != 0;
 	failed += run_certs_tests() != 0;

@@ -10,6 +10,7 @@ struct config;
 
 /* Each returns cmocka_run_group_tests()'s result: 0 when all passed. */
 int run_config_tests(void);
+int run_model_tests(void);
 int run_policy_tests(void);
 int run_corpus_tests(void);
 int run_certs_tests(void);
