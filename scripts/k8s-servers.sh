@@ -82,8 +82,16 @@ esac
 
 VERSION="$(pinned_version)"
 BIN="$CACHE_ROOT/$VERSION/bin"
-# The stamp names exactly what was built: the pins and this script.
-STAMP="$(cat "$MODDIR/go.mod" "$MODDIR/go.sum" "$MODDIR/tools.go" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
+
+minor="${VERSION#v1.}"; minor="${minor%%.*}"
+LDFLAGS="-s -w"
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	LDFLAGS+=" -X $p.gitVersion=$VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+	LDFLAGS+=" -X $p.gitTreeState=clean"
+done
+# The stamp names exactly what is built: the pins, the flags, the compiler.
+STAMP="$( (cat "$MODDIR/go.mod" "$MODDIR/go.sum" "$MODDIR/tools.go"
+	echo "$LDFLAGS ${BINS[*]}"; go version) | sha256sum | cut -d' ' -f1)"
 
 current=1
 for b in "${BINS[@]}"; do [ -x "$BIN/$b" ] || current=0; done
@@ -97,12 +105,6 @@ mkdir -p "$CACHE_ROOT/$VERSION" || die "cannot create $CACHE_ROOT/$VERSION (set 
 TMP="$(mktemp -d "$CACHE_ROOT/$VERSION/build.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 
-minor="${VERSION#v1.}"; minor="${minor%%.*}"
-LDFLAGS="-s -w"
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	LDFLAGS+=" -X $p.gitVersion=$VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
-	LDFLAGS+=" -X $p.gitTreeState=clean"
-done
 
 echo "k8s-servers: building ${BINS[*]} for Kubernetes $VERSION with $(go version | cut -d' ' -f3) (-p $JOBS) into $BIN"
 echo "k8s-servers: the first build fetches modules and compiles for a long while (see tests/k8s/README.md)"
