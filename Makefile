@@ -34,7 +34,7 @@ endif
 
 .DELETE_ON_ERROR:
 .SECONDARY:
-.PHONY: all clean deps test test-unit test-e2e demo bench asan check-bpffs install \
+.PHONY: all clean deps test test-unit test-e2e demo bench asan check-bpffs install k8s-servers \
 	fuzz fuzz-build fuzz-bins
 
 AGENT_SRCS	:= $(wildcard agent/*.c)
@@ -190,7 +190,12 @@ fuzz: fuzz-build
 deps:
 	$(Q)./scripts/deps.sh
 
-test: deps
+# Kubernetes' own servers for the cluster-mode tests, built once from the
+# Go module proxy into a cache outside the repo (tests/k8s/README.md).
+k8s-servers:
+	$(Q)./scripts/k8s-servers.sh
+
+test: deps k8s-servers
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)./tests/run
 
@@ -209,7 +214,7 @@ bench: deps
 	$(Q)./bench/telemetry
 
 # ASan/UBSan build of the user-space parts into build-asan/, then the tests.
-asan:
+asan: k8s-servers
 	$(Q)$(MAKE) --no-print-directory OUT=build-asan \
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
 		EXTRA_LDLIBS="-fsanitize=address,undefined" all

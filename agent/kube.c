@@ -563,6 +563,17 @@ static int list_item(const struct kw_event *ev, void *arg)
 	return rc;
 }
 
+/* An item in an answer that is no 200 list: not handed over. */
+static int list_refuse(const struct kw_event *ev, void *arg)
+{
+	struct watch_run *w = arg;
+
+	(void)ev;
+	snprintf(w->err, sizeof(w->err), "list %s: items in an answer that is not 200",
+		 w->o->path);
+	return -EBADMSG;
+}
+
 /* One whole list, page by page. 0; 1 to start it again (410 on a
  * continue token); -1 on a failure (W->err); a callback's stop. */
 static int list_all(struct watch_run *w)
@@ -573,8 +584,8 @@ static int list_all(struct watch_run *w)
 	struct kw_list l;
 	int rc;
 
-	if ((rc = w->ops->relist_begin(w->arg)))
-		return w->cb_rc = rc;
+	int begun = 0;
+
 	do {
 		char *body = NULL;
 		size_t len;
@@ -584,7 +595,17 @@ static int list_all(struct watch_run *w)
 			 cont[0] ? "&continue=" : "", cont);
 		if (kube_get(w->c, path, max, &code, &body, &len, w->err, sizeof(w->err)))
 			return -1;
-		rc = kwatch_list_parse(body, len, list_item, w, &l, w->err, sizeof(w->err));
+		/* the caller marks its objects stale once a list has begun
+		 * to come, not for a request that got nowhere */
+		if (code == 200 && !begun) {
+			begun = 1;
+			if ((rc = w->ops->relist_begin(w->arg))) {
+				free(body);
+				return w->cb_rc = rc;
+			}
+		}
+		rc = kwatch_list_parse(body, len, code == 200 ? list_item : list_refuse, w, &l,
+				       w->err, sizeof(w->err));
 		free(body);
 		if (w->cb_rc)
 			return w->cb_rc;

@@ -26,6 +26,10 @@ BINS=(kube-apiserver kube-controller-manager etcd)
 
 die() { echo "k8s-servers: $*" >&2; exit 1; }
 
+# the official Go tarball's place, when a non-login shell's PATH lacks it
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	PATH="/usr/local/go/bin:$PATH"
+fi
 command -v go >/dev/null 2>&1 ||
 	die "no 'go' in PATH: Go (>= the 'go' line of $MODDIR/go.mod) builds the test servers; install it and run again"
 

@@ -87,8 +87,9 @@ def _openssl(*args, cwd):
 
 class Cluster:
     def __init__(self, controller_manager=True, service_cidr="10.96.0.0/16",
-                 bins=None, ready_timeout=90.0):
+                 bins=None, ready_timeout=90.0, apiserver_args=()):
         self.bins = bins or bin_dir()
+        self.apiserver_args = list(apiserver_args)
         self.with_kcm = controller_manager
         self.service_cidr = service_cidr
         self.ready_timeout = ready_timeout
@@ -260,12 +261,26 @@ class Cluster:
             "--disable-admission-plugins", "ServiceAccount",
             "--allow-privileged=true",
             "--profiling=false",
-        ])
+        ] + self.apiserver_args)
 
         def ready():
             status, _ = self.request("GET", "/readyz", timeout=2)
             return status == 200
         self._wait("kube-apiserver", ready, "ready (/readyz)")
+
+    def etcd_compact(self):
+        """Compacts etcd up to its current revision (what the API server's
+        compactor does every few minutes), so a watch from an older
+        resourceVersion gets 410 Gone. Returns that revision."""
+        def post(path, body):
+            req = urllib.request.Request(self.etcd_url + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.load(r)
+        # the header of any range answer carries the current revision
+        rev = int(post("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+        post("/v3/kv/compaction", {"revision": str(rev), "physical": True})
+        return rev
 
     def _kubeconfig_text(self, user, cert, key):
         q = json.dumps      # a JSON string is a valid YAML scalar

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 """
-smoke.py - the Kubernetes servers of the cluster-mode tests work together.
+test_kube_servers.py - the Kubernetes servers of the cluster-mode tests work together.
 
 Starts etcd, kube-apiserver and kube-controller-manager (EndpointSlice
 controller only) through tests/lib/kube.py, does a kubelet's part for one
@@ -12,7 +12,7 @@ that nothing is left. TAP output; exit status 0 only when every line is ok.
 
 Needs the binaries of scripts/k8s-servers.sh (or SKMESH_K8S_BIN):
 
-    scripts/k8s-servers.sh && python3 tests/k8s/smoke.py
+    scripts/k8s-servers.sh && python3 tests/e2e/test_kube_servers.py   (make test does both)
 """
 
 import os
