@@ -172,30 +172,23 @@ static __always_inline int share_take_conn(struct skm_conn *c, __u32 owner)
 	return 1;
 }
 
-static __always_inline void share_put_conn(const struct skm_conn *c)
+/* C's record is gone: its count leaves PS, its owner's share (NULL: the
+ * entry is gone too). */
+static __always_inline void share_put_conn(const struct skm_conn *c, struct skm_pod_share *ps)
 {
-	struct skm_pod_share *ps;
-	__u32 owner = c->owner_id;
-
-	if (!(c->flags & SKM_CONN_SHARED))
-		return;
-	ps = bpf_map_lookup_elem(&skm_pod_share, &owner);
-	if (ps && ps->conns)
+	if ((c->flags & SKM_CONN_SHARED) && ps && ps->conns)
 		__sync_fetch_and_sub(&ps->conns, 1);
 }
 
-/* 1: the close event of a record of OWNER may go on skm_events: at most
- * skm_config.events_per_pod a second, a second's worth at once (GCRA). */
-static __always_inline int share_take_event(__u32 owner)
+/* 1: a close event of the pod whose share is PS may go on skm_events: at
+ * most skm_config.events_per_pod a second, a second's worth at once
+ * (GCRA). No entry or no share: 1. */
+static __always_inline int share_take_event(struct skm_pod_share *ps)
 {
 	struct skm_config *cfg = config_get();
-	struct skm_pod_share *ps;
 	__u64 now, tat, step;
 
-	if (!cfg || !cfg->events_per_pod)
-		return 1;
-	ps = bpf_map_lookup_elem(&skm_pod_share, &owner);
-	if (!ps)
+	if (!ps || !cfg || !cfg->events_per_pod)
 		return 1;
 	now = bpf_ktime_get_ns();
 	step = 1000000000ULL / cfg->events_per_pod;
@@ -280,7 +273,7 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 
 	if (bpf_map_update_elem(&skm_conns, &cookie, &c, BPF_NOEXIST)) {
 		stat_inc(SKM_STAT_CONN_TABLE_FULL);
-		share_put_conn(&c);
+		share_put_conn(&c, bpf_map_lookup_elem(&skm_pod_share, &c.owner_id));
 		return;
 	}
 	stat_inc(SKM_STAT_CONN_OPEN);
@@ -379,13 +372,16 @@ static __always_inline void events_submit(struct skm_conn_event *ev)
 static __always_inline void conn_close(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct skm_pod_share *ps;
 	struct skm_conn_event *ev;
 	struct skm_conn *c;
-	__u32 prev;
+	__u32 prev, owner;
 
 	c = bpf_map_lookup_elem(&skm_conns, &cookie);
 	if (!c)
 		return;
+	owner = c->owner_id;
+	ps = bpf_map_lookup_elem(&skm_pod_share, &owner);	/* once for both uses */
 	prev = c->state;
 	conn_refresh(skops, c);
 	/* What TCP carried for an accelerated socket (its peer was not in
@@ -395,7 +391,7 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 	c->state = BPF_TCP_CLOSE;
 
 	ev = NULL;
-	if (share_take_event(c->owner_id)) {
+	if (share_take_event(ps)) {
 		ev = bpf_ringbuf_reserve(&skm_events, sizeof(*ev), 0);
 		if (!ev)
 			stat_inc(SKM_STAT_EVENT_DROP);
@@ -408,7 +404,7 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 		ev->reason_id = 0;
 		events_submit(ev);
 	}
-	share_put_conn(c);
+	share_put_conn(c, ps);
 	if (c->flags & SKM_CONN_ACCEL)
 		bpf_map_delete_elem(&skm_socks, &c->tuple);
 	bpf_map_delete_elem(&skm_conns, &cookie);
