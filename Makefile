@@ -39,6 +39,9 @@ endif
 
 AGENT_SRCS	:= $(wildcard agent/*.c)
 AGENT_OBJS	:= $(patsubst agent/%.c,$(OUT)/agent/%.o,$(AGENT_SRCS))
+# skmesh-cni's field checks, shared with meshd's side of its socket
+CNI_SHARED_OBJS	:= $(OUT)/cni/cnicheck.o
+AGENT_OBJS	+= $(CNI_SHARED_OBJS)
 AGENT_LIB_OBJS	:= $(filter-out $(OUT)/agent/main.o,$(AGENT_OBJS))
 BPF_HDRS	:= include/skmesh.h $(wildcard bpf/lib/*.h)
 
@@ -105,7 +108,7 @@ $(OUT)/cni/%.o: cni/%.c $(CNI_HDRS) | $(OUT)/cni
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(OUT)/skmesh-cni: $(OUT)/cni/cni.o $(OUT)/cni/main.o
+$(OUT)/skmesh-cni: $(OUT)/cni/cni.o $(OUT)/cni/main.o $(CNI_SHARED_OBJS)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(shell pkg-config --libs jansson) $(EXTRA_LDLIBS)
 
