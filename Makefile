@@ -54,7 +54,7 @@ FUZZ_HDRS	:= $(wildcard tests/fuzz/*.h)
 
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
-		   $(OUT)/tests/kube-watch \
+		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo \
 		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni
 
 all: $(BINS)
@@ -140,6 +140,13 @@ $(OUT)/tests/policy-eval: tests/tools/policy-eval.c $(AGENT_LIB_OBJS) | $(OUT)/t
 $(OUT)/tests/kube-watch: tests/tools/kube-watch.c $(AGENT_LIB_OBJS) | $(OUT)/tests
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lpthread
+
+# --- test tools: meshd's CNI socket on its own, with an owner that answers
+# after a delay
+$(OUT)/tests/cnisrv-echo: $(OUT)/tests/%: tests/tools/%.c \
+		$(AGENT_LIB_OBJS) | $(OUT)/tests
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS)
 
 # --- test tool: workload certificates with chosen validity, for the tunnel tests
 $(OUT)/tests/mkcert: tests/tools/mkcert.c $(OUT)/agent/certs.o | $(OUT)/tests

@@ -55,5 +55,6 @@ int main(void)
 	failed += run_kwatch_tests() != 0;
 	failed += run_kube_tests() != 0;
 	failed += run_cni_tests() != 0;
+	failed += run_cnisrv_tests() != 0;
 	return failed ? 1 : 0;
 }
