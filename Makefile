@@ -54,7 +54,7 @@ FUZZ_HDRS	:= $(wildcard tests/fuzz/*.h)
 
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
-		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo \
+		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find \
 		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni
 
 all: $(BINS)
@@ -142,8 +142,8 @@ $(OUT)/tests/kube-watch: tests/tools/kube-watch.c $(AGENT_LIB_OBJS) | $(OUT)/tes
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lpthread
 
 # --- test tools: meshd's CNI socket on its own, with an owner that answers
-# after a delay
-$(OUT)/tests/cnisrv-echo: $(OUT)/tests/%: tests/tools/%.c \
+# after a delay; meshd's /proc scan for running pods on its own
+$(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find: $(OUT)/tests/%: tests/tools/%.c \
 		$(AGENT_LIB_OBJS) | $(OUT)/tests
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS)
