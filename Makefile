@@ -39,6 +39,9 @@ endif
 
 AGENT_SRCS	:= $(wildcard agent/*.c)
 AGENT_OBJS	:= $(patsubst agent/%.c,$(OUT)/agent/%.o,$(AGENT_SRCS))
+# skmesh-cni's field checks, shared with meshd's side of its socket
+CNI_SHARED_OBJS	:= $(OUT)/cni/cnicheck.o
+AGENT_OBJS	+= $(CNI_SHARED_OBJS)
 AGENT_LIB_OBJS	:= $(filter-out $(OUT)/agent/main.o,$(AGENT_OBJS))
 BPF_HDRS	:= include/skmesh.h $(wildcard bpf/lib/*.h)
 
@@ -51,7 +54,7 @@ FUZZ_HDRS	:= $(wildcard tests/fuzz/*.h)
 
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
-		   $(OUT)/tests/kube-watch \
+		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find \
 		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni
 
 all: $(BINS)
@@ -105,7 +108,7 @@ $(OUT)/cni/%.o: cni/%.c $(CNI_HDRS) | $(OUT)/cni
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(OUT)/skmesh-cni: $(OUT)/cni/cni.o $(OUT)/cni/main.o
+$(OUT)/skmesh-cni: $(OUT)/cni/cni.o $(OUT)/cni/main.o $(CNI_SHARED_OBJS)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(shell pkg-config --libs jansson) $(EXTRA_LDLIBS)
 
@@ -137,6 +140,13 @@ $(OUT)/tests/policy-eval: tests/tools/policy-eval.c $(AGENT_LIB_OBJS) | $(OUT)/t
 $(OUT)/tests/kube-watch: tests/tools/kube-watch.c $(AGENT_LIB_OBJS) | $(OUT)/tests
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lpthread
+
+# --- test tools: meshd's CNI socket on its own, with an owner that answers
+# after a delay; meshd's /proc scan for running pods on its own
+$(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find: $(OUT)/tests/%: tests/tools/%.c \
+		$(AGENT_LIB_OBJS) | $(OUT)/tests
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS)
 
 # --- test tool: workload certificates with chosen validity, for the tunnel tests
 $(OUT)/tests/mkcert: tests/tools/mkcert.c $(OUT)/agent/certs.o | $(OUT)/tests

@@ -53,6 +53,7 @@ struct admin {
 	pthread_rwlock_t l_lock;
 	struct cfgref *cfg;
 	struct tunnel *tun;
+	struct admin_source src;	/* under lock */
 	int ready;
 	char why[256];
 	char reload_err[512];
@@ -509,6 +510,25 @@ static void cert_metrics(struct admin *a, struct sbuf *b)
 	free(c);
 }
 
+void admin_set_source(struct admin *a, const struct admin_source *s)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	a->src = s ? *s : (struct admin_source){};
+	pthread_mutex_unlock(&a->lock);
+}
+
+static struct admin_source source_of(struct admin *a)
+{
+	struct admin_source s;
+
+	pthread_mutex_lock(&a->lock);
+	s = a->src;
+	pthread_mutex_unlock(&a->lock);
+	return s;
+}
+
 static void render_metrics(struct admin *a, struct sbuf *b)
 {
 	struct cfgref *r = cfg_get(a);
@@ -527,6 +547,12 @@ static void render_metrics(struct admin *a, struct sbuf *b)
 	}
 	tunnel_stats(a, b);
 	cert_metrics(a, b);
+	{
+		struct admin_source src = source_of(a);
+
+		if (src.metrics)
+			src.metrics(src.arg, b);
+	}
 	sbuf_printf(b, "# HELP skmesh_access_log_lines_total Access-log lines written.\n"
 		    "# TYPE skmesh_access_log_lines_total counter\n"
 		    "skmesh_access_log_lines_total %llu\n"
@@ -754,7 +780,8 @@ static char *render_config_dump(struct admin *a)
 	at = a->applied_at;
 	ready = a->ready;
 	json_object_set_new(o, "node", json_string(a->o.node));
-	json_object_set_new(o, "configPath", json_string(a->o.config_path));
+	json_object_set_new(o, "configPath", a->o.config_path ?
+			    json_string(a->o.config_path) : json_null());
 	json_object_set_new(o, "lastReloadError", a->reload_err[0] ?
 			    json_string(a->reload_err) : json_null());
 	json_object_set_new(o, "ready", json_boolean(ready));
@@ -764,6 +791,13 @@ static char *render_config_dump(struct admin *a)
 	strftime(applied, sizeof(applied), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&at, &tm));
 	json_object_set_new(o, "configAppliedAt", json_string(applied));
 	json_object_set_new(o, "version", json_string(SKM_VERSION));
+	{
+		struct admin_source src = source_of(a);
+
+		json_object_set_new(o, "source", src.dump ? src.dump(src.arg) :
+				    json_pack("{s:s, s:s?}", "type", "file",
+					      "path", a->o.config_path));
+	}
 	if (r) {
 		json_t *c = dump_config(a, r->cfg);
 

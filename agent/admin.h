@@ -13,6 +13,7 @@
 #define SKM_ADMIN_H
 
 #include <stdint.h>
+#include <jansson.h>
 
 struct alog;
 struct cfgref;
@@ -47,6 +48,17 @@ void admin_set_tunnel(struct admin *a, struct tunnel *t);
 void admin_set_ready(struct admin *a, int ready, const char *why);
 /* A reload: its outcome for /config_dump ("" when it applied). */
 void admin_set_reload_error(struct admin *a, const char *err);
+
+/* Where the model comes from, when not a config file: its part of
+ * /config_dump ("source") and of the metrics. The hooks are called from
+ * the endpoints' threads and must outlive their use (NULL: none). */
+struct sbuf;
+struct admin_source {
+	json_t *(*dump)(void *arg);		/* a new reference */
+	void (*metrics)(void *arg, struct sbuf *b);
+	void *arg;
+};
+void admin_set_source(struct admin *a, const struct admin_source *s);
 void admin_stop(struct admin *a);
 
 /* The endpoints, each its own port. */

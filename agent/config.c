@@ -2429,3 +2429,56 @@ out:
 	return 0;
 }
 
+
+/* --- one object from elsewhere ------------------------------------------ */
+
+int config_parse_object(const char *text, size_t len, const char *label,
+			const char *root_ns, const char *only_kind,
+			struct cfg_objects *out, struct cfg_diag *diag)
+{
+	struct doc_ctx c = { .file = label, .diag = diag, .cfg = out,
+			     .root_ns = root_ns ? root_ns : CFG_DEFAULT_ROOT_NS };
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	int rc = 0;
+
+	if (!yaml_parser_initialize(&parser))
+		return -ENOMEM;
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		struct cfg_pos p = {
+			.file = label,
+			.line = (unsigned int)parser.problem_mark.line + 1,
+			.col = (unsigned int)parser.problem_mark.column + 1,
+		};
+
+		diag_add(diag, 1, &p, "malformed document: %s",
+			 parser.problem ? parser.problem : "syntax error");
+		yaml_parser_delete(&parser);
+		return -EINVAL;
+	}
+	c.doc = &doc;
+	{
+		uint64_t h[2];
+
+		hash128(text, len, h);
+		c.digest = h[0];
+	}
+	if (only_kind) {
+		yaml_node_t *root = yaml_document_get_root_node(&doc);
+		const char *kind = root && root->type == YAML_MAPPING_NODE ?
+				   scalar(map_get(&c, root, "kind")) : NULL;
+
+		if (!kind || strcmp(kind, only_kind)) {
+			err_at(&c, root, "kind: expected %s", only_kind);
+			rc = -EINVAL;
+		}
+	}
+	if (!rc && !doc_check(&c, &doc, text, CFG_DEFAULT_MAX_DOC_BYTES))
+		rc = parse_doc(&c);
+	else if (!rc)
+		rc = -EINVAL;
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	return rc == -ENOMEM ? rc : rc ? -EINVAL : 0;
+}

@@ -61,4 +61,18 @@ int config_load_cached(const char *path, const struct cfg_opts *opts,
 		       struct cfg_cache *cache, struct config **out,
 		       struct cfg_diag *diag);
 
+/*
+ * Parses one object that comes from elsewhere than a file (a cluster API
+ * source): TEXT (YAML or JSON, LEN bytes) holding one document of kind
+ * ONLY_KIND (NULL: any kind the loader knows), read exactly as the loader
+ * reads it, with the same checks and messages. LABEL names the object in
+ * messages and positions (it must outlive OUT's objects); ROOT_NS is the
+ * Istio root namespace (NULL: the default). What it parses to is appended
+ * to OUT (the caller frees it with model_objects_free()). Returns 0; -EINVAL
+ * when DIAG has an error; -ENOMEM.
+ */
+int config_parse_object(const char *text, size_t len, const char *label,
+			const char *root_ns, const char *only_kind,
+			struct cfg_objects *out, struct cfg_diag *diag);
+
 #endif /* SKM_CONFIG_H */

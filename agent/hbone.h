@@ -122,6 +122,7 @@ struct tunnel {
 	struct tunnel_cert *certs_pub;	/* published by the thread, under lock */
 	size_t ncerts_pub;
 	struct cfgref *cur;	/* the thread's own */
+	_Atomic uint64_t applied;	/* cur->seq once its listeners are open */
 	atomic_int stop_req;
 	int started;		/* the thread runs (tunnel_start) */
 	int draining;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -33,12 +34,20 @@
 #include "skmesh.h"
 #include "skmesh.skel.h"
 #include "tunnel.h"
+#include "cluster.h"
+#include "ksource.h"
+#include "skmesh-cni.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
 struct opts {
 	const char *config;
+	int kube;		/* --kube: in-cluster config */
+	const char *kubeconfig;
+	const char *cni_socket;
+	const char *cni_pending;
+	const char *proc_root;
 	const char *node;
 	const char *cgroup;
 	const char *bpffs;
@@ -66,12 +75,25 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: meshd --config PATH --node NAME [options]\n"
+"       meshd --kube | --kubeconfig PATH --node NAME [options]\n"
 "       meshd --check-config --config PATH\n"
 "       meshd --cleanup [--bpffs DIR]\n"
 "\n"
 "  --config PATH      YAML file, or folder of *.yaml files (Workload, Service,\n"
 "                     AuthorizationPolicy, PeerAuthentication documents)\n"
-"  --node NAME        this node's name: Workloads with spec.node NAME are local\n"
+"  --kube             cluster mode: learn pods, services and Istio policy from\n"
+"                     the Kubernetes API (in-cluster config: the mounted\n"
+"                     service-account token and KUBERNETES_SERVICE_HOST)\n"
+"  --kubeconfig PATH  cluster mode, with the API server and credentials of\n"
+"                     this kubeconfig's current context\n"
+"  --cni-socket PATH  cluster mode: where skmesh-cni reaches meshd\n"
+"                     (" SKM_CNI_SOCKET ")\n"
+"  --cni-pending-dir DIR  cluster mode: what skmesh-cni left while meshd was\n"
+"                     down (" SKM_CNI_PENDING_DIR ")\n"
+"  --proc-root DIR    cluster mode: the host's /proc, scanned at start for\n"
+"                     pods that already run (/proc)\n"
+"  --node NAME        this node's name: Workloads with spec.node NAME (pods\n"
+"                     with spec.nodeName NAME) are local\n"
 "  --cgroup PATH      cgroup v2 to attach to (default: the cgroup2 root)\n"
 "  --bpffs DIR        pin root (default " SKM_PIN_ROOT ")\n"
 "  --admin ADDR[:PORT]  admin endpoint /config_dump (127.0.0.1:15000);\n"
@@ -168,6 +190,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option lopts[] = {
 		{ "config", required_argument, NULL, 'c' },
+		{ "kube", no_argument, NULL, 0x200 },
+		{ "kubeconfig", required_argument, NULL, 0x201 },
+		{ "cni-socket", required_argument, NULL, 0x202 },
+		{ "cni-pending-dir", required_argument, NULL, 0x203 },
+		{ "proc-root", required_argument, NULL, 0x204 },
 		{ "node", required_argument, NULL, 'n' },
 		{ "cgroup", required_argument, NULL, 'g' },
 		{ "bpffs", required_argument, NULL, 'b' },
@@ -296,6 +323,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				    &o->tun_lim.handshake_rate))
 				return -EINVAL;
 			break;
+		case 0x200: o->kube = 1; break;
+		case 0x201: o->kubeconfig = optarg; break;
+		case 0x202: o->cni_socket = optarg; break;
+		case 0x203: o->cni_pending = optarg; break;
+		case 0x204: o->proc_root = optarg; break;
 		case 'C': o->check_config = 1; break;
 		case 'X': o->cleanup = 1; break;
 		case 'v': o->verbose++; break;
@@ -331,8 +363,36 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			}
 		}
 	}
+	if (o->kube && o->kubeconfig) {
+		fprintf(stderr, "meshd: give --kube (in-cluster) or --kubeconfig PATH, not both\n");
+		return -EINVAL;
+	}
+	if ((o->kube || o->kubeconfig) && o->config) {
+		fprintf(stderr, "meshd: --config (standalone YAML) and cluster mode (--kube, "
+			"--kubeconfig) exclude each other: give one\n");
+		return -EINVAL;
+	}
+	if ((o->kube || o->kubeconfig) && o->check_config) {
+		fprintf(stderr, "meshd: --check-config checks a --config; in cluster mode the API "
+			"server checks objects, and meshd logs what it cannot apply\n");
+		return -EINVAL;
+	}
+	if (!(o->kube || o->kubeconfig) && (o->cni_socket || o->cni_pending || o->proc_root)) {
+		fprintf(stderr, "meshd: --cni-socket, --cni-pending-dir and --proc-root are for "
+			"cluster mode (--kube or --kubeconfig)\n");
+		return -EINVAL;
+	}
+	if (o->kube || o->kubeconfig) {
+		if (!o->node) {
+			fprintf(stderr, "meshd: --node NAME is required (in a DaemonSet: the "
+				"downward API's spec.nodeName)\n");
+			return -EINVAL;
+		}
+		return 0;
+	}
 	if (!o->config) {
-		fprintf(stderr, "meshd: --config PATH is required\n");
+		fprintf(stderr, "meshd: --config PATH (standalone) or --kube / --kubeconfig PATH "
+			"(cluster mode) is required\n");
 		usage(stderr);
 		return -EINVAL;
 	}
@@ -465,39 +525,186 @@ static int config_changed(int fd, const char *path)
 	return hit;
 }
 
+/* What run() keeps while meshd runs. */
+struct meshd {
+	const struct opts *o;
+	struct loader l;
+	const char *cgroup;
+	struct metrics mx;
+	struct admin *adm;
+	struct tunnel *tun;
+	struct cfgref *cref;		/* the config applied to the maps */
+	const struct config *cur;	/* its config, as the events read it */
+	uint64_t seq;			/* of cref */
+	/* cluster mode */
+	struct ksource *ks;
+	uint64_t applied_gen;		/* the source's version in cref */
+	int applied;			/* a model of the source is in the maps */
+	double build_at;		/* a build is due then (0: none) */
+	double build_by;		/* ... and at the latest then */
+	int applied_efd;		/* the tunnel says it opened listeners */
+	int ready;
+	struct cluster_cni *cni;	/* skmesh-cni's side (cluster.c) */
+};
+
+/* Makes NEXT the running config: the maps (already written by apply()),
+ * then the tunnel and the endpoints. Takes NEXT. */
+static int install(struct meshd *d, struct config *next)
+{
+	struct cfgref *r = cfgref_new(next);
+
+	if (!r) {
+		config_free(next);
+		return -ENOMEM;
+	}
+	r->seq = ++d->seq;
+	d->cur = next;
+	if (d->cref)
+		cfgref_put(d->cref);
+	d->cref = r;
+	tunnel_update(d->tun, r);
+	admin_set_config(d->adm, r);
+	return 0;
+}
+
+/* Builds a model of what the cluster holds now and applies it; a model
+ * that cannot be built or applied keeps the running one. */
+static void cluster_apply(struct meshd *d)
+{
+	struct cfg_diag diag = {};
+	struct config *next = NULL;
+	uint64_t gen;
+	double t0 = now_ms();
+	int err = ksource_build(d->ks, &next, &diag, &gen);
+
+	diag_print(&diag, "meshd");
+	if (err) {
+		snprintf(load_error, sizeof(load_error), "the cluster's objects make no valid "
+			 "model: %s%s", diag.n ? diag.msgs[0] : strerror(-err),
+			 diag.nerrors > 1 ? " (and more: see meshd's log)" : "");
+		pr_warn("%s: keeping the running state\n", load_error);
+		diag_free(&diag);
+		metrics_reload(&d->mx, 0, 0);
+		admin_set_reload_error(d->adm, load_error);
+		return;
+	}
+	diag_free(&diag);
+	if (apply(&d->l, next, d->o->node, &d->mx)) {
+		config_free(next);
+		metrics_reload(&d->mx, 0, 0);
+		admin_set_reload_error(d->adm, load_error);
+		return;
+	}
+	admin_set_reload_error(d->adm, NULL);
+	if (install(d, next)) {
+		pr_warn("out of memory: the applied model is not shared\n");
+		return;
+	}
+	if (!d->applied)
+		reconcile_gc_policy(&d->l);
+	d->applied = 1;
+	d->applied_gen = gen;
+	ksource_applied(d->ks, gen, (now_ms() - t0) / 1e3);
+	cluster_cni_applied(d->cni, d->cur, gen, d->seq);
+}
+
+/* Ready once the config is in the maps and, with the tunnel, its
+ * listeners are open: in cluster mode once every type has been listed. */
+static void check_ready(struct meshd *d)
+{
+	if (d->ready || (d->ks && !d->applied) ||
+	    (d->tun && tunnel_applied(d->tun) < d->seq))
+		return;
+	d->ready = 1;
+	admin_set_ready(d->adm, 1, NULL);
+	pr_info("ready: node %s, cgroup %s, pins %s%s%s\n", d->o->node, d->cgroup,
+		d->o->bpffs, d->tun ? ", tunnel on" : "", d->ks ? ", cluster mode" : "");
+}
+
+/* A change of the cluster's objects: build after 20 ms more of quiet,
+ * or 250 ms after the first change at the latest. */
+static void cluster_changed(struct meshd *d)
+{
+	uint64_t v;
+	double now = now_ms();
+
+	if (read(ksource_fd(d->ks), &v, sizeof(v)) < 0 && errno != EAGAIN)
+		pr_warn("eventfd: %s\n", strerror(errno));
+	if (!ksource_synced(d->ks))
+		return;
+	if (!d->build_at)
+		d->build_by = now + 250;
+	d->build_at = now + 20 < d->build_by ? now + 20 : d->build_by;
+}
+
+static json_t *source_dump(void *arg)
+{
+	struct meshd *d = arg;
+
+	return ksource_dump(d->ks);
+}
+
+static void source_metrics(void *arg, struct sbuf *b)
+{
+	struct meshd *d = arg;
+
+	ksource_metrics(d->ks, b);
+	cluster_cni_metrics(__atomic_load_n(&d->cni, __ATOMIC_ACQUIRE), b);
+}
+
 static int run(const struct opts *o)
 {
+	struct meshd d = { .o = o, .applied_efd = -1 };
 	struct config *cfg = NULL, *next = NULL;
-	const struct config *cur;
-	struct cfgref *cref = NULL;
-	struct tunnel *tun = NULL;
 	char cgroot[PATH_MAX];
-	struct loader l;
 	struct events ev = {};
 	struct epoll_event eev, got[8];
 	FILE *alog = stdout;
 	struct alog al;
-	struct metrics mx;
-	struct admin *adm = NULL;
 	struct metrics_opts mo = { .node = o->node, .max_series = (size_t)o->max_series };
 	struct admin_opts ao = { .admin_addr = o->admin, .metrics_addr = o->metrics_addr,
 				 .ready_addr = o->ready_addr, .node = o->node,
 				 .config_path = o->config, .bpffs = o->bpffs };
 	sigset_t mask;
-	int sfd = -1, ifd = -1, efd = -1, err, stop = 0;
+	int sfd = -1, ifd = -1, efd = -1, err, stop = 0, cluster = o->kube || o->kubeconfig;
 	double reload_at = 0;
 
-	if (metrics_init(&mx, &mo)) {
+	if (metrics_init(&d.mx, &mo)) {
 		pr_warn("out of memory\n");
 		return 1;
 	}
 	config_cache = cfg_cache_new();
-	err = load_config(o->config, &cfg);
-	if (err) {
-		metrics_fini(&mx);
-		return 1;
+	if (cluster) {
+		struct ksource_opts ko = { .kubeconfig = o->kubeconfig, .node = o->node,
+					   .trust_domain = o->trust_domain };
+		struct cfg_diag diag = {};
+		char why[512];
+
+		err = ksource_new(&ko, &d.ks, why, sizeof(why));
+		if (err) {
+			pr_warn("cluster mode: %s\n", err == -ENOMEM ? "out of memory" : why);
+			metrics_fini(&d.mx);
+			cfg_cache_free(config_cache);
+			return 1;
+		}
+		/* Nothing is known before the first lists: the maps keep what
+		 * they hold (a restarted meshd's state) until then. */
+		cfg = model_new(NULL, o->trust_domain);
+		if (!cfg || model_finish(cfg, &diag)) {
+			diag_free(&diag);
+			pr_warn("out of memory\n");
+			goto out_cfg;
+		}
+		diag_free(&diag);
+	} else {
+		err = load_config(o->config, &cfg);
+		if (err) {
+			metrics_fini(&d.mx);
+			cfg_cache_free(config_cache);
+			return 1;
+		}
 	}
-	cur = cfg;
+	d.cur = cfg;
 
 	if (!o->cgroup) {
 		if (cgroup2_default_root(cgroot, sizeof(cgroot))) {
@@ -507,21 +714,30 @@ static int run(const struct opts *o)
 	}
 	/* The config is shared with the tunnel thread and the endpoints
 	 * from here on: it is freed by the last to let go of it. */
-	cref = cfgref_new(cfg);
-	if (!cref) {
+	d.cref = cfgref_new(cfg);
+	if (!d.cref) {
 		pr_warn("out of memory\n");
 		goto out_cfg;
+	}
+	d.cref->seq = ++d.seq;
+	if (cluster) {
+		d.applied_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (d.applied_efd < 0) {
+			pr_warn("eventfd: %s\n", strerror(errno));
+			goto out_cfg;
+		}
 	}
 	/* The mesh CA is read now: one that cannot serve (unreadable,
 	 * another trust domain) stops meshd before it changes anything. */
 	if (o->ca_dir) {
 		struct tunnel_opts to = { .node = o->node, .bpffs = o->bpffs,
 					  .ca_dir = o->ca_dir, .cert_dir = o->cert_dir,
-					  .access_log = &al, .metrics = &mx,
+					  .access_log = &al, .metrics = &d.mx,
 					  .drain_s = o->drain_s, .lim = o->tun_lim,
-					  .cert_lifetime_s = o->cert_lifetime_s };
+					  .cert_lifetime_s = o->cert_lifetime_s,
+					  .applied_fd = d.applied_efd > 0 ? d.applied_efd : 0 };
 
-		if (tunnel_new(&to, cref, &tun)) {
+		if (tunnel_new(&to, d.cref, &d.tun)) {
 			pr_warn("cannot start the tunnel: the CA in %s cannot be used (above)\n",
 				o->ca_dir);
 			goto out_cfg;
@@ -539,38 +755,48 @@ static int run(const struct opts *o)
 	if (alog_set_share(&al, o->access_log_pod_rate))
 		goto out_log;
 	ao.cgroup = o->cgroup ? o->cgroup : cgroot;
+	d.cgroup = ao.cgroup;
 	/* Served from before the data path is touched (ready once the config
 	 * is applied), so that a port another process holds stops meshd
 	 * before it changes anything. */
-	if (admin_start(&ao, &mx, &al, &adm))
+	if (admin_start(&ao, &d.mx, &al, &d.adm))
 		goto out_log;
-	admin_set_ready(adm, 0, "loading the data path");
-	err = loader_open(&l, o->bpffs, o->cgroup ? o->cgroup : cgroot, &o->limits);
+	admin_set_ready(d.adm, 0, "loading the data path");
+	if (d.ks) {
+		admin_set_source(d.adm, &(struct admin_source){ .dump = source_dump,
+				 .metrics = source_metrics, .arg = &d });
+		/* the lists run while the data path loads */
+		if (ksource_start(d.ks))
+			goto out_log;
+	}
+	err = loader_open(&d.l, o->bpffs, o->cgroup ? o->cgroup : cgroot, &o->limits);
 	if (err)
 		goto out_log;
-	admin_set_loader(adm, &l);
-	admin_set_ready(adm, 0, "applying the config");
-	if (l.reused_links)
+	admin_set_loader(d.adm, &d.l);
+	admin_set_ready(d.adm, 0, d.ks ? "listing the cluster's objects" : "applying the config");
+	if (d.l.reused_links)
 		pr_info("found the data path pinned under %s: reused it (%d links switched "
-			"to this meshd's programs)\n", o->bpffs, l.reused_links);
-	reconcile_gc_backends(&l);
-	if (apply(&l, cfg, o->node, &mx))
-		goto out_loader;
-	reconcile_gc_policy(&l);
-	err = events_open(&ev, bpf_map__fd(l.skel->maps.skm_events), &al, &mx, &cur);
+			"to this meshd's programs)\n", o->bpffs, d.l.reused_links);
+	reconcile_gc_backends(&d.l);
+	if (!d.ks) {
+		if (apply(&d.l, cfg, o->node, &d.mx))
+			goto out_loader;
+		reconcile_gc_policy(&d.l);
+	}
+	err = events_open(&ev, bpf_map__fd(d.l.skel->maps.skm_events), &al, &d.mx, &d.cur);
 	if (err)
 		goto out_loader;
 	ev.node = o->node;
-	ev.names_fd = bpf_map__fd(l.skel->maps.skm_names);
-	admin_set_config(adm, cref);
-	if (tun) {
-		err = tunnel_start(tun);
+	ev.names_fd = bpf_map__fd(d.l.skel->maps.skm_names);
+	admin_set_config(d.adm, d.cref);
+	if (d.tun) {
+		err = tunnel_start(d.tun);
 		if (err) {
-			tun = NULL;	/* freed */
+			d.tun = NULL;	/* freed */
 			pr_warn("cannot start the tunnel: %s\n", strerror(-err));
 			goto out_events;
 		}
-		admin_set_tunnel(adm, tun);
+		admin_set_tunnel(d.adm, d.tun);
 	} else {
 		pr_info("no --ca-dir: the HBONE tunnel is off; connections of meshed pods to "
 			"other nodes go out as plaintext (STRICT destinations drop them)\n");
@@ -582,10 +808,12 @@ static int run(const struct opts *o)
 	sigaddset(&mask, SIGINT);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	ifd = watch_config(o->config);
-	if (ifd < 0)
-		pr_warn("cannot watch %s for changes (%s): reload with SIGHUP\n", o->config,
-			strerror(-ifd));
+	if (!d.ks) {
+		ifd = watch_config(o->config);
+		if (ifd < 0)
+			pr_warn("cannot watch %s for changes (%s): reload with SIGHUP\n",
+				o->config, strerror(-ifd));
+	}
 	efd = epoll_create1(EPOLL_CLOEXEC);
 	if (sfd < 0 || efd < 0) {
 		pr_warn("cannot set up the event loop: %s\n", strerror(errno));
@@ -600,19 +828,32 @@ static int run(const struct opts *o)
 		eev.data.fd = ifd;
 		epoll_ctl(efd, EPOLL_CTL_ADD, ifd, &eev);
 	}
+	if (d.ks) {
+		eev.data.fd = ksource_fd(d.ks);
+		epoll_ctl(efd, EPOLL_CTL_ADD, eev.data.fd, &eev);
+		eev.data.fd = d.applied_efd;
+		epoll_ctl(efd, EPOLL_CTL_ADD, eev.data.fd, &eev);
+		struct cluster_cni *cni;
 
-	admin_set_ready(adm, 1, NULL);
-	pr_info("ready: node %s, cgroup %s, pins %s%s\n", o->node,
-		o->cgroup ? o->cgroup : cgroot, o->bpffs, tun ? ", tunnel on" : "");
+		if (cluster_cni_open(&cni, d.ks, o->cni_socket, o->cni_pending, o->proc_root,
+				     efd))
+			goto out_events;
+		__atomic_store_n(&d.cni, cni, __ATOMIC_RELEASE);
+		cluster_changed(&d);	/* all may be listed already */
+	}
+	check_ready(&d);
 
 	while (!stop) {
 		/* A pending reload is due when its settle time is over: wait
 		 * no longer than that (a fixed 50 ms here once cost a reload
 		 * up to 50 ms on top of its 10 ms settle). */
 		double due = reload_at ? reload_at - now_ms() : SKM_EVENTS_POLL_MS;
-		int timeout = due <= 0 ? 0 : (int)due + 1;
-		int n = epoll_wait(efd, got, 8, timeout);
+		int timeout, n;
 
+		if (d.build_at && d.build_at - now_ms() < due)
+			due = d.build_at - now_ms();
+		timeout = due <= 0 ? 0 : (int)due + 1;
+		n = epoll_wait(efd, got, 8, timeout);
 		if (n < 0 && errno != EINTR) {
 			pr_warn("epoll_wait: %s\n", strerror(errno));
 			break;
@@ -622,63 +863,77 @@ static int run(const struct opts *o)
 		if (n == 0)
 			events_consume(&ev);
 		for (int i = 0; i < n; i++) {
-			if (got[i].data.fd == sfd) {
+			int fd = got[i].data.fd;
+
+			if (fd == sfd) {
 				struct signalfd_siginfo si;
 
 				while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
 					if (si.ssi_signo == SIGHUP)
-						reload_at = now_ms();
+						reload_at = d.ks ? 0 : now_ms();
 					else
 						stop = 1;
 				}
-			} else if (got[i].data.fd == ifd) {
+			} else if (fd == ifd) {
 				/* Settle briefly: an in-place write comes as
 				 * several events (a rename as one). */
 				if (config_changed(ifd, o->config))
 					reload_at = now_ms() + 10;
+			} else if (d.ks && fd == ksource_fd(d.ks)) {
+				cluster_changed(&d);
+			} else if (fd == d.applied_efd) {
+				uint64_t v;
+
+				if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+					pr_warn("eventfd: %s\n", strerror(errno));
+			} else if (d.cni && cluster_cni_owns(d.cni, fd)) {
+				cluster_cni_process(d.cni);
 			} else {
 				events_consume(&ev);
 			}
 		}
+		if (d.build_at && now_ms() >= d.build_at) {
+			d.build_at = 0;
+			cluster_apply(&d);
+		}
+		if (d.cni)
+			cluster_cni_tick(d.cni, d.cur, tunnel_applied(d.tun), !d.tun);
+		check_ready(&d);
 		if (reload_at && now_ms() >= reload_at) {
 			reload_at = 0;
 			if (load_config(o->config, &next)) {
 				pr_warn("config %s is invalid: keeping the running config\n",
 					o->config);
-				metrics_reload(&mx, 0, 0);
-				admin_set_reload_error(adm, load_error);
+				metrics_reload(&d.mx, 0, 0);
+				admin_set_reload_error(d.adm, load_error);
 				continue;
 			}
-			if (apply(&l, next, o->node, &mx)) {
+			if (apply(&d.l, next, o->node, &d.mx)) {
 				config_free(next);
 				next = NULL;
-				metrics_reload(&mx, 0, 0);
-				admin_set_reload_error(adm, load_error);
+				metrics_reload(&d.mx, 0, 0);
+				admin_set_reload_error(d.adm, load_error);
 				continue;
 			}
-			admin_set_reload_error(adm, NULL);
-			cur = next;
-			cfgref_put(cref);
-			cref = cfgref_new(next);
-			if (!cref) {
+			admin_set_reload_error(d.adm, NULL);
+			if (install(&d, next)) {
 				pr_warn("out of memory: stopping\n");
-				cfg = next;
 				next = NULL;
 				break;
 			}
-			cfg = next;
 			next = NULL;
-			tunnel_update(tun, cref);
-			admin_set_config(adm, cref);
 		}
 	}
 	pr_info("stopping; the data path stays attached under %s\n", o->bpffs);
 
 out_events:
-	admin_set_ready(adm, 0, "shutting down");
-	admin_set_tunnel(adm, NULL);
-	tunnel_stop(tun);
-	tun = NULL;
+	admin_set_ready(d.adm, 0, "shutting down");
+	admin_set_tunnel(d.adm, NULL);
+	admin_set_source(d.adm, NULL);
+	cluster_cni_close(d.cni);
+	d.cni = NULL;
+	tunnel_stop(d.tun);
+	d.tun = NULL;
 	events_consume(&ev);
 	if (efd >= 0)
 		close(efd);
@@ -689,23 +944,27 @@ out_events:
 	events_close(&ev);
 out_loader:
 	/* the endpoints read the maps: they let go of them first */
-	admin_set_loader(adm, NULL);
-	reconcile_release(&l);
-	loader_close(&l);
+	admin_set_loader(d.adm, NULL);
+	reconcile_release(&d.l);
+	loader_close(&d.l);
 out_log:
-	admin_stop(adm);
+	admin_set_source(d.adm, NULL);
+	admin_stop(d.adm);
 	alog_fini(&al);
 	if (alog != stdout)
 		fclose(alog);
 out_cfg:
-	tunnel_stop(tun);	/* made but not started */
-	if (cref)
-		cfgref_put(cref);
+	tunnel_stop(d.tun);	/* made but not started */
+	ksource_free(d.ks);
+	if (d.applied_efd >= 0)
+		close(d.applied_efd);
+	if (d.cref)
+		cfgref_put(d.cref);
 	else
 		config_free(cfg);
 	cfg_cache_free(config_cache);
 	config_cache = NULL;
-	metrics_fini(&mx);
+	metrics_fini(&d.mx);
 	return stop ? 0 : 1;
 }
 

@@ -502,6 +502,21 @@ static void bytes_open(struct tunnel *t)
 	}
 }
 
+/* Says that the listeners of the current config are open. */
+static void tunnel_mark_applied(struct tunnel *t)
+{
+	uint64_t one = 1;
+
+	atomic_store(&t->applied, t->cur->seq);
+	if (t->o.applied_fd > 0 && write(t->o.applied_fd, &one, sizeof(one)) < 0)
+		pr_warn("tunnel: eventfd: %s\n", strerror(errno));
+}
+
+uint64_t tunnel_applied(const struct tunnel *t)
+{
+	return t ? atomic_load(&((struct tunnel *)t)->applied) : 0;
+}
+
 static void take_config(struct tunnel *t)
 {
 	struct cfgref *r;
@@ -521,6 +536,7 @@ static void take_config(struct tunnel *t)
 		pods_sync(t);
 		hbone_reauthorize(t);
 	}
+	tunnel_mark_applied(t);
 }
 
 static void cert_collect(const struct wl_cert *c, int renew_failures, void *arg)
@@ -605,6 +621,7 @@ static void *tunnel_main(void *arg)
 	struct epoll_event evs[64];
 
 	pods_sync(t);
+	tunnel_mark_applied(t);
 	certs_publish(t);
 	for (;;) {
 		int n = epoll_wait(t->epfd, evs, 64, 1000);

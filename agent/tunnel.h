@@ -16,6 +16,7 @@
 #define SKM_TUNNEL_H
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -27,6 +28,8 @@ struct metrics;
 struct cfgref {
 	struct config *cfg;
 	atomic_int refs;
+	uint64_t seq;		/* set by its maker before sharing it: which
+				 * config this is, for tunnel_applied() */
 };
 
 struct cfgref *cfgref_new(struct config *cfg);	/* takes CFG; refs 1 */
@@ -42,6 +45,9 @@ struct tunnel_opts {
 	struct alog *access_log;	/* one JSON line per tunnelled stream */
 	struct metrics *metrics;	/* Istio's TCP metrics of the streams */
 	int drain_s;		/* SIGTERM: how long streams may finish */
+	int applied_fd;		/* an eventfd written once the thread has
+				 * opened the listeners of a config (0: none;
+				 * see tunnel_applied()) */
 	struct tunnel_limits {	/* bounds on peers; 0: the default */
 		int max_conns;		/* inbound TLS connections in all */
 		int max_conns_per_peer;	/* ... from one peer address */
@@ -84,6 +90,10 @@ int tunnel_start(struct tunnel *t);
 /* Hands a new config to the tunnel: listeners follow the local pods,
  * new streams are judged by its policy. Live streams are untouched. */
 void tunnel_update(struct tunnel *t, struct cfgref *r);
+
+/* The seq of the last config whose listeners the tunnel thread has
+ * opened (or tried to: a pod whose namespace cannot be entered is logged). */
+uint64_t tunnel_applied(const struct tunnel *t);
 
 /* The workload certificates the tunnel holds, for telemetry. */
 struct tunnel_cert {

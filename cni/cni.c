@@ -15,11 +15,10 @@
 
 #include "skmesh-cni.h"
 #include "cni.h"
+#include "cnicheck.h"
 
 #define ARGS_MAX	4096
 #define PATH_ENV_MAX	4096
-#define NETNS_MAX	1024
-#define CONTAINERID_MAX	200	/* it names a file: <id>.json */
 #define NAME_MAX_LEN	253	/* the network's name */
 #define PREV_LIST_MAX	64	/* interfaces and ips in prevResult */
 
@@ -64,108 +63,6 @@ const char *cni_cmd_name(enum cni_cmd cmd)
 	return "?";
 }
 
-/* A printable excerpt of S for messages: at most 40 bytes, anything but
- * printable ASCII as '?'. */
-static const char *excerpt(const char *s, char *buf, size_t len)
-{
-	size_t i;
-
-	for (i = 0; s[i] && i + 1 < len && i < 40; i++)
-		buf[i] = isprint((unsigned char)s[i]) ? s[i] : '?';
-	buf[i] = 0;
-	return buf;
-}
-
-/* The spec's container id and network name: 1..MAX alphanumerics, '_',
- * '.', '-', starting alphanumeric. */
-static bool cni_name_ok(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (!n || n > max || !isalnum((unsigned char)s[0]))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && !strchr("_.-", s[i]))
-			return false;
-	return true;
-}
-
-/* An interface name the kernel would take: 1..15 bytes, not "." or
- * "..", no '/', ':' or whitespace (what the spec lists). */
-static bool ifname_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (!n || n > 15 || !strcmp(s, ".") || !strcmp(s, ".."))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] == '/' || s[i] == ':' || !isgraph((unsigned char)s[i]))
-			return false;
-	return true;
-}
-
-/* An absolute path of printable characters, shorter than MAX, with no
- * "." or ".." component. */
-static bool abs_path_ok(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n < 2 || n >= max || s[0] != '/')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isgraph((unsigned char)s[i]))
-			return false;
-	for (const char *p = s; (p = strchr(p, '/')); p++) {
-		size_t k = strcspn(p + 1, "/");
-
-		if ((k == 1 && p[1] == '.') || (k == 2 && p[1] == '.' && p[2] == '.'))
-			return false;
-	}
-	return true;
-}
-
-/* Kubernetes' DNS-1123 label (a namespace): 1..63 of [a-z0-9-],
- * alphanumeric at both ends. */
-static bool dns_label_ok(const char *s, size_t n)
-{
-	if (!n || n > 63 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-'))
-			return false;
-	return true;
-}
-
-/* DNS-1123 subdomain (a pod name): 1..253, dot-separated labels. */
-static bool dns_subdomain_ok(const char *s, size_t n)
-{
-	size_t i = 0;
-
-	if (!n || n > 253)
-		return false;
-	while (i <= n) {
-		size_t k = 0;
-
-		while (i + k < n && s[i + k] != '.')
-			k++;
-		if (!dns_label_ok(s + i, k))
-			return false;
-		i += k + 1;
-	}
-	return true;
-}
-
-/* A pod UID: 1..64 of alphanumerics and '-'. */
-static bool uid_ok(const char *s, size_t n)
-{
-	if (!n || n > 64)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '-')
-			return false;
-	return true;
-}
-
 /* CNI_ARGS: "K=V;K=V". K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID
  * are read (all three or none), each at most once; other keys are the
  * runtime's business. */
@@ -191,7 +88,7 @@ static int parse_args(const char *args, struct cni_call *c, struct cni_err *e)
 		}
 		if (!eq || eq == p)
 			return fail(e, CNI_ERR_ENV, "CNI_ARGS: \"%.*s\" is not KEY=VALUE",
-				    (int)(len > 40 ? 40 : len), excerpt(p, ex, sizeof(ex)));
+				    (int)(len > 40 ? 40 : len), cni_excerpt(p, ex, sizeof(ex)));
 		for (int k = 0; k < 3; k++) {
 			size_t klen = strlen(keys[k]), vlen = len - (size_t)(eq - p) - 1;
 			const char *v = eq + 1;
@@ -201,12 +98,12 @@ static int parse_args(const char *args, struct cni_call *c, struct cni_err *e)
 				continue;
 			if (seen[k])
 				return fail(e, CNI_ERR_ENV, "CNI_ARGS: %s given twice", keys[k]);
-			ok = k == 0 ? dns_label_ok(v, vlen) : k == 1 ? dns_subdomain_ok(v, vlen)
-								 : uid_ok(v, vlen);
+			ok = k == 0 ? cni_dns_label_ok(v, vlen) : k == 1 ? cni_dns_subdomain_ok(v, vlen)
+								 : cni_uid_ok(v, vlen);
 			if (!ok || vlen >= cap[k])
 				return fail(e, CNI_ERR_ENV, "CNI_ARGS: %s=\"%.*s\" is not a valid %s",
 					    keys[k], (int)(vlen > 40 ? 40 : vlen),
-					    excerpt(v, ex, sizeof(ex)),
+					    cni_excerpt(v, ex, sizeof(ex)),
 					    k == 0 ? "namespace (DNS-1123 label)"
 					    : k == 1 ? "pod name (DNS-1123 subdomain)"
 						     : "pod UID (letters, digits and '-')");
@@ -237,24 +134,24 @@ static int parse_env(const struct cni_env *env, struct cni_call *c, struct cni_e
 	if (!env->containerid || !*env->containerid)
 		return fail(e, CNI_ERR_ENV, "CNI_CONTAINERID is not set (%s needs it)",
 			    cni_cmd_name(c->cmd));
-	if (!cni_name_ok(env->containerid, CONTAINERID_MAX))
+	if (!cni_name_ok(env->containerid, CNI_CONTAINERID_MAX))
 		return fail(e, CNI_ERR_ENV, "CNI_CONTAINERID \"%s\" is not a container id "
 			    "(1..%d letters, digits, '_', '.', '-', starting alphanumeric)",
-			    excerpt(env->containerid, ex, sizeof(ex)), CONTAINERID_MAX);
+			    cni_excerpt(env->containerid, ex, sizeof(ex)), CNI_CONTAINERID_MAX);
 	if (!env->ifname || !*env->ifname)
 		return fail(e, CNI_ERR_ENV, "CNI_IFNAME is not set (%s needs it)",
 			    cni_cmd_name(c->cmd));
-	if (!ifname_ok(env->ifname))
+	if (!cni_ifname_ok(env->ifname))
 		return fail(e, CNI_ERR_ENV, "CNI_IFNAME \"%s\" is not an interface name "
 			    "(1..15 bytes, no '/', ':' or space)",
-			    excerpt(env->ifname, ex, sizeof(ex)));
+			    cni_excerpt(env->ifname, ex, sizeof(ex)));
 	if ((!nn || !*nn) && c->cmd != CNI_CMD_DEL)
 		return fail(e, CNI_ERR_ENV, "CNI_NETNS is not set (%s needs it)",
 			    cni_cmd_name(c->cmd));
-	if (nn && *nn && !abs_path_ok(nn, NETNS_MAX))
+	if (nn && *nn && !cni_abs_path_ok(nn, CNI_NETNS_MAX))
 		return fail(e, CNI_ERR_ENV, "CNI_NETNS \"%s\" is not an absolute path "
 			    "(printable, shorter than %d bytes, no . or .. part)",
-			    excerpt(nn, ex, sizeof(ex)), NETNS_MAX);
+			    cni_excerpt(nn, ex, sizeof(ex)), CNI_NETNS_MAX);
 	if (!env->path)
 		return fail(e, CNI_ERR_ENV, "CNI_PATH is not set (%s needs it)",
 			    cni_cmd_name(c->cmd));
@@ -278,10 +175,10 @@ static int own_path(json_t *conf, const char *key, char *dst, size_t max, struct
 		return 0;
 	if (!json_is_string(v))
 		return fail(e, CNI_ERR_CONFIG, "network config: \"%s\" must be a string", key);
-	if (!abs_path_ok(json_string_value(v), max) || strlen(json_string_value(v)) != json_string_length(v))
+	if (!cni_abs_path_ok(json_string_value(v), max) || strlen(json_string_value(v)) != json_string_length(v))
 		return fail(e, CNI_ERR_CONFIG, "network config: \"%s\": \"%s\" is not an absolute "
 			    "path (printable, shorter than %zu bytes, no . or .. part)",
-			    key, excerpt(json_string_value(v), ex, sizeof(ex)), max);
+			    key, cni_excerpt(json_string_value(v), ex, sizeof(ex)), max);
 	snprintf(dst, max, "%s", json_string_value(v));
 	return 0;
 }
@@ -360,7 +257,7 @@ static int parse_prev(struct cni_call *c, struct cni_err *e)
 
 			if (!json_is_object(v) || !json_is_string(name) ||
 			    strlen(json_string_value(name)) != json_string_length(name) ||
-			    !ifname_ok(json_string_value(name)))
+			    !cni_ifname_ok(json_string_value(name)))
 				return fail(e, CNI_ERR_CONFIG, "prevResult: interfaces[%zu] needs a "
 					    "\"name\" that is an interface name", i);
 			if (sb && !json_is_string(sb))
@@ -385,7 +282,7 @@ static int parse_prev(struct cni_call *c, struct cni_err *e)
 			    !cidr_ok(json_string_value(addr), a, sizeof(a)))
 				return fail(e, CNI_ERR_CONFIG, "prevResult: ips[%zu] address \"%s\" is "
 					    "not ADDRESS/PREFIX", i,
-					    excerpt(json_string_value(addr), ex, sizeof(ex)));
+					    cni_excerpt(json_string_value(addr), ex, sizeof(ex)));
 			if (idx && (!json_is_integer(idx) || json_integer_value(idx) < 0 ||
 				    (size_t)json_integer_value(idx) >= nifs))
 				return fail(e, CNI_ERR_CONFIG, "prevResult: ips[%zu] \"interface\" "
@@ -413,7 +310,7 @@ static int parse_command(const char *cmd, struct cni_call *c, struct cni_err *e)
 			return 0;
 		}
 	return fail(e, CNI_ERR_ENV, "CNI_COMMAND \"%s\" is not ADD, DEL, CHECK or VERSION",
-		    excerpt(cmd, ex, sizeof(ex)));
+		    cni_excerpt(cmd, ex, sizeof(ex)));
 }
 
 /* The config's cniVersion, checked, into c->version. */
@@ -429,7 +326,7 @@ static int parse_version(json_t *conf, struct cni_call *c, struct cni_err *e)
 	    strlen(json_string_value(v)) != json_string_length(v))
 		return fail(e, CNI_ERR_VERSION, "network config: cniVersion \"%s\" is not "
 			    "supported (0.3.0, 0.3.1, 0.4.0, 1.0.0)",
-			    excerpt(json_string_value(v), ex, sizeof(ex)));
+			    cni_excerpt(json_string_value(v), ex, sizeof(ex)));
 	snprintf(c->version, sizeof(c->version), "%s", json_string_value(v));
 	return 0;
 }
@@ -480,7 +377,7 @@ int cni_parse(const struct cni_env *env, const char *in, size_t len,
 			continue;
 		return fail(e, CNI_ERR_FIELD, "network config: unknown field \"%s\" (skmesh-cni "
 			    "reads socket, pendingDir, logFile, ackTimeoutMs)",
-			    excerpt(key, ex, sizeof(ex)));
+			    cni_excerpt(key, ex, sizeof(ex)));
 	}
 	v = json_object_get(c->conf, "name");
 	if (!json_is_string(v))
@@ -490,7 +387,7 @@ int cni_parse(const struct cni_env *env, const char *in, size_t len,
 	    !cni_name_ok(json_string_value(v), NAME_MAX_LEN))
 		return fail(e, CNI_ERR_CONFIG, "network config: name \"%s\" is not a network "
 			    "name (1..%d letters, digits, '_', '.', '-', starting alphanumeric)",
-			    excerpt(json_string_value(v), ex, sizeof(ex)), NAME_MAX_LEN);
+			    cni_excerpt(json_string_value(v), ex, sizeof(ex)), NAME_MAX_LEN);
 	v = json_object_get(c->conf, "type");
 	if (!json_is_string(v) || !json_string_length(v))
 		return fail(e, CNI_ERR_CONFIG, "network config: \"type\" is missing or not a "

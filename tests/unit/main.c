@@ -55,5 +55,7 @@ int main(void)
 	failed += run_kwatch_tests() != 0;
 	failed += run_kube_tests() != 0;
 	failed += run_cni_tests() != 0;
+	failed += run_cnisrv_tests() != 0;
+	failed += run_podscan_tests() != 0;
 	return failed ? 1 : 0;
 }

@@ -19,6 +19,8 @@ int run_hbone_tests(void);
 int run_kwatch_tests(void);
 int run_kube_tests(void);
 int run_cni_tests(void);
+int run_cnisrv_tests(void);
+int run_podscan_tests(void);
 
 /* Writes TEXT to a new /tmp/skm-unit-*.yaml file; returns its path
  * (malloc'ed). */
