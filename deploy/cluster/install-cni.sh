@@ -30,6 +30,9 @@
 #     result is exactly the old document with the entry appended before it
 #     is written (to a temporary file in the same folder, then renamed).
 #
+# A config that is a symbolic link is edited where the link points (the
+# temporary file is made beside that file), and stays a link.
+#
 # Uninstall: removes every skmesh-cni entry from each *.conflist/*.json of
 # --conf-dir that has one, undoing the install byte for byte (an entry
 # written by other hands is removed with jq, which reformats that file).
@@ -254,6 +257,7 @@ if [ "$uninstall" = 1 ]; then
 	shopt -s nullglob dotglob
 	for f in "$conf_dir"/*.conflist "$conf_dir"/*.json; do
 		[ -f "$f" ] || continue
+		f=$(readlink -e -- "$f") || continue
 		jq -e 'any(.plugins[]?; .type == "skmesh-cni")' "$f" >/dev/null 2>&1 || continue
 		found=1
 		for try in 1 2 3; do
@@ -300,6 +304,8 @@ case $conf in
 	"so it needs a .conflist (a {\"cniVersion\", \"name\", \"plugins\": [...]} file" \
 	"named *.conflist sorted first in $conf_dir); nothing changed" ;;
 esac
+# a link is followed: the file it names is edited, the link stays a link
+conf=$(readlink -e -- "$conf") || die "cannot resolve $conf; nothing changed"
 err=$(jq -e 'type == "object" and (.plugins | type == "array" and length > 0 and all(type == "object"))' \
 	"$conf" 2>&1 >/dev/null) ||
 	die "$conf is not a conflist with a non-empty \"plugins\" array of objects${err:+ (jq: $err)}; nothing changed"

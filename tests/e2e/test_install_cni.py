@@ -263,6 +263,25 @@ def check_install(t, d, topo):
     rc, out = d.uninstall()
     t.eq("... and --uninstall restores it", (rc, read(p1).decode()), (0, one))
 
+    # a config that is a symbolic link: the file it names is edited
+    d.clear()
+    real_dir = os.path.join(d.tmp, "real")
+    os.mkdir(real_dir)
+    real = os.path.join(real_dir, "net.conflist")
+    with open(real, "w") as f:
+        f.write(OTHER)
+    link = os.path.join(d.conf, "10-link.conflist")
+    os.symlink(real, link)
+    rc, out = d.install()
+    t.check("a conflist that is a link: the file it names gets the entry, the link stays",
+            rc == 0 and os.path.islink(link) and os.readlink(link) == real
+            and json.loads(read(real))["plugins"][-1] == entry(d)
+            and os.listdir(real_dir) == ["net.conflist"], out)
+    rc, out = d.uninstall()
+    t.check("... and --uninstall restores that file", rc == 0 and os.path.islink(link)
+            and read(real).decode() == OTHER, out)
+    os.unlink(link)
+
     # an entry someone wrote by hand (not last, other layout): removed by jq
     d.clear()
     hand = ('{\n  "cniVersion": "1.0.0", "name": "hand",\n  "plugins": [\n'
