@@ -570,6 +570,13 @@ int ksource_new(const struct ksource_opts *o, struct ksource **out, char *err, s
 		ksource_free(ks);
 		return -ENOMEM;
 	}
+	if (o->offline) {
+		for (int i = 0; i < KS_NRES; i++)
+			if (defs[i].kind)
+				snprintf(ks->res[i].version, sizeof(ks->res[i].version), "v1");
+		*out = ks;
+		return 0;
+	}
 	ks->c = o->kubeconfig ? kube_client_kubeconfig(o->kubeconfig, err, errlen)
 			      : kube_client_incluster(NULL, err, errlen);
 	if (!ks->c) {
@@ -580,9 +587,36 @@ int ksource_new(const struct ksource_opts *o, struct ksource **out, char *err, s
 	return 0;
 }
 
+static struct kres *res_named(struct ksource *ks, const char *name)
+{
+	for (int i = 0; i < KS_NRES; i++)
+		if (!strcmp(defs[i].name, name))
+			return &ks->res[i];
+	return NULL;
+}
+
+int ksource_inject_relist(struct ksource *ks, const char *resource, int end)
+{
+	struct kres *r = res_named(ks, resource);
+
+	if (!r)
+		return -ENOENT;
+	return end ? w_relist_end(r, "") : w_relist_begin(r);
+}
+
+int ksource_inject(struct ksource *ks, const char *resource, const struct kw_event *ev)
+{
+	struct kres *r = res_named(ks, resource);
+
+	return r ? w_event(r, ev) : -ENOENT;
+}
+
 int ksource_start(struct ksource *ks)
 {
 	sigset_t all, old;
+
+	if (!ks->c)
+		return -EINVAL;	/* offline */
 
 	/* Signals are meshd's main loop's business (signalfd): a watch
 	 * thread that could take SIGTERM would let it kill meshd unhandled. */
@@ -1160,8 +1194,9 @@ json_t *ksource_dump(struct ksource *ks)
 		json_object_set_new(res, defs[i].name, e);
 	}
 	json_object_update(pods, ks->netns);
-	o = json_pack("{s:s, s:s, s:s, s:b, s:o, s:o}", "type", "kubernetes",
-		      "server", kube_client_server(ks->c), "node", ks->node, "synced", all,
+	o = json_pack("{s:s, s:s?, s:s, s:b, s:o, s:o}", "type", "kubernetes",
+		      "server", ks->c ? kube_client_server(ks->c) : NULL, "node", ks->node,
+		      "synced", all,
 		      "resources", res, "podNetns", pods);
 	pthread_mutex_unlock(&ks->lock);
 	return o;

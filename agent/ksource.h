@@ -50,6 +50,8 @@ struct ksource_opts {
 	const char *node;		/* this node (spec.nodeName) */
 	const char *root_ns;		/* NULL: istio-system */
 	const char *trust_domain;	/* NULL: cluster.local */
+	int offline;			/* no API server: objects come only from
+					 * ksource_inject() (tests, fuzzing) */
 };
 
 struct ksource;
@@ -113,5 +115,17 @@ void ksource_metrics(struct ksource *ks, struct sbuf *b);
 /* The time (seconds) from the first change not yet in a model to now;
  * for the event-lag metric (call it as a model is applied). */
 void ksource_applied(struct ksource *ks, uint64_t gen, double apply_s);
+
+/*
+ * What a watch thread does, for a source made offline: RESOURCE is one of
+ * "namespaces", "pods", "services", "endpointslices",
+ * "authorizationpolicies", "peerauthentications" (Istio's as version v1).
+ * ksource_inject_relist(.., 0) starts a list, (.., 1) ends it (the type
+ * is then synced); ksource_inject() hands over one event. 0, -ENOENT (no
+ * such resource) or the watch callback's error.
+ */
+struct kw_event;
+int ksource_inject_relist(struct ksource *ks, const char *resource, int end);
+int ksource_inject(struct ksource *ks, const char *resource, const struct kw_event *ev);
 
 #endif /* SKM_KSOURCE_H */

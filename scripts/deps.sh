@@ -18,6 +18,7 @@ PKGS=(
 	stunnel4 nghttp2-client nghttp2-proxy tcpdump iptables
 	libmicrohttpd-dev redis-server redis-tools prometheus
 	containernetworking-plugins
+	jq python3-yaml
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -27,6 +27,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <linux/magic.h>
 
@@ -45,6 +46,7 @@ enum top_sort { SORT_RATE, SORT_BYTES, SORT_AGE };
 
 static struct {
 	char bpffs[PATH_MAX];	/* pin root, no trailing slash */
+	char admin[256];	/* meshd's admin endpoint, ADDR[:PORT] */
 	bool json;
 	double watch;		/* seconds between redraws, 0: print once */
 	const char *arg;	/* the command's argument (policy WORKLOAD) */
@@ -937,6 +939,98 @@ static int status_sk_msg(__u32 *id, char *name, size_t len)
 	return 0;
 }
 
+/* The answer of meshd's admin endpoint to GET /config_dump, parsed; NULL
+ * with WHY set when it gives none. */
+static size_t body_add(char *p, size_t size, size_t n, void *arg)
+{
+	struct { char *buf; size_t len; } *b = arg;
+	size_t add = size * n;
+	char *q;
+
+	if (b->len + add > (64u << 20) || !(q = realloc(b->buf, b->len + add + 1)))
+		return 0;
+	memcpy(q + b->len, p, add);
+	b->buf = q;
+	b->len += add;
+	b->buf[b->len] = 0;
+	return add;
+}
+
+static json_t *admin_config_dump(char *why, size_t len)
+{
+	struct { char *buf; size_t len; } b = {};
+	char url[320];
+	CURL *h = curl_easy_init();
+	json_t *doc = NULL;
+	CURLcode cc;
+	long code = 0;
+
+	if (!h) {
+		snprintf(why, len, "out of memory");
+		return NULL;
+	}
+	/* ADDR, ADDR:PORT or [V6]:PORT; no port: 15000 */
+	if (opt.admin[0] == '[' ? !strstr(opt.admin, "]:") : !strchr(opt.admin, ':'))
+		snprintf(url, sizeof(url), "http://%s:15000/config_dump", opt.admin);
+	else
+		snprintf(url, sizeof(url), "http://%s/config_dump", opt.admin);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_add);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 3000L);
+	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+	cc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_cleanup(h);
+	if (cc != CURLE_OK)
+		snprintf(why, len, "%s: %s", url, curl_easy_strerror(cc));
+	else if (code != 200)
+		snprintf(why, len, "%s: HTTP %ld", url, code);
+	else if (!(doc = json_loadb(b.buf ? b.buf : "", b.len, 0, NULL)) ||
+		 !json_is_object(json_object_get(doc, "source")))
+		snprintf(why, len, "%s: not meshd's config dump", url);
+	free(b.buf);
+	if (doc && !json_is_object(json_object_get(doc, "source"))) {
+		json_decref(doc);
+		doc = NULL;
+	}
+	return doc;
+}
+
+/* Prints the model's source as /config_dump tells it. */
+static void status_source(json_t *dump, const char *why)
+{
+	json_t *src = json_object_get(dump, "source"), *res = json_object_get(src, "resources"), *v;
+	const char *type = json_string_value(json_object_get(src, "type")), *k;
+
+	if (!dump) {
+		printf("source: unknown (meshd's admin endpoint gave no answer: %s; give "
+		       "--admin ADDR[:PORT])\n\n", why);
+		return;
+	}
+	if (type && !strcmp(type, "file")) {
+		printf("source: config file %s\n", json_string_value(json_object_get(src, "path")) ?
+		       json_string_value(json_object_get(src, "path")) : "-");
+	} else {
+		printf("source: %s %s, %s\n", type ? type : "?",
+		       json_string_value(json_object_get(src, "server")) ?
+		       json_string_value(json_object_get(src, "server")) : "-",
+		       json_is_true(json_object_get(src, "synced")) ? "synced" : "NOT synced");
+		json_object_foreach(res, k, v)
+			printf("  %-22s %-8s %6lld objects  %lld lists, %lld after 410 Gone, "
+			       "%lld watch restarts\n", k,
+			       json_is_true(json_object_get(v, "synced")) ? "synced" : "syncing",
+			       (long long)json_integer_value(json_object_get(v, "objects")),
+			       (long long)json_integer_value(json_object_get(v, "lists")),
+			       (long long)json_integer_value(json_object_get(v, "relistsGone")),
+			       (long long)json_integer_value(json_object_get(v, "watchRestarts")));
+	}
+	printf("ready: %s%s%s\n\n", json_is_true(json_object_get(dump, "ready")) ? "yes" : "no",
+	       json_string_value(json_object_get(dump, "notReadyReason")) ? ": " : "",
+	       json_string_value(json_object_get(dump, "notReadyReason")) ?
+	       json_string_value(json_object_get(dump, "notReadyReason")) : "");
+}
+
 static int cmd_status(void)
 {
 	static const struct col link_cols[] = {
@@ -948,8 +1042,8 @@ static int cmd_status(void)
 		RIGHT("FILL"),
 	};
 	struct table links, maps;
-	json_t *doc = NULL, *jlinks = NULL, *jmaps = NULL;
-	char msg_name[BPF_OBJ_NAME_LEN + 1] = "-";
+	json_t *doc = NULL, *jlinks = NULL, *jmaps = NULL, *dump = NULL;
+	char msg_name[BPF_OBJ_NAME_LEN + 1] = "-", why[512] = "";
 	__u32 msg_id;
 	int err, err_links, err_maps, err_msg;
 
@@ -966,14 +1060,19 @@ static int cmd_status(void)
 	err_links = status_links(&links, jlinks);
 	err_maps = status_maps(&maps, jmaps);
 	err_msg = status_sk_msg(&msg_id, msg_name, sizeof(msg_name));
+	dump = admin_config_dump(why, sizeof(why));
 
 	if (opt.json) {
-		doc = json_pack("{s:s, s:b, s:O, s:O, s:o}", "bpffs", opt.bpffs,
+		doc = json_pack("{s:s, s:b, s:O, s:O, s:o, s:O?, s:O?, s:s?}", "bpffs", opt.bpffs,
 				"bpffs_mounted", 1, "links", jlinks, "maps", jmaps,
 				"sk_msg", msg_id ? json_pack("{s:I, s:s}", "prog_id",
-					JI(msg_id), "prog_name", msg_name) : json_null());
+					JI(msg_id), "prog_name", msg_name) : json_null(),
+				"source", json_object_get(dump, "source"),
+				"ready", json_object_get(dump, "ready"),
+				"source_error", dump ? NULL : why);
 		err = json_emit(doc);
 	} else {
+		status_source(dump, why);
 		printf("pin root: %s (bpffs mounted)\n\n", opt.bpffs);
 		err = table_print(&links);
 		putchar('\n');
@@ -993,6 +1092,7 @@ static int cmd_status(void)
 		err = err_links ?: err_maps;
 out:
 	json_decref(doc);
+	json_decref(dump);
 	json_decref(jlinks);
 	json_decref(jmaps);
 	table_free(&links);
@@ -2520,6 +2620,7 @@ out:
 /* ---- command line ---------------------------------------------------- */
 
 #define OPT_TOP		(1U << 0)	/* -n, --sort, --interval */
+#define OPT_ADMIN	(1U << 1)	/* --admin */
 
 static const struct cmd {
 	const char *name;
@@ -2531,13 +2632,18 @@ static const struct cmd {
 	const char *help;
 	const char *opts_help;	/* its own options, or NULL */
 } cmds[] = {
-	{ "status", cmd_status, NULL, 0, "",
-	  "pin root, pinned links and programs, map fill",
-	  "Shows the pin root, each link pinned under DIR/links (link and\n"
+	{ "status", cmd_status, NULL, OPT_ADMIN, "[--admin ADDR[:PORT]]",
+	  "model source and sync state, pinned links and programs, map fill",
+	  "Shows where meshd learns the mesh from (a config file, or the\n"
+	  "Kubernetes API server with the sync state of each resource type),\n"
+	  "as meshd's admin endpoint /config_dump tells it; then the pin root,\n"
+	  "each link pinned under DIR/links (link and\n"
 	  "program ids, attach type, cgroup id), every map of skmesh.h with its\n"
 	  "entries, maximum and fill, and the sk_msg program attached to\n"
 	  "skm_sock_hash. Exits 1, after showing the rest, when a map of\n"
-	  "skmesh.h is not pinned or does not match it.\n", NULL },
+	  "skmesh.h is not pinned or does not match it (an admin endpoint that\n"
+	  "does not answer is said, and is no failure).\n",
+	  "  --admin ADDR[:PORT] meshd's admin endpoint (127.0.0.1:15000)\n" },
 	{ "services", cmd_services, NULL, 0, "",
 	  "service VIPs and their weighted backends",
 	  "Lists skm_services joined with the live backend set of each service,\n"
@@ -2747,12 +2853,13 @@ static int watch(const struct cmd *cmd)
 int main(int argc, char **argv)
 {
 	const struct cmd *cmd = NULL;
-	const char *val, *top_opt = NULL;
+	const char *val, *top_opt = NULL, *admin_opt = NULL;
 	bool help = false, watch_secs = false, interval = false;
 	size_t len;
 	int i, r;
 
 	snprintf(opt.bpffs, sizeof(opt.bpffs), "%s", SKM_PIN_ROOT);
+	snprintf(opt.admin, sizeof(opt.admin), "127.0.0.1:15000");
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
@@ -2797,6 +2904,11 @@ int main(int argc, char **argv)
 			else
 				usage_error(cmd, "--sort takes rate, bytes or age, not '%s'", val);
 			top_opt = top_opt ?: "--sort";
+		} else if ((r = opt_value(argc, argv, &i, "--admin", &val))) {
+			if (r < 0 || !*val || strlen(val) >= sizeof(opt.admin))
+				usage_error(cmd, "--admin takes ADDR[:PORT] of meshd's admin endpoint");
+			strcpy(opt.admin, val);
+			admin_opt = "--admin";
 		} else if ((r = opt_value(argc, argv, &i, "-n", &val))) {
 			if (r < 0 || !parse_count(val, &opt.top_n))
 				usage_error(cmd, "-n takes a number of rows (0: all)");
@@ -2829,6 +2941,8 @@ int main(int argc, char **argv)
 		usage_error(NULL, "no command given");
 	if (top_opt && !(cmd->opts & OPT_TOP))
 		usage_error(cmd, "option '%s' is only for meshctl top", top_opt);
+	if (admin_opt && !(cmd->opts & OPT_ADMIN))
+		usage_error(cmd, "option '%s' is only for meshctl status", admin_opt);
 	if (cmd->fn == cmd_top && watch_secs) {
 		/* one period: the samples are also the redraws */
 		if (interval && opt.interval != opt.watch)

@@ -16,7 +16,6 @@ Needs the binaries of scripts/k8s-servers.sh (or SKMESH_K8S_BIN):
 """
 
 import os
-import signal
 import ssl
 import sys
 import urllib.error
@@ -118,31 +117,7 @@ def body(t, k):
 
 
 def main():
-    t = tap.Tap()
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(s, tap._on_signal)
-    bad = kube.missing_binaries()
-    if bad:
-        t.check("prerequisites", False, "\n".join(bad))
-        print("1..%d" % t.n)
-        sys.exit(1)
-    k = kube.Cluster()
-    try:
-        k.start()
-        t.check("etcd, kube-apiserver and kube-controller-manager are up", True)
-        body(t, k)
-    except tap.Abort:
-        pass
-    except Exception as e:  # noqa: BLE001 - reported as a test line
-        t.check("no exception", False, "%s: %s" % (type(e).__name__, e))
-    finally:
-        k.stop()
-        running = [p.args[0] for p in k.spawned if p.poll() is None]
-        left = [k.workdir] if k.workdir and os.path.exists(k.workdir) else []
-        t.check("cleanup: no server running, no folder left",
-                not running and not left, "running: %s\nleft: %s" % (running, left))
-    print("1..%d" % t.n)
-    sys.exit(1 if t.failed else 0)
+    kube.tap_main(body, up="etcd, kube-apiserver and kube-controller-manager are up")
 
 
 if __name__ == "__main__":

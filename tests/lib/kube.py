@@ -640,3 +640,42 @@ class NetnsForwarder:
         self.lsock.close()
         self.cut()
         self._thread.join(5)
+
+
+def tap_main(body, up="etcd and kube-apiserver are up", files=(), **cluster_kw):
+    """Runs body(t, k) as a TAP test on a fresh Cluster(**cluster_kw) and
+    exits with its result: the binaries checked first; SIGTERM (the
+    runner's timeout) and ^C turned into a clean stop; an exception is a
+    failed line. Last line: every server stopped and the cluster's folder
+    gone, and FILES (the caller's temporary files) removed."""
+    import signal
+    import sys
+    import tap
+    t = tap.Tap()
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(s, tap._on_signal)
+    bad = missing_binaries()
+    if bad:
+        t.check("prerequisites", False, "\n".join(bad))
+        print("1..%d" % t.n)
+        sys.exit(1)
+    k = Cluster(**cluster_kw)
+    try:
+        k.start()
+        t.check(up, True)
+        body(t, k)
+    except tap.Abort:
+        pass
+    except Exception as e:  # noqa: BLE001 - reported as a test line
+        t.check("no exception", False, "%s: %s" % (type(e).__name__, e))
+    finally:
+        k.stop()
+        for f in files:
+            if os.path.exists(f):
+                os.unlink(f)
+        running = [p.args[0] for p in k.spawned if p.poll() is None]
+        left = [p for p in [k.workdir] + list(files) if p and os.path.exists(p)]
+        t.check("cleanup: no server running, no folder left",
+                not running and not left, "running: %s\nleft: %s" % (running, left))
+    print("1..%d" % t.n)
+    sys.exit(1 if t.failed else 0)

@@ -17,6 +17,7 @@ int run_certs_tests(void);
 int run_metrics_tests(void);
 int run_hbone_tests(void);
 int run_kwatch_tests(void);
+int run_ksource_tests(void);
 int run_kube_tests(void);
 int run_cni_tests(void);
 int run_cnisrv_tests(void);
