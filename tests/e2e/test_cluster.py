@@ -45,8 +45,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
+
+import yaml  # noqa: E402  (python3-yaml)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import kube  # noqa: E402
@@ -64,7 +69,12 @@ PA_V1 = "/apis/security.istio.io/v1/namespaces/%s/peerauthentications"
 SVCS = "/api/v1/namespaces/%s/services"
 ADMIN, METRICS, READY = 15000, 15020, 15021
 CONVERGE_S = 8       # well above the watch backoff's minimum (0.5 s)
-BLOCKED_AT_START_S = 9.0
+UNREACHABLE_S = 2.0     # node2's API out of reach at start, then ...
+FORBIDDEN_UNTIL_S = 9.0  # ... EndpointSlices forbidden until then: longer
+                         # than meshd waits for a pod's enrolment (8 s)
+RBAC = [os.path.join(topolib.REPO, "deploy", "cluster", f)
+        for f in ("00-namespace.yaml", "10-rbac.yaml")]
+SA_NS, SA = "skmesh-system", "meshd"
 
 
 # --- what the maps must hold, from the API's objects ------------------------
@@ -209,6 +219,33 @@ def converged(t, k, topo, what, timeout=CONVERGE_S, nodes=(1, 2)):
                    "\n".join(diff[:30]))
 
 
+# --- meshd's credentials -------------------------------------------------------------
+
+def write_token(k, path, secret):
+    """A token of meshd's ServiceAccount bound to Secret SA_NS/secret
+    (made here), put in place at path atomically, as kubelet rotates a
+    projected token."""
+    k.apply({"apiVersion": "v1", "kind": "Secret",
+             "metadata": {"name": secret, "namespace": SA_NS}})
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(k.service_account_token(SA_NS, SA, bound_secret=secret))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def bearer_status(k, token):
+    """The HTTP status of a list of namespaces with this bearer token."""
+    ctx = ssl.create_default_context(cafile=os.path.join(k.dir, "ca.crt"))
+    req = urllib.request.Request(k.url + "/api/v1/namespaces",
+                                 headers={"Authorization": "Bearer " + token})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 # --- meshd's endpoints, from inside its node ------------------------------------
 
 def http_get(topo, n, port, path):
@@ -304,6 +341,7 @@ class Run:
         self.nodes = {}
         self.meshd_args = {}
         self.fw = {}
+        self.token_file = None
 
 
 def body(t, topo):
@@ -324,12 +362,18 @@ def body(t, topo):
 
 def cleanup(t, topo, run):
     errors = []
+    # meshd first: it must not see its token, socket folder or API vanish
+    # (its log is said here on failure: stopped, topo no longer has it)
+    for n, h in sorted(topo.meshds.items()):
+        if t.failed:
+            t.diag("meshd node%d log (%s), last lines:\n%s" % (n, h.log, h.log_tail(40)))
     for n, h in list(topo.meshds.items()):
         if h.proc.poll() is None:
             try:
                 os.kill(h.proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+                topo.stop_meshd(h)
+            except (ProcessLookupError, topolib.TopoError) as e:
+                errors.append("stopping meshd of node%d: %s" % (n, e))
     for node in run.nodes.values():
         try:
             errors += node.cleanup()
@@ -357,7 +401,7 @@ def start_meshd(topo, run, n, wait=True, timeout=60):
         return topo.start_meshd(n, None, args, timeout=timeout,
                                 kubeconfig=run.fw[n].kubeconfig)
     try:
-        topo.start_meshd(n, None, args, timeout=3, kubeconfig=run.fw[n].kubeconfig)
+        topo.start_meshd(n, None, args, timeout=1.5, kubeconfig=run.fw[n].kubeconfig)
     except topolib.TopoError as e:
         h = topo.meshds.get(n)
         if h is None or h.proc.poll() is not None:
@@ -391,6 +435,20 @@ def steps(t, topo, run):
         k.create("/api/v1/namespaces", {"metadata": {
             "name": ns, "labels": AMBIENT if ns != "plain" else {}}})
     kubelet.routes(topo)
+    # meshd's identity: the ServiceAccount and RBAC deploy/cluster ships,
+    # a token from the TokenRequest API in a file meshd reads before each
+    # request; the ClusterRole at first an older one without EndpointSlices
+    docs = []
+    for f in RBAC:
+        with open(f) as fh:
+            docs += [d for d in yaml.safe_load_all(fh) if d]
+    role = [d for d in docs if d["kind"] == "ClusterRole"][0]
+    old_role = json.loads(json.dumps(role))
+    old_role["rules"] = [r for r in role["rules"] if "discovery.k8s.io" not in r["apiGroups"]]
+    for d in docs:
+        k.apply(old_role if d is role else d)
+    run.token_file = os.path.join(run.tmp, "token")
+    write_token(k, run.token_file, "meshd-token-1")
     ca = os.path.join(run.tmp, "ca")
     topo.run([os.path.join(topolib.build_dir(), "meshctl"), "ca", "init",
               "--trust-domain", TD, "--out", ca])
@@ -400,7 +458,8 @@ def steps(t, topo, run):
         sock, pending = os.path.join(d, "cni.sock"), os.path.join(d, "pending")
         node = run.nodes[n] = kubelet.Node(topo, k, n, run.tmp, sock, pending)
         node.register()
-        run.fw[n] = k.forwarder(topo.node_netns_path(n), "node%d" % n)
+        run.fw[n] = k.forwarder(topo.node_netns_path(n), "node%d" % n,
+                                token_file=run.token_file)
         run.meshd_args[n] = ["--cni-socket", sock, "--cni-pending-dir", pending,
                              "--proc-root", "/proc", "--ca-dir", ca,
                              "--cert-dir", os.path.join(d, "certs")]
@@ -438,26 +497,32 @@ def steps(t, topo, run):
         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
     vip = web["spec"]["clusterIP"]
 
-    # --- meshd: node2's API first unreachable, then reachable ------------------
-    h1 = start_meshd(topo, run, 1)
-    t.check("node1: meshd ready in cluster mode", h1.proc.poll() is None, h1.log_tail())
-    # unreachable longer than meshd waits for a pod's enrolment (8 s):
-    # the pods of the pending records must still be taken up later
+    # --- meshd of node2: the API out of reach, then EndpointSlices forbidden --
+    # (its pending records are loaded at once; the pods they name must
+    # still be taken up however long the source takes to sync)
     run.fw[2].block()
     t_block = time.monotonic()
     h2 = start_meshd(topo, run, 2, wait=False)
     code, _ = http_get(topo, 2, READY, "/healthz/ready")
-    time.sleep(max(0.0, BLOCKED_AT_START_S - (time.monotonic() - t_block)))
-    code2, _ = http_get(topo, 2, READY, "/healthz/ready")
-    t.check("node2: API unreachable at start for %.0f s: not ready, readiness %d then %d "
-            "(503)" % (BLOCKED_AT_START_S, code, code2),
-            code2 == 503 and "meshd: ready" not in h2.log_text()
-            and h2.proc.poll() is None, h2.log_tail())
-    refused = run.fw[2].accepted
+    t.check("node2: API unreachable at start: meshd runs, readiness %d (503)" % code,
+            code == 503 and "meshd: ready" not in h2.log_text() and h2.proc.poll() is None,
+            h2.log_tail())
+    time.sleep(max(0.0, UNREACHABLE_S - (time.monotonic() - t_block)))
     run.fw[2].unblock()
-    t.require("node2: once the API is reachable meshd retries and gets ready",
-              wait_ready_log(h2, 1, 60), h2.log_tail())
-    t.diag("node2 connected after %d refused attempts at most" % refused)
+    size2 = len(h2.log_text())
+    time.sleep(max(0.0, FORBIDDEN_UNTIL_S - (time.monotonic() - t_block)))
+    code, _ = http_get(topo, 2, READY, "/healthz/ready")
+    said = h2.log_text()[size2:]
+    t.check("node2: API reachable, EndpointSlices forbidden by an older ClusterRole: "
+            "still %d (503), the refusal logged" % code,
+            code == 503 and "meshd: ready" not in h2.log_text() and
+            re.search(r"(?i)endpointslices.*(403|forbidden)", said), said[-2000:])
+    k.apply(role)
+    t.require("node2: with the ClusterRole deploy/cluster ships meshd syncs and gets "
+              "ready", wait_ready_log(h2, 1, 60), h2.log_tail())
+    h1 = start_meshd(topo, run, 1)
+    t.check("node1: meshd ready in cluster mode, with the shipped RBAC",
+            h1.proc.poll() is None, h1.log_tail())
     for n in (1, 2):
         code, _ = http_get(topo, n, READY, "/healthz/ready")
         t.eq("node%d: /healthz/ready answers 200" % n, code, 200)
@@ -485,8 +550,8 @@ def steps(t, topo, run):
                 "known (pending records%s)" % (n, ", and the /proc scan for shop/srv2"
                                                if n == 2 else ""),
                 not missing, "without netns: %s\n%s" % (missing, topo.meshctl(n, "workloads")))
-    t.check("the pending records were taken up (node2's too, loaded while its API "
-            "was unreachable)",
+    t.check("the pending records were taken up (node2's too, loaded long before its "
+            "source synced)",
             tap.wait_until(lambda: not os.listdir(n1.pending_dir) and
                            not os.listdir(n2.pending_dir), 10),
             [os.listdir(x.pending_dir) for x in (n1, n2)])
@@ -759,13 +824,18 @@ def steps(t, topo, run):
     lb_check("after the API server's restart (after-restart joined app=web)",
              {"shop/web-1", "shop/web-2", "shop/after-restart"})
 
-    # --- the watch streams cut -------------------------------------------------------------
+    # --- the token rotated, then the watch streams cut ------------------------------------
+    old = open(run.token_file).read()
+    write_token(k, run.token_file, "meshd-token-2")
+    k.delete("/api/v1/namespaces/%s/secrets/meshd-token-1" % SA_NS)
+    t.check("the token file rotated; the old token, bound to a deleted Secret, is refused",
+            tap.wait_until(lambda: bearer_status(k, old) == 401, 10), bearer_status(k, old))
     cut = {n: run.fw[n].cut() for n in (1, 2)}
     t.check("the relays' connections cut (node1 %d, node2 %d)" % (cut[1], cut[2]),
             cut[1] >= 1 and cut[2] >= 1)
     P["after-cut"] = n1.run_pod("bank", "after-cut", {"app": "x"}, sa="x")
     n2.delete_pod(P.pop("after-restart"))
-    converged(t, k, topo, "watch streams cut")
+    converged(t, k, topo, "watch streams cut, meshd on the rotated token")
 
     # --- etcd compacted while meshd of node1 is stopped: a real 410 ------------------------
     relists0 = relist_count(topo, 1)

@@ -308,17 +308,20 @@ class Cluster:
         post("/v3/kv/compaction", {"revision": str(rev), "physical": True})
         return rev
 
-    def _kubeconfig_text(self, user, cert, key):
+    def _kubeconfig_text(self, user, cert=None, key=None, token_file=None, url=None):
+        """A kubeconfig for url (the API server's): the user's client
+        certificate and key, or a tokenFile (read before each request)."""
         q = json.dumps      # a JSON string is a valid YAML scalar
+        cred = ("    tokenFile: %s\n" % q(token_file) if token_file else
+                "    client-certificate: %s\n    client-key: %s\n" % (q(cert), q(key)))
         return ("apiVersion: v1\nkind: Config\n"
                 "clusters:\n- name: skmesh-test\n  cluster:\n"
                 "    server: %s\n    certificate-authority: %s\n"
-                "users:\n- name: %s\n  user:\n"
-                "    client-certificate: %s\n    client-key: %s\n"
+                "users:\n- name: %s\n  user:\n%s"
                 "contexts:\n- name: skmesh-test\n  context:\n"
                 "    cluster: skmesh-test\n    user: %s\n"
                 "current-context: skmesh-test\n"
-                % (q(self.url), q(self._path("ca.crt")), user, q(cert), q(key), user))
+                % (q(url or self.url), q(self._path("ca.crt")), user, cred, user))
 
     def _write_kubeconfig(self):
         self.kubeconfig = self._path("admin.kubeconfig")
@@ -481,17 +484,64 @@ class Cluster:
 
     # --- reaching the API from a node's network namespace -----------------
 
-    def forwarder(self, netns_path, name):
-        """A NetnsForwarder into netns_path and a kubeconfig (the admin's
-        credentials) naming it; stopped by stop()."""
+    def forwarder(self, netns_path, name, token_file=None):
+        """A NetnsForwarder into netns_path and a kubeconfig naming it,
+        with the admin's credentials or, given token_file, a bearer token
+        read from that file; stopped by stop()."""
         fw = NetnsForwarder(netns_path, self.api_port)
         self.forwarders.append(fw)
         fw.kubeconfig = self._path("%s.kubeconfig" % name)
         url = "https://127.0.0.1:%d" % fw.port
-        text = self._kubeconfig_text("admin", self._path("admin.crt"), self._path("admin.key"))
+        if token_file:
+            text = self._kubeconfig_text(name, token_file=token_file, url=url)
+        else:
+            text = self._kubeconfig_text("admin", self._path("admin.crt"),
+                                         self._path("admin.key"), url=url)
         with open(fw.kubeconfig, "w") as f:
-            f.write(text.replace(json.dumps(self.url), json.dumps(url)))
+            f.write(text)
         return fw
+
+    def service_account_token(self, ns, sa, bound_secret=None, seconds=3600):
+        """A token of ServiceAccount ns/sa from the TokenRequest API, as
+        kubelet projects one into a pod. Bound to Secret ns/bound_secret
+        when given: deleting that Secret invalidates the token."""
+        spec = {"expirationSeconds": seconds}
+        if bound_secret:
+            uid = self.get("/api/v1/namespaces/%s/secrets/%s" % (ns, bound_secret))
+            spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Secret",
+                                      "name": bound_secret,
+                                      "uid": uid["metadata"]["uid"]}
+        out = self.create("/api/v1/namespaces/%s/serviceaccounts/%s/token" % (ns, sa),
+                          {"apiVersion": "authentication.k8s.io/v1",
+                           "kind": "TokenRequest", "spec": spec})
+        return out["status"]["token"]
+
+    COLLECTIONS = {
+        "Namespace": "/api/v1/namespaces",
+        "ServiceAccount": "/api/v1/namespaces/%s/serviceaccounts",
+        "Secret": "/api/v1/namespaces/%s/secrets",
+        "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    }
+
+    def object_path(self, obj):
+        """(collection path, object path) of obj, for the kinds in
+        COLLECTIONS."""
+        coll = self.COLLECTIONS[obj["kind"]]
+        if "%s" in coll:
+            coll = coll % obj["metadata"]["namespace"]
+        return coll, coll + "/" + obj["metadata"]["name"]
+
+    def apply(self, obj):
+        """Create obj, or replace what is there (a kubectl apply of one
+        object, last writer wins)."""
+        coll, path = self.object_path(obj)
+        cur = self.get(path)
+        if cur is None:
+            return self.create(coll, obj)
+        obj = json.loads(json.dumps(obj))
+        obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+        return self.replace(path, obj)
 
 
 CLONE_NEWNET = 0x40000000
