@@ -869,8 +869,10 @@ static int run(const struct opts *o)
 				struct signalfd_siginfo si;
 
 				while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-					if (si.ssi_signo == SIGHUP)
-						reload_at = d.ks ? 0 : now_ms();
+					if (si.ssi_signo == SIGHUP && d.ks)
+						d.build_at = d.applied ? now_ms() : 0;
+					else if (si.ssi_signo == SIGHUP)
+						reload_at = now_ms();
 					else
 						stop = 1;
 				}
