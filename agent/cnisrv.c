@@ -70,6 +70,7 @@ struct cnisrv {
 	void *arg;
 	struct cnisrv_stats st;
 	struct log_limit ll;
+	long long last_report;		/* ms: suppressed lines said at most every 10 s */
 };
 
 static long long now_ms(void)
@@ -512,6 +513,10 @@ void cnisrv_process(struct cnisrv *s)
 				   : "took no reply", s->timeout_ms);
 			client_close(s, c);
 		}
+	}
+	if (now - s->last_report >= 10000) {
+		log_limit_report(&s->ll, LOG_WARN, "the cni socket's clients");
+		s->last_report = now;
 	}
 }
 
