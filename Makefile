@@ -216,12 +216,13 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)./scripts/demo.sh
 
-bench: deps
+bench: deps k8s-servers
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)./bench/same-node
 	$(Q)./bench/policy-scale
 	$(Q)./bench/tunnel
 	$(Q)./bench/telemetry
+	$(Q)./bench/cluster
 
 # ASan/UBSan build of the user-space parts into build-asan/, then the tests.
 asan: k8s-servers

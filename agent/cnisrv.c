@@ -34,6 +34,7 @@
 #define EVENTS_PER_PASS		64
 #define LIST_MAX		64	/* entries of "hostInterfaces" and "ips" */
 #define LISTEN_TAG		UINT64_MAX
+#define ERROR_MAX		400	/* bytes of an error reply's message */
 
 enum client_state { CL_FREE, CL_READ, CL_WAIT, CL_WRITE };
 
@@ -69,7 +70,10 @@ struct cnisrv {
 	struct cnisrv_ops ops;
 	void *arg;
 	struct cnisrv_stats st;
-	struct log_limit ll;
+	struct log_limit ll;		/* lines about clients' requests */
+	struct log_limit ll_peer;	/* lines about peers refused: apart, so a
+					 * flood of bad requests cannot hide them */
+	long long last_report;		/* ms: suppressed lines said at most every 10 s */
 };
 
 static long long now_ms(void)
@@ -326,12 +330,23 @@ static void client_flush(struct cnisrv *s, struct client *c)
 	client_close(s, c);
 }
 
-/* Starts writing {"ok":...} to C (in any state but FREE). */
+/* Starts writing {"ok":...} to C (in any state but FREE). ERROR goes out
+ * as printable ASCII (anything else as '?': a parser's message may quote
+ * the peer's bytes), at most ERROR_MAX bytes. */
+#define ERROR_MAX	400
 static void client_answer(struct cnisrv *s, struct client *c, int ok, const char *error)
 {
-	json_t *j = ok ? json_pack("{s:b}", "ok", 1)
-		       : json_pack("{s:b, s:s}", "ok", 0, "error", error ? error : "refused");
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	char why[ERROR_MAX + 1];
+	json_t *j;
+	char *text;
+	size_t i;
+
+	for (i = 0; error && error[i] && i < ERROR_MAX; i++)
+		why[i] = error[i] >= 0x20 && error[i] < 0x7f ? error[i] : '?';
+	why[i] = 0;
+	j = ok ? json_pack("{s:b}", "ok", 1)
+	       : json_pack("{s:b, s:s}", "ok", 0, "error", why[0] ? why : "refused");
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
 	json_decref(j);
 	free(c->out);
@@ -451,7 +466,7 @@ static void accept_clients(struct cnisrv *s)
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) || cred.uid != 0) {
 			s->st.refused_peer++;
-			pr_limited(&s->ll, LOG_WARN, "cni socket: connection from uid %d (pid %d) "
+			pr_limited(&s->ll_peer, LOG_WARN, "cni socket: connection from uid %d (pid %d) "
 				   "refused: only root may enrol pods\n",
 				   clen == sizeof(cred) ? (int)cred.uid : -1,
 				   clen == sizeof(cred) ? (int)cred.pid : -1);
@@ -512,6 +527,11 @@ void cnisrv_process(struct cnisrv *s)
 				   : "took no reply", s->timeout_ms);
 			client_close(s, c);
 		}
+	}
+	if (now - s->last_report >= 10000) {
+		log_limit_report(&s->ll, LOG_WARN, "the cni socket's clients");
+		log_limit_report(&s->ll_peer, LOG_WARN, "peers refused by the cni socket");
+		s->last_report = now;
 	}
 }
 
@@ -790,6 +810,7 @@ int cnisrv_open(const struct cnisrv_opts *o, const struct cnisrv_ops *ops, void 
 	s->arg = arg;
 	s->next_ticket = 1;
 	s->ll = (struct log_limit)LOG_LIMIT_INIT(10, 1);
+	s->ll_peer = (struct log_limit)LOG_LIMIT_INIT(10, 1);
 	if (!s->sock_path || !s->pending_dir || !s->cl) {
 		rc = -ENOMEM;
 		goto out_free;

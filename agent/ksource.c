@@ -52,6 +52,10 @@ static const struct ks_def {
 /* Istio's versions of its security API, newest first. */
 static const char *const istio_versions[] = { "v1", "v1beta1" };
 #define ISTIO_GROUP	"security.istio.io"
+/* Objects kept of one type: far above what Kubernetes supports (150,000
+ * pods a cluster), so only a broken or hostile server reaches it; the rest
+ * are left out and counted. */
+#define KS_MAX_OBJECTS	(1 << 20)
 /* How often the Istio API is looked for again while it is not served. */
 #define KS_CRD_RETRY_MS	30000
 
@@ -100,6 +104,7 @@ struct ksource {
 	uint64_t lag_buckets[10], lag_count;
 	double lag_sum;
 	uint64_t builds, refused_policies;
+	uint64_t over_cap[KS_NRES];	/* objects left out over KS_MAX_OBJECTS */
 };
 
 static const double lag_bounds[10] = {
@@ -366,6 +371,17 @@ static int w_event(void *arg, const struct kw_event *ev)
 			diag_print(&u->diag, "meshd");
 	}
 	pthread_mutex_lock(&ks->lock);
+	if (!del && (defs[r->id].kind ? r->nunits : json_object_size(r->objs)) >= KS_MAX_OBJECTS &&
+	    (u ? unit_find(r, key) < 0 : !json_object_get(r->objs, key))) {
+		if (!ks->over_cap[r->id]++)
+			pr_warn("kube: more than %d %s: the rest are left out (see "
+				"skmesh_kube_objects_refused_total)\n", KS_MAX_OBJECTS,
+				defs[r->id].name);
+		pthread_mutex_unlock(&ks->lock);
+		json_decref(kept);
+		unit_put(u);
+		return 0;
+	}
 	if (r->relisting && !del)
 		json_object_set_new(r->fresh, key, json_true());
 	if (u || (del && (r->id == KS_AUTHZ || r->id == KS_PEERAUTHN))) {
@@ -1239,6 +1255,12 @@ void ksource_metrics(struct ksource *ks, struct sbuf *b)
 				    (unsigned long long)*(const uint64_t *)
 				    ((const char *)&ks->res[i].st + ctr[c].off));
 	}
+	sbuf_printf(b, "# HELP skmesh_kube_objects_refused_total Objects left out because "
+		    "meshd holds %d of their type already\n"
+		    "# TYPE skmesh_kube_objects_refused_total counter\n", KS_MAX_OBJECTS);
+	for (int i = 0; i < KS_NRES; i++)
+		sbuf_printf(b, "skmesh_kube_objects_refused_total{resource=\"%s\"} %llu\n",
+			    defs[i].name, (unsigned long long)ks->over_cap[i]);
 	sbuf_printf(b, "# HELP skmesh_kube_event_lag_seconds From a change the API server "
 		    "sent to the kernel maps holding it\n"
 		    "# TYPE skmesh_kube_event_lag_seconds histogram\n");

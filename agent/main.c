@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -600,8 +601,12 @@ static void cluster_apply(struct meshd *d)
 		pr_warn("out of memory: the applied model is not shared\n");
 		return;
 	}
-	if (!d->applied)
+	if (!d->applied) {
 		reconcile_gc_policy(&d->l);
+		/* the lists' pages were decoded whole by the watch threads,
+		 * each with its own malloc arena: give what they freed back */
+		malloc_trim(0);
+	}
 	d->applied = 1;
 	d->applied_gen = gen;
 	ksource_applied(d->ks, gen, (now_ms() - t0) / 1e3);
@@ -869,8 +874,10 @@ static int run(const struct opts *o)
 				struct signalfd_siginfo si;
 
 				while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-					if (si.ssi_signo == SIGHUP)
-						reload_at = d.ks ? 0 : now_ms();
+					if (si.ssi_signo == SIGHUP && d.ks)
+						d.build_at = d.applied ? now_ms() : 0;
+					else if (si.ssi_signo == SIGHUP)
+						reload_at = now_ms();
 					else
 						stop = 1;
 				}

@@ -15,6 +15,8 @@
 #include <netlink/netlink.h>
 #include <netlink/msg.h>
 #include <netlink/attr.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -995,6 +997,71 @@ static int pod_ifindex_on(struct nl_sock *sk, uint32_t ip, char *ifname, size_t 
 	return is_veth(r.oif, ifname, len) ? r.oif : -ENOENT;
 }
 
+struct peer_query {
+	uint32_t ip;		/* the pod's, network order */
+	int ifindex;		/* out: the pod's interface holding it */
+};
+
+/* Run inside the pod's namespace (the netlink socket is made there): the
+ * interface holding q->ip and its peer's ifindex (IFLA_LINK: an index in
+ * the peer's namespace), or -ENOENT. */
+static int pod_peer_in_netns(void *arg)
+{
+	struct peer_query *q = arg;
+	struct nl_sock *sk = nl_socket_alloc();
+	struct nl_cache *addrs = NULL;
+	struct rtnl_link *link = NULL;
+	int rc = -ENOENT;
+
+	if (!sk || nl_connect(sk, NETLINK_ROUTE) || rtnl_addr_alloc_cache(sk, &addrs)) {
+		rc = -EIO;
+		goto out;
+	}
+	for (struct nl_object *o = nl_cache_get_first(addrs); o; o = nl_cache_get_next(o)) {
+		struct rtnl_addr *a = (struct rtnl_addr *)o;
+		struct nl_addr *local = rtnl_addr_get_local(a);
+
+		if (rtnl_addr_get_family(a) == AF_INET && local &&
+		    nl_addr_get_len(local) == sizeof(q->ip) &&
+		    !memcmp(nl_addr_get_binary_addr(local), &q->ip, sizeof(q->ip))) {
+			q->ifindex = rtnl_addr_get_ifindex(a);
+			break;
+		}
+	}
+	if (q->ifindex > 0 && !rtnl_link_get_kernel(sk, q->ifindex, NULL, &link) &&
+	    rtnl_link_get_link(link) > 0)
+		rc = rtnl_link_get_link(link);
+out:
+	if (link)
+		rtnl_link_put(link);
+	nl_cache_free(addrs);
+	if (sk)
+		nl_socket_free(sk);
+	return rc;
+}
+
+/*
+ * A pod wired through a bridge (the bridge CNI plugin): the route to it
+ * ends at the bridge, not at its veth. Its veth is found from inside: the
+ * interface holding IP in the namespace at NETNS, and its peer, taken only
+ * when that index here is a veth whose own peer is that interface. SK: a
+ * connected rtnetlink socket in meshd's namespace.
+ */
+static int pod_ifindex_netns(struct nl_sock *sk, const char *netns, uint32_t ip, char *ifname,
+			     size_t len)
+{
+	struct peer_query q = { .ip = ip };
+	struct rtnl_link *host = NULL;
+	int peer = netns_run_at(netns, pod_peer_in_netns, &q), ok;
+
+	if (peer <= 0 || !is_veth(peer, ifname, len))
+		return -ENOENT;
+	ok = !rtnl_link_get_kernel(sk, peer, NULL, &host) && rtnl_link_get_link(host) == q.ifindex;
+	if (host)
+		rtnl_link_put(host);
+	return ok ? peer : -ENOENT;
+}
+
 int pod_ifindex(uint32_t ip, char *ifname, size_t len)
 {
 	struct nl_sock *sk = nl_socket_alloc();
@@ -1075,6 +1142,8 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 		if (strcmp(w->node, node))
 			continue;
 		ifindex = pod_ifindex_on(nl, w->ip, ifname, sizeof(ifname));
+		if (ifindex < 0 && w->netns)
+			ifindex = pod_ifindex_netns(nl, w->netns, w->ip, ifname, sizeof(ifname));
 		if (ifindex < 0) {
 			pr_debug("Workload %s/%s: no veth route to it yet\n", w->ns, w->name);
 			st->tc_missing++;
