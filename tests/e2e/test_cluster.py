@@ -69,9 +69,10 @@ PA_V1 = "/apis/security.istio.io/v1/namespaces/%s/peerauthentications"
 SVCS = "/api/v1/namespaces/%s/services"
 ADMIN, METRICS, READY = 15000, 15020, 15021
 CONVERGE_S = 8       # well above the watch backoff's minimum (0.5 s)
-UNREACHABLE_S = 2.0     # node2's API out of reach at start, then ...
-FORBIDDEN_UNTIL_S = 9.0  # ... EndpointSlices forbidden until then: longer
-                         # than meshd waits for a pod's enrolment (8 s)
+UNREACHABLE_S = 2.0      # node1's API out of reach at start
+PODS_ALLOWED_S = 1.0     # node2's meshd may read Pods from then on, ...
+FORBIDDEN_UNTIL_S = 9.5  # ... EndpointSlices from then on: later than
+                         # meshd waits for a pod's enrolment (8 s)
 RBAC = [os.path.join(topolib.REPO, "deploy", "cluster", f)
         for f in ("00-namespace.yaml", "10-rbac.yaml")]
 SA_NS, SA = "skmesh-system", "meshd"
@@ -401,7 +402,7 @@ def start_meshd(topo, run, n, wait=True, timeout=60):
         return topo.start_meshd(n, None, args, timeout=timeout,
                                 kubeconfig=run.fw[n].kubeconfig)
     try:
-        topo.start_meshd(n, None, args, timeout=1.5, kubeconfig=run.fw[n].kubeconfig)
+        topo.start_meshd(n, None, args, timeout=0.5, kubeconfig=run.fw[n].kubeconfig)
     except topolib.TopoError as e:
         h = topo.meshds.get(n)
         if h is None or h.proc.poll() is not None:
@@ -437,16 +438,21 @@ def steps(t, topo, run):
     kubelet.routes(topo)
     # meshd's identity: the ServiceAccount and RBAC deploy/cluster ships,
     # a token from the TokenRequest API in a file meshd reads before each
-    # request; the ClusterRole at first an older one without EndpointSlices
+    # request; the ClusterRole at first one that lets it read neither Pods
+    # nor EndpointSlices (then Pods, then the shipped one: see node2 below)
     docs = []
     for f in RBAC:
         with open(f) as fh:
             docs += [d for d in yaml.safe_load_all(fh) if d]
     role = [d for d in docs if d["kind"] == "ClusterRole"][0]
-    old_role = json.loads(json.dumps(role))
-    old_role["rules"] = [r for r in role["rules"] if "discovery.k8s.io" not in r["apiGroups"]]
+    role_no_eps = json.loads(json.dumps(role))
+    role_no_eps["rules"] = [r for r in role["rules"]
+                            if "discovery.k8s.io" not in r["apiGroups"]]
+    role_no_pods = json.loads(json.dumps(role_no_eps))
+    for r in role_no_pods["rules"]:
+        r["resources"] = [x for x in r["resources"] if x != "pods"]
     for d in docs:
-        k.apply(old_role if d is role else d)
+        k.apply(role_no_pods if d is role else d)
     run.token_file = os.path.join(run.tmp, "token")
     write_token(k, run.token_file, "meshd-token-1")
     ca = os.path.join(run.tmp, "ca")
@@ -497,32 +503,45 @@ def steps(t, topo, run):
         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
     vip = web["spec"]["clusterIP"]
 
-    # --- meshd of node2: the API out of reach, then EndpointSlices forbidden --
-    # (its pending records are loaded at once; the pods they name must
-    # still be taken up however long the source takes to sync)
-    run.fw[2].block()
-    t_block = time.monotonic()
+    # --- meshd of node2 under an older ClusterRole --------------------------------
+    # Its pending records are read at once. Namespaces are readable, Pods
+    # from PODS_ALLOWED_S on, EndpointSlices only after FORBIDDEN_UNTIL_S,
+    # longer than meshd waits for a pod's enrolment: the pods of the
+    # records are known and enrolled long before the source can sync, and
+    # must still be taken up once it has.
+    t_start = time.monotonic()
     h2 = start_meshd(topo, run, 2, wait=False)
+    time.sleep(max(0.0, PODS_ALLOWED_S - (time.monotonic() - t_start)))
+    k.apply(role_no_eps)
     code, _ = http_get(topo, 2, READY, "/healthz/ready")
-    t.check("node2: API unreachable at start: meshd runs, readiness %d (503)" % code,
+    t.check("node2: Pods and EndpointSlices forbidden at start: meshd runs, readiness %d "
+            "(503)" % code,
             code == 503 and "meshd: ready" not in h2.log_text() and h2.proc.poll() is None,
             h2.log_tail())
-    time.sleep(max(0.0, UNREACHABLE_S - (time.monotonic() - t_block)))
-    run.fw[2].unblock()
-    size2 = len(h2.log_text())
-    time.sleep(max(0.0, FORBIDDEN_UNTIL_S - (time.monotonic() - t_block)))
+    time.sleep(max(0.0, FORBIDDEN_UNTIL_S - (time.monotonic() - t_start)))
     code, _ = http_get(topo, 2, READY, "/healthz/ready")
-    said = h2.log_text()[size2:]
-    t.check("node2: API reachable, EndpointSlices forbidden by an older ClusterRole: "
-            "still %d (503), the refusal logged" % code,
-            code == 503 and "meshd: ready" not in h2.log_text() and
+    said = h2.log_text()
+    t.check("node2: Pods allowed, EndpointSlices still forbidden after %.0f s: readiness "
+            "%d (503), the refusal logged" % (FORBIDDEN_UNTIL_S, code),
+            code == 503 and "meshd: ready" not in said and
+            re.search(r"kube: pods listed", said) and
             re.search(r"(?i)endpointslices.*(403|forbidden)", said), said[-2000:])
     k.apply(role)
     t.require("node2: with the ClusterRole deploy/cluster ships meshd syncs and gets "
               "ready", wait_ready_log(h2, 1, 60), h2.log_tail())
-    h1 = start_meshd(topo, run, 1)
-    t.check("node1: meshd ready in cluster mode, with the shipped RBAC",
-            h1.proc.poll() is None, h1.log_tail())
+
+    # --- meshd of node1: the API out of reach at start --------------------------------
+    run.fw[1].block()
+    t_block = time.monotonic()
+    h1 = start_meshd(topo, run, 1, wait=False)
+    code, _ = http_get(topo, 1, READY, "/healthz/ready")
+    t.check("node1: API unreachable at start: meshd runs, readiness %d (503)" % code,
+            code == 503 and "meshd: ready" not in h1.log_text() and h1.proc.poll() is None,
+            h1.log_tail())
+    time.sleep(max(0.0, UNREACHABLE_S - (time.monotonic() - t_block)))
+    run.fw[1].unblock()
+    t.require("node1: once the API is reachable meshd retries and gets ready",
+              wait_ready_log(h1, 1, 60), h1.log_tail())
     for n in (1, 2):
         code, _ = http_get(topo, n, READY, "/healthz/ready")
         t.eq("node%d: /healthz/ready answers 200" % n, code, 200)
@@ -550,8 +569,8 @@ def steps(t, topo, run):
                 "known (pending records%s)" % (n, ", and the /proc scan for shop/srv2"
                                                if n == 2 else ""),
                 not missing, "without netns: %s\n%s" % (missing, topo.meshctl(n, "workloads")))
-    t.check("the pending records were taken up (node2's too, loaded long before its "
-            "source synced)",
+    t.check("the pending records were taken up (node2's too, of pods enrolled long "
+            "before its source could sync)",
             tap.wait_until(lambda: not os.listdir(n1.pending_dir) and
                            not os.listdir(n2.pending_dir), 10),
             [os.listdir(x.pending_dir) for x in (n1, n2)])
