@@ -96,11 +96,13 @@ def enrolled(pod, ns_labels):
 def expected_workloads(k, node):
     """{(namespace, name, ip): local} of the pods meshd must have as
     meshed workloads (enrolled, Running, with an IP, not hostNetwork, not
-    being deleted), and {(namespace, name, ip)} of the other pods that
-    have an IP (meshd may know them, unmeshed, for their identity)."""
+    being deleted), and {(namespace, name, ip): local} of the other pods
+    that have an IP: meshd may know them, unmeshed, for their identity,
+    and a terminating pod (deleted, its containers still running) may
+    still be a meshed workload or no longer."""
     ns_labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {}
                  for n in api_list(k, "/api/v1/namespaces")}
-    meshed, others = {}, set()
+    meshed, others = {}, {}
     for p in api_list(k, "/api/v1/pods"):
         md, spec, st = p["metadata"], p["spec"], p.get("status") or {}
         if md["namespace"] not in NAMESPACES:
@@ -110,11 +112,12 @@ def expected_workloads(k, node):
             ips = [st["podIP"]]
         for ip in ips:
             key = (md["namespace"], md["name"], ip)
+            local = spec.get("nodeName") == node
             if (enrolled(p, ns_labels) and not spec.get("hostNetwork")
                     and st.get("phase") == "Running" and not md.get("deletionTimestamp")):
-                meshed[key] = spec.get("nodeName") == node
+                meshed[key] = local
             else:
-                others.add(key)
+                others[key] = local if md.get("deletionTimestamp") else None
     return meshed, others
 
 
@@ -135,10 +138,11 @@ def workload_diff(k, topo, n):
         key = (w.get("namespace"), w.get("name"), w.get("ip"))
         if w.get("meshed"):
             seen.add(key)
-            if key not in want:
+            if key not in want and others.get(key) is None:
                 diff.append("extra meshed workload %s/%s %s" % key)
-            elif want[key] != w.get("local"):
-                diff.append("%s/%s %s: local %s, want %s" % (key + (w.get("local"), want[key])))
+            elif want.get(key, others.get(key)) != w.get("local"):
+                diff.append("%s/%s %s: local %s, want %s"
+                            % (key + (w.get("local"), want.get(key, others.get(key)))))
         elif key not in others:
             diff.append("unmeshed entry %s/%s %s is no pod of the API" % key)
     for key in want:
@@ -631,6 +635,44 @@ def steps(t, topo, run):
     n2.delete_pod(P.pop("web3"))
     lb_check("scaled down (web-0, web-3 deleted)", {"shop/web-1", "shop/web-2"})
     converged(t, k, topo, "after the scaling")
+
+    # --- terminating endpoints, as kube-proxy takes them --------------------------
+    solo = k.create(SVCS % "shop", {"metadata": {"name": "solo"}, "spec": {
+        "selector": {"app": "solo"}, "ports": [{"port": 81, "targetPort": kubelet.POD_PORT}]}})
+    svip = solo["spec"]["clusterIP"]
+    P["solo0"] = n2.run_pod("shop", "solo-0", {"app": "solo"}, sa="solo")
+
+    def solo_check(what, want, timeout=15):
+        last = [None]
+
+        def ok():
+            last[0] = vip_backends(topo, P["cli1"], svip, 81, count=8)
+            return last[0][0] == want and not last[0][1]
+        good = tap.wait_until(ok, timeout, 0.2)
+        return t.check("VIP %s:81 %s: answered by %s" % (svip, what, sorted(want)),
+                       good, "last: %s" % (last[0],))
+    solo_check("with one Ready pod", {"shop/solo-0"})
+    k.delete(P["solo0"].path, grace=120)     # no kubelet: it stays Terminating
+
+    def solo_conditions():
+        return [(a, (e.get("conditions") or {}).get("ready"),
+                 (e.get("conditions") or {}).get("serving"),
+                 (e.get("conditions") or {}).get("terminating"))
+                for sl in api_list(k, "/apis/discovery.k8s.io/v1/namespaces/shop/"
+                                   "endpointslices?labelSelector=kubernetes.io%2Fservice-name"
+                                   "%3Dsolo")
+                for e in sl.get("endpoints") or [] for a in e.get("addresses") or []]
+    t.check("solo-0 deleted with a grace period: Terminating (no kubelet ends it), its "
+            "endpoint not ready, serving, terminating",
+            tap.wait_until(lambda: solo_conditions() == [(P["solo0"].ip, False, True, True)],
+                           15), solo_conditions)
+    solo_check("its only endpoint terminating but serving: still used (kube-proxy's "
+               "fallback)", {"shop/solo-0"})
+    P["solo1"] = n1.run_pod("shop", "solo-1", {"app": "solo"}, sa="solo")
+    solo_check("a Ready endpoint (solo-1) beside the terminating one: only solo-1",
+               {"shop/solo-1"})
+    converged(t, k, topo, "with a terminating pod")
+    n2.delete_pod(P.pop("solo0"))
 
     # --- AuthorizationPolicy through the API --------------------------------------
     cli1, srv1, srv2, cli2 = P["cli1"], P["srv1"], P["srv2"], P["cli2"]
