@@ -20,22 +20,29 @@ Every check goes through real connections or compares the pinned maps
 (`meshctl workloads|services -o json`) with what the API holds, object by
 object (expected_workloads / expected_services below compute it from the
 API's objects):
-- readiness 503 while the API is unreachable, then ready; /config_dump's
-  source and the skmesh_kube_synced metrics say synced;
+- meshd runs as deploy/cluster's ServiceAccount under the ClusterRole it
+  ships, with a TokenRequest token in a file it re-reads (rotated later);
+- readiness 503 while the API is unreachable or a type is forbidden (an
+  older ClusterRole), then ready; /config_dump's source, meshctl status
+  and the skmesh_kube_synced metrics say synced;
 - pods whose CNI ADD ran before meshd started are found (pending record,
-  and the /proc scan for one whose record is gone);
+  and the /proc scan for one whose record is gone), their records taken
+  up even when the source synced long after it enrolled their pods;
 - a pod enters the maps when its status is written, leaves on delete;
   hostNetwork and opted-out pods never are meshed workloads;
 - a Service's VIP balances over its ready EndpointSlice endpoints and
-  follows scale up and down (which backends answer);
+  follows scale up and down (which backends answer); a terminating but
+  serving endpoint is used only while no ready one exists;
 - an AuthorizationPolicy created, changed (through the other served
   version) and deleted is enforced same node (connect() EPERM) and across
   nodes (the tunnel refuses), and held connections it now denies close;
+  plaintext from a pod outside the mesh is dropped by an ALLOW-namespace
+  policy and by PeerAuthentication STRICT (v1beta1), on the node and across;
 - labelling a namespace ambient enrols its pods, unlabelling releases them;
 - malformed objects get a warning naming them, the rest stays enforced;
 - meshd restarted during churn, the API server restarted, the watch
-  streams cut, and etcd compacted while meshd was stopped (410) all end
-  with the maps equal to the API.
+  streams cut (after the token rotated), and etcd compacted while meshd
+  was stopped (410) all end with the maps equal to the API within 8 s.
 """
 import json
 import os
@@ -564,6 +571,10 @@ def steps(t, topo, run):
         synced = metric_values(topo, n, "skmesh_kube_synced")
         t.check("node%d: skmesh_kube_synced is 1 for the 6 resources" % n,
                 len(synced) >= 6 and all(v == 1 for v in synced.values()), synced)
+        out = topo.meshctl(n, "status", check=False)
+        t.check("node%d: meshctl status names the source, its API server and sync" % n,
+                "kubernetes" in out.lower() and "127.0.0.1:%d" % run.fw[n].port in out
+                and "synced" in out.lower(), out[:1500])
     converged(t, k, topo, "at start")
     for n, names in ((1, ("cli1", "srv1", "web0")), (2, ("srv2", "web1", "cli2", "bank2"))):
         wls = {(w["namespace"], w["name"]): w for w in topo.meshctl_json(n, "workloads")}
@@ -751,6 +762,20 @@ def steps(t, topo, run):
     k.delete(AP_V1 % "shop" + "/only-shop")
     t.check("only-shop deleted: plainsrv -> srv1 allowed",
             wait_verdict(topo, plainsrv, srv1, "ALLOW")[0])
+    # PeerAuthentication, created through v1beta1
+    k.create("/apis/security.istio.io/v1beta1/namespaces/shop/peerauthentications", {
+        "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+        "metadata": {"name": "srv-strict", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "srv"}}, "mtls": {"mode": "STRICT"}}})
+    ok, last, dt = wait_verdict(topo, plainsrv, srv2, "TimeoutError", timeout=8)
+    t.check("PeerAuthentication STRICT on app=srv: plaintext plainsrv -> srv2 across nodes "
+            "dropped (last %s)" % last, ok)
+    t.eq("... plainsrv -> srv1 on its node dropped; cli1 -> srv1, cli2 -> srv1 (mTLS) "
+         "allowed", [verdict(topo, plainsrv, srv1), verdict(topo, cli1, srv1),
+                     verdict(topo, cli2, srv1)], ["TimeoutError", "ALLOW", "ALLOW"])
+    k.delete(PA_V1 % "shop" + "/srv-strict")
+    t.check("STRICT deleted: plainsrv -> srv2 allowed again",
+            wait_verdict(topo, plainsrv, srv2, "ALLOW")[0])
 
     # --- enrolment by the namespace's label ------------------------------------------
     # a DENY-all policy in plain: enforced only while plain is in the mesh
