@@ -450,7 +450,8 @@ def steps(t, topo, run):
     # meshd's identity: the ServiceAccount and RBAC deploy/cluster ships,
     # a token from the TokenRequest API in a file meshd reads before each
     # request; the ClusterRole at first one that lets it read neither Pods
-    # nor EndpointSlices (then Pods, then the shipped one: see node2 below)
+    # nor EndpointSlices and watch no core type (then Pods and watches, then
+    # the shipped one: see node2 below)
     docs = []
     for f in RBAC:
         with open(f) as fh:
@@ -461,7 +462,9 @@ def steps(t, topo, run):
                             if "discovery.k8s.io" not in r["apiGroups"]]
     role_no_pods = json.loads(json.dumps(role_no_eps))
     for r in role_no_pods["rules"]:
-        r["resources"] = [x for x in r["resources"] if x != "pods"]
+        if "" in r["apiGroups"]:
+            r["resources"] = [x for x in r["resources"] if x != "pods"]
+            r["verbs"] = [v for v in r["verbs"] if v != "watch"]
     for d in docs:
         k.apply(role_no_pods if d is role else d)
     run.token_file = os.path.join(run.tmp, "token")
@@ -525,8 +528,8 @@ def steps(t, topo, run):
     time.sleep(max(0.0, PODS_ALLOWED_S - (time.monotonic() - t_start)))
     k.apply(role_no_eps)
     code, _ = http_get(topo, 2, READY, "/healthz/ready")
-    t.check("node2: Pods and EndpointSlices forbidden at start: meshd runs, readiness %d "
-            "(503)" % code,
+    t.check("node2: Pods, EndpointSlices and core watches forbidden at start: meshd "
+            "runs, readiness %d (503)" % code,
             code == 503 and "meshd: ready" not in h2.log_text() and h2.proc.poll() is None,
             h2.log_tail())
     time.sleep(max(0.0, FORBIDDEN_UNTIL_S - (time.monotonic() - t_start)))
@@ -537,6 +540,11 @@ def steps(t, topo, run):
             code == 503 and "meshd: ready" not in said and
             re.search(r"kube: pods listed", said) and
             re.search(r"(?i)endpointslices.*(403|forbidden)", said), said[-2000:])
+    t.check("node2: a watch refused while its list was allowed is said as the server's "
+            "answer (403 Forbidden and its message)",
+            re.search(r"watch /api/v1/(services|namespaces): the server answered 403 "
+                      r"Forbidden: .*cannot watch", said),
+            "\n".join(l for l in said.splitlines() if "watch" in l)[-1500:])
     k.apply(role)
     t.require("node2: with the ClusterRole deploy/cluster ships meshd syncs and gets "
               "ready", wait_ready_log(h2, 1, 60), h2.log_tail())
