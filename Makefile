@@ -163,6 +163,7 @@ $(OUT)/skmesh-ca: $(CA_OBJS) $(OUT)/libskmesh.a
 # the CA's fuzz target links the service's own objects too
 $(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: $(CA_LIB_OBJS)
 $(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: LDLIBS := $(CA_LIB_OBJS) $(LDLIBS)
+$(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: ALL_CFLAGS += -Ica
 
 # --- benchmarks
 $(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench

@@ -503,7 +503,8 @@ int main(int argc, char **argv)
 	ao.pod_cache_ms = o.pod_cache_ms;
 	auth = ca_auth_new(&ao);
 	so.ca = ca;
-	so.auth = auth;
+	so.authz = ca_authz_kube;
+	so.authz.arg = auth;
 	so.td = o.td;
 	so.max_ttl_s = o.max_ttl_s;
 	so.allow_own = o.allow_own;
