@@ -39,6 +39,8 @@ import tempfile
 import time
 import urllib.request
 
+import yaml
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.dont_write_bytecode = True
@@ -226,12 +228,35 @@ def run(t, k, d):
             "-days", "1", "-keyout", "serve.key", "-out", "serve.crt", "-subj", "/CN=skmesh-ca",
             "-addext", "subjectAltName=DNS:skmesh-ca,IP:127.0.0.1", cwd=d)
 
+    # --- the CA's own access: deploy/cluster/30-ca.yaml's ServiceAccount and
+    # RBAC, a token of that account in its kubeconfig (so what the manifest
+    # grants is shown to be enough)
+    with open(os.path.join(HERE, "..", "..", "deploy", "cluster", "30-ca.yaml")) as f:
+        manifest = [o for o in yaml.safe_load_all(f) if o]
+    for o in manifest:
+        if o["kind"] == "ServiceAccount":
+            k.create("/api/v1/namespaces/%s/serviceaccounts" % o["metadata"]["namespace"], o)
+        elif o["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            k.create("/apis/rbac.authorization.k8s.io/v1/%ss" % o["kind"].lower(), o)
+    st, out = k.request("POST", "/api/v1/namespaces/skmesh-system/serviceaccounts/skmesh-ca/token",
+                        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                         "spec": {"expirationSeconds": 3600}})
+    t.require("a token for skmesh-ca's own ServiceAccount", st in (200, 201), out)
+    kc = os.path.join(d, "ca-kubeconfig.yaml")
+    with open(kc, "w") as f:
+        f.write(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "ca",
+            "clusters": [{"name": "k", "cluster": {"server": k.url,
+                                                    "certificate-authority": k._path("ca.crt")}}],
+            "users": [{"name": "skmesh-ca", "user": {"token": out["status"]["token"]}}],
+            "contexts": [{"name": "ca", "context": {"cluster": "k", "user": "skmesh-ca"}}]}))
+
     port, mport = free_port(), free_port()
     argv = [os.path.join(build, "skmesh-ca"), "--listen", "127.0.0.1:%d" % port,
             "--metrics", "127.0.0.1:%d" % mport,
             "--tls-cert", os.path.join(d, "serve.crt"), "--tls-key", os.path.join(d, "serve.key"),
             "--ca-cert", root, "--ca-key", os.path.join(cadir, "root-key.pem"),
-            "--kubeconfig", k.kubeconfig, "--max-conns", "200", "--handshake-timeout", "3"]
+            "--kubeconfig", kc, "--max-conns", "200", "--handshake-timeout", "3"]
     log = open(os.path.join(d, "ca.log"), "w")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
