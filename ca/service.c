@@ -158,8 +158,8 @@ static char *x509_pem(X509 *x)
 }
 
 /* Signs KEY for ID and packs the response into OUT. */
-static void issue(struct ca_service *s, struct ca_reply *out, const char *who, EVP_PKEY *key,
-		  const char *id, long lifetime)
+static void issue(struct ca_service *s, struct ca_reply *out, const char *who,
+		  const X509_PUBKEY *key, const char *id, long lifetime)
 {
 	Istio__V1__Auth__IstioCertificateResponse resp =
 		ISTIO__V1__AUTH__ISTIO_CERTIFICATE_RESPONSE__INIT;
@@ -174,7 +174,7 @@ static void issue(struct ca_service *s, struct ca_reply *out, const char *who, E
 	}
 	if (na > ca_end)
 		na = ca_end;
-	leaf = mesh_ca_sign(s->o.ca, key, id, now - 60, na);
+	leaf = mesh_ca_sign_spki(s->o.ca, key, id, now - 60, na);
 	chain = calloc(s->n_chain + 1, sizeof(char *));
 	if (leaf && chain)
 		chain[0] = x509_pem(leaf);
@@ -212,7 +212,7 @@ void ca_service_call(void *arg, struct grpc_req *r, struct ca_reply *out)
 	char td[256], ns[64], sa[64];
 	struct timespec t0, t1;
 	const char *imp;
-	EVP_PKEY *key = NULL;
+	X509_PUBKEY *key = NULL;
 	enum ca_auth_res ar;
 	enum csr_fail cf;
 	long lifetime;
@@ -308,7 +308,7 @@ void ca_service_call(void *arg, struct grpc_req *r, struct ca_reply *out)
 		s->capped++;
 	issue(s, out, who, key, id, lifetime);
 out:
-	EVP_PKEY_free(key);
+	X509_PUBKEY_free(key);
 	if (req)
 		istio__v1__auth__istio_certificate_request__free_unpacked(req, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
