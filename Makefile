@@ -64,7 +64,7 @@ BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
 		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find \
 		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni \
-		   $(OUT)/skmesh-ca
+		   $(OUT)/skmesh-ca $(OUT)/bench/ca-load
 
 all: $(BINS)
 
@@ -170,6 +170,11 @@ $(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $< -o $@ -lm
 
+# bench/ca's load generator: CreateCertificate calls over nghttp2
+$(OUT)/bench/ca-load: bench/ca-load.c $(OUT)/libskmesh.a $(PROTO_HDRS) | $(OUT)/bench
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(OUT)/libskmesh.a -o $@ $(LDLIBS) -lpthread
+
 $(OUT)/bench/skm-bare: bench/bare.c $(OUT)/bench/bare.skel.h | $(OUT)/bench
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -I$(OUT)/bench $< -o $@ $(LDLIBS)
@@ -271,6 +276,7 @@ bench: deps k8s-servers
 	$(Q)./bench/tunnel
 	$(Q)./bench/telemetry
 	$(Q)./bench/cluster
+	$(Q)./bench/ca
 
 # ASan/UBSan build of the user-space parts into build-asan/, then the tests.
 asan: k8s-servers
