@@ -334,6 +334,15 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
 
     # --- attacks: (name, call, expected status, refusal reason)
     web_pod_tok = token("shop", "web", "web-1")
+    unbound_tok = token("skmesh-system", "meshd")
+    k.create("/api/v1/namespaces/skmesh-system/secrets", {"metadata": {"name": "anchor"}})
+    st_, sec = k.request("GET", "/api/v1/namespaces/skmesh-system/secrets/anchor")
+    st_, out = k.request("POST", "/api/v1/namespaces/skmesh-system/serviceaccounts/meshd/token", {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": [AUD], "expirationSeconds": 3600,
+                 "boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": "anchor",
+                                    "uid": sec["metadata"]["uid"]}}})
+    secret_bound_tok = out["status"]["token"]
     wrong_aud = token("skmesh-system", "meshd", "meshd-node1", aud="other-audience")
     sa_key = k._path("sa.key")
     now = int(time.time())
@@ -366,6 +375,11 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
         ("an identity with no pod on the caller's node (shop/db runs on node2)",
          lambda: call(meshd_tok, db_csr, db), grpc.StatusCode.PERMISSION_DENIED,
          "no_pod_on_node"),
+        ("the node agent's token bound to no pod (its node unknown)",
+         lambda: call(unbound_tok, web_csr, web), grpc.StatusCode.PERMISSION_DENIED, "no_node"),
+        ("the node agent's token bound to a Secret, not a pod",
+         lambda: call(secret_bound_tok, web_csr, web), grpc.StatusCode.PERMISSION_DENIED,
+         "no_node"),
         ("a pod's own token (not a node agent) asking for its own identity",
          lambda: call(web_pod_tok, web_csr, web), grpc.StatusCode.PERMISSION_DENIED,
          "not_node_agent"),
@@ -425,6 +439,16 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
     t.check("a validity of 10 years is capped at 24 h (not refused)", ok, "%s %s" % (st, resp))
     t.check("... and counted as capped", after.get("skmesh_ca_lifetime_capped_total", 0) ==
             before.get("skmesh_ca_lifetime_capped_total", 0) + 1, after)
+
+    # --- the log names callers and reasons, never a token or a key
+    with open(os.path.join(d, "ca.log"), errors="replace") as f:
+        logged = f.read()
+    secrets = [meshd_tok, web_pod_tok, unbound_tok, self_made, expired, forged, wrong_aud]
+    t.check("the CA's log holds none of the tokens it was shown, no key, no CSR",
+            "refused CreateCertificate" in logged and
+            not any(tok in logged or tok.split(".")[2] in logged for tok in secrets) and
+            "PRIVATE KEY" not in logged and "CERTIFICATE REQUEST" not in logged,
+            logged[-2000:])
 
     # --- 1,000 concurrent callers on 250 connections (--max-conns 200)
     rss0 = rss_kib(proc.pid)
