@@ -514,6 +514,14 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
     t.check("skmesh-ca is not dumpable: its memory does not open without CAP_SYS_PTRACE",
             _child_mem_opens(argv2) == "denied")
 
+    # --- SIGTERM ends it, cleanly
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(15)
+    except subprocess.TimeoutExpired:
+        rc = None
+    t.check("SIGTERM: skmesh-ca exits 0 within 15 s", rc == 0, rc)
+
 
 CHECKER = """
 import os, subprocess, sys, time
