@@ -180,9 +180,11 @@ $(OUT)/bench/skm-bare: bench/bare.c $(OUT)/bench/bare.skel.h | $(OUT)/bench
 	$(Q)$(CC) $(ALL_CFLAGS) -I$(OUT)/bench $< -o $@ $(LDLIBS)
 
 # --- unit tests (cmocka) over the agent's library objects
-$(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) | $(OUT)/tests
+# (and skmesh-ca's connection, ca/conn.c)
+$(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) $(OUT)/ca/conn.o | $(OUT)/tests
 	$(call msg,LINK,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -Ica $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) \
+		$(OUT)/ca/conn.o -o $@ $(LDLIBS) -lcmocka
 
 # --- test tools: the policy evaluator on its own, for kernel-vs-user tests
 $(OUT)/tests/policy-eval: tests/tools/policy-eval.c $(AGENT_LIB_OBJS) | $(OUT)/tests

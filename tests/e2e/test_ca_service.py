@@ -423,6 +423,10 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
                 before.get("skmesh_ca_certs_issued_total"),
                 "%s: %s -> %s" % (reason, refusal(before, reason), refusal(after, reason)))
 
+    st, detail = call(meshd_tok, "A" * (10 << 20), web)
+    t.check("the 10 MiB refusal says why in grpc-message",
+            "larger than the maximum" in (detail or ""), detail)
+
     # --- huge validity: capped at 24 h
     before = metrics(mport)
     st, resp = call(meshd_tok, web_csr, web, validity=10 * 365 * 86400)
