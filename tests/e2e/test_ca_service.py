@@ -454,6 +454,37 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
             "PRIVATE KEY" not in logged and "CERTIFICATE REQUEST" not in logged,
             logged[-2000:])
 
+    # --- --allow-own-identity: a pod's own token gets its own identity, and
+    # still nothing else
+    p2, m2 = free_port(), free_port()
+    argv_own = list(proc.args)
+    argv_own[argv_own.index("--listen") + 1] = "127.0.0.1:%d" % p2
+    argv_own[argv_own.index("--metrics") + 1] = "127.0.0.1:%d" % m2
+    own = subprocess.Popen(argv_own + ["--allow-own-identity"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                metrics(m2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        ch2 = grpc.secure_channel("127.0.0.1:%d" % p2, creds, options=opts)
+        stub2 = pb_grpc.IstioCertificateServiceStub(ch2)
+        st, resp = call(web_pod_tok, web_csr, stub_=stub2)
+        t.check("--allow-own-identity: a pod's own token gets its own identity",
+                st == grpc.StatusCode.OK and len(resp.cert_chain) == 2, "%s %s" % (st, resp))
+        st, _ = call(web_pod_tok, db_csr, db, stub_=stub2)
+        t.check("--allow-own-identity: ... and still may not impersonate",
+                st == grpc.StatusCode.PERMISSION_DENIED, st)
+        st, _ = call(web_pod_tok, db_csr, stub_=stub2)
+        t.check("--allow-own-identity: ... nor have a CSR for another identity signed",
+                st == grpc.StatusCode.INVALID_ARGUMENT, st)
+        ch2.close()
+    finally:
+        own.terminate()
+        own.wait(15)
+
     # --- 1,000 concurrent callers on 250 connections (--max-conns 200)
     rss0 = rss_kib(proc.pid)
     chans = [grpc.secure_channel("127.0.0.1:%d" % port, creds, options=opts + [
