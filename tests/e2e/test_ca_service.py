@@ -536,7 +536,17 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
     m = metrics(mport)
     t.check("... and counted as failed handshakes",
             m.get('skmesh_ca_connections_total{result="handshake_failed"}', 0) >= 50, m)
+
+    # --- "right now": once web-1 is deleted, its identity is refused as
+    # soon as the node's pod list is older than --pod-cache-ms (1 s)
+    st_, _ = k.request("DELETE", "/api/v1/namespaces/shop/pods/web-1?gracePeriodSeconds=0")
+    time.sleep(1.5)
+    st, detail = call(meshd_tok, web_csr, web)
+    t.check("a pod deleted from the node: its identity is refused (PERMISSION_DENIED) within "
+            "--pod-cache-ms", st == grpc.StatusCode.PERMISSION_DENIED, "%s %s" % (st, detail))
+
     chan.close()
+    chain_and_flags(t, d, pb, pb_grpc, proc, creds, opts, call, meshd_tok, web, root)
 
     # --- no core, no ptrace: a process of the same uid without
     # CAP_SYS_PTRACE may open the /proc/PID/mem of a dumpable child of its
@@ -556,6 +566,81 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
     except subprocess.TimeoutExpired:
         rc = None
     t.check("SIGTERM: skmesh-ca exits 0 within 15 s", rc == 0, rc)
+
+
+def chain_and_flags(t, d, pb, pb_grpc, proc, creds, opts, call, tok, ident, root):
+    """An intermediate CA with --ca-chain: the chain is leaf, intermediate,
+    root; and flags or files skmesh-ca must refuse at start."""
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "int.key", "-out", "int.csr", "-subj", "/O=skmesh/CN=intermediate", cwd=d)
+    with open(os.path.join(d, "int.ext"), "w") as f:
+        f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+                "subjectAltName=URI:spiffe://%s\n" % TD)
+    openssl("x509", "-req", "-in", "int.csr", "-CA", root, "-CAkey",
+            os.path.join(d, "ca", "root-key.pem"), "-CAcreateserial", "-days", "1",
+            "-extfile", "int.ext", "-out", "int.crt", cwd=d)
+    base = list(proc.args)
+    port, mport = free_port(), free_port()
+    argv = list(base)
+    argv[argv.index("--listen") + 1] = "127.0.0.1:%d" % port
+    argv[argv.index("--metrics") + 1] = "127.0.0.1:%d" % mport
+    argv[argv.index("--ca-cert") + 1] = os.path.join(d, "int.crt")
+    argv[argv.index("--ca-key") + 1] = os.path.join(d, "int.key")
+    p = subprocess.Popen(argv + ["--ca-chain", root], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                metrics(mport)
+                break
+            except OSError:
+                time.sleep(0.1)
+        ch = grpc.secure_channel("127.0.0.1:%d" % port, creds, options=opts)
+        ca_csr = csr(d, "meshd", ["spiffe://%s/ns/skmesh-system/sa/meshd" % TD])
+        st, resp = call(tok, ca_csr, stub_=pb_grpc.IstioCertificateServiceStub(ch))
+        ch.close()
+        ok = st == grpc.StatusCode.OK
+        if ok:
+            chain = list(resp.cert_chain)
+            with open(os.path.join(d, "int.crt")) as f:
+                int_pem = f.read().strip()
+            with open(root) as f:
+                root_pem = f.read().strip()
+            ok = len(chain) == 3 and chain[1].strip() == int_pem and chain[2].strip() == root_pem
+            with open(os.path.join(d, "leaf2.pem"), "w") as f:
+                f.write(chain[0])
+            v = subprocess.run(["openssl", "verify", "-CAfile", root, "-untrusted",
+                                os.path.join(d, "int.crt"), os.path.join(d, "leaf2.pem")],
+                               capture_output=True, text=True)
+            ok = ok and v.returncode == 0
+        t.check("--ca-chain: an intermediate signs, cert_chain is leaf, intermediate, root, "
+                "and openssl verify accepts it", ok, "%s %s" % (st, resp))
+    finally:
+        p.terminate()
+        p.wait(15)
+
+    def start_fails(extra, drop=(), want_rc=2, want=""):
+        a = list(base)
+        for flag in drop:
+            i = a.index(flag)
+            del a[i:i + 2]
+        r = subprocess.run(a + extra, capture_output=True, text=True, timeout=30)
+        return r.returncode == want_rc and want in r.stderr, "%d: %s" % (r.returncode, r.stderr)
+
+    for name, extra, drop, rc, want in (
+            ("an unknown flag", ["--no-such-flag"], (), 2, "usage"),
+            ("--max-cert-ttl 0", ["--max-cert-ttl", "0"], (), 2, "--max-cert-ttl"),
+            ("--max-conns 0", ["--max-conns", "0"], (), 2, "--max-conns"),
+            ("--node-agents without a slash", ["--node-agents", "meshd"], (), 2, "--node-agents"),
+            ("no --ca-key", [], ("--ca-key",), 2, "required"),
+            ("a key that is not the CA's", ["--ca-key", os.path.join(d, "serve.key")], (), 1,
+             "does not belong"),
+            ("--trust-domain other than the CA's", ["--trust-domain", "other.td"], (), 1,
+             "trust domain"),
+            ("a serving key that does not load", ["--tls-key", root], (), 1, "serving")):
+        ok, diag = start_fails(extra, drop, rc, want)
+        t.check("skmesh-ca refuses to start with %s (exit %d, says why)" % (name, rc), ok, diag)
 
 
 CHECKER = """
