@@ -151,6 +151,35 @@ def metrics(port):
     return out
 
 
+def wait_metrics(port):
+    for _ in range(100):
+        try:
+            return metrics(port)
+        except OSError:
+            time.sleep(0.1)
+    return None
+
+
+def ca_argv(base, swap=None):
+    """BASE's skmesh-ca command on fresh ports, the flags of SWAP ({flag:
+    value}) replaced: (argv, gRPC port, metrics port)."""
+    a, port, mport = list(base), free_port(), free_port()
+    swap = dict(swap or {}, **{"--listen": "127.0.0.1:%d" % port,
+                               "--metrics": "127.0.0.1:%d" % mport})
+    for flag, value in swap.items():
+        a[a.index(flag) + 1] = value
+    return a, port, mport
+
+
+def spawn_ca(base, extra=(), swap=None):
+    """A second skmesh-ca as ca_argv() says, EXTRA flags added, once its
+    metrics answer: (process, gRPC port)."""
+    a, port, mport = ca_argv(base, swap)
+    p = subprocess.Popen(a + list(extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_metrics(mport)
+    return p, port
+
+
 def refusal(m, reason):
     return m.get('skmesh_ca_refusals_total{reason="%s"}' % reason, 0)
 
@@ -276,12 +305,7 @@ def run(t, k, d):
 
 
 def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
-    for _ in range(100):
-        try:
-            metrics(mport)
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_metrics(mport)
     t.require("skmesh-ca serves its metrics", proc.poll() is None)
     with open(os.path.join(d, "serve.crt"), "rb") as f:
         creds = grpc.ssl_channel_credentials(root_certificates=f.read())
@@ -456,19 +480,8 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
 
     # --- --allow-own-identity: a pod's own token gets its own identity, and
     # still nothing else
-    p2, m2 = free_port(), free_port()
-    argv_own = list(proc.args)
-    argv_own[argv_own.index("--listen") + 1] = "127.0.0.1:%d" % p2
-    argv_own[argv_own.index("--metrics") + 1] = "127.0.0.1:%d" % m2
-    own = subprocess.Popen(argv_own + ["--allow-own-identity"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    own, p2 = spawn_ca(proc.args, ["--allow-own-identity"])
     try:
-        for _ in range(100):
-            try:
-                metrics(m2)
-                break
-            except OSError:
-                time.sleep(0.1)
         ch2 = grpc.secure_channel("127.0.0.1:%d" % p2, creds, options=opts)
         stub2 = pb_grpc.IstioCertificateServiceStub(ch2)
         st, resp = call(web_pod_tok, web_csr, stub_=stub2)
@@ -553,9 +566,7 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
     # own (Yama allows descendants), not that of a skmesh-ca child
     t.check("control: a dumpable child's memory opens without CAP_SYS_PTRACE",
             _child_mem_opens(["sleep", "30"]) == "open")
-    argv2 = list(proc.args)
-    argv2[argv2.index("--listen") + 1] = "127.0.0.1:%d" % free_port()
-    argv2[argv2.index("--metrics") + 1] = "127.0.0.1:%d" % free_port()
+    argv2 = ca_argv(proc.args)[0]
     t.check("skmesh-ca is not dumpable: its memory does not open without CAP_SYS_PTRACE",
             _child_mem_opens(argv2) == "denied")
 
@@ -581,21 +592,9 @@ def chain_and_flags(t, d, pb, pb_grpc, proc, creds, opts, call, tok, ident, root
             os.path.join(d, "ca", "root-key.pem"), "-CAcreateserial", "-days", "1",
             "-extfile", "int.ext", "-out", "int.crt", cwd=d)
     base = list(proc.args)
-    port, mport = free_port(), free_port()
-    argv = list(base)
-    argv[argv.index("--listen") + 1] = "127.0.0.1:%d" % port
-    argv[argv.index("--metrics") + 1] = "127.0.0.1:%d" % mport
-    argv[argv.index("--ca-cert") + 1] = os.path.join(d, "int.crt")
-    argv[argv.index("--ca-key") + 1] = os.path.join(d, "int.key")
-    p = subprocess.Popen(argv + ["--ca-chain", root], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    p, port = spawn_ca(base, ["--ca-chain", root], {"--ca-cert": os.path.join(d, "int.crt"),
+                                                    "--ca-key": os.path.join(d, "int.key")})
     try:
-        for _ in range(100):
-            try:
-                metrics(mport)
-                break
-            except OSError:
-                time.sleep(0.1)
         ch = grpc.secure_channel("127.0.0.1:%d" % port, creds, options=opts)
         ca_csr = csr(d, "meshd", ["spiffe://%s/ns/skmesh-system/sa/meshd" % TD])
         st, resp = call(tok, ca_csr, stub_=pb_grpc.IstioCertificateServiceStub(ch))
