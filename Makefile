@@ -6,13 +6,13 @@ CLANG		?= clang
 CC		?= gcc
 BPFTOOL		?= bpftool
 ARCH		:= $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson openssl libnghttp2 libmicrohttpd zlib libcurl 2>/dev/null)
-PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 openssl libnghttp2 libmicrohttpd zlib libcurl 2>/dev/null)
+PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson openssl libnghttp2 libmicrohttpd zlib libcurl libprotobuf-c 2>/dev/null)
+PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 openssl libnghttp2 libmicrohttpd zlib libcurl libprotobuf-c 2>/dev/null)
 NL_CFLAGS	:= $(shell pkg-config --cflags libnl-route-3.0 2>/dev/null)
 
 CFLAGS		?= -O2 -g
 WARN		:= -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2 -Wmissing-prototypes
-ALL_CFLAGS	:= $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Iinclude -I$(OUT) \
+ALL_CFLAGS	:= $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Iinclude -I$(OUT) -I$(OUT)/proto \
 		   $(PKG_CFLAGS) $(NL_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS		:= $(PKG_LIBS) -lelf -lz $(EXTRA_LDLIBS)
 
@@ -42,6 +42,14 @@ AGENT_OBJS	:= $(patsubst agent/%.c,$(OUT)/agent/%.o,$(AGENT_SRCS))
 # skmesh-cni's field checks, shared with meshd's side of its socket
 CNI_SHARED_OBJS	:= $(OUT)/cni/cnicheck.o
 AGENT_OBJS	+= $(CNI_SHARED_OBJS)
+# protobuf-c's code for Istio's certificate service (proto/ca.proto) and
+# the google.protobuf.Struct it uses, generated at build time
+PROTOC_C	?= protoc-c
+PROTO_INC	?= /usr/include
+PROTO_SRCS	:= $(OUT)/proto/ca.pb-c.c $(OUT)/proto/google/protobuf/struct.pb-c.c
+PROTO_HDRS	:= $(PROTO_SRCS:.c=.h)
+PROTO_OBJS	:= $(PROTO_SRCS:.c=.o)
+AGENT_OBJS	+= $(PROTO_OBJS)
 AGENT_LIB_OBJS	:= $(filter-out $(OUT)/agent/main.o,$(AGENT_OBJS))
 BPF_HDRS	:= include/skmesh.h $(wildcard bpf/lib/*.h)
 
@@ -55,7 +63,8 @@ FUZZ_HDRS	:= $(wildcard tests/fuzz/*.h)
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
 		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find \
-		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni
+		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni \
+		   $(OUT)/skmesh-ca $(OUT)/bench/ca-load
 
 all: $(BINS)
 
@@ -81,9 +90,22 @@ $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
 
+# --- protobuf-c: both files in one run, so struct.pb-c.h is where ca.pb-c.h
+# includes it from
+$(PROTO_SRCS) $(PROTO_HDRS) &: proto/ca.proto $(PROTO_INC)/google/protobuf/struct.proto
+	$(call msg,PROTOC-C,$(OUT)/proto/ca.pb-c.c)
+	$(Q)mkdir -p $(OUT)/proto
+	$(Q)$(PROTOC_C) --c_out=$(OUT)/proto -Iproto -I$(PROTO_INC) proto/ca.proto \
+		$(PROTO_INC)/google/protobuf/struct.proto
+
+# generated code: no warning flags of ours (it is protoc-c's)
+$(OUT)/proto/%.pb-c.o: $(OUT)/proto/%.pb-c.c $(PROTO_HDRS)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -std=gnu11 -I$(OUT)/proto $(EXTRA_CFLAGS) -c $< -o $@
+
 # --- meshd
 $(OUT)/agent/%.o: agent/%.c $(wildcard agent/*.h) include/skmesh.h $(OUT)/skmesh.skel.h \
-		  $(OUT)/revoke.skel.h | $(OUT)/agent
+		  $(OUT)/revoke.skel.h $(PROTO_HDRS) | $(OUT)/agent
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -c $< -o $@
 
@@ -117,19 +139,52 @@ $(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni $(OUT)/tests/unit_tests: $(OUT
 $(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni $(OUT)/tests/unit_tests: \
 	LDLIBS := $(OUT)/cni/cni.o $(LDLIBS)
 
+# --- skmesh-ca, the CA service: its own binary (the root key's only
+# process), over the agent's objects as an archive so only what it uses
+# is linked in
+CA_OBJS		:= $(patsubst ca/%.c,$(OUT)/ca/%.o,$(wildcard ca/*.c))
+CA_LIB_OBJS	:= $(filter-out $(OUT)/ca/main.o,$(CA_OBJS))
+
+$(OUT)/ca:
+	$(Q)mkdir -p $@
+
+$(OUT)/ca/%.o: ca/%.c $(wildcard ca/*.h) $(wildcard agent/*.h) $(PROTO_HDRS) | $(OUT)/ca
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -Ica -c $< -o $@
+
+$(OUT)/libskmesh.a: $(AGENT_LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(OUT)/skmesh-ca: $(CA_OBJS) $(OUT)/libskmesh.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(CA_OBJS) $(OUT)/libskmesh.a -o $@ $(LDLIBS) -lpthread
+
+# the CA's fuzz target links the service's own objects too
+$(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: $(CA_LIB_OBJS)
+$(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: LDLIBS := $(CA_LIB_OBJS) $(LDLIBS)
+$(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: ALL_CFLAGS += -Ica
+
 # --- benchmarks
 $(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $< -o $@ -lm
+
+# bench/ca's load generator: CreateCertificate calls over nghttp2
+$(OUT)/bench/ca-load: bench/ca-load.c $(OUT)/libskmesh.a $(PROTO_HDRS) | $(OUT)/bench
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(OUT)/libskmesh.a -o $@ $(LDLIBS) -lpthread
 
 $(OUT)/bench/skm-bare: bench/bare.c $(OUT)/bench/bare.skel.h | $(OUT)/bench
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -I$(OUT)/bench $< -o $@ $(LDLIBS)
 
 # --- unit tests (cmocka) over the agent's library objects
-$(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) | $(OUT)/tests
+# (and skmesh-ca's connection, ca/conn.c)
+$(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) $(OUT)/ca/conn.o | $(OUT)/tests
 	$(call msg,LINK,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -Ica $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) \
+		$(OUT)/ca/conn.o -o $@ $(LDLIBS) -lcmocka
 
 # --- test tools: the policy evaluator on its own, for kernel-vs-user tests
 $(OUT)/tests/policy-eval: tests/tools/policy-eval.c $(AGENT_LIB_OBJS) | $(OUT)/tests
@@ -223,6 +278,7 @@ bench: deps k8s-servers
 	$(Q)./bench/tunnel
 	$(Q)./bench/telemetry
 	$(Q)./bench/cluster
+	$(Q)./bench/ca
 
 # ASan/UBSan build of the user-space parts into build-asan/, then the tests.
 asan: k8s-servers
@@ -231,13 +287,14 @@ asan: k8s-servers
 		EXTRA_LDLIBS="-fsanitize=address,undefined" all
 	$(Q)SKM_BUILD=build-asan ./tests/run
 
-# meshd, meshctl and meshctl's manual page under $(DESTDIR)$(PREFIX), skmesh-cni
+# meshd, skmesh-ca, meshctl and meshctl's manual page under $(DESTDIR)$(PREFIX), skmesh-cni
 # under $(DESTDIR)$(CNI_BINDIR).
 PREFIX		?= /usr/local
 # where a container runtime looks for CNI plugins (CNI_PATH)
 CNI_BINDIR	?= /opt/cni/bin
-install: $(OUT)/meshd $(OUT)/meshctl $(OUT)/skmesh-cni
+install: $(OUT)/meshd $(OUT)/meshctl $(OUT)/skmesh-cni $(OUT)/skmesh-ca
 	$(Q)install -D -m 0755 $(OUT)/meshd $(DESTDIR)$(PREFIX)/sbin/meshd
+	$(Q)install -D -m 0755 $(OUT)/skmesh-ca $(DESTDIR)$(PREFIX)/sbin/skmesh-ca
 	$(Q)install -D -m 0755 $(OUT)/skmesh-cni $(DESTDIR)$(CNI_BINDIR)/skmesh-cni
 	$(Q)install -D -m 0755 $(OUT)/meshctl $(DESTDIR)$(PREFIX)/bin/meshctl
 	$(Q)install -D -m 0644 docs/meshctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/meshctl.1

@@ -139,6 +139,11 @@ struct mesh_ca {
 	X509 *signer;		/* first certificate of SKM_CA_CERT_FILE */
 	EVP_PKEY *key;
 	X509_STORE *store;	/* every root we trust */
+	STACK_OF(X509) *chain;	/* the signer, then its issuers (--ca-chain) */
+	/* the extensions every leaf has but its SAN, made once: making them
+	 * from text (and the authority key id from the signer) per leaf cost
+	 * more than the signature */
+	STACK_OF(X509_EXTENSION) *leaf_exts;
 };
 
 static time_t asn1_time(const ASN1_TIME *t)
@@ -213,13 +218,14 @@ out:
 	return ok;
 }
 
-/* A new v3 certificate for KEY with a random serial, valid NB..NA. */
+/* A new v3 certificate for KEY (NULL: set by the caller) with a random
+ * serial, valid NB..NA. */
 static X509 *cert_new(EVP_PKEY *key, time_t nb, time_t na)
 {
 	X509 *x = X509_new();
 
 	if (!x || !X509_set_version(x, X509_VERSION_3) || !set_serial(x) ||
-	    !X509_set_pubkey(x, key) ||
+	    (key && !X509_set_pubkey(x, key)) ||
 	    !ASN1_TIME_set(X509_getm_notBefore(x), nb) ||
 	    !ASN1_TIME_set(X509_getm_notAfter(x), na)) {
 		X509_free(x);
@@ -420,9 +426,10 @@ out:
 }
 
 /* Adds every certificate of PEM file PATH to STORE (the first one also
- * to *FIRST when given). Returns how many, or a negative errno. */
+ * to *FIRST, each also to ALL, when given). Returns how many, or a
+ * negative errno. */
 static int load_roots(const char *path, X509_STORE *store, X509 **first,
-		      char *err, size_t errlen)
+		      STACK_OF(X509) *all, char *err, size_t errlen)
 {
 	BIO *b = BIO_new_file(path, "r");
 	unsigned long e;
@@ -442,6 +449,11 @@ static int load_roots(const char *path, X509_STORE *store, X509 **first,
 			return fail(err, errlen, -ENOMEM, "%s", path);
 		}
 		ERR_clear_error();
+		if (all && (!X509_up_ref(x) || !sk_X509_push(all, x))) {
+			X509_free(x);
+			BIO_free(b);
+			return fail(err, errlen, -ENOMEM, "%s", path);
+		}
 		if (!n++ && first)
 			*first = x;
 		else
@@ -456,9 +468,28 @@ static int load_roots(const char *path, X509_STORE *store, X509 **first,
 	return n;
 }
 
-int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen)
+/* A leaf's fixed extensions, in their order: keyUsage, extendedKeyUsage,
+ * basicConstraints, authorityKeyIdentifier. */
+static int leaf_exts_init(struct mesh_ca *ca)
 {
-	char path[PATH_MAX];
+	X509 *t = X509_new();
+	int ok;
+
+	ok = t && add_ext(t, ca->signer, NID_key_usage,
+			  "critical,digitalSignature,keyEncipherment") &&
+	     add_ext(t, ca->signer, NID_ext_key_usage, "serverAuth,clientAuth") &&
+	     add_ext(t, ca->signer, NID_basic_constraints, "CA:FALSE") &&
+	     add_ext(t, ca->signer, NID_authority_key_identifier, "keyid:always");
+	ca->leaf_exts = ok ? sk_X509_EXTENSION_deep_copy(X509_get0_extensions(t),
+							 X509_EXTENSION_dup,
+							 X509_EXTENSION_free) : NULL;
+	X509_free(t);
+	return ca->leaf_exts ? 0 : -ENOMEM;
+}
+
+int mesh_ca_load_files(const char *cert, const char *key, const char *chain,
+		       struct mesh_ca **out, char *err, size_t errlen)
+{
 	struct mesh_ca *ca;
 	BIO *b;
 	int rc;
@@ -468,43 +499,46 @@ int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen
 	if (!ca)
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	ca->store = X509_STORE_new();
-	if (!ca->store) {
+	ca->chain = sk_X509_new_null();
+	if (!ca->store || !ca->chain) {
 		rc = fail(err, errlen, -ENOMEM, "out of memory");
 		goto out_free;
 	}
-	rc = path_join(path, dir, SKM_CA_CERT_FILE);
-	if (!rc)
-		rc = load_roots(path, ca->store, &ca->signer, err, errlen);
+	rc = load_roots(cert, ca->store, &ca->signer, NULL, err, errlen);
 	if (rc < 0)
 		goto out_free;
 
-	rc = path_join(path, dir, SKM_CA_KEY_FILE);
-	b = rc ? NULL : BIO_new_file(path, "r");
+	b = BIO_new_file(key, "r");
 	if (!b) {
 		rc = errno ? -errno : -EIO;
-		rc = fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+		rc = fail(err, errlen, rc, "%s: %s", key, strerror(-rc));
 		goto out_free;
 	}
 	ca->key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
 	BIO_free(b);
 	if (!ca->key) {
-		rc = fail(err, errlen, -EINVAL, "%s: no private key", path);
+		rc = fail(err, errlen, -EINVAL, "%s: no private key", key);
 		goto out_free;
 	}
 	if (!X509_check_private_key(ca->signer, ca->key)) {
-		rc = fail(err, errlen, -EINVAL, "%s does not belong to %s",
-			  SKM_CA_KEY_FILE, SKM_CA_CERT_FILE);
+		rc = fail(err, errlen, -EINVAL, "%s does not belong to %s", key, cert);
 		goto out_free;
 	}
 	if (X509_check_ca(ca->signer) != 1) {
-		rc = fail(err, errlen, -EINVAL, "%s/%s is not a CA certificate",
-			  dir, SKM_CA_CERT_FILE);
+		rc = fail(err, errlen, -EINVAL, "%s is not a CA certificate", cert);
 		goto out_free;
 	}
-
-	rc = path_join(path, dir, SKM_CA_BUNDLE_FILE);
-	if (!rc && !access(path, F_OK))
-		rc = load_roots(path, ca->store, NULL, err, errlen);
+	if (leaf_exts_init(ca)) {
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+		goto out_free;
+	}
+	if (!X509_up_ref(ca->signer) || !sk_X509_push(ca->chain, ca->signer)) {
+		X509_free(ca->signer);
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+		goto out_free;
+	}
+	if (chain)
+		rc = load_roots(chain, ca->store, NULL, ca->chain, err, errlen);
 	if (rc < 0)
 		goto out_free;
 	*out = ca;
@@ -512,7 +546,29 @@ int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen
 
 out_free:
 	mesh_ca_free(ca);
-	return rc ? rc : -ENAMETOOLONG;
+	return rc;
+}
+
+int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen)
+{
+	char cert[PATH_MAX], key[PATH_MAX], bundle[PATH_MAX];
+	int rc;
+
+	*out = NULL;
+	if (path_join(cert, dir, SKM_CA_CERT_FILE) || path_join(key, dir, SKM_CA_KEY_FILE) ||
+	    path_join(bundle, dir, SKM_CA_BUNDLE_FILE))
+		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", dir);
+	rc = mesh_ca_load_files(cert, key, NULL, out, err, errlen);
+	if (!rc && !access(bundle, F_OK)) {
+		rc = load_roots(bundle, (*out)->store, NULL, NULL, err, errlen);
+		if (rc > 0)
+			rc = 0;
+		if (rc) {
+			mesh_ca_free(*out);
+			*out = NULL;
+		}
+	}
+	return rc;
 }
 
 void mesh_ca_free(struct mesh_ca *ca)
@@ -522,33 +578,86 @@ void mesh_ca_free(struct mesh_ca *ca)
 	X509_free(ca->signer);
 	EVP_PKEY_free(ca->key);
 	X509_STORE_free(ca->store);
+	sk_X509_pop_free(ca->chain, X509_free);
+	sk_X509_EXTENSION_pop_free(ca->leaf_exts, X509_EXTENSION_free);
 	free(ca);
 }
 
 /* --- workload certificates --------------------------------------------- */
 
-static X509 *leaf_new(struct mesh_ca *ca, EVP_PKEY *key, const char *id,
-		      time_t nb, time_t na)
+/* A leaf for a key already set in X (cert_new's or set_spki's). */
+static X509 *leaf_finish(const struct mesh_ca *ca, X509 *x, const char *id)
 {
 	X509_NAME *empty = X509_NAME_new();
-	X509 *x = cert_new(key, nb, na);
+	int ok;
 
 	/* an empty subject, as Istio's workload certificates have: then the
 	 * SAN, which carries the identity, must be critical (RFC 5280) */
-	if (!x || !empty || !X509_set_subject_name(x, empty) ||
-	    !X509_set_issuer_name(x, X509_get_subject_name(ca->signer)) ||
-	    !add_uri_san(x, id, 1) ||
-	    !add_ext(x, ca->signer, NID_key_usage,
-		     "critical,digitalSignature,keyEncipherment") ||
-	    !add_ext(x, ca->signer, NID_ext_key_usage, "serverAuth,clientAuth") ||
-	    !add_ext(x, ca->signer, NID_basic_constraints, "CA:FALSE") ||
-	    !add_ext(x, ca->signer, NID_authority_key_identifier, "keyid:always") ||
-	    !X509_sign(x, ca->key, EVP_sha256())) {
+	ok = x && empty && X509_set_subject_name(x, empty) &&
+	     X509_set_issuer_name(x, X509_get_subject_name(ca->signer)) &&
+	     add_uri_san(x, id, 1);
+	for (int i = 0; ok && i < sk_X509_EXTENSION_num(ca->leaf_exts); i++)
+		ok = X509_add_ext(x, sk_X509_EXTENSION_value(ca->leaf_exts, i), -1);
+	if (!ok || !X509_sign(x, ca->key, EVP_sha256())) {
 		X509_free(x);
 		x = NULL;
 	}
 	X509_NAME_free(empty);
 	return x;
+}
+
+X509 *mesh_ca_sign(const struct mesh_ca *ca, EVP_PKEY *key, const char *id,
+		   time_t nb, time_t na)
+{
+	return leaf_finish(ca, cert_new(key, nb, na), id);
+}
+
+/* Copies PUB's algorithm and key bits into X's subjectPublicKeyInfo as
+ * they are: no key object is made, which in OpenSSL 3.0 costs more than
+ * the signature (its encoder). Named-curve EC and RSA parameters only. */
+static int set_spki(X509 *x, const X509_PUBKEY *pub)
+{
+	ASN1_OBJECT *alg, *pobj_copy = NULL;
+	const ASN1_OBJECT *pobj;
+	const unsigned char *pk;
+	unsigned char *pk_copy;
+	const void *pval;
+	X509_ALGOR *pa;
+	int pklen, ptype;
+
+	if (!X509_PUBKEY_get0_param(&alg, &pk, &pklen, &pa, (X509_PUBKEY *)pub) || pklen <= 0)
+		return 0;
+	X509_ALGOR_get0(&pobj, &ptype, &pval, pa);
+	if (ptype == V_ASN1_OBJECT) {
+		pobj_copy = OBJ_dup(pval);
+		if (!pobj_copy)
+			return 0;
+	} else if (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF) {
+		return 0;
+	}
+	pk_copy = OPENSSL_memdup(pk, (size_t)pklen);
+	alg = OBJ_dup(alg);
+	if (!pk_copy || !alg ||
+	    !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), alg, ptype, pobj_copy, pk_copy,
+				    pklen)) {
+		ASN1_OBJECT_free(pobj_copy);
+		ASN1_OBJECT_free(alg);
+		OPENSSL_free(pk_copy);
+		return 0;
+	}
+	return 1;
+}
+
+X509 *mesh_ca_sign_spki(const struct mesh_ca *ca, const X509_PUBKEY *pub, const char *id,
+			time_t nb, time_t na)
+{
+	X509 *x = cert_new(NULL, nb, na);
+
+	if (x && !set_spki(x, pub)) {
+		X509_free(x);
+		x = NULL;
+	}
+	return leaf_finish(ca, x, id);
 }
 
 int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char *sa,
@@ -581,7 +690,7 @@ int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char
 	c->not_after = now + lifetime_s;
 	c->key = EVP_EC_gen("P-256");
 	if (c->key)
-		c->leaf = leaf_new(ca, c->key, c->id, c->not_before, c->not_after);
+		c->leaf = mesh_ca_sign(ca, c->key, c->id, c->not_before, c->not_after);
 	if (!c->leaf) {
 		rc = fail(err, errlen, -ENOMEM, "issuing %s", c->id);
 		goto out_free;
@@ -592,6 +701,53 @@ int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char
 out_free:
 	wl_cert_free(c);
 	return rc;
+}
+
+static int ca_trust_domain(X509 *x, char *buf, size_t len);
+
+time_t mesh_ca_not_after(const struct mesh_ca *ca)
+{
+	return asn1_time(X509_get0_notAfter(ca->signer));
+}
+
+int mesh_ca_trust_domain(const struct mesh_ca *ca, char *buf, size_t len)
+{
+	return ca_trust_domain(ca->signer, buf, len) ? 0 : -ENOENT;
+}
+
+int mesh_ca_chain_pem(const struct mesh_ca *ca, char ***out, size_t *n)
+{
+	int count = sk_X509_num(ca->chain), i;
+	char **pems;
+
+	/* a self-signed signer alone is the root: [leaf, root] */
+	pems = calloc((size_t)count + 1, sizeof(*pems));
+	if (!pems)
+		return -ENOMEM;
+	for (i = 0; i < count; i++) {
+		BIO *b = BIO_new(BIO_s_mem());
+		char *data;
+		long len;
+
+		if (!b || !PEM_write_bio_X509(b, sk_X509_value(ca->chain, i)) ||
+		    (len = BIO_get_mem_data(b, &data)) <= 0 ||
+		    !(pems[i] = strndup(data, (size_t)len))) {
+			BIO_free(b);
+			mesh_ca_chain_pem_free(pems, (size_t)i);
+			return -ENOMEM;
+		}
+		BIO_free(b);
+	}
+	*out = pems;
+	*n = (size_t)count;
+	return 0;
+}
+
+void mesh_ca_chain_pem_free(char **pems, size_t n)
+{
+	for (size_t i = 0; pems && i < n; i++)
+		free(pems[i]);
+	free(pems);
 }
 
 void wl_cert_free(struct wl_cert *c)
