@@ -77,8 +77,9 @@ SVCS = "/api/v1/namespaces/%s/services"
 ADMIN, METRICS, READY = 15000, 15020, 15021
 CONVERGE_S = 8       # well above the watch backoff's minimum (0.5 s)
 UNREACHABLE_S = 2.0      # node1's API out of reach at start
-PODS_ALLOWED_S = 1.0     # node2's meshd may read Pods from then on, ...
-FORBIDDEN_UNTIL_S = 9.5  # ... EndpointSlices from then on: later than
+PODS_ALLOWED_S = 1.0     # node2's meshd may read Pods from then on at the
+                         # earliest, ...
+FORBIDDEN_UNTIL_S = 10.0 # ... EndpointSlices from then on: later than
                          # meshd waits for a pod's enrolment (8 s)
 RBAC = [os.path.join(topolib.REPO, "deploy", "cluster", f)
         for f in ("00-namespace.yaml", "10-rbac.yaml")]
@@ -518,14 +519,16 @@ def steps(t, topo, run):
     vip = web["spec"]["clusterIP"]
 
     # --- meshd of node2 under an older ClusterRole --------------------------------
-    # Its pending records are read at once. Namespaces are readable, Pods
-    # from PODS_ALLOWED_S on, EndpointSlices only after FORBIDDEN_UNTIL_S,
+    # Its pending records are read at once. Namespaces are readable (not
+    # watchable), Pods and watches once meshd has met a refused watch (at
+    # least PODS_ALLOWED_S), EndpointSlices only after FORBIDDEN_UNTIL_S,
     # longer than meshd waits for a pod's enrolment: the pods of the
     # records are known and enrolled long before the source can sync, and
     # must still be taken up once it has.
     t_start = time.monotonic()
     h2 = start_meshd(topo, run, 2, wait=False)
     time.sleep(max(0.0, PODS_ALLOWED_S - (time.monotonic() - t_start)))
+    tap.wait_until(lambda: "cannot watch" in h2.log_text(), 8, 0.05)
     k.apply(role_no_eps)
     code, _ = http_get(topo, 2, READY, "/healthz/ready")
     t.check("node2: Pods, EndpointSlices and core watches forbidden at start: meshd "
