@@ -6,13 +6,13 @@ CLANG		?= clang
 CC		?= gcc
 BPFTOOL		?= bpftool
 ARCH		:= $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson openssl libnghttp2 libmicrohttpd zlib libcurl 2>/dev/null)
-PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 openssl libnghttp2 libmicrohttpd zlib libcurl 2>/dev/null)
+PKG_CFLAGS	:= $(shell pkg-config --cflags libbpf yaml-0.1 jansson openssl libnghttp2 libmicrohttpd zlib libcurl libprotobuf-c 2>/dev/null)
+PKG_LIBS	:= $(shell pkg-config --libs libbpf yaml-0.1 jansson libnl-route-3.0 openssl libnghttp2 libmicrohttpd zlib libcurl libprotobuf-c 2>/dev/null)
 NL_CFLAGS	:= $(shell pkg-config --cflags libnl-route-3.0 2>/dev/null)
 
 CFLAGS		?= -O2 -g
 WARN		:= -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2 -Wmissing-prototypes
-ALL_CFLAGS	:= $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Iinclude -I$(OUT) \
+ALL_CFLAGS	:= $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Iinclude -I$(OUT) -I$(OUT)/proto \
 		   $(PKG_CFLAGS) $(NL_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS		:= $(PKG_LIBS) -lelf -lz $(EXTRA_LDLIBS)
 
@@ -42,6 +42,14 @@ AGENT_OBJS	:= $(patsubst agent/%.c,$(OUT)/agent/%.o,$(AGENT_SRCS))
 # skmesh-cni's field checks, shared with meshd's side of its socket
 CNI_SHARED_OBJS	:= $(OUT)/cni/cnicheck.o
 AGENT_OBJS	+= $(CNI_SHARED_OBJS)
+# protobuf-c's code for Istio's certificate service (proto/ca.proto) and
+# the google.protobuf.Struct it uses, generated at build time
+PROTOC_C	?= protoc-c
+PROTO_INC	?= /usr/include
+PROTO_SRCS	:= $(OUT)/proto/ca.pb-c.c $(OUT)/proto/google/protobuf/struct.pb-c.c
+PROTO_HDRS	:= $(PROTO_SRCS:.c=.h)
+PROTO_OBJS	:= $(PROTO_SRCS:.c=.o)
+AGENT_OBJS	+= $(PROTO_OBJS)
 AGENT_LIB_OBJS	:= $(filter-out $(OUT)/agent/main.o,$(AGENT_OBJS))
 BPF_HDRS	:= include/skmesh.h $(wildcard bpf/lib/*.h)
 
@@ -81,9 +89,22 @@ $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
 
+# --- protobuf-c: both files in one run, so struct.pb-c.h is where ca.pb-c.h
+# includes it from
+$(PROTO_SRCS) $(PROTO_HDRS) &: proto/ca.proto $(PROTO_INC)/google/protobuf/struct.proto
+	$(call msg,PROTOC-C,$(OUT)/proto/ca.pb-c.c)
+	$(Q)mkdir -p $(OUT)/proto
+	$(Q)$(PROTOC_C) --c_out=$(OUT)/proto -Iproto -I$(PROTO_INC) proto/ca.proto \
+		$(PROTO_INC)/google/protobuf/struct.proto
+
+# generated code: no warning flags of ours (it is protoc-c's)
+$(OUT)/proto/%.pb-c.o: $(OUT)/proto/%.pb-c.c $(PROTO_HDRS)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -std=gnu11 -I$(OUT)/proto $(EXTRA_CFLAGS) -c $< -o $@
+
 # --- meshd
 $(OUT)/agent/%.o: agent/%.c $(wildcard agent/*.h) include/skmesh.h $(OUT)/skmesh.skel.h \
-		  $(OUT)/revoke.skel.h | $(OUT)/agent
+		  $(OUT)/revoke.skel.h $(PROTO_HDRS) | $(OUT)/agent
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -c $< -o $@
 

@@ -19,6 +19,7 @@ PKGS=(
 	libmicrohttpd-dev redis-server redis-tools prometheus
 	containernetworking-plugins
 	jq python3-yaml
+	protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev python3-grpcio python3-grpc-tools
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -58,5 +58,6 @@ int main(void)
 	failed += run_cnisrv_tests() != 0;
 	failed += run_podscan_tests() != 0;
 	failed += run_ksource_tests() != 0;
+	failed += run_grpc_tests() != 0;
 	return failed ? 1 : 0;
 }

@@ -22,6 +22,7 @@ int run_kube_tests(void);
 int run_cni_tests(void);
 int run_cnisrv_tests(void);
 int run_podscan_tests(void);
+int run_grpc_tests(void);
 
 /* Writes TEXT to a new /tmp/skm-unit-*.yaml file; returns its path
  * (malloc'ed). */
