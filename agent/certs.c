@@ -15,10 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/buffer.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -55,6 +58,32 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	}
 	ERR_clear_error();
 	return rc;
+}
+
+/* --- key hygiene ------------------------------------------------------------ */
+
+int key_hygiene_init(char *err, size_t errlen)
+{
+	struct rlimit none = { 0, 0 };
+	int rc;
+
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0))
+		return fail(err, errlen, -errno, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+	if (setrlimit(RLIMIT_CORE, &none))
+		return fail(err, errlen, -errno, "setrlimit(RLIMIT_CORE): %s", strerror(errno));
+	if (CRYPTO_secure_malloc_initialized())
+		return 0;
+	/* 1: the arena is locked and out of dumps; 2: it works but mlock or
+	 * madvise failed (RLIMIT_MEMLOCK without CAP_IPC_LOCK) */
+	rc = CRYPTO_secure_malloc_init(SKM_SECURE_HEAP, 32);
+	if (rc == 0)
+		return fail(err, errlen, -ENOMEM, "OpenSSL's secure heap of %d bytes could not "
+			    "be made: private keys live in ordinary memory", SKM_SECURE_HEAP);
+	if (rc == 2)
+		return fail(err, errlen, -EPERM, "OpenSSL's secure heap could not be locked in "
+			    "memory or kept out of core dumps (RLIMIT_MEMLOCK %d bytes is needed)",
+			    SKM_SECURE_HEAP);
+	return 0;
 }
 
 /* --- SPIFFE IDs ------------------------------------------------------------ */

@@ -55,6 +55,23 @@ struct mesh_ca;
 int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen);
 void mesh_ca_free(struct mesh_ca *ca);
 
+/*
+ * Key hygiene for a process that holds private keys (meshd, meshctl,
+ * skmesh-ca), called first thing in main():
+ * - not dumpable (prctl PR_SET_DUMPABLE 0): no core file, and no ptrace
+ *   or /proc/PID/mem by other users than root; RLIMIT_CORE 0 as well;
+ * - OpenSSL's secure heap (CRYPTO_secure_malloc_init, SKM_SECURE_HEAP
+ *   bytes): a mlock'ed arena with guard pages, marked MADV_DONTDUMP,
+ *   cleared on every free. OpenSSL 3 puts there the private halves of
+ *   keys (the EC private scalar of every key made or read, the nonce of
+ *   each ECDSA signature), the base64 of PEM private keys while they are
+ *   decoded, and its random generators' seeds.
+ * 0, or a negative errno with the reason in ERR (the process may go on:
+ * it only lacks what failed).
+ */
+#define SKM_SECURE_HEAP		(4 << 20)
+int key_hygiene_init(char *err, size_t errlen);
+
 /* SPIFFE ID helpers. spiffe_id() writes spiffe://TD/ns/NS/sa/SA into BUF
  * (-ENAMETOOLONG when it does not fit, -EINVAL for a part the SPIFFE spec
  * does not allow). spiffe_parse() splits one (-EINVAL unless it is exactly
