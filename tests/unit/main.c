@@ -59,5 +59,6 @@ int main(void)
 	failed += run_podscan_tests() != 0;
 	failed += run_ksource_tests() != 0;
 	failed += run_grpc_tests() != 0;
+	failed += run_caclient_tests() != 0;
 	return failed ? 1 : 0;
 }

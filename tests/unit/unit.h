@@ -23,6 +23,7 @@ int run_cni_tests(void);
 int run_cnisrv_tests(void);
 int run_podscan_tests(void);
 int run_grpc_tests(void);
+int run_caclient_tests(void);
 
 /* Writes TEXT to a new /tmp/skm-unit-*.yaml file; returns its path
  * (malloc'ed). */
