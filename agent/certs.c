@@ -663,7 +663,7 @@ EVP_PKEY *wl_key_new(void)
 	return EVP_EC_gen("P-256");
 }
 
-X509 *mesh_ca_sign(struct mesh_ca *ca, const char *id, EVP_PKEY *key, time_t now,
+X509 *mesh_ca_certify(struct mesh_ca *ca, const char *id, EVP_PKEY *key, time_t now,
 		   int lifetime_s, char *err, size_t errlen)
 {
 	time_t ca_end = asn1_time(X509_get0_notAfter(ca->signer));
@@ -719,7 +719,7 @@ int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char
 	c->not_after = now + lifetime_s;
 	c->key = wl_key_new();
 	if (c->key)
-		c->leaf = mesh_ca_sign(ca, c->id, c->key, now, lifetime_s, NULL, 0);
+		c->leaf = mesh_ca_certify(ca, c->id, c->key, now, lifetime_s, NULL, 0);
 	if (!c->leaf) {
 		rc = fail(err, errlen, -ENOMEM, "issuing %s", c->id);
 		goto out_free;
@@ -1212,7 +1212,7 @@ static int local_sign(struct cert_signer *s, const struct sign_req *r, struct si
 	memset(out, 0, sizeof(*out));
 	out->tag = r->tag;
 	snprintf(out->id, sizeof(out->id), "%s", r->id);
-	out->leaf = mesh_ca_sign(l->ca, r->id, r->key, r->now, r->lifetime_s,
+	out->leaf = mesh_ca_certify(l->ca, r->id, r->key, r->now, r->lifetime_s,
 				 out->why, sizeof(out->why));
 	if (!out->leaf) {
 		out->rc = -EINVAL;

@@ -107,7 +107,7 @@ void wl_cert_free(struct wl_cert *c);
 /* Signs a leaf for the SPIFFE ID ID with the public half of KEY (made by
  * the caller), as mesh_ca_issue() does: the certificate, or NULL with the
  * reason in ERR. */
-X509 *mesh_ca_sign(struct mesh_ca *ca, const char *id, EVP_PKEY *key, time_t now,
+X509 *mesh_ca_certify(struct mesh_ca *ca, const char *id, EVP_PKEY *key, time_t now,
 		   int lifetime_s, char *err, size_t errlen);
 
 /* A new workload key: ECDSA P-256, made on this node (its private scalar

@@ -186,7 +186,7 @@ static void later_answer(struct later *l, struct mesh_ca *ca, const char *id, EV
 		a->status = status;
 		snprintf(a->why, sizeof(a->why), "refused by the test");
 	} else {
-		a->leaf = mesh_ca_sign(ca ? ca : l->f->ca, id ? id : r.id, key ? key : r.key,
+		a->leaf = mesh_ca_certify(ca ? ca : l->f->ca, id ? id : r.id, key ? key : r.key,
 				       r.now, r.lifetime_s, err, sizeof(err));
 		assert_non_null(a->leaf);
 	}
@@ -423,7 +423,7 @@ static void memca_one(struct memca *mc, struct ca_call *c)
 		c->status = mc->refuse_status;
 		snprintf(c->msg, sizeof(c->msg), "refused");
 	} else {
-		leaf = mesh_ca_sign(mc->f->ca, imp, pub, time(NULL), (int)req->validity_duration,
+		leaf = mesh_ca_certify(mc->f->ca, imp, pub, time(NULL), (int)req->validity_duration,
 				    err, sizeof(err));
 		assert_non_null(leaf);
 		b = BIO_new(BIO_s_mem());
