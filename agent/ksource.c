@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -628,11 +629,20 @@ int ksource_inject(struct ksource *ks, const char *resource, const struct kw_eve
 
 int ksource_start(struct ksource *ks)
 {
+	sigset_t all, old;
+
 	if (!ks->c)
 		return -EINVAL;	/* offline */
-	for (int i = 0; i < KS_NRES; i++) {
-		int err = pthread_create(&ks->res[i].thread, NULL, watch_main, &ks->res[i]);
 
+	/* Signals are meshd's main loop's business (signalfd): a watch
+	 * thread that could take SIGTERM would let it kill meshd unhandled. */
+	sigfillset(&all);
+	for (int i = 0; i < KS_NRES; i++) {
+		int err;
+
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		err = pthread_create(&ks->res[i].thread, NULL, watch_main, &ks->res[i]);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (err) {
 			pr_warn("kube: cannot start the %s watch: %s\n", defs[i].name,
 				strerror(err));

@@ -28,6 +28,7 @@
 #define KUBE_DEF_MAX_PAGE	(64U << 20)
 #define KUBE_BACKOFF_MIN_MS	500
 #define KUBE_BACKOFF_MAX_MS	30000
+#define KUBE_STREAM_OK_S	5	/* a watch up this long had worked */
 
 struct kube_client {
 	char server[512];
@@ -759,6 +760,11 @@ int kube_watch_run(struct kube_client *c, const struct kube_watch_opts *opts,
 		}
 		if (rc < 0) {			/* back off, with jitter */
 			w.st->errors++;
+			/* a stream that worked before it broke (events came, or
+			 * it stayed up a while) is no failing server: start the
+			 * backoff anew, or every cut would double the wait */
+			if (!need_list && (w.got || time(NULL) - t0 >= KUBE_STREAM_OK_S))
+				backoff = KUBE_BACKOFF_MIN_MS;
 			pr_warn("kubernetes: %s; again in %u ms\n", w.err, backoff);
 			if (nap(stop, backoff / 2 + rnd() % (backoff / 2 + 1)))
 				break;

@@ -16,7 +16,15 @@ picked free, so two runs never collide. stop() (also reached from __exit__,
 from a failed start and, through PR_SET_PDEATHSIG, from the death of the
 Python process) ends the servers and removes the folder.
 
-No kubelet runs: the tests do its part (create Node and Pod objects, write
+For meshd in a node's network namespace (tests/lib/topo.py), where the
+host's 127.0.0.1 is out of reach, forwarder(netns, name) opens a relay on
+127.0.0.1 inside that namespace (NetnsForwarder; cut() and block() drop its
+connections, as a broken path would) and writes a kubeconfig naming it.
+restart_apiserver() restarts the API server on its port; etcd_compact()
+makes a watcher that fell behind get 410 Gone; install_istio_security_crds()
+serves Istio's AuthorizationPolicy and PeerAuthentication.
+
+No kubelet runs: the tests do its part (tests/lib/kubelet.py) (create Node and Pod objects, write
 pod status through the status subresource). Authentication is by client
 certificate (the admin is in system:masters), authorization RBAC; the
 ServiceAccount admission plugin is off, since no controller here creates
@@ -32,6 +40,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -85,6 +94,17 @@ def _openssl(*args, cwd):
         raise KubeError("openssl %s failed: %s" % (" ".join(args), r.stderr.strip()))
 
 
+def _end(p, grace):
+    """SIGTERM p, SIGKILL it after grace seconds; wait for it."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 class Cluster:
     def __init__(self, controller_manager=True, service_cidr="10.96.0.0/16",
                  bins=None, ready_timeout=90.0, apiserver_args=()):
@@ -101,6 +121,7 @@ class Cluster:
         self.url = None
         self.kubeconfig = None
         self._ssl = None
+        self.forwarders = []    # NetnsForwarder, stopped by stop()
 
     # --- lifecycle -------------------------------------------------------
 
@@ -131,15 +152,11 @@ class Cluster:
     def stop(self):
         """End every server (SIGTERM, then SIGKILL) and remove the folder.
         Safe to call twice."""
+        for fw in self.forwarders:
+            fw.stop()
+        self.forwarders = []
         for name in reversed(list(self.procs)):
-            p = self.procs[name]
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            _end(self.procs[name], 10)
         self.procs = {}
         if self.dir and os.path.isdir(self.dir):
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -158,7 +175,7 @@ class Cluster:
     def _spawn(self, name, argv):
         log = self._path(name + ".log")
         self.logs[name] = log
-        with open(log, "wb") as f:
+        with open(log, "ab") as f:      # a restart appends
             self.procs[name] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                 cwd=self.dir, preexec_fn=_die_with_parent)
@@ -236,8 +253,8 @@ class Cluster:
                 return json.load(r).get("health") == "true"
         self._wait("etcd", healthy, "healthy")
 
-    def _start_apiserver(self):
-        self.api_port = free_port()
+    def _start_apiserver(self, port=None):
+        self.api_port = port or free_port()
         self.url = "https://127.0.0.1:%d" % self.api_port
         p = self._path
         self._spawn("kube-apiserver", [
@@ -268,6 +285,15 @@ class Cluster:
             return status == 200
         self._wait("kube-apiserver", ready, "ready (/readyz)")
 
+    def restart_apiserver(self, down_s=0.0):
+        """Stop kube-apiserver (SIGTERM, as a rolling restart does), keep
+        it down for down_s seconds, start it again on the same port with
+        the same arguments and wait until it is ready. Clients see their
+        streams end and their connections refused meanwhile."""
+        _end(self.procs.pop("kube-apiserver"), 20)
+        time.sleep(down_s)
+        self._start_apiserver(self.api_port)
+
     def etcd_compact(self):
         """Compacts etcd up to its current revision (what the API server's
         compactor does every few minutes), so a watch from an older
@@ -282,17 +308,20 @@ class Cluster:
         post("/v3/kv/compaction", {"revision": str(rev), "physical": True})
         return rev
 
-    def _kubeconfig_text(self, user, cert, key):
+    def _kubeconfig_text(self, user, cert=None, key=None, token_file=None, url=None):
+        """A kubeconfig for url (the API server's): the user's client
+        certificate and key, or a tokenFile (read before each request)."""
         q = json.dumps      # a JSON string is a valid YAML scalar
+        cred = ("    tokenFile: %s\n" % q(token_file) if token_file else
+                "    client-certificate: %s\n    client-key: %s\n" % (q(cert), q(key)))
         return ("apiVersion: v1\nkind: Config\n"
                 "clusters:\n- name: skmesh-test\n  cluster:\n"
                 "    server: %s\n    certificate-authority: %s\n"
-                "users:\n- name: %s\n  user:\n"
-                "    client-certificate: %s\n    client-key: %s\n"
+                "users:\n- name: %s\n  user:\n%s"
                 "contexts:\n- name: skmesh-test\n  context:\n"
                 "    cluster: skmesh-test\n    user: %s\n"
                 "current-context: skmesh-test\n"
-                % (q(self.url), q(self._path("ca.crt")), user, q(cert), q(key), user))
+                % (q(url or self.url), q(self._path("ca.crt")), user, cred, user))
 
     def _write_kubeconfig(self):
         self.kubeconfig = self._path("admin.kubeconfig")
@@ -363,6 +392,304 @@ class Cluster:
         if status != 200:
             raise KubeError("PUT %s/status: HTTP %d: %s" % (path, status, out))
         return out
+
+    def get(self, path):
+        """The object at path, or None when it does not exist; KubeError
+        for any other answer."""
+        status, out = self.request("GET", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise KubeError("GET %s: HTTP %d: %s" % (path, status, out))
+        return out
+
+    def delete(self, path, grace=0):
+        """DELETE path (gracePeriodSeconds=grace); True when it was there."""
+        status, out = self.request("DELETE", "%s?gracePeriodSeconds=%d" % (path, grace))
+        if status == 404:
+            return False
+        if status not in (200, 202):
+            raise KubeError("DELETE %s: HTTP %d: %s" % (path, status, out))
+        return True
+
+    def patch(self, path, patch):
+        """A JSON merge patch (RFC 7386) of the object at path."""
+        status, out = self.request("PATCH", path, patch,
+                                   content_type="application/merge-patch+json")
+        if status != 200:
+            raise KubeError("PATCH %s: HTTP %d: %s" % (path, status, out))
+        return out
+
+    def replace(self, path, obj):
+        """PUT obj at path (its resourceVersion, if any, must be current)."""
+        status, out = self.request("PUT", path, obj)
+        if status != 200:
+            raise KubeError("PUT %s: HTTP %d: %s" % (path, status, out))
+        return out
+
+    # --- Istio's security CRDs --------------------------------------------
+
+    def install_istio_security_crds(self, timeout=30.0):
+        """Install minimal CustomResourceDefinitions for Istio's
+        AuthorizationPolicy and PeerAuthentication (security.istio.io,
+        versions v1 and v1beta1, both served, v1 stored; spec kept as
+        written, as Istio's own CRDs keep these fields), then wait until
+        each is Established and both versions answer a list."""
+        for kind, plural in (("AuthorizationPolicy", "authorizationpolicies"),
+                             ("PeerAuthentication", "peerauthentications")):
+            schema = {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {
+                    "spec": {"type": "object",
+                             "x-kubernetes-preserve-unknown-fields": True},
+                    "status": {"type": "object",
+                               "x-kubernetes-preserve-unknown-fields": True}}}}
+            crd = {"apiVersion": "apiextensions.k8s.io/v1",
+                   "kind": "CustomResourceDefinition",
+                   "metadata": {"name": "%s.security.istio.io" % plural},
+                   "spec": {"group": "security.istio.io", "scope": "Namespaced",
+                            "names": {"kind": kind, "plural": plural,
+                                      "singular": kind.lower(),
+                                      "listKind": kind + "List"},
+                            "versions": [
+                                {"name": "v1", "served": True, "storage": True,
+                                 "schema": schema},
+                                {"name": "v1beta1", "served": True, "storage": False,
+                                 "schema": schema}]}}
+            self.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        deadline = time.monotonic() + timeout
+        for plural in ("authorizationpolicies", "peerauthentications"):
+            path = ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                    "%s.security.istio.io" % plural)
+            while True:
+                crd = self.get(path) or {}
+                conds = {c.get("type"): c.get("status")
+                         for c in crd.get("status", {}).get("conditions", [])}
+                if conds.get("Established") == "True":
+                    break
+                if time.monotonic() > deadline:
+                    raise KubeError("CRD %s not Established within %.0f s: %s"
+                                    % (plural, timeout, crd.get("status")))
+                time.sleep(0.1)
+            for version in ("v1", "v1beta1"):
+                lp = "/apis/security.istio.io/%s/%s" % (version, plural)
+                while True:
+                    status, out = self.request("GET", lp)
+                    if status == 200:
+                        break
+                    if time.monotonic() > deadline:
+                        raise KubeError("GET %s: HTTP %d after the CRD was Established: %s"
+                                        % (lp, status, out))
+                    time.sleep(0.1)
+
+    # --- reaching the API from a node's network namespace -----------------
+
+    def forwarder(self, netns_path, name, token_file=None):
+        """A NetnsForwarder into netns_path and a kubeconfig naming it,
+        with the admin's credentials or, given token_file, a bearer token
+        read from that file; stopped by stop()."""
+        fw = NetnsForwarder(netns_path, self.api_port)
+        self.forwarders.append(fw)
+        fw.kubeconfig = self._path("%s.kubeconfig" % name)
+        url = "https://127.0.0.1:%d" % fw.port
+        if token_file:
+            text = self._kubeconfig_text(name, token_file=token_file, url=url)
+        else:
+            text = self._kubeconfig_text("admin", self._path("admin.crt"),
+                                         self._path("admin.key"), url=url)
+        with open(fw.kubeconfig, "w") as f:
+            f.write(text)
+        return fw
+
+    def service_account_token(self, ns, sa, bound_secret=None, seconds=3600):
+        """A token of ServiceAccount ns/sa from the TokenRequest API, as
+        kubelet projects one into a pod. Bound to Secret ns/bound_secret
+        when given: deleting that Secret invalidates the token."""
+        spec = {"expirationSeconds": seconds}
+        if bound_secret:
+            uid = self.get("/api/v1/namespaces/%s/secrets/%s" % (ns, bound_secret))
+            spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Secret",
+                                      "name": bound_secret,
+                                      "uid": uid["metadata"]["uid"]}
+        out = self.create("/api/v1/namespaces/%s/serviceaccounts/%s/token" % (ns, sa),
+                          {"apiVersion": "authentication.k8s.io/v1",
+                           "kind": "TokenRequest", "spec": spec})
+        return out["status"]["token"]
+
+    COLLECTIONS = {
+        "Namespace": "/api/v1/namespaces",
+        "ServiceAccount": "/api/v1/namespaces/%s/serviceaccounts",
+        "Secret": "/api/v1/namespaces/%s/secrets",
+        "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    }
+
+    def object_path(self, obj):
+        """(collection path, object path) of obj, for the kinds in
+        COLLECTIONS."""
+        coll = self.COLLECTIONS[obj["kind"]]
+        if "%s" in coll:
+            coll = coll % obj["metadata"]["namespace"]
+        return coll, coll + "/" + obj["metadata"]["name"]
+
+    def apply(self, obj):
+        """Create obj, or replace what is there (a kubectl apply of one
+        object, last writer wins)."""
+        coll, path = self.object_path(obj)
+        cur = self.get(path)
+        if cur is None:
+            return self.create(coll, obj)
+        obj = json.loads(json.dumps(obj))
+        obj["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+        return self.replace(path, obj)
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def listen_in_netns(netns_path, host="127.0.0.1", port=0, backlog=64):
+    """A listening TCP socket made inside the network namespace at
+    netns_path (such as /run/netns/NAME). Made on a thread of its own that
+    enters the namespace with setns(2) and then ends, so no other thread
+    of this process changes namespace; the socket stays in the namespace
+    it was made in, and any thread may accept() on it."""
+    got = {}
+
+    def make():
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    e = ctypes.get_errno()
+                    raise OSError(e, "setns(%s): %s" % (netns_path, os.strerror(e)))
+            finally:
+                os.close(fd)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(backlog)
+            got["sock"] = s
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            got["error"] = e
+    th = threading.Thread(target=make, name="setns-listen")
+    th.start()
+    th.join()
+    if "error" in got:
+        raise got["error"]
+    return got["sock"]
+
+
+class NetnsForwarder:
+    """A TCP relay from 127.0.0.1:<port> inside a network namespace (a
+    node's) to 127.0.0.1:<target_port> of the namespace of this process,
+    where the API server listens: the node's meshd reaches the API as
+    https://127.0.0.1:<port>, a name the server's certificate holds. The
+    bytes are relayed untouched (TLS end to end). cut() ends every relayed
+    connection at once, as a dropped network path would; block() also
+    refuses new ones until unblock(). At most MAX_CONNS at a time."""
+
+    MAX_CONNS = 64
+
+    def __init__(self, netns_path, target_port):
+        self.netns_path = netns_path
+        self.target = ("127.0.0.1", target_port)
+        self.lsock = listen_in_netns(netns_path)
+        self.port = self.lsock.getsockname()[1]
+        self.kubeconfig = None
+        self.accepted = 0
+        self.cuts = 0
+        self.blocked = False
+        self._lock = threading.Lock()
+        self._pairs = {}        # (client, upstream) -> pumps running
+        self._stopped = False
+        # started from the caller's thread: relayed connections are made
+        # in the caller's namespace
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                        name="fwd-accept")
+        self._thread.start()
+
+    def _accept_loop(self):
+        while not self._stopped:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._stopped or self.blocked or len(self._pairs) >= self.MAX_CONNS:
+                    c.close()
+                    continue
+                self.accepted += 1
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            pair = (c, u)
+            with self._lock:
+                self._pairs[pair] = 2
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b, pair), daemon=True,
+                                 name="fwd-pump").start()
+
+    def _pump(self, src, dst, pair):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                dst.sendall(d)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        with self._lock:
+            self._pairs[pair] -= 1
+            last = self._pairs[pair] == 0
+            if last:
+                del self._pairs[pair]
+        if last:            # both directions done
+            for x in pair:
+                x.close()
+
+    def connections(self):
+        with self._lock:
+            return len(self._pairs)
+
+    def cut(self):
+        """End every relayed connection now (both sides see a reset or
+        an EOF); returns how many there were."""
+        with self._lock:
+            pairs = list(self._pairs)
+        for pair in pairs:
+            for x in pair:      # the pumps see it and close the pair
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self.cuts += len(pairs)
+        return len(pairs)
+
+    def block(self):
+        """cut(), and refuse new connections until unblock()."""
+        self.blocked = True
+        return self.cut()
+
+    def unblock(self):
+        self.blocked = False
+
+    def stop(self):
+        self._stopped = True
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        self.cut()
+        self._thread.join(5)
 
 
 def tap_main(body, up="etcd and kube-apiserver are up", files=(), **cluster_kw):

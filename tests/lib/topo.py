@@ -290,8 +290,8 @@ class Topology:
     module comment for names and addresses."""
 
     def __init__(self, nodes=2, pods_per_node=2, run_id=None, owner_pid=None):
-        if not 1 <= nodes <= 9 or not 1 <= pods_per_node <= 9:
-            raise ValueError("1..9 nodes and 1..9 pods per node")
+        if not 1 <= nodes <= 9 or not 0 <= pods_per_node <= 9:
+            raise ValueError("1..9 nodes and 0..9 pods per node")
         self.nodes = nodes
         self.pods_per_node = pods_per_node
         self.cg2root = cg2_root()
@@ -506,10 +506,10 @@ class Topology:
         self._ip(node_ns, "route", "add", p.ip + "/32", "dev", p.host_veth)
 
     def _check_connectivity(self):
+        if len(self.pods) < 2:
+            return
         src = self.pods[0]
         dst = [p.ip for p in self.pods[1:]]
-        if not dst:
-            return
         r = sh(["nsenter", "--net=" + src.netns_path, "--",
                 sys.executable, PODTOOL, "ping", "--timeout", "2"] + dst,
                check=False, timeout=20)
@@ -768,27 +768,33 @@ class Topology:
         os.replace(tmp, path)
         return path
 
-    def meshd_argv(self, n, config_path, extra_args=(), access_log=None):
-        return [os.path.join(build_dir(), "meshd"),
-                "--config", config_path, "--node", "node%d" % n,
+    def meshd_argv(self, n, config_path, extra_args=(), access_log=None,
+                   kubeconfig=None):
+        """meshd's command line for node n: standalone with config_path,
+        or cluster mode with kubeconfig (then config_path is None)."""
+        source = (["--kubeconfig", kubeconfig] if kubeconfig
+                  else ["--config", config_path])
+        return [os.path.join(build_dir(), "meshd")] + source + [
+                "--node", "node%d" % n,
                 "--cgroup", self.node_cgroup(n), "--bpffs", self.pin_dir(n),
                 "--access-log", access_log] + list(extra_args)
 
     def start_meshd(self, n, config_path, extra_args=(), timeout=10,
-                    detach=False):
+                    detach=False, kubeconfig=None):
         """Start meshd for node n in the node's network namespace and in
         the node's cgroup, the one it attaches to (as on a real node,
         where it attaches to the cgroup root: the programs see meshd's
         sockets and know them by their mark); wait for `meshd: ready` in
         its log. Returns a Meshd; raises TopoError with the log tail if
-        it exits or is not ready in time."""
+        it exits or is not ready in time. With kubeconfig (config_path
+        None) meshd runs in cluster mode against that API server."""
         if not self.logdir:
             self.logdir = tempfile.mkdtemp(prefix="%s-logs-" % self.prefix)
         k = sum(1 for f in os.listdir(self.logdir)
                 if f.startswith("meshd-n%d." % n))
         log = os.path.join(self.logdir, "meshd-n%d.%d.log" % (n, k))
         access = os.path.join(self.logdir, "access-n%d.log" % n)
-        argv = self.meshd_argv(n, config_path, extra_args, access)
+        argv = self.meshd_argv(n, config_path, extra_args, access, kubeconfig)
         self.meshd_nodes.add(n)
         self._write_state()
         with open(log, "w") as lf:
