@@ -64,7 +64,8 @@ BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
 		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find \
 		   $(OUT)/tests/ca-ask \
-		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni
+		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni \
+		   $(OUT)/skmesh-ca
 
 all: $(BINS)
 
@@ -138,6 +139,31 @@ $(OUT)/skmesh-cni: $(OUT)/cni/cni.o $(OUT)/cni/main.o $(CNI_SHARED_OBJS)
 $(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni $(OUT)/tests/unit_tests: $(OUT)/cni/cni.o
 $(OUT)/tests/fuzz/replay_cni $(OUT)/fuzz/fuzz_cni $(OUT)/tests/unit_tests: \
 	LDLIBS := $(OUT)/cni/cni.o $(LDLIBS)
+
+# --- skmesh-ca, the CA service: its own binary (the root key's only
+# process), over the agent's objects as an archive so only what it uses
+# is linked in
+CA_OBJS		:= $(patsubst ca/%.c,$(OUT)/ca/%.o,$(wildcard ca/*.c))
+CA_LIB_OBJS	:= $(filter-out $(OUT)/ca/main.o,$(CA_OBJS))
+
+$(OUT)/ca:
+	$(Q)mkdir -p $@
+
+$(OUT)/ca/%.o: ca/%.c $(wildcard ca/*.h) $(wildcard agent/*.h) $(PROTO_HDRS) | $(OUT)/ca
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -Ica -c $< -o $@
+
+$(OUT)/libskmesh.a: $(AGENT_LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(OUT)/skmesh-ca: $(CA_OBJS) $(OUT)/libskmesh.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(CA_OBJS) $(OUT)/libskmesh.a -o $@ $(LDLIBS) -lpthread
+
+# the CA's fuzz target links the service's own objects too
+$(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: $(CA_LIB_OBJS)
+$(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: LDLIBS := $(CA_LIB_OBJS) $(LDLIBS)
 
 # --- benchmarks
 $(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench
@@ -253,13 +279,14 @@ asan: k8s-servers
 		EXTRA_LDLIBS="-fsanitize=address,undefined" all
 	$(Q)SKM_BUILD=build-asan ./tests/run
 
-# meshd, meshctl and meshctl's manual page under $(DESTDIR)$(PREFIX), skmesh-cni
+# meshd, skmesh-ca, meshctl and meshctl's manual page under $(DESTDIR)$(PREFIX), skmesh-cni
 # under $(DESTDIR)$(CNI_BINDIR).
 PREFIX		?= /usr/local
 # where a container runtime looks for CNI plugins (CNI_PATH)
 CNI_BINDIR	?= /opt/cni/bin
-install: $(OUT)/meshd $(OUT)/meshctl $(OUT)/skmesh-cni
+install: $(OUT)/meshd $(OUT)/meshctl $(OUT)/skmesh-cni $(OUT)/skmesh-ca
 	$(Q)install -D -m 0755 $(OUT)/meshd $(DESTDIR)$(PREFIX)/sbin/meshd
+	$(Q)install -D -m 0755 $(OUT)/skmesh-ca $(DESTDIR)$(PREFIX)/sbin/skmesh-ca
 	$(Q)install -D -m 0755 $(OUT)/skmesh-cni $(DESTDIR)$(CNI_BINDIR)/skmesh-cni
 	$(Q)install -D -m 0755 $(OUT)/meshctl $(DESTDIR)$(PREFIX)/bin/meshctl
 	$(Q)install -D -m 0644 docs/meshctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/meshctl.1

@@ -168,6 +168,7 @@ struct mesh_ca {
 	X509 *signer;		/* first certificate of SKM_CA_CERT_FILE */
 	EVP_PKEY *key;
 	X509_STORE *store;	/* every root we trust */
+	STACK_OF(X509) *chain;	/* the signer, then its issuers (--ca-chain) */
 };
 
 static time_t asn1_time(const ASN1_TIME *t)
@@ -449,10 +450,10 @@ out:
 }
 
 /* Adds every certificate of the PEM text BUF (LEN bytes, read from PATH)
- * to STORE (the first one also to *FIRST when given). Returns how many,
- * or a negative errno. */
+ * to STORE (the first one also to *FIRST, each also to ALL, when given).
+ * Returns how many, or a negative errno. */
 static int pem_roots(const char *buf, size_t len, const char *path, X509_STORE *store,
-		     X509 **first, char *err, size_t errlen)
+		     X509 **first, STACK_OF(X509) *all, char *err, size_t errlen)
 {
 	BIO *b = BIO_new_mem_buf(buf, (int)len);
 	unsigned long e;
@@ -469,6 +470,11 @@ static int pem_roots(const char *buf, size_t len, const char *path, X509_STORE *
 			return fail(err, errlen, -ENOMEM, "%s", path);
 		}
 		ERR_clear_error();
+		if (all && (!X509_up_ref(x) || !sk_X509_push(all, x))) {
+			X509_free(x);
+			BIO_free(b);
+			return fail(err, errlen, -ENOMEM, "%s", path);
+		}
 		if (!n++ && first)
 			*first = x;
 		else
@@ -484,9 +490,10 @@ static int pem_roots(const char *buf, size_t len, const char *path, X509_STORE *
 }
 
 /* Adds every certificate of PEM file PATH to STORE (the first one also
- * to *FIRST when given). Returns how many, or a negative errno. */
+ * to *FIRST, each also to ALL, when given). Returns how many, or a
+ * negative errno. */
 static int load_roots(const char *path, X509_STORE *store, X509 **first,
-		      char *err, size_t errlen)
+		      STACK_OF(X509) *all, char *err, size_t errlen)
 {
 	BIO *b = BIO_new_file(path, "r");
 	BUF_MEM *mem = NULL;
@@ -507,7 +514,7 @@ static int load_roots(const char *path, X509_STORE *store, X509 **first,
 		BIO_free(m);
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	}
-	rc = pem_roots(mem->data, mem->length, path, store, first, err, errlen);
+	rc = pem_roots(mem->data, mem->length, path, store, first, all, err, errlen);
 	BIO_free(m);
 	return rc;
 }
@@ -550,7 +557,7 @@ int trust_bundle_load(const char *path, X509_STORE **out, int *ncerts,
 			    "root certificates only, and no CA key belongs on a node", path);
 	}
 	store = X509_STORE_new();
-	rc = store ? pem_roots(buf, n, path, store, NULL, err, errlen)
+	rc = store ? pem_roots(buf, n, path, store, NULL, NULL, err, errlen)
 		   : fail(err, errlen, -ENOMEM, "out of memory");
 	free(buf);
 	if (rc < 0) {
@@ -563,9 +570,9 @@ int trust_bundle_load(const char *path, X509_STORE **out, int *ncerts,
 	return 0;
 }
 
-int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen)
+int mesh_ca_load_files(const char *cert, const char *key, const char *chain,
+		       struct mesh_ca **out, char *err, size_t errlen)
 {
-	char path[PATH_MAX];
 	struct mesh_ca *ca;
 	BIO *b;
 	int rc;
@@ -575,43 +582,42 @@ int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen
 	if (!ca)
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	ca->store = X509_STORE_new();
-	if (!ca->store) {
+	ca->chain = sk_X509_new_null();
+	if (!ca->store || !ca->chain) {
 		rc = fail(err, errlen, -ENOMEM, "out of memory");
 		goto out_free;
 	}
-	rc = path_join(path, dir, SKM_CA_CERT_FILE);
-	if (!rc)
-		rc = load_roots(path, ca->store, &ca->signer, err, errlen);
+	rc = load_roots(cert, ca->store, &ca->signer, NULL, err, errlen);
 	if (rc < 0)
 		goto out_free;
 
-	rc = path_join(path, dir, SKM_CA_KEY_FILE);
-	b = rc ? NULL : BIO_new_file(path, "r");
+	b = BIO_new_file(key, "r");
 	if (!b) {
 		rc = errno ? -errno : -EIO;
-		rc = fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+		rc = fail(err, errlen, rc, "%s: %s", key, strerror(-rc));
 		goto out_free;
 	}
 	ca->key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
 	BIO_free(b);
 	if (!ca->key) {
-		rc = fail(err, errlen, -EINVAL, "%s: no private key", path);
+		rc = fail(err, errlen, -EINVAL, "%s: no private key", key);
 		goto out_free;
 	}
 	if (!X509_check_private_key(ca->signer, ca->key)) {
-		rc = fail(err, errlen, -EINVAL, "%s does not belong to %s",
-			  SKM_CA_KEY_FILE, SKM_CA_CERT_FILE);
+		rc = fail(err, errlen, -EINVAL, "%s does not belong to %s", key, cert);
 		goto out_free;
 	}
 	if (X509_check_ca(ca->signer) != 1) {
-		rc = fail(err, errlen, -EINVAL, "%s/%s is not a CA certificate",
-			  dir, SKM_CA_CERT_FILE);
+		rc = fail(err, errlen, -EINVAL, "%s is not a CA certificate", cert);
 		goto out_free;
 	}
-
-	rc = path_join(path, dir, SKM_CA_BUNDLE_FILE);
-	if (!rc && !access(path, F_OK))
-		rc = load_roots(path, ca->store, NULL, err, errlen);
+	if (!X509_up_ref(ca->signer) || !sk_X509_push(ca->chain, ca->signer)) {
+		X509_free(ca->signer);
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+		goto out_free;
+	}
+	if (chain)
+		rc = load_roots(chain, ca->store, NULL, ca->chain, err, errlen);
 	if (rc < 0)
 		goto out_free;
 	*out = ca;
@@ -619,7 +625,29 @@ int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen
 
 out_free:
 	mesh_ca_free(ca);
-	return rc ? rc : -ENAMETOOLONG;
+	return rc;
+}
+
+int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen)
+{
+	char cert[PATH_MAX], key[PATH_MAX], bundle[PATH_MAX];
+	int rc;
+
+	*out = NULL;
+	if (path_join(cert, dir, SKM_CA_CERT_FILE) || path_join(key, dir, SKM_CA_KEY_FILE) ||
+	    path_join(bundle, dir, SKM_CA_BUNDLE_FILE))
+		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", dir);
+	rc = mesh_ca_load_files(cert, key, NULL, out, err, errlen);
+	if (!rc && !access(bundle, F_OK)) {
+		rc = load_roots(bundle, (*out)->store, NULL, NULL, err, errlen);
+		if (rc > 0)
+			rc = 0;
+		if (rc) {
+			mesh_ca_free(*out);
+			*out = NULL;
+		}
+	}
+	return rc;
 }
 
 void mesh_ca_free(struct mesh_ca *ca)
@@ -629,13 +657,14 @@ void mesh_ca_free(struct mesh_ca *ca)
 	X509_free(ca->signer);
 	EVP_PKEY_free(ca->key);
 	X509_STORE_free(ca->store);
+	sk_X509_pop_free(ca->chain, X509_free);
 	free(ca);
 }
 
 /* --- workload certificates --------------------------------------------- */
 
-static X509 *leaf_new(struct mesh_ca *ca, EVP_PKEY *key, const char *id,
-		      time_t nb, time_t na)
+X509 *mesh_ca_sign(const struct mesh_ca *ca, EVP_PKEY *key, const char *id,
+		   time_t nb, time_t na)
 {
 	X509_NAME *empty = X509_NAME_new();
 	X509 *x = cert_new(key, nb, na);
@@ -683,7 +712,7 @@ X509 *mesh_ca_certify(struct mesh_ca *ca, const char *id, EVP_PKEY *key, time_t 
 		fail(err, errlen, -EINVAL, "'%s' is not a SPIFFE ID", id);
 		return NULL;
 	}
-	leaf = leaf_new(ca, key, id, now - SKM_SKEW_S, now + lifetime_s);
+	leaf = mesh_ca_sign(ca, key, id, now - SKM_SKEW_S, now + lifetime_s);
 	if (!leaf)
 		fail(err, errlen, -ENOMEM, "issuing %s", id);
 	return leaf;
@@ -719,7 +748,7 @@ int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char
 	c->not_after = now + lifetime_s;
 	c->key = wl_key_new();
 	if (c->key)
-		c->leaf = mesh_ca_certify(ca, c->id, c->key, now, lifetime_s, NULL, 0);
+		c->leaf = mesh_ca_sign(ca, c->key, c->id, c->not_before, c->not_after);
 	if (!c->leaf) {
 		rc = fail(err, errlen, -ENOMEM, "issuing %s", c->id);
 		goto out_free;
@@ -730,6 +759,53 @@ int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char
 out_free:
 	wl_cert_free(c);
 	return rc;
+}
+
+static int ca_trust_domain(X509 *x, char *buf, size_t len);
+
+time_t mesh_ca_not_after(const struct mesh_ca *ca)
+{
+	return asn1_time(X509_get0_notAfter(ca->signer));
+}
+
+int mesh_ca_trust_domain(const struct mesh_ca *ca, char *buf, size_t len)
+{
+	return ca_trust_domain(ca->signer, buf, len) ? 0 : -ENOENT;
+}
+
+int mesh_ca_chain_pem(const struct mesh_ca *ca, char ***out, size_t *n)
+{
+	int count = sk_X509_num(ca->chain), i;
+	char **pems;
+
+	/* a self-signed signer alone is the root: [leaf, root] */
+	pems = calloc((size_t)count + 1, sizeof(*pems));
+	if (!pems)
+		return -ENOMEM;
+	for (i = 0; i < count; i++) {
+		BIO *b = BIO_new(BIO_s_mem());
+		char *data;
+		long len;
+
+		if (!b || !PEM_write_bio_X509(b, sk_X509_value(ca->chain, i)) ||
+		    (len = BIO_get_mem_data(b, &data)) <= 0 ||
+		    !(pems[i] = strndup(data, (size_t)len))) {
+			BIO_free(b);
+			mesh_ca_chain_pem_free(pems, (size_t)i);
+			return -ENOMEM;
+		}
+		BIO_free(b);
+	}
+	*out = pems;
+	*n = (size_t)count;
+	return 0;
+}
+
+void mesh_ca_chain_pem_free(char **pems, size_t n)
+{
+	for (size_t i = 0; pems && i < n; i++)
+		free(pems[i]);
+	free(pems);
 }
 
 void wl_cert_free(struct wl_cert *c)
@@ -1219,15 +1295,25 @@ static int local_sign(struct cert_signer *s, const struct sign_req *r, struct si
 		out->status = SIGN_STATUS_LOCAL;
 		return out->rc;
 	}
+	/* what follows the leaf: the signer, then its issuers */
 	out->chain = sk_X509_new_null();
-	if (!out->chain || !sk_X509_push(out->chain, l->ca->signer)) {
+	for (int i = 0; out->chain && i < sk_X509_num(l->ca->chain); i++) {
+		X509 *x = sk_X509_value(l->ca->chain, i);
+
+		if (!sk_X509_push(out->chain, x)) {
+			sk_X509_pop_free(out->chain, X509_free);
+			out->chain = NULL;
+			break;
+		}
+		X509_up_ref(x);
+	}
+	if (!out->chain || !sk_X509_num(out->chain)) {
 		sign_res_clear(out);
 		out->rc = -ENOMEM;
 		out->status = SIGN_STATUS_LOCAL;
 		snprintf(out->why, sizeof(out->why), "out of memory");
 		return out->rc;
 	}
-	X509_up_ref(l->ca->signer);
 	return 0;
 }
 

@@ -53,7 +53,31 @@ int ca_init(const char *dir, const char *trust_domain, int days,
 struct mesh_ca;
 
 int mesh_ca_load(const char *dir, struct mesh_ca **out, char *err, size_t errlen);
+/* The same from files (the CA service's mounted Secret): CERT's first
+ * certificate signs with KEY (PEM, any OpenSSL key format); every
+ * certificate of CERT is trusted; CHAIN (optional, NULL) holds the
+ * signer's issuers, root last, also trusted and sent after the signer. */
+int mesh_ca_load_files(const char *cert, const char *key, const char *chain,
+		       struct mesh_ca **out, char *err, size_t errlen);
 void mesh_ca_free(struct mesh_ca *ca);
+/* The signer's notAfter. */
+time_t mesh_ca_not_after(const struct mesh_ca *ca);
+/* The trust domain of the signer's spiffe://TD URI SAN; -ENOENT when it
+ * has none. */
+int mesh_ca_trust_domain(const struct mesh_ca *ca, char *buf, size_t len);
+/* What follows a leaf in a response, in PEM, one certificate each: the
+ * signer, then CHAIN's certificates in file order (the root last).
+ * *OUT is malloc'ed: free with mesh_ca_chain_pem_free(). 0 or -ENOMEM. */
+int mesh_ca_chain_pem(const struct mesh_ca *ca, char ***out, size_t *n);
+void mesh_ca_chain_pem_free(char **pems, size_t n);
+/* A workload certificate for public key KEY (a CSR's: never the CA's
+ * own) with identity ID, valid NB..NA, as mesh_ca_issue's: empty
+ * subject, critical URI SAN ID, keyUsage digitalSignature +
+ * keyEncipherment, extKeyUsage serverAuth + clientAuth, CA:FALSE,
+ * authorityKeyIdentifier; signed with SHA-256. NULL on failure. Safe to
+ * call from several threads at once on one CA. */
+X509 *mesh_ca_sign(const struct mesh_ca *ca, EVP_PKEY *key, const char *id,
+		   time_t nb, time_t na);
 
 /*
  * Key hygiene for a process that holds private keys (meshd, meshctl,

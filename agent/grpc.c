@@ -44,7 +44,7 @@ void grpc_msg_init(struct grpc_msg *m, size_t max)
 	m->max = max;
 }
 
-int grpc_msg_feed(struct grpc_msg *m, const uint8_t *data, size_t len)
+static int msg_feed(struct grpc_msg *m, const uint8_t *data, size_t len)
 {
 	while (len) {
 		size_t take;
@@ -67,6 +67,8 @@ int grpc_msg_feed(struct grpc_msg *m, const uint8_t *data, size_t len)
 				  (uint32_t)m->hdr[3] << 8 | m->hdr[4];
 			if (m->want > m->max)
 				return -EMSGSIZE;
+			if (m->reserve && m->reserve(m->reserve_arg, (size_t)m->want + 1))
+				return -ENOBUFS;
 			/* one more byte so an empty message has a buffer too */
 			m->buf = malloc((size_t)m->want + 1);
 			if (!m->buf)
@@ -88,8 +90,17 @@ int grpc_msg_feed(struct grpc_msg *m, const uint8_t *data, size_t len)
 	return 0;
 }
 
+int grpc_msg_feed(struct grpc_msg *m, const uint8_t *data, size_t len)
+{
+	if (!m->err)
+		m->err = msg_feed(m, data, len);
+	return m->err;
+}
+
 int grpc_msg_done(const struct grpc_msg *m)
 {
+	if (m->err)
+		return m->err;
 	if (m->whole)
 		return 0;
 	return m->hdr_len ? -EPROTO : -ENODATA;
@@ -109,6 +120,9 @@ enum grpc_status grpc_msg_status(int err, const char **text)
 		return GRPC_RESOURCE_EXHAUSTED;
 	case -ENOMEM:
 		*text = "out of memory";
+		return GRPC_RESOURCE_EXHAUSTED;
+	case -ENOBUFS:
+		*text = "server busy: too many request bytes held, try again later";
 		return GRPC_RESOURCE_EXHAUSTED;
 	case -ENODATA:
 		*text = "no request message";

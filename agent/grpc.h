@@ -90,12 +90,20 @@ struct grpc_msg {
 	uint8_t hdr[GRPC_FRAME_HDR];
 	uint8_t hdr_len;
 	uint8_t whole;		/* every byte of it is in buf */
+	int err;		/* the first error fed: every later feed
+				 * returns it */
+	/* Optional, set after grpc_msg_init: asked for the message's
+	 * bytes before they are allocated (a budget shared by many
+	 * messages); non-zero refuses it (-ENOBUFS). */
+	int (*reserve)(void *arg, size_t n);
+	void *reserve_arg;
 };
 
 void grpc_msg_init(struct grpc_msg *m, size_t max);
 /* Feeds LEN bytes. 0: fine (more may come); -EPROTONOSUPPORT: the
  * message is compressed; -EMSGSIZE: its length is over the maximum;
- * -EPROTO: bytes after the message; -ENOMEM. After an error the message
+ * -EPROTO: bytes after the message; -ENOBUFS: reserve() said no;
+ * -ENOMEM. After an error the message
  * is refused: nothing more is stored. */
 int grpc_msg_feed(struct grpc_msg *m, const uint8_t *data, size_t len);
 /* At end of stream: 0 when exactly one whole message arrived, -ENODATA

@@ -481,8 +481,9 @@ static size_t body_write(char *ptr, size_t size, size_t n, void *arg)
 	return add;
 }
 
-int kube_get(struct kube_client *c, const char *path, size_t max, long *code,
-	     char **body, size_t *len, char *err, size_t errlen)
+/* One request: GET, or POST of BODY_IN (JSON) when it is not NULL. */
+static int kube_do(struct kube_client *c, const char *path, const char *body_in,
+		   size_t max, long *code, char **body, size_t *len, char *err, size_t errlen)
 {
 	struct body b = { .max = max };
 	struct curl_slist *hdrs;
@@ -491,6 +492,11 @@ int kube_get(struct kube_client *c, const char *path, size_t max, long *code,
 
 	if (!h)
 		return -EINVAL;
+	if (body_in) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_in);
+	}
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
@@ -500,8 +506,9 @@ int kube_get(struct kube_client *c, const char *path, size_t max, long *code,
 	curl_easy_cleanup(h);
 	if (cc != CURLE_OK) {
 		free(b.buf);
-		return kw_fail(err, errlen, b.over ? -EFBIG : -EIO, "GET %s%s: %s", c->server, path,
-			    b.over ? "the answer is larger than allowed" : curl_easy_strerror(cc));
+		return kw_fail(err, errlen, b.over ? -EFBIG : -EIO, "%s %s%s: %s",
+			       body_in ? "POST" : "GET", c->server, path,
+			       b.over ? "the answer is larger than allowed" : curl_easy_strerror(cc));
 	}
 	if (!b.buf) {
 		b.buf = strdup("");
@@ -511,6 +518,18 @@ int kube_get(struct kube_client *c, const char *path, size_t max, long *code,
 	*body = b.buf;
 	*len = b.len;
 	return 0;
+}
+
+int kube_get(struct kube_client *c, const char *path, size_t max, long *code,
+	     char **body, size_t *len, char *err, size_t errlen)
+{
+	return kube_do(c, path, NULL, max, code, body, len, err, errlen);
+}
+
+int kube_post(struct kube_client *c, const char *path, const char *json, size_t max,
+	      long *code, char **body, size_t *len, char *err, size_t errlen)
+{
+	return kube_do(c, path, json, max, code, body, len, err, errlen);
 }
 
 /* --- list, then watch -------------------------------------------------- */

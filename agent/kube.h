@@ -53,6 +53,12 @@ const char *kube_client_server(const struct kube_client *c);
 int kube_get(struct kube_client *c, const char *path, size_t max, long *code,
 	     char **body, size_t *len, char *err, size_t errlen);
 
+/* POST JSON (a NUL-terminated object) to PATH, as kube_get otherwise:
+ * for the CA service's TokenReviews. Safe from several threads at once
+ * on one client (each request has its own handle). */
+int kube_post(struct kube_client *c, const char *path, const char *json, size_t max,
+	      long *code, char **body, size_t *len, char *err, size_t errlen);
+
 /* What a watch tells its caller. Each returns 0, or non-zero to stop the
  * watch (kube_watch_run returns it). */
 struct kube_watch_ops {
