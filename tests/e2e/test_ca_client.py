@@ -14,12 +14,13 @@ and no --ca-dir, pods run as tests/lib/kubelet.py does a kubelet's part.
 - no region of meshd's memory (/proc/PID/maps, read through
   /proc/PID/mem) and no file meshd was given or holds open has the root
   key (its DER, its PEM body, its private scalar), while the same search
-  finds the root certificate meshd trusts (so the search can find what
-  is there);
-- meshd is not dumpable: a uid-0 process without CAP_SYS_PTRACE (a
-  container escape's usual lot) can neither read its memory nor attach
-  gcore, though it can with a dumpable process; the secure heap holding
-  the keys is locked and marked "do not dump" (smaps);
+  finds the root's public key, which meshd holds in its trust bundle (so
+  the search finds what is there);
+- meshd is not dumpable: prctl(PR_GET_DUMPABLE) asked inside it (gdb)
+  says 0 where a plain process says 1; with its core limit raised
+  (prlimit) a SIGSEGV leaves no core, where a plain process dumps one;
+  its core limit is 0; the secure heap holding the keys is locked and
+  marked "do not dump" (smaps);
 - a certificate lifetime of 30 s: meshd renews at half-life, a live
   cross-node stream opened before keeps working after, and the serial
   changed;
@@ -79,15 +80,20 @@ def write_file(path, text, mode=0o600):
     os.replace(tmp, path)
 
 
-def token(k, secret, audiences=None):
-    """A token of meshd's ServiceAccount, bound to a Secret made here; with
-    audiences, for those (the CA's) instead of the API server's."""
-    k.apply({"apiVersion": "v1", "kind": "Secret",
-             "metadata": {"name": secret, "namespace": SA_NS}})
-    uid = k.get("/api/v1/namespaces/%s/secrets/%s" % (SA_NS, secret))["metadata"]["uid"]
-    spec = {"expirationSeconds": 3600,
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": secret,
-                               "uid": uid}}
+def token(k, secret=None, audiences=None, pod=None):
+    """A token of meshd's ServiceAccount from the TokenRequest API, as
+    kubelet projects one: bound to meshd's Pod object (a KPod) on its node
+    when pod is given (how a CA learns the caller's node), else to a
+    Secret made here; with audiences, for those (the CA's) instead of the
+    API server's."""
+    if pod is not None:
+        ref = {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "uid": pod.uid}
+    else:
+        k.apply({"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": secret, "namespace": SA_NS}})
+        uid = k.get("/api/v1/namespaces/%s/secrets/%s" % (SA_NS, secret))["metadata"]["uid"]
+        ref = {"apiVersion": "v1", "kind": "Secret", "name": secret, "uid": uid}
+    spec = {"expirationSeconds": 3600, "boundObjectRef": ref}
     if audiences:
         spec["audiences"] = audiences
     out = k.create("/api/v1/namespaces/%s/serviceaccounts/%s/token" % (SA_NS, SA),
@@ -153,9 +159,14 @@ def root_key_needles(ca_dir):
     return {"DER": der, "scalar": scalar, "PEM": lines[0]}
 
 
-def cert_der(path):
-    return subprocess.run(["openssl", "x509", "-in", path, "-outform", "DER"],
+def public_point(path):
+    """The root certificate's public key as it sits in a parsed certificate
+    (the BIT STRING of its SubjectPublicKeyInfo: 04 || X || Y)."""
+    der = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-pubkey"],
+                         capture_output=True, check=True).stdout
+    spki = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=der,
                           capture_output=True, check=True).stdout
+    return spki[-65:]
 
 
 def memory_regions(pid):
@@ -194,7 +205,9 @@ def files_of_meshd(pid, argv):
     files under its argument folders) and every file it holds open."""
     paths = set()
     for a in argv[1:]:          # not the binary's folder: build output
-        if a.startswith("/") and os.path.exists(a):
+        # not /proc (--proc-root), nor the bpffs pins and cgroups of /sys
+        if a.startswith("/") and os.path.exists(a) and \
+                not a.startswith(("/proc", "/sys")):
             if os.path.isdir(a):
                 for root, _dirs, files in os.walk(a):
                     paths.update(os.path.join(root, f) for f in files)
@@ -210,9 +223,31 @@ def files_of_meshd(pid, argv):
     return sorted(p for p in paths if os.path.isfile(p))
 
 
-def no_ptrace_argv(argv):
-    """argv as uid 0 without CAP_SYS_PTRACE in any set."""
-    return ["capsh", "--drop=cap_sys_ptrace", "--", "-c", " ".join(argv)]
+def dumpable(pid):
+    """What prctl(PR_GET_DUMPABLE) answers inside process pid (gdb calls
+    it there), as text."""
+    r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex",
+                        "print (int)prctl(3, 0, 0, 0, 0)"],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"^\$1 = (-?\d+)", r.stdout, re.M)
+    return m.group(1) if m else "gdb: " + (r.stdout + r.stderr)[-300:]
+
+
+def core_files(d):
+    return sorted(f for f in os.listdir(d) if f == "core" or f.startswith("core."))
+
+
+def crash_for_core(pid, timeout=10):
+    """The attack on a process's memory through a core dump: its core
+    limit raised to unlimited (prlimit, as root may), then SIGSEGV; waits
+    for it to end. The core (with core_pattern "core") would go to its
+    working folder."""
+    r = subprocess.run(["prlimit", "--pid", str(pid), "--core=unlimited"],
+                       capture_output=True, text=True)
+    os.kill(pid, signal.SIGSEGV)
+    tap.wait_until(lambda: not os.path.exists("/proc/%d" % pid) or
+                   open("/proc/%d/stat" % pid).read().split()[2] == "Z", timeout, 0.05)
+    return r.returncode == 0, r.stderr.strip()
 
 
 def body(t, topo):
@@ -333,9 +368,8 @@ def steps(t, topo, run, ca_bin):
     shutil.copy(os.path.join(ca_dir, "root-cert.pem"), bundle)
     tok_dir = os.path.join(run.tmp, "tokens")
     os.makedirs(tok_dir)
-    api_tok, ca_tok = os.path.join(tok_dir, "api-token"), os.path.join(tok_dir, "ca-token")
+    api_tok = os.path.join(tok_dir, "api-token")
     write_file(api_tok, token(k, "meshd-api"))
-    write_file(ca_tok, token(k, "meshd-ca", [AUDIENCE]))
 
     args = {}
     for n in (1, 2):
@@ -344,6 +378,11 @@ def steps(t, topo, run, ca_bin):
         sock, pending = os.path.join(d, "cni.sock"), os.path.join(d, "pending")
         node = run.nodes[n] = kubelet.Node(topo, k, n, run.tmp, sock, pending)
         node.register()
+        # meshd's own Pod on the node (the DaemonSet's), its CA token
+        # bound to it: the CA grants the identities of that node's pods
+        me = node.create_object(SA_NS, "meshd-node%d" % n, {"app": "meshd"}, sa=SA)
+        ca_tok = os.path.join(tok_dir, "ca-token-n%d" % n)
+        write_file(ca_tok, token(k, audiences=[AUDIENCE], pod=me))
         run.fw[n] = k.forwarder(topo.node_netns_path(n), "node%d" % n, token_file=api_tok)
         run.cafw[n] = kube.NetnsForwarder(topo.node_netns_path(n), ca_port)
         args[n] = ["--cni-socket", sock, "--cni-pending-dir", pending, "--proc-root", "/proc",
@@ -410,12 +449,12 @@ def steps(t, topo, run, ca_bin):
 
     # --- no root key in meshd's memory or files ---------------------------------------------
     needles = root_key_needles(ca_dir)
-    control = {"root certificate": cert_der(bundle)}
+    control = {"root certificate": public_point(bundle)}
     for n in (1, 2):
         h = topo.meshds[n]
         found, total = search_memory(h.proc.pid, dict(needles, **control))
-        t.check("node%d: meshd's memory (%d MiB read) holds the root certificate it trusts "
-                "(the search finds what is there)" % (n, total >> 20),
+        t.check("node%d: meshd's memory (%d MiB read) holds the public key of the root it "
+                "trusts (the search finds what is there)" % (n, total >> 20),
                 found["root certificate"], found)
         t.check("node%d: ... and no byte run of the root key (DER, PEM, private scalar)" % n,
                 not any(found[x] for x in needles), found)
@@ -433,22 +472,12 @@ def steps(t, topo, run, ca_bin):
 
     # --- not dumpable, keys out of dumps ------------------------------------------------------
     pid = topo.meshds[1].proc.pid
-    sleeper = subprocess.Popen(["sleep", "60"])
+    sleeper = subprocess.Popen(["sleep", "120"], cwd=run.tmp)
     run.others.append(sleeper)
-    r_ctl = subprocess.run(no_ptrace_argv(["head", "-c", "1", "/proc/%d/environ" % sleeper.pid]),
-                           capture_output=True, timeout=20)
-    r_meshd = subprocess.run(no_ptrace_argv(["head", "-c", "1", "/proc/%d/environ" % pid]),
-                             capture_output=True, text=True, timeout=20)
-    t.check("uid 0 without CAP_SYS_PTRACE reads a dumpable process's /proc files (control)",
-            r_ctl.returncode == 0, r_ctl.stderr)
-    t.check("... but not meshd's: it is not dumpable (%s)" % r_meshd.stderr.strip()[:80],
-            r_meshd.returncode != 0 and "denied" in r_meshd.stderr, r_meshd.stderr)
-    core = os.path.join(run.tmp, "core")
-    r = subprocess.run(no_ptrace_argv(["gcore", "-o", core, str(pid)]), capture_output=True,
-                       text=True, timeout=60)
-    cores = [f for f in os.listdir(run.tmp) if f.startswith("core")]
-    t.check("gcore without CAP_SYS_PTRACE gets no core of meshd", not cores,
-            (cores, r.stdout[-300:], r.stderr[-300:]))
+    got = {p: dumpable(p) for p in (sleeper.pid, pid)}
+    t.check("prctl(PR_GET_DUMPABLE) run inside a plain process says 1 (control)",
+            got[sleeper.pid] == "1", got)
+    t.check("... and inside meshd says 0: not dumpable", got[pid] == "0", got)
     with open("/proc/%d/limits" % pid) as f:
         lim = [l for l in f if l.startswith("Max core file size")]
     t.check("meshd's core file size limit is 0", lim and lim[0].split()[4] == "0", lim)
@@ -503,6 +532,34 @@ def steps(t, topo, run, ca_bin):
     for n in (1, 2):
         t.check("node%d: meshd ran through it all" % n,
                 topo.meshds[n].proc.poll() is None, topo.meshds[n].log_tail())
+
+    # --- a core dump, forced: none of meshd ------------------------------------------------
+    with open("/proc/sys/kernel/core_pattern") as f:
+        pattern = f.read().strip()
+    t.require("core_pattern is \"core\" (a dump lands in the process's folder: %r)" % pattern,
+              pattern in ("core", "core.%p"))
+    raised, why = crash_for_core(sleeper.pid)
+    t.check("the plain process's core limit could be raised", raised, why)
+    sleeper.wait(10)
+    ctl = core_files(run.tmp)
+    t.check("a plain process with its core limit raised and SIGSEGV dumps core (control)",
+            ctl, os.listdir(run.tmp))
+    for f in ctl:
+        os.unlink(os.path.join(run.tmp, f))
+    h = topo.meshds[2]
+    cwd = os.readlink("/proc/%d/cwd" % h.proc.pid)
+    before = core_files(cwd)
+    raised, why = crash_for_core(h.proc.pid)
+    h.proc.wait(10)
+    new_cores = [f for f in core_files(cwd) if f not in before]
+    # raising meshd's hard limit (0) takes CAP_SYS_RESOURCE: without it
+    # the limit alone stops the dump, with it PR_SET_DUMPABLE 0 does
+    t.check("meshd sent SIGSEGV leaves no core (exit %s; its core limit %s)"
+            % (h.proc.returncode, "raised to unlimited first" if raised else
+               "stayed 0: %s" % why[:80]),
+            h.proc.returncode == -signal.SIGSEGV and not new_cores, (new_cores, cwd))
+    for f in new_cores:
+        os.unlink(os.path.join(cwd, f))
 
 
 if __name__ == "__main__":
