@@ -633,6 +633,95 @@ static void test_worker_queue_bound(void **state)
 	s->ops->free(s);
 }
 
+/* 1 when LEAF chains to STORE. */
+static int verifies(X509_STORE *store, X509 *leaf)
+{
+	X509_STORE_CTX *v = X509_STORE_CTX_new();
+	int ok;
+
+	assert_non_null(v);
+	assert_int_equal(X509_STORE_CTX_init(v, store, leaf, NULL), 1);
+	ok = X509_verify_cert(v) == 1;
+	X509_STORE_CTX_free(v);
+	return ok;
+}
+
+/* Replaces PATH by a new file (a new inode, as kubelet's ConfigMap
+ * update makes) holding the files of SRCS. */
+static void replace_with(const char *path, const char *const *srcs, int n)
+{
+	char cmd[1024] = "cat", tmp[128];
+
+	for (int i = 0; i < n; i++) {
+		strncat(cmd, " ", sizeof(cmd) - strlen(cmd) - 1);
+		strncat(cmd, srcs[i], sizeof(cmd) - strlen(cmd) - 1);
+	}
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " > %s && mv %s %s", tmp, tmp,
+		 path);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void test_bundle_rotation(void **state)
+{
+	struct cfx *f = *state;
+	struct memca mc;
+	struct cert_signer *s = memca_client(f, &mc, 0, 0);
+	struct certmgr_opts o = { .td = TD, .signer = s };
+	struct wl_cert *la, *lb;
+	struct mesh_ca *b;
+	struct certmgr *m;
+	char bdir[128], a_pem[256], b_pem[256], key[256], err[512];
+	const char *both[2] = { a_pem, b_pem }, *only_b[1] = { b_pem };
+	const char *with_key[2] = { b_pem, key };
+	time_t now = time(NULL);
+	SSL_CTX *c1, *c2;
+
+	path_at(bdir, sizeof(bdir), f->dir, "root-b");
+	assert_int_equal(ca_init(bdir, TD, 30, err, sizeof(err)), 0);
+	assert_int_equal(mesh_ca_load(bdir, &b, err, sizeof(err)), 0);
+	path_at(a_pem, sizeof(a_pem), f->ca_dir, SKM_CA_CERT_FILE);
+	path_at(b_pem, sizeof(b_pem), bdir, SKM_CA_CERT_FILE);
+	path_at(key, sizeof(key), bdir, SKM_CA_KEY_FILE);
+	assert_int_equal(mesh_ca_issue(f->ca, TD, "a", "x", now, 600, &la, err, sizeof(err)), 0);
+	assert_int_equal(mesh_ca_issue(b, TD, "b", "y", now, 600, &lb, err, sizeof(err)), 0);
+
+	assert_int_equal(certmgr_new(&o, &m, err, sizeof(err)), 0);
+	certmgr_want_begin(m);
+	certmgr_want(m, "shop", "web", now);
+	certmgr_want_end(m);
+	wait_held(m, 1);
+	c1 = certmgr_server_ctx(m, "shop", "web", now, err, sizeof(err));
+	assert_non_null(c1);
+	assert_int_equal(s->ops->refresh(s, err, sizeof(err)), 0);	/* unchanged */
+	assert_true(verifies(s->ops->store(s), la->leaf));
+	assert_false(verifies(s->ops->store(s), lb->leaf));
+
+	/* rotation, step one: both roots; new handshakes trust both */
+	replace_with(f->bundle, both, 2);
+	certmgr_tick(m, now);
+	assert_true(verifies(s->ops->store(s), la->leaf));
+	assert_true(verifies(s->ops->store(s), lb->leaf));
+	c2 = certmgr_server_ctx(m, "shop", "web", now, err, sizeof(err));
+	assert_non_null(c2);
+	assert_ptr_not_equal(c1, c2);
+	assert_ptr_equal(SSL_CTX_get_cert_store(c2), s->ops->store(s));
+	/* then the old root leaves */
+	replace_with(f->bundle, only_b, 1);
+	assert_int_equal(s->ops->refresh(s, err, sizeof(err)), 1);
+	assert_false(verifies(s->ops->store(s), la->leaf));
+	assert_true(verifies(s->ops->store(s), lb->leaf));
+	/* a bundle that holds a key is refused; the loaded one stays */
+	replace_with(f->bundle, with_key, 2);
+	assert_int_equal(s->ops->refresh(s, err, sizeof(err)), -EPERM);
+	assert_true(verifies(s->ops->store(s), lb->leaf));
+
+	wl_cert_free(la);
+	wl_cert_free(lb);
+	mesh_ca_free(b);
+	certmgr_free(m);
+}
+
 static void test_bundle_with_key_refused(void **state)
 {
 	struct cfx *f = *state;
@@ -688,6 +777,7 @@ int run_caclient_tests(void)
 		T(test_worker_batches),
 		T(test_worker_failures),
 		T(test_worker_queue_bound),
+		T(test_bundle_rotation),
 		T(test_bundle_with_key_refused),
 		cmocka_unit_test(test_key_hygiene),
 	};
