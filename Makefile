@@ -65,7 +65,7 @@ BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare
 		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find \
 		   $(OUT)/tests/ca-ask \
 		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni \
-		   $(OUT)/skmesh-ca
+		   $(OUT)/skmesh-ca $(OUT)/bench/ca-load
 
 all: $(BINS)
 
@@ -164,20 +164,28 @@ $(OUT)/skmesh-ca: $(CA_OBJS) $(OUT)/libskmesh.a
 # the CA's fuzz target links the service's own objects too
 $(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: $(CA_LIB_OBJS)
 $(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: LDLIBS := $(CA_LIB_OBJS) $(LDLIBS)
+$(OUT)/tests/fuzz/replay_ca $(OUT)/fuzz/fuzz_ca: ALL_CFLAGS += -Ica
 
 # --- benchmarks
 $(OUT)/bench/sockperf: bench/sockperf.c | $(OUT)/bench
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $< -o $@ -lm
 
+# bench/ca's load generator: CreateCertificate calls over nghttp2
+$(OUT)/bench/ca-load: bench/ca-load.c $(OUT)/libskmesh.a $(PROTO_HDRS) | $(OUT)/bench
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(OUT)/libskmesh.a -o $@ $(LDLIBS) -lpthread
+
 $(OUT)/bench/skm-bare: bench/bare.c $(OUT)/bench/bare.skel.h | $(OUT)/bench
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -I$(OUT)/bench $< -o $@ $(LDLIBS)
 
 # --- unit tests (cmocka) over the agent's library objects
-$(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) | $(OUT)/tests
+# (and skmesh-ca's connection, ca/conn.c)
+$(OUT)/tests/unit_tests: $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) $(OUT)/ca/conn.o | $(OUT)/tests
 	$(call msg,LINK,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) -o $@ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(ALL_CFLAGS) -Iagent -Ica $(wildcard tests/unit/*.c) $(AGENT_LIB_OBJS) \
+		$(OUT)/ca/conn.o -o $@ $(LDLIBS) -lcmocka
 
 # --- test tools: the policy evaluator on its own, for kernel-vs-user tests
 $(OUT)/tests/policy-eval: tests/tools/policy-eval.c $(AGENT_LIB_OBJS) | $(OUT)/tests
@@ -271,6 +279,7 @@ bench: deps k8s-servers
 	$(Q)./bench/tunnel
 	$(Q)./bench/telemetry
 	$(Q)./bench/cluster
+	$(Q)./bench/ca
 
 # ASan/UBSan build of the user-space parts into build-asan/, then the tests.
 asan: k8s-servers

@@ -169,6 +169,10 @@ struct mesh_ca {
 	EVP_PKEY *key;
 	X509_STORE *store;	/* every root we trust */
 	STACK_OF(X509) *chain;	/* the signer, then its issuers (--ca-chain) */
+	/* the extensions every leaf has but its SAN, made once: making them
+	 * from text (and the authority key id from the signer) per leaf cost
+	 * more than the signature */
+	STACK_OF(X509_EXTENSION) *leaf_exts;
 };
 
 static time_t asn1_time(const ASN1_TIME *t)
@@ -243,13 +247,14 @@ out:
 	return ok;
 }
 
-/* A new v3 certificate for KEY with a random serial, valid NB..NA. */
+/* A new v3 certificate for KEY (NULL: set by the caller) with a random
+ * serial, valid NB..NA. */
 static X509 *cert_new(EVP_PKEY *key, time_t nb, time_t na)
 {
 	X509 *x = X509_new();
 
 	if (!x || !X509_set_version(x, X509_VERSION_3) || !set_serial(x) ||
-	    !X509_set_pubkey(x, key) ||
+	    (key && !X509_set_pubkey(x, key)) ||
 	    !ASN1_TIME_set(X509_getm_notBefore(x), nb) ||
 	    !ASN1_TIME_set(X509_getm_notAfter(x), na)) {
 		X509_free(x);
@@ -570,6 +575,25 @@ int trust_bundle_load(const char *path, X509_STORE **out, int *ncerts,
 	return 0;
 }
 
+/* A leaf's fixed extensions, in their order: keyUsage, extendedKeyUsage,
+ * basicConstraints, authorityKeyIdentifier. */
+static int leaf_exts_init(struct mesh_ca *ca)
+{
+	X509 *t = X509_new();
+	int ok;
+
+	ok = t && add_ext(t, ca->signer, NID_key_usage,
+			  "critical,digitalSignature,keyEncipherment") &&
+	     add_ext(t, ca->signer, NID_ext_key_usage, "serverAuth,clientAuth") &&
+	     add_ext(t, ca->signer, NID_basic_constraints, "CA:FALSE") &&
+	     add_ext(t, ca->signer, NID_authority_key_identifier, "keyid:always");
+	ca->leaf_exts = ok ? sk_X509_EXTENSION_deep_copy(X509_get0_extensions(t),
+							 X509_EXTENSION_dup,
+							 X509_EXTENSION_free) : NULL;
+	X509_free(t);
+	return ca->leaf_exts ? 0 : -ENOMEM;
+}
+
 int mesh_ca_load_files(const char *cert, const char *key, const char *chain,
 		       struct mesh_ca **out, char *err, size_t errlen)
 {
@@ -609,6 +633,10 @@ int mesh_ca_load_files(const char *cert, const char *key, const char *chain,
 	}
 	if (X509_check_ca(ca->signer) != 1) {
 		rc = fail(err, errlen, -EINVAL, "%s is not a CA certificate", cert);
+		goto out_free;
+	}
+	if (leaf_exts_init(ca)) {
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
 		goto out_free;
 	}
 	if (!X509_up_ref(ca->signer) || !sk_X509_push(ca->chain, ca->signer)) {
@@ -658,33 +686,85 @@ void mesh_ca_free(struct mesh_ca *ca)
 	EVP_PKEY_free(ca->key);
 	X509_STORE_free(ca->store);
 	sk_X509_pop_free(ca->chain, X509_free);
+	sk_X509_EXTENSION_pop_free(ca->leaf_exts, X509_EXTENSION_free);
 	free(ca);
 }
 
 /* --- workload certificates --------------------------------------------- */
 
-X509 *mesh_ca_sign(const struct mesh_ca *ca, EVP_PKEY *key, const char *id,
-		   time_t nb, time_t na)
+/* A leaf for a key already set in X (cert_new's or set_spki's). */
+static X509 *leaf_finish(const struct mesh_ca *ca, X509 *x, const char *id)
 {
 	X509_NAME *empty = X509_NAME_new();
-	X509 *x = cert_new(key, nb, na);
+	int ok;
 
 	/* an empty subject, as Istio's workload certificates have: then the
 	 * SAN, which carries the identity, must be critical (RFC 5280) */
-	if (!x || !empty || !X509_set_subject_name(x, empty) ||
-	    !X509_set_issuer_name(x, X509_get_subject_name(ca->signer)) ||
-	    !add_uri_san(x, id, 1) ||
-	    !add_ext(x, ca->signer, NID_key_usage,
-		     "critical,digitalSignature,keyEncipherment") ||
-	    !add_ext(x, ca->signer, NID_ext_key_usage, "serverAuth,clientAuth") ||
-	    !add_ext(x, ca->signer, NID_basic_constraints, "CA:FALSE") ||
-	    !add_ext(x, ca->signer, NID_authority_key_identifier, "keyid:always") ||
-	    !X509_sign(x, ca->key, EVP_sha256())) {
+	ok = x && empty && X509_set_subject_name(x, empty) &&
+	     X509_set_issuer_name(x, X509_get_subject_name(ca->signer)) &&
+	     add_uri_san(x, id, 1);
+	for (int i = 0; ok && i < sk_X509_EXTENSION_num(ca->leaf_exts); i++)
+		ok = X509_add_ext(x, sk_X509_EXTENSION_value(ca->leaf_exts, i), -1);
+	if (!ok || !X509_sign(x, ca->key, EVP_sha256())) {
 		X509_free(x);
 		x = NULL;
 	}
 	X509_NAME_free(empty);
 	return x;
+}
+
+X509 *mesh_ca_sign(const struct mesh_ca *ca, EVP_PKEY *key, const char *id,
+		   time_t nb, time_t na)
+{
+	return leaf_finish(ca, cert_new(key, nb, na), id);
+}
+
+/* Copies PUB's algorithm and key bits into X's subjectPublicKeyInfo as
+ * they are: no key object is made, which in OpenSSL 3.0 costs more than
+ * the signature (its encoder). Named-curve EC and RSA parameters only. */
+static int set_spki(X509 *x, const X509_PUBKEY *pub)
+{
+	ASN1_OBJECT *alg, *pobj_copy = NULL;
+	const ASN1_OBJECT *pobj;
+	const unsigned char *pk;
+	unsigned char *pk_copy;
+	const void *pval;
+	X509_ALGOR *pa;
+	int pklen, ptype;
+
+	if (!X509_PUBKEY_get0_param(&alg, &pk, &pklen, &pa, (X509_PUBKEY *)pub) || pklen <= 0)
+		return 0;
+	X509_ALGOR_get0(&pobj, &ptype, &pval, pa);
+	if (ptype == V_ASN1_OBJECT) {
+		pobj_copy = OBJ_dup(pval);
+		if (!pobj_copy)
+			return 0;
+	} else if (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF) {
+		return 0;
+	}
+	pk_copy = OPENSSL_memdup(pk, (size_t)pklen);
+	alg = OBJ_dup(alg);
+	if (!pk_copy || !alg ||
+	    !X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), alg, ptype, pobj_copy, pk_copy,
+				    pklen)) {
+		ASN1_OBJECT_free(pobj_copy);
+		ASN1_OBJECT_free(alg);
+		OPENSSL_free(pk_copy);
+		return 0;
+	}
+	return 1;
+}
+
+X509 *mesh_ca_sign_spki(const struct mesh_ca *ca, const X509_PUBKEY *pub, const char *id,
+			time_t nb, time_t na)
+{
+	X509 *x = cert_new(NULL, nb, na);
+
+	if (x && !set_spki(x, pub)) {
+		X509_free(x);
+		x = NULL;
+	}
+	return leaf_finish(ca, x, id);
 }
 
 EVP_PKEY *wl_key_new(void)

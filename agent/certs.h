@@ -70,14 +70,17 @@ int mesh_ca_trust_domain(const struct mesh_ca *ca, char *buf, size_t len);
  * *OUT is malloc'ed: free with mesh_ca_chain_pem_free(). 0 or -ENOMEM. */
 int mesh_ca_chain_pem(const struct mesh_ca *ca, char ***out, size_t *n);
 void mesh_ca_chain_pem_free(char **pems, size_t n);
-/* A workload certificate for public key KEY (a CSR's: never the CA's
- * own) with identity ID, valid NB..NA, as mesh_ca_issue's: empty
+/* A workload certificate for public key KEY (never the CA's own) with identity ID, valid NB..NA, as mesh_ca_issue's: empty
  * subject, critical URI SAN ID, keyUsage digitalSignature +
  * keyEncipherment, extKeyUsage serverAuth + clientAuth, CA:FALSE,
  * authorityKeyIdentifier; signed with SHA-256. NULL on failure. Safe to
  * call from several threads at once on one CA. */
 X509 *mesh_ca_sign(const struct mesh_ca *ca, EVP_PKEY *key, const char *id,
 		   time_t nb, time_t na);
+/* The same for a subjectPublicKeyInfo as a CSR carries it, copied as it
+ * is (named-curve EC or RSA): what the CA service signs. */
+X509 *mesh_ca_sign_spki(const struct mesh_ca *ca, const X509_PUBKEY *pub, const char *id,
+			time_t nb, time_t na);
 
 /*
  * Key hygiene for a process that holds private keys (meshd, meshctl,

@@ -156,14 +156,14 @@ out:
 }
 
 enum csr_fail csr_check(const char *pem, size_t len, const char *want_id, const char *td,
-			EVP_PKEY **key, char *why, size_t whylen)
+			X509_PUBKEY **pub, char *why, size_t whylen)
 {
 	X509_REQ *req = NULL;
 	EVP_PKEY *k = NULL;
 	enum csr_fail f;
 	BIO *b;
 
-	*key = NULL;
+	*pub = NULL;
 	if (len > CSR_MAX_PEM)
 		return say(CSR_BAD_PEM, why, whylen, "CSR of %zu bytes: at most %u", len,
 			   CSR_MAX_PEM);
@@ -175,7 +175,7 @@ enum csr_fail csr_check(const char *pem, size_t len, const char *want_id, const 
 	if (!req)
 		return say(CSR_BAD_PEM, why, whylen,
 			   "csr is not a PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----)");
-	k = X509_REQ_get_pubkey(req);
+	k = X509_REQ_get0_pubkey(req);
 	if (!k) {
 		f = say(CSR_BAD_KEY, why, whylen, "CSR's public key does not decode");
 		goto out;
@@ -191,11 +191,12 @@ enum csr_fail csr_check(const char *pem, size_t len, const char *want_id, const 
 	}
 	f = check_exts(req, want_id, td, why, whylen);
 out:
+	if (f == CSR_OK) {
+		*pub = X509_PUBKEY_dup(X509_REQ_get_X509_PUBKEY(req));
+		if (!*pub)
+			f = say(CSR_BAD_KEY, why, whylen, "out of memory");
+	}
 	ERR_clear_error();
 	X509_REQ_free(req);
-	if (f == CSR_OK)
-		*key = k;
-	else
-		EVP_PKEY_free(k);
 	return f;
 }

@@ -18,7 +18,7 @@
 
 #include <stddef.h>
 
-#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #define CSR_MAX_PEM	(64U << 10)
 
@@ -39,11 +39,12 @@ const char *csr_fail_name(enum csr_fail f);
 
 /*
  * Checks the request PEM (LEN bytes, need not be NUL-terminated) against
- * identity WANT_ID of trust domain TD. On CSR_OK the request's public key
- * is in *KEY (the caller frees it); otherwise *KEY is NULL and WHY says
- * what is wrong in one line (no key material in it).
+ * identity WANT_ID of trust domain TD. On CSR_OK the request's
+ * subjectPublicKeyInfo is in *PUB (the caller frees it with
+ * X509_PUBKEY_free; X509_PUBKEY_get0() gives its key); otherwise *PUB is
+ * NULL and WHY says what is wrong in one line (no key material in it).
  */
 enum csr_fail csr_check(const char *pem, size_t len, const char *want_id, const char *td,
-			EVP_PKEY **key, char *why, size_t whylen);
+			X509_PUBKEY **pub, char *why, size_t whylen);
 
 #endif /* SKM_CSR_H */

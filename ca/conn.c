@@ -238,8 +238,13 @@ static int on_data(nghttp2_session *h2, uint8_t flags, int32_t sid, const uint8_
 	if (!s || s->answered)
 		return 0;	/* refused already: dropped, never stored */
 	rc = grpc_msg_feed(&s->req.msg, data, len);
-	if (rc)
-		refuse(c, s, grpc_msg_status(rc, &text), text);
+	if (rc) {
+		/* two statements: an argument's order of evaluation is not
+		 * defined, TEXT must be set before it is read */
+		enum grpc_status st = grpc_msg_status(rc, &text);
+
+		refuse(c, s, st, text);
+	}
 	return 0;
 }
 

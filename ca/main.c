@@ -15,6 +15,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -410,6 +412,7 @@ int main(int argc, char **argv)
 	struct MHD_Daemon *mhd = NULL;
 	struct rlimit no_core = { 0, 0 };
 	struct mesh_ca *ca = NULL;
+	sigset_t stop_sigs, wait_mask;
 	pthread_attr_t attr;
 	char err[512], td[256];
 	unsigned long v;
@@ -419,6 +422,14 @@ int main(int argc, char **argv)
 	 * others of our uid, no /proc/PID/mem for them */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	setrlimit(RLIMIT_CORE, &no_core);
+	/* SIGTERM and SIGINT are for the accepting thread alone (ppoll
+	 * below): every thread made from here on has them blocked */
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_sigs, &wait_mask);
+	sigdelset(&wait_mask, SIGTERM);
+	sigdelset(&wait_mask, SIGINT);
 
 	while ((c = getopt_long(argc, argv, "vh", lopts, NULL)) != -1) {
 		int bad = 0;
@@ -503,7 +514,8 @@ int main(int argc, char **argv)
 	ao.pod_cache_ms = o.pod_cache_ms;
 	auth = ca_auth_new(&ao);
 	so.ca = ca;
-	so.auth = auth;
+	so.authz = ca_authz_kube;
+	so.authz.arg = auth;
 	so.td = o.td;
 	so.max_ttl_s = o.max_ttl_s;
 	so.allow_own = o.allow_own;
@@ -516,6 +528,8 @@ int main(int argc, char **argv)
 				      .arg = &svc, .max_msg = o.max_msg, .budget = &budget };
 
 	lfd = listen_on(o.listen, 1024);
+	if (lfd >= 0)
+		fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
 	if (lfd < 0) {
 		fprintf(stderr, "skmesh-ca: --listen %s: cannot listen there: %s\n", o.listen,
 			strerror(errno));
@@ -546,12 +560,18 @@ int main(int argc, char **argv)
 		"max lifetime %ld s; metrics on %s\n", GRPC_CA_SERVICE, o.listen, o.td,
 		o.node_agents, o.audience, o.max_ttl_s, o.metrics);
 	while (!stop) {
+		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
 		pthread_t t;
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		int one = 1;
+		int fd, one = 1;
 
+		/* the stop signals are let in only while waiting here */
+		if (ppoll(&pfd, 1, NULL, &wait_mask) < 0)
+			continue;	/* EINTR: a signal */
+		/* the listener is non-blocking, what it accepts is not (Linux
+		 * does not pass O_NONBLOCK on): blocking I/O with timeouts */
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
-			continue;	/* EINTR (a signal), or a peer gone already */
+			continue;	/* a peer gone already */
 		if (active >= o.max_conns) {
 			refused_limit++;
 			close(fd);

@@ -32,6 +32,22 @@ const char *ca_refusal_name(enum ca_refusal r)
 	return (unsigned int)r < CA_REF_COUNT ? ref_names[r] : "unknown";
 }
 
+static enum ca_auth_res kube_token(void *arg, const char *token, struct ca_caller *out,
+				   char *why, size_t whylen)
+{
+	return ca_auth_token(arg, token, out, why, whylen);
+}
+
+static enum ca_auth_res kube_pod_on_node(void *arg, const char *node, const char *ns,
+					 const char *sa, char *why, size_t whylen)
+{
+	return ca_auth_pod_on_node(arg, node, ns, sa, why, whylen);
+}
+
+const struct ca_authz_ops ca_authz_kube = {
+	.token = kube_token, .pod_on_node = kube_pod_on_node,
+};
+
 /* Refusal lines a caller can provoke: 20 at once, then 5 a second. */
 static struct log_limit refuse_limit = LOG_LIMIT_INIT(20, 5);
 static pthread_mutex_t refuse_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -142,8 +158,8 @@ static char *x509_pem(X509 *x)
 }
 
 /* Signs KEY for ID and packs the response into OUT. */
-static void issue(struct ca_service *s, struct ca_reply *out, const char *who, EVP_PKEY *key,
-		  const char *id, long lifetime)
+static void issue(struct ca_service *s, struct ca_reply *out, const char *who,
+		  const X509_PUBKEY *key, const char *id, long lifetime)
 {
 	Istio__V1__Auth__IstioCertificateResponse resp =
 		ISTIO__V1__AUTH__ISTIO_CERTIFICATE_RESPONSE__INIT;
@@ -158,7 +174,7 @@ static void issue(struct ca_service *s, struct ca_reply *out, const char *who, E
 	}
 	if (na > ca_end)
 		na = ca_end;
-	leaf = mesh_ca_sign(s->o.ca, key, id, now - 60, na);
+	leaf = mesh_ca_sign_spki(s->o.ca, key, id, now - 60, na);
 	chain = calloc(s->n_chain + 1, sizeof(char *));
 	if (leaf && chain)
 		chain[0] = x509_pem(leaf);
@@ -196,7 +212,7 @@ void ca_service_call(void *arg, struct grpc_req *r, struct ca_reply *out)
 	char td[256], ns[64], sa[64];
 	struct timespec t0, t1;
 	const char *imp;
-	EVP_PKEY *key = NULL;
+	X509_PUBKEY *key = NULL;
 	enum ca_auth_res ar;
 	enum csr_fail cf;
 	long lifetime;
@@ -209,15 +225,13 @@ void ca_service_call(void *arg, struct grpc_req *r, struct ca_reply *out)
 				   "no authorization: Bearer <service-account token>");
 		goto out;
 	}
-	ar = s->o.auth ? ca_auth_token(s->o.auth, r->token, &caller, why, sizeof(why)) :
-			 CA_AUTH_DENIED;
+	ar = s->o.authz.token(s->o.authz.arg, r->token, &caller, why, sizeof(why));
 	if (ar == CA_AUTH_UNAVAILABLE) {
 		fail(s, out, who, GRPC_UNAVAILABLE, CA_REF_API_UNAVAILABLE, "%s", why);
 		goto out;
 	}
 	if (ar != CA_AUTH_OK) {
-		fail(s, out, who, GRPC_UNAUTHENTICATED, CA_REF_BAD_TOKEN, "%s",
-		     s->o.auth ? why : "no API server to check tokens with");
+		fail(s, out, who, GRPC_UNAUTHENTICATED, CA_REF_BAD_TOKEN, "%s", why);
 		goto out;
 	}
 	snprintf(who, sizeof(who), "%s/%s (node %s)", caller.ns, caller.sa,
@@ -256,7 +270,7 @@ void ca_service_call(void *arg, struct grpc_req *r, struct ca_reply *out)
 			     "use a projected service-account token");
 			goto out;
 		}
-		ar = ca_auth_pod_on_node(s->o.auth, caller.node, ns, sa, why, sizeof(why));
+		ar = s->o.authz.pod_on_node(s->o.authz.arg, caller.node, ns, sa, why, sizeof(why));
 		if (ar != CA_AUTH_OK) {
 			fail(s, out, who, ar == CA_AUTH_UNAVAILABLE ? GRPC_UNAVAILABLE :
 				GRPC_PERMISSION_DENIED, ar == CA_AUTH_UNAVAILABLE ?
@@ -294,7 +308,7 @@ void ca_service_call(void *arg, struct grpc_req *r, struct ca_reply *out)
 		s->capped++;
 	issue(s, out, who, key, id, lifetime);
 out:
-	EVP_PKEY_free(key);
+	X509_PUBKEY_free(key);
 	if (req)
 		istio__v1__auth__istio_certificate_request__free_unpacked(req, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -56,9 +56,22 @@ enum ca_refusal {
 
 const char *ca_refusal_name(enum ca_refusal r);
 
+/* Where the answers about tokens and pods come from: auth.h's functions
+ * in skmesh-ca, in-memory ones in the fuzz target. */
+struct ca_authz_ops {
+	enum ca_auth_res (*token)(void *arg, const char *token, struct ca_caller *out,
+				  char *why, size_t whylen);
+	enum ca_auth_res (*pod_on_node)(void *arg, const char *node, const char *ns,
+					const char *sa, char *why, size_t whylen);
+	void *arg;
+};
+
+/* auth.h's, with a struct ca_auth as ARG. */
+extern const struct ca_authz_ops ca_authz_kube;
+
 struct ca_service_opts {
 	struct mesh_ca *ca;
-	struct ca_auth *auth;		/* NULL: every call is UNAUTHENTICATED */
+	struct ca_authz_ops authz;
 	const char *td;			/* trust domain */
 	char **node_agents;		/* "ns/sa" each */
 	int n_node_agents;

@@ -39,6 +39,8 @@ import tempfile
 import time
 import urllib.request
 
+import yaml
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.dont_write_bytecode = True
@@ -149,6 +151,35 @@ def metrics(port):
     return out
 
 
+def wait_metrics(port):
+    for _ in range(100):
+        try:
+            return metrics(port)
+        except OSError:
+            time.sleep(0.1)
+    return None
+
+
+def ca_argv(base, swap=None):
+    """BASE's skmesh-ca command on fresh ports, the flags of SWAP ({flag:
+    value}) replaced: (argv, gRPC port, metrics port)."""
+    a, port, mport = list(base), free_port(), free_port()
+    swap = dict(swap or {}, **{"--listen": "127.0.0.1:%d" % port,
+                               "--metrics": "127.0.0.1:%d" % mport})
+    for flag, value in swap.items():
+        a[a.index(flag) + 1] = value
+    return a, port, mport
+
+
+def spawn_ca(base, extra=(), swap=None):
+    """A second skmesh-ca as ca_argv() says, EXTRA flags added, once its
+    metrics answer: (process, gRPC port)."""
+    a, port, mport = ca_argv(base, swap)
+    p = subprocess.Popen(a + list(extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_metrics(mport)
+    return p, port
+
+
 def refusal(m, reason):
     return m.get('skmesh_ca_refusals_total{reason="%s"}' % reason, 0)
 
@@ -226,12 +257,35 @@ def run(t, k, d):
             "-days", "1", "-keyout", "serve.key", "-out", "serve.crt", "-subj", "/CN=skmesh-ca",
             "-addext", "subjectAltName=DNS:skmesh-ca,IP:127.0.0.1", cwd=d)
 
+    # --- the CA's own access: deploy/cluster/30-ca.yaml's ServiceAccount and
+    # RBAC, a token of that account in its kubeconfig (so what the manifest
+    # grants is shown to be enough)
+    with open(os.path.join(HERE, "..", "..", "deploy", "cluster", "30-ca.yaml")) as f:
+        manifest = [o for o in yaml.safe_load_all(f) if o]
+    for o in manifest:
+        if o["kind"] == "ServiceAccount":
+            k.create("/api/v1/namespaces/%s/serviceaccounts" % o["metadata"]["namespace"], o)
+        elif o["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            k.create("/apis/rbac.authorization.k8s.io/v1/%ss" % o["kind"].lower(), o)
+    st, out = k.request("POST", "/api/v1/namespaces/skmesh-system/serviceaccounts/skmesh-ca/token",
+                        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                         "spec": {"expirationSeconds": 3600}})
+    t.require("a token for skmesh-ca's own ServiceAccount", st in (200, 201), out)
+    kc = os.path.join(d, "ca-kubeconfig.yaml")
+    with open(kc, "w") as f:
+        f.write(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "ca",
+            "clusters": [{"name": "k", "cluster": {"server": k.url,
+                                                    "certificate-authority": k._path("ca.crt")}}],
+            "users": [{"name": "skmesh-ca", "user": {"token": out["status"]["token"]}}],
+            "contexts": [{"name": "ca", "context": {"cluster": "k", "user": "skmesh-ca"}}]}))
+
     port, mport = free_port(), free_port()
     argv = [os.path.join(build, "skmesh-ca"), "--listen", "127.0.0.1:%d" % port,
             "--metrics", "127.0.0.1:%d" % mport,
             "--tls-cert", os.path.join(d, "serve.crt"), "--tls-key", os.path.join(d, "serve.key"),
             "--ca-cert", root, "--ca-key", os.path.join(cadir, "root-key.pem"),
-            "--kubeconfig", k.kubeconfig, "--max-conns", "200", "--handshake-timeout", "3"]
+            "--kubeconfig", kc, "--max-conns", "200", "--handshake-timeout", "3"]
     log = open(os.path.join(d, "ca.log"), "w")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -251,12 +305,7 @@ def run(t, k, d):
 
 
 def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
-    for _ in range(100):
-        try:
-            metrics(mport)
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_metrics(mport)
     t.require("skmesh-ca serves its metrics", proc.poll() is None)
     with open(os.path.join(d, "serve.crt"), "rb") as f:
         creds = grpc.ssl_channel_credentials(root_certificates=f.read())
@@ -309,6 +358,15 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
 
     # --- attacks: (name, call, expected status, refusal reason)
     web_pod_tok = token("shop", "web", "web-1")
+    unbound_tok = token("skmesh-system", "meshd")
+    k.create("/api/v1/namespaces/skmesh-system/secrets", {"metadata": {"name": "anchor"}})
+    st_, sec = k.request("GET", "/api/v1/namespaces/skmesh-system/secrets/anchor")
+    st_, out = k.request("POST", "/api/v1/namespaces/skmesh-system/serviceaccounts/meshd/token", {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": [AUD], "expirationSeconds": 3600,
+                 "boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": "anchor",
+                                    "uid": sec["metadata"]["uid"]}}})
+    secret_bound_tok = out["status"]["token"]
     wrong_aud = token("skmesh-system", "meshd", "meshd-node1", aud="other-audience")
     sa_key = k._path("sa.key")
     now = int(time.time())
@@ -341,6 +399,11 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
         ("an identity with no pod on the caller's node (shop/db runs on node2)",
          lambda: call(meshd_tok, db_csr, db), grpc.StatusCode.PERMISSION_DENIED,
          "no_pod_on_node"),
+        ("the node agent's token bound to no pod (its node unknown)",
+         lambda: call(unbound_tok, web_csr, web), grpc.StatusCode.PERMISSION_DENIED, "no_node"),
+        ("the node agent's token bound to a Secret, not a pod",
+         lambda: call(secret_bound_tok, web_csr, web), grpc.StatusCode.PERMISSION_DENIED,
+         "no_node"),
         ("a pod's own token (not a node agent) asking for its own identity",
          lambda: call(web_pod_tok, web_csr, web), grpc.StatusCode.PERMISSION_DENIED,
          "not_node_agent"),
@@ -384,6 +447,10 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
                 before.get("skmesh_ca_certs_issued_total"),
                 "%s: %s -> %s" % (reason, refusal(before, reason), refusal(after, reason)))
 
+    st, detail = call(meshd_tok, "A" * (10 << 20), web)
+    t.check("the 10 MiB refusal says why in grpc-message",
+            "larger than the maximum" in (detail or ""), detail)
+
     # --- huge validity: capped at 24 h
     before = metrics(mport)
     st, resp = call(meshd_tok, web_csr, web, validity=10 * 365 * 86400)
@@ -400,6 +467,36 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
     t.check("a validity of 10 years is capped at 24 h (not refused)", ok, "%s %s" % (st, resp))
     t.check("... and counted as capped", after.get("skmesh_ca_lifetime_capped_total", 0) ==
             before.get("skmesh_ca_lifetime_capped_total", 0) + 1, after)
+
+    # --- the log names callers and reasons, never a token or a key
+    with open(os.path.join(d, "ca.log"), errors="replace") as f:
+        logged = f.read()
+    secrets = [meshd_tok, web_pod_tok, unbound_tok, self_made, expired, forged, wrong_aud]
+    t.check("the CA's log holds none of the tokens it was shown, no key, no CSR",
+            "refused CreateCertificate" in logged and
+            not any(tok in logged or tok.split(".")[2] in logged for tok in secrets) and
+            "PRIVATE KEY" not in logged and "CERTIFICATE REQUEST" not in logged,
+            logged[-2000:])
+
+    # --- --allow-own-identity: a pod's own token gets its own identity, and
+    # still nothing else
+    own, p2 = spawn_ca(proc.args, ["--allow-own-identity"])
+    try:
+        ch2 = grpc.secure_channel("127.0.0.1:%d" % p2, creds, options=opts)
+        stub2 = pb_grpc.IstioCertificateServiceStub(ch2)
+        st, resp = call(web_pod_tok, web_csr, stub_=stub2)
+        t.check("--allow-own-identity: a pod's own token gets its own identity",
+                st == grpc.StatusCode.OK and len(resp.cert_chain) == 2, "%s %s" % (st, resp))
+        st, _ = call(web_pod_tok, db_csr, db, stub_=stub2)
+        t.check("--allow-own-identity: ... and still may not impersonate",
+                st == grpc.StatusCode.PERMISSION_DENIED, st)
+        st, _ = call(web_pod_tok, db_csr, stub_=stub2)
+        t.check("--allow-own-identity: ... nor have a CSR for another identity signed",
+                st == grpc.StatusCode.INVALID_ARGUMENT, st)
+        ch2.close()
+    finally:
+        own.terminate()
+        own.wait(15)
 
     # --- 1,000 concurrent callers on 250 connections (--max-conns 200)
     rss0 = rss_kib(proc.pid)
@@ -452,18 +549,97 @@ def serve(t, k, d, pb, pb_grpc, port, mport, proc, token, meshd_tok, root):
     m = metrics(mport)
     t.check("... and counted as failed handshakes",
             m.get('skmesh_ca_connections_total{result="handshake_failed"}', 0) >= 50, m)
+
+    # --- "right now": once web-1 is deleted, its identity is refused as
+    # soon as the node's pod list is older than --pod-cache-ms (1 s)
+    st_, _ = k.request("DELETE", "/api/v1/namespaces/shop/pods/web-1?gracePeriodSeconds=0")
+    time.sleep(1.5)
+    st, detail = call(meshd_tok, web_csr, web)
+    t.check("a pod deleted from the node: its identity is refused (PERMISSION_DENIED) within "
+            "--pod-cache-ms", st == grpc.StatusCode.PERMISSION_DENIED, "%s %s" % (st, detail))
+
     chan.close()
+    chain_and_flags(t, d, pb, pb_grpc, proc, creds, opts, call, meshd_tok, web, root)
 
     # --- no core, no ptrace: a process of the same uid without
     # CAP_SYS_PTRACE may open the /proc/PID/mem of a dumpable child of its
     # own (Yama allows descendants), not that of a skmesh-ca child
     t.check("control: a dumpable child's memory opens without CAP_SYS_PTRACE",
             _child_mem_opens(["sleep", "30"]) == "open")
-    argv2 = list(proc.args)
-    argv2[argv2.index("--listen") + 1] = "127.0.0.1:%d" % free_port()
-    argv2[argv2.index("--metrics") + 1] = "127.0.0.1:%d" % free_port()
+    argv2 = ca_argv(proc.args)[0]
     t.check("skmesh-ca is not dumpable: its memory does not open without CAP_SYS_PTRACE",
             _child_mem_opens(argv2) == "denied")
+
+    # --- SIGTERM ends it, cleanly
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(15)
+    except subprocess.TimeoutExpired:
+        rc = None
+    t.check("SIGTERM: skmesh-ca exits 0 within 15 s", rc == 0, rc)
+
+
+def chain_and_flags(t, d, pb, pb_grpc, proc, creds, opts, call, tok, ident, root):
+    """An intermediate CA with --ca-chain: the chain is leaf, intermediate,
+    root; and flags or files skmesh-ca must refuse at start."""
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "int.key", "-out", "int.csr", "-subj", "/O=skmesh/CN=intermediate", cwd=d)
+    with open(os.path.join(d, "int.ext"), "w") as f:
+        f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+                "subjectAltName=URI:spiffe://%s\n" % TD)
+    openssl("x509", "-req", "-in", "int.csr", "-CA", root, "-CAkey",
+            os.path.join(d, "ca", "root-key.pem"), "-CAcreateserial", "-days", "1",
+            "-extfile", "int.ext", "-out", "int.crt", cwd=d)
+    base = list(proc.args)
+    p, port = spawn_ca(base, ["--ca-chain", root], {"--ca-cert": os.path.join(d, "int.crt"),
+                                                    "--ca-key": os.path.join(d, "int.key")})
+    try:
+        ch = grpc.secure_channel("127.0.0.1:%d" % port, creds, options=opts)
+        ca_csr = csr(d, "meshd", ["spiffe://%s/ns/skmesh-system/sa/meshd" % TD])
+        st, resp = call(tok, ca_csr, stub_=pb_grpc.IstioCertificateServiceStub(ch))
+        ch.close()
+        ok = st == grpc.StatusCode.OK
+        if ok:
+            chain = list(resp.cert_chain)
+            with open(os.path.join(d, "int.crt")) as f:
+                int_pem = f.read().strip()
+            with open(root) as f:
+                root_pem = f.read().strip()
+            ok = len(chain) == 3 and chain[1].strip() == int_pem and chain[2].strip() == root_pem
+            with open(os.path.join(d, "leaf2.pem"), "w") as f:
+                f.write(chain[0])
+            v = subprocess.run(["openssl", "verify", "-CAfile", root, "-untrusted",
+                                os.path.join(d, "int.crt"), os.path.join(d, "leaf2.pem")],
+                               capture_output=True, text=True)
+            ok = ok and v.returncode == 0
+        t.check("--ca-chain: an intermediate signs, cert_chain is leaf, intermediate, root, "
+                "and openssl verify accepts it", ok, "%s %s" % (st, resp))
+    finally:
+        p.terminate()
+        p.wait(15)
+
+    def start_fails(extra, drop=(), want_rc=2, want=""):
+        a = list(base)
+        for flag in drop:
+            i = a.index(flag)
+            del a[i:i + 2]
+        r = subprocess.run(a + extra, capture_output=True, text=True, timeout=30)
+        return r.returncode == want_rc and want in r.stderr, "%d: %s" % (r.returncode, r.stderr)
+
+    for name, extra, drop, rc, want in (
+            ("an unknown flag", ["--no-such-flag"], (), 2, "usage"),
+            ("--max-cert-ttl 0", ["--max-cert-ttl", "0"], (), 2, "--max-cert-ttl"),
+            ("--max-conns 0", ["--max-conns", "0"], (), 2, "--max-conns"),
+            ("--node-agents without a slash", ["--node-agents", "meshd"], (), 2, "--node-agents"),
+            ("no --ca-key", [], ("--ca-key",), 2, "required"),
+            ("a key that is not the CA's", ["--ca-key", os.path.join(d, "serve.key")], (), 1,
+             "does not belong"),
+            ("--trust-domain other than the CA's", ["--trust-domain", "other.td"], (), 1,
+             "trust domain"),
+            ("a serving key that does not load", ["--tls-key", root], (), 1, "serving")):
+        ok, diag = start_fails(extra, drop, rc, want)
+        t.check("skmesh-ca refuses to start with %s (exit %d, says why)" % (name, rc), ok, diag)
 
 
 CHECKER = """

@@ -58,6 +58,8 @@ plugins:
 """
 MANAGER = "skmesh-deploy-test"
 VERBS = {"get", "list", "watch"}
+# the CA service's manifests, checked apart from meshd's
+CA_FILE = "30-ca.yaml"
 # what meshd lists and watches: (API group, resource)
 READS = {("", "pods"), ("", "services"), ("", "namespaces"),
          ("discovery.k8s.io", "endpointslices"),
@@ -257,20 +259,7 @@ def check_rbac(t, k, api, objs):
                   status in (200, 201), brief(out))
 
     def allowed(group, resource, verb, ns=None, sub=None):
-        attrs = {"group": group, "resource": resource, "verb": verb}
-        if ns:
-            attrs["namespace"] = ns
-        if sub:
-            attrs["subresource"] = sub
-        status, out = k.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {
-            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "spec": {"user": user, "groups": ["system:serviceaccounts",
-                                              "system:serviceaccounts:" + NS,
-                                              "system:authenticated"],
-                     "resourceAttributes": attrs}})
-        if status != 201:
-            raise kube.KubeError("SubjectAccessReview: HTTP %d: %s" % (status, brief(out)))
-        return out["status"].get("allowed", False)
+        return sar(k, user, NS, group, resource, verb, at_ns=ns, sub=sub)
 
     may = [(g, r, v) for g, r in sorted(READS) for v in sorted(VERBS)]
     got = [x for x in may if not allowed(*x)]
@@ -293,6 +282,73 @@ def check_rbac(t, k, api, objs):
     got = [x for x in may_not if allowed(*x)]
     t.eq("it may not read Secrets, write anything, or read what it does not "
          "watch (%d reviews)" % len(may_not), got, [])
+
+
+def sar(k, user, ns, group, resource, verb, at_ns=None, sub=None):
+    """Whether service account USER of namespace NS may VERB RESOURCE."""
+    attrs = {"group": group, "resource": resource, "verb": verb}
+    if at_ns:
+        attrs["namespace"] = at_ns
+    if sub:
+        attrs["subresource"] = sub
+    status, out = k.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": ["system:serviceaccounts", "system:serviceaccounts:" + ns,
+                                          "system:authenticated"],
+                 "resourceAttributes": attrs}})
+    if status != 201:
+        raise kube.KubeError("SubjectAccessReview: HTTP %d: %s" % (status, brief(out)))
+    return out["status"].get("allowed", False)
+
+
+def check_ca(t, k, api, objs):
+    """30-ca.yaml: skmesh-ca may create TokenReviews and read pods, nothing
+    else; its Deployment runs as that account, non-root, read-only, with
+    the root CA from its own Secret."""
+    roles, bindings = find(objs, "ClusterRole"), find(objs, "ClusterRoleBinding")
+    sas, deps = find(objs, "ServiceAccount"), find(objs, "Deployment")
+    t.require("%s has one ServiceAccount, ClusterRole, ClusterRoleBinding, Deployment and Service"
+              % CA_FILE, len(roles) == len(bindings) == len(sas) == len(deps) == 1 and
+              len(find(objs, "Service")) == 1)
+    role, sa, dep = roles[0], sas[0], deps[0]
+    grants, extra = rules_of(role)
+    t.eq("skmesh-ca's ClusterRole: create tokenreviews, get/list/watch pods",
+         {gr: sorted(v) for gr, v in grants.items()},
+         {("authentication.k8s.io", "tokenreviews"): ["create"],
+          ("", "pods"): ["get", "list", "watch"]})
+    t.check("... no wildcard, resourceNames or nonResourceURLs", not extra, extra)
+    for o in (sa, role, bindings[0]):
+        status, out = api.apply(o, dry_run=False)
+        t.require("%s %s created for the access reviews" % (o["kind"], o["metadata"]["name"]),
+                  status in (200, 201), brief(out))
+    ns = sa["metadata"]["namespace"]
+    user = "system:serviceaccount:%s:%s" % (ns, sa["metadata"]["name"])
+    t.check("%s may create TokenReviews and list pods of any node" % user,
+            sar(k, user, ns, "authentication.k8s.io", "tokenreviews", "create") and
+            sar(k, user, ns, "", "pods", "list") and sar(k, user, ns, "", "pods", "get",
+                                                         at_ns="kube-system"))
+    may_not = [("", "secrets", "get"), ("", "secrets", "list"), ("", "pods", "create"),
+               ("", "pods", "delete"), ("", "serviceaccounts", "create", None, "token"),
+               ("", "configmaps", "list"), ("certificates.k8s.io", "certificatesigningrequests",
+                                            "create"),
+               ("authorization.k8s.io", "subjectaccessreviews", "create")]
+    got = [x for x in may_not if sar(k, user, ns, x[0], x[1], x[2], sub=x[4] if len(x) > 4 else None)]
+    t.eq("... and may not read Secrets, write pods, mint tokens (%d reviews)" % len(may_not),
+         got, [])
+    spec = dep["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    sc, psc = c.get("securityContext", {}), spec.get("securityContext", {})
+    t.check("the Deployment runs as skmesh-ca, non-root, read-only root, no capabilities, "
+            "no privilege escalation",
+            spec.get("serviceAccountName") == sa["metadata"]["name"] and
+            psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0 and
+            sc.get("readOnlyRootFilesystem") is True and
+            sc.get("allowPrivilegeEscalation") is False and
+            sc.get("capabilities", {}).get("drop") == ["ALL"], (spec, c))
+    secrets = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    t.check("the root CA comes from its own Secret, not meshd's",
+            "skmesh-ca-root" in secrets and "--ca-key=/etc/skmesh-ca/root/ca-key.pem" in
+            c.get("args", []), (secrets, c.get("args")))
 
 
 def container(spec, name, init=False):
@@ -387,11 +443,14 @@ def body(t, k):
     t.diag("%d objects: %s" % (len(objs), ", ".join(name_of(s, o) for s, o in objs)))
 
     dry_run_all(t, k, api, objs)
-    ds = find(cluster_objs, "DaemonSet")[0]
+    ca_objs = [(s, o) for s, o in cluster_objs if s.endswith(CA_FILE)]
+    meshd_objs = [(s, o) for s, o in cluster_objs if not s.endswith(CA_FILE)]
+    ds = find(meshd_objs, "DaemonSet")[0]
     check_refusals(t, api, ds)
     check_pod_admission(t, k, [(s, o) for s, o in objs if o["kind"] == "DaemonSet"])
     check_daemonset(t, ds)
-    check_rbac(t, k, api, cluster_objs)
+    check_rbac(t, k, api, meshd_objs)
+    check_ca(t, k, api, ca_objs)
 
 
 def main():

@@ -24,6 +24,8 @@ int run_cnisrv_tests(void);
 int run_podscan_tests(void);
 int run_grpc_tests(void);
 int run_caclient_tests(void);
+int run_csr_tests(void);
+int run_ca_conn_tests(void);
 
 /* Writes TEXT to a new /tmp/skm-unit-*.yaml file; returns its path
  * (malloc'ed). */
