@@ -29,7 +29,6 @@ and no --ca-dir, pods run as tests/lib/kubelet.py does a kubelet's part.
 - meshd refuses to start with --ca-dir beside --ca-addr, and with a trust
   bundle that holds a private key.
 """
-import base64
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import caenv  # noqa: E402
 import kube  # noqa: E402
 import kubelet  # noqa: E402
 import tap  # noqa: E402
@@ -48,12 +48,9 @@ import topo as topolib  # noqa: E402
 
 import yaml  # noqa: E402  (python3-yaml)
 
-TD = "cluster.local"
+TD, SA_NS, SA, CA_NAME = caenv.TD, caenv.SA_NS, caenv.SA, caenv.CA_NAME
 AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 ADMIN, METRICS = 15000, 15020
-SA_NS, SA = "skmesh-system", "meshd"
-CA_NAME = "skmesh-ca.skmesh-system.svc"
-AUDIENCE = "istio-ca"
 LIFETIME = 30
 RBAC = [os.path.join(topolib.REPO, "deploy", "cluster", f)
         for f in ("00-namespace.yaml", "10-rbac.yaml")]
@@ -63,43 +60,12 @@ class Run:
     def __init__(self, topo):
         self.tmp = tempfile.mkdtemp(prefix="%s-ca-" % topo.prefix)
         self.k = None
-        self.ca = None          # skmesh-ca's Popen
-        self.ca_log = None
+        self.ca = None          # caenv.SkmeshCA
         self.nodes = {}
         self.fw = {}
         self.cafw = {}
         self.sessions = []
         self.others = []        # other processes the test started
-
-
-def write_file(path, text, mode=0o600):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def token(k, secret=None, audiences=None, pod=None):
-    """A token of meshd's ServiceAccount from the TokenRequest API, as
-    kubelet projects one: bound to meshd's Pod object (a KPod) on its node
-    when pod is given (how a CA learns the caller's node), else to a
-    Secret made here; with audiences, for those (the CA's) instead of the
-    API server's."""
-    if pod is not None:
-        ref = {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "uid": pod.uid}
-    else:
-        k.apply({"apiVersion": "v1", "kind": "Secret",
-                 "metadata": {"name": secret, "namespace": SA_NS}})
-        uid = k.get("/api/v1/namespaces/%s/secrets/%s" % (SA_NS, secret))["metadata"]["uid"]
-        ref = {"apiVersion": "v1", "kind": "Secret", "name": secret, "uid": uid}
-    spec = {"expirationSeconds": 3600, "boundObjectRef": ref}
-    if audiences:
-        spec["audiences"] = audiences
-    out = k.create("/api/v1/namespaces/%s/serviceaccounts/%s/token" % (SA_NS, SA),
-                   {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                    "spec": spec})
-    return out["status"]["token"]
 
 
 def http_get(topo, n, port, path):
@@ -278,16 +244,9 @@ def cleanup(t, topo, run):
             except topolib.TopoError as e:
                 errors.append("stopping meshd of node%d: %s" % (n, e))
     if run.ca is not None:
-        if t.failed and run.ca_log:
-            with open(run.ca_log) as f:
-                t.diag("skmesh-ca log, last lines:\n%s" % "".join(f.readlines()[-30:]))
-        if run.ca.poll() is None:
-            os.kill(run.ca.pid, signal.SIGTERM)
-            try:
-                run.ca.wait(10)
-            except subprocess.TimeoutExpired:
-                run.ca.kill()
-                run.ca.wait()
+        if t.failed:
+            t.diag("skmesh-ca log, last lines:\n%s" % run.ca.log_tail())
+        run.ca.stop()
     for p in run.others:
         if p.poll() is None:
             p.kill()
@@ -308,42 +267,6 @@ def cleanup(t, topo, run):
             "errors: %s\nrunning: %s" % (errors, left))
 
 
-def start_ca(t, run, ca_bin, ca_dir):
-    """skmesh-ca with the root of ca_dir (its Secret), serving a
-    certificate for CA_NAME signed by that root."""
-    d = os.path.join(run.tmp, "ca-serving")
-    os.makedirs(d)
-    key, csr, crt = (os.path.join(d, x) for x in ("tls.key", "tls.csr", "tls.crt"))
-    ext = os.path.join(d, "ext.cnf")
-    write_file(ext, "subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n"
-               "basicConstraints=critical,CA:FALSE\n" % CA_NAME)
-    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
-                    "-subj", "/O=skmesh/CN=skmesh-ca"], capture_output=True, check=True)
-    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA",
-                    os.path.join(ca_dir, "root-cert.pem"), "-CAkey",
-                    os.path.join(ca_dir, "root-key.pem"), "-CAcreateserial", "-days", "1",
-                    "-out", crt, "-extfile", ext], capture_output=True, check=True)
-    port = kube.free_port()
-    mport = kube.free_port()
-    run.ca_log = os.path.join(run.tmp, "skmesh-ca.log")
-    argv = [ca_bin, "--listen", "127.0.0.1:%d" % port, "--metrics", "127.0.0.1:%d" % mport,
-            "--tls-cert", crt, "--tls-key", key,
-            "--ca-cert", os.path.join(ca_dir, "root-cert.pem"),
-            "--ca-key", os.path.join(ca_dir, "root-key.pem"),
-            "--trust-domain", TD, "--kubeconfig", run.k.kubeconfig,
-            "--audience", AUDIENCE, "--node-agents", "%s/%s" % (SA_NS, SA)]
-    with open(run.ca_log, "w") as lf:
-        run.ca = subprocess.Popen(argv, stdout=lf, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
-    import socket
-    ok = tap.wait_until(lambda: run.ca.poll() is None and
-                        socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, 0.1)
-    with open(run.ca_log) as f:
-        t.require("skmesh-ca serves on 127.0.0.1:%d" % port, ok, f.read()[-2000:])
-    return port
-
-
 def steps(t, topo, run, ca_bin):
     k = run.k = kube.Cluster(apiserver_args=["--watch-cache=false"])
     k.start()
@@ -356,10 +279,13 @@ def steps(t, topo, run, ca_bin):
                 if d:
                     k.apply(d)
     # the root lives in its "Secret" (a folder meshd is never given)
-    ca_dir = os.path.join(run.tmp, "ca-secret")
-    topo.run([os.path.join(topolib.build_dir(), "meshctl"), "ca", "init",
-              "--trust-domain", TD, "--out", ca_dir])
-    ca_port = start_ca(t, run, ca_bin, ca_dir)
+    ca_dir = caenv.make_root(os.path.join(topolib.build_dir(), "meshctl"), run.tmp)
+    try:
+        run.ca = caenv.SkmeshCA(topolib.build_dir(), run.tmp, ca_dir, k.kubeconfig)
+    except caenv.CAError as e:
+        t.require("skmesh-ca serves", False, str(e))
+    t.check("skmesh-ca serves on 127.0.0.1:%d" % run.ca.port, True)
+    ca_port = run.ca.port
     # what a node is given: the trust bundle (the ConfigMap), an API token
     # and a token for the CA's audience
     bundle_dir = os.path.join(run.tmp, "trust-bundle")
@@ -369,7 +295,7 @@ def steps(t, topo, run, ca_bin):
     tok_dir = os.path.join(run.tmp, "tokens")
     os.makedirs(tok_dir)
     api_tok = os.path.join(tok_dir, "api-token")
-    write_file(api_tok, token(k, "meshd-api"))
+    caenv.write_file(api_tok, caenv.meshd_token(k, "meshd-api"))
 
     args = {}
     for n in (1, 2):
@@ -382,7 +308,7 @@ def steps(t, topo, run, ca_bin):
         # bound to it: the CA grants the identities of that node's pods
         me = node.create_object(SA_NS, "meshd-node%d" % n, {"app": "meshd"}, sa=SA)
         ca_tok = os.path.join(tok_dir, "ca-token-n%d" % n)
-        write_file(ca_tok, token(k, audiences=[AUDIENCE], pod=me))
+        caenv.write_file(ca_tok, caenv.meshd_token(k, audiences=[caenv.AUDIENCE], pod=me))
         run.fw[n] = k.forwarder(topo.node_netns_path(n), "node%d" % n, token_file=api_tok)
         run.cafw[n] = kube.NetnsForwarder(topo.node_netns_path(n), ca_port)
         args[n] = ["--cni-socket", sock, "--cni-pending-dir", pending, "--proc-root", "/proc",
