@@ -246,13 +246,16 @@ static ssize_t h2_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
 		       void *arg)
 {
 	struct grpc_conn *g = arg;
-	int n = SSL_write(g->ssl, data, (int)len);
+	int n = SSL_write(g->ssl, data, (int)len), e;
 
-	if (n <= 0) {
-		g->dead = 1;
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	}
-	return n;
+	if (n > 0)
+		return n;
+	e = SSL_get_error(g->ssl, n);
+	if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+		return NGHTTP2_ERR_WOULDBLOCK;	/* the socket's buffer is full */
+	ERR_clear_error();
+	g->dead = 1;
+	return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static int h2_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
@@ -452,7 +455,10 @@ static int gconn_run(struct grpc_conn *g, struct gstream *ss, size_t n, double d
 			snprintf(why, whylen, "writing to the CA failed");
 			return -1;
 		}
-		if (!SSL_pending(g->ssl) && !wait_fd(g->fd, POLLIN, deadline)) {
+		/* what is left to send goes when the socket takes it */
+		if (!SSL_pending(g->ssl) &&
+		    !wait_fd(g->fd, POLLIN | (nghttp2_session_want_write(g->h2) ? POLLOUT : 0),
+			     deadline)) {
 			snprintf(why, whylen, "the CA did not answer in %d ms", g->timeout_ms);
 			return -2;
 		}
