@@ -34,6 +34,7 @@
 #define SKM_TLS_GROUPS	"X25519:P-256"
 #define SKM_SKEW_S	60		/* notBefore = now - this */
 #define SKM_RETRY_MAX_S	300		/* renewal backoff: 1 s doubling to this */
+#define SKM_PENDING_MAX_S 120		/* an answer not come by then is given up */
 
 static const unsigned char alpn_h2[] = { 2, 'h', '2' };
 
@@ -1466,6 +1467,7 @@ struct cm_entry {
 					 * at the next one (borrowed until) */
 	EVP_PKEY *pending;	/* the key of a request not answered yet */
 	uint64_t tag;		/* of that request */
+	time_t pending_since;
 	time_t renew_at;	/* half-life of cert */
 	time_t retry_at;	/* 0: no failure pending */
 	int failures;		/* in a row */
@@ -1566,7 +1568,7 @@ out_free:
 static time_t entry_next(const struct cm_entry *e)
 {
 	if (e->pending)
-		return 0;		/* the answer wakes it */
+		return e->pending_since + SKM_PENDING_MAX_S;	/* the answer wakes it */
 	if (e->retry_at && (!e->cert || e->retry_at < e->renew_at))
 		return e->retry_at;
 	return e->cert ? e->renew_at : 0;
@@ -1712,6 +1714,7 @@ static int entry_issue(struct certmgr *m, struct cm_entry *e, time_t now, int de
 		EVP_PKEY_free(e->pending);
 		e->pending = r.key;
 		e->tag = r.tag;
+		e->pending_since = now;
 		return rc;
 	}
 	if (!rc)
@@ -1955,7 +1958,17 @@ time_t certmgr_tick(struct certmgr *m, time_t now)
 		if (rebuild && e->cert)
 			entry_contexts(m, e, 0);
 		t = entry_next(e);
-		if (t && now >= t) {
+		if (e->pending && t && now >= t) {
+			/* a signer that never answers (it should, its calls
+			 * have deadlines) costs a retry, not the identity */
+			EVP_PKEY_free(e->pending);
+			e->pending = NULL;
+			snprintf(e->why, sizeof(e->why), "no answer from the %s in %d s",
+				 m->signer->ops->kind, SKM_PENDING_MAX_S);
+			m->st.failed[SIGN_STATUS_LOCAL]++;
+			entry_failed(m, e, now);
+			t = entry_next(e);
+		} else if (t && now >= t) {
 			entry_renew(m, e, now, 0);
 			t = entry_next(e);
 		}

@@ -320,6 +320,18 @@ static void test_async_answers_checked(void **state)
 	certmgr_tick(m, now + 15);
 	assert_int_equal(held(m), 1);
 
+	/* a signer that never answers: given up after 120 s, asked again */
+	certmgr_want_begin(m);
+	certmgr_want(m, "shop", "quiet", now + 15);
+	certmgr_want_end(m);
+	assert_int_equal(l.nreqs, 1);
+	assert_int_equal(certmgr_tick(m, now + 15), now + 15 + 120);
+	certmgr_tick(m, now + 135);
+	certmgr_stats(m, &st);
+	assert_int_equal(st.failed[SIGN_STATUS_LOCAL], 4);
+	certmgr_tick(m, now + 136);	/* the retry, 1 s later */
+	assert_int_equal(l.nreqs, 2);
+
 	EVP_PKEY_free(k2);
 	mesh_ca_free(other);
 	certmgr_free(m);
