@@ -25,6 +25,7 @@ struct waiter {
 	double since, deadline;	/* ms */
 	uint64_t need_gen;	/* a model of this version or newer ... */
 	uint64_t seq;		/* ... applied as this config (0: not yet) */
+	int pending;		/* from a pending record: no kubelet waits */
 };
 
 enum ack_result { ACK_ENROLLED, ACK_OUTSIDE, ACK_UNKNOWN, ACK_FAILED, ACK_NRESULTS };
@@ -114,6 +115,7 @@ static void on_request(void *arg, const struct cni_req *req, uint64_t ticket)
 		.since = now_ms(),
 		.deadline = now_ms() + CLUSTER_ACK_WAIT_MS,
 		.need_gen = ksource_gen(c->ks),
+		.pending = req->from_pending,
 	};
 	snprintf(c->w[c->nw - 1].uid, sizeof(c->w[0].uid), "%s", req->pod_uid);
 	snprintf(c->w[c->nw - 1].name, sizeof(c->w[0].name), "%s/%s", req->pod_ns,
@@ -279,6 +281,12 @@ void cluster_cni_tick(struct cluster_cni *c, const struct config *cfg, uint64_t 
 			answer(c, i, ACK_ENROLLED, NULL);
 			continue;
 		}
+		/* a pending record is read at meshd's start, when the API may
+		 * still be out of reach or some types not yet readable: its
+		 * time runs from the source's first sync, or it would be given
+		 * up (and its record kept for good) before meshd could enrol it */
+		if (w->pending && !ksource_synced(c->ks))
+			w->deadline = now + CLUSTER_ACK_WAIT_MS;
 		if (now < w->deadline) {
 			i++;
 			continue;
@@ -288,6 +296,11 @@ void cluster_cni_tick(struct cluster_cni *c, const struct config *cfg, uint64_t 
 			pr_warn("pod %s is not known to the API server yet: it is enrolled once "
 				"it is\n", w->name);
 			answer(c, i, ACK_UNKNOWN, NULL);
+		} else if (w->pending) {
+			pr_warn("pod %s (set up while meshd was down): not enrolled %d ms after "
+				"the API's sync (see the messages above); its pending record is "
+				"kept for meshd's next start\n", w->name, CLUSTER_ACK_WAIT_MS);
+			answer(c, i, ACK_FAILED, "meshd could not enrol the pod in time");
 		} else {
 			pr_warn("pod %s: not enrolled after %d ms (see the messages above): its "
 				"network setup fails, the kubelet retries it\n", w->name,

@@ -819,7 +819,10 @@ enum ks_pod_state ksource_pod_state(struct ksource *ks, const char *uid,
 			continue;
 		snprintf(ns, sizeof(ns), "%.*s", (int)(slash - k), k);
 		if (!pod_member(ks, ns, p) || !(ip = pod_ip(ks, p, &ne))) {
-			s = KS_POD_OUTSIDE;
+			/* before the namespaces are listed a pod's enrolment
+			 * cannot be told: not known, rather than outside (an
+			 * ADD answered "outside" starts the pod unenrolled) */
+			s = ks->res[KS_NAMESPACES].synced ? KS_POD_OUTSIDE : KS_POD_UNKNOWN;
 			break;
 		}
 		s = KS_POD_ENROLLED;

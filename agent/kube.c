@@ -547,6 +547,10 @@ struct watch_run {
 	uint64_t got;		/* events of the current stream */
 	struct kwatch_dec *dec;
 	char err[512];
+	CURL *h;		/* the current watch request */
+	long code;		/* its HTTP status, once known (0: not yet) */
+	char refusal[4096];	/* the body of a watch answered with no 200 */
+	size_t refusal_len;
 };
 
 static uint32_t rnd(void)
@@ -686,6 +690,18 @@ static size_t watch_write(char *ptr, size_t size, size_t n, void *arg)
 {
 	struct watch_run *w = arg;
 
+	if (!w->code)
+		curl_easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &w->code);
+	if (w->code != 200) {
+		/* a Status (403, 500, ...), no events: kept, bounded, to say
+		 * what the server answered */
+		size_t room = sizeof(w->refusal) - 1 - w->refusal_len;
+		size_t k = size * n < room ? size * n : room;
+
+		memcpy(w->refusal + w->refusal_len, ptr, k);
+		w->refusal_len += k;
+		return size * n;
+	}
 	if (kwatch_dec_feed(w->dec, ptr, size * n, watch_event, w, w->err, sizeof(w->err)))
 		return 0;	/* curl stops: the stream is no longer trusted */
 	return size * n;
@@ -721,6 +737,9 @@ static int watch_once(struct watch_run *w)
 	kwatch_dec_reset(w->dec);
 	w->got = 0;
 	w->gone = 0;
+	w->h = h;
+	w->code = 0;
+	w->refusal_len = 0;
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, watch_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, w);
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
@@ -744,6 +763,22 @@ static int watch_once(struct watch_run *w)
 	}
 	if (*w->stop)
 		return 0;
+	if (code != 200 && code && !w->err[0]) {
+		struct kw_list l;
+		char why[400];
+
+		if (kwatch_list_parse(w->refusal, w->refusal_len, list_refuse, w, &l, why,
+				      sizeof(why)) == -EPROTO) {
+			if (l.code == 410) {
+				w->st->relists_gone++;
+				return 1;
+			}
+			snprintf(w->err, sizeof(w->err), "watch %s: %s", w->o->path, why);
+		} else {
+			snprintf(w->err, sizeof(w->err), "watch %s: HTTP %ld", w->o->path, code);
+		}
+		return -1;
+	}
 	if (cc != CURLE_OK || code != 200) {
 		if (!w->err[0])
 			snprintf(w->err, sizeof(w->err), "watch %s: %s", w->o->path,

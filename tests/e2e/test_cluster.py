@@ -20,22 +20,29 @@ Every check goes through real connections or compares the pinned maps
 (`meshctl workloads|services -o json`) with what the API holds, object by
 object (expected_workloads / expected_services below compute it from the
 API's objects):
-- readiness 503 while the API is unreachable, then ready; /config_dump's
-  source and the skmesh_kube_synced metrics say synced;
+- meshd runs as deploy/cluster's ServiceAccount under the ClusterRole it
+  ships, with a TokenRequest token in a file it re-reads (rotated later);
+- readiness 503 while the API is unreachable or a type is forbidden (an
+  older ClusterRole), then ready; /config_dump's source, meshctl status
+  and the skmesh_kube_synced metrics say synced;
 - pods whose CNI ADD ran before meshd started are found (pending record,
-  and the /proc scan for one whose record is gone);
+  and the /proc scan for one whose record is gone), their records taken
+  up even when the source synced long after it enrolled their pods;
 - a pod enters the maps when its status is written, leaves on delete;
   hostNetwork and opted-out pods never are meshed workloads;
 - a Service's VIP balances over its ready EndpointSlice endpoints and
-  follows scale up and down (which backends answer);
+  follows scale up and down (which backends answer); a terminating but
+  serving endpoint is used only while no ready one exists;
 - an AuthorizationPolicy created, changed (through the other served
   version) and deleted is enforced same node (connect() EPERM) and across
   nodes (the tunnel refuses), and held connections it now denies close;
+  plaintext from a pod outside the mesh is dropped by an ALLOW-namespace
+  policy and by PeerAuthentication STRICT (v1beta1), on the node and across;
 - labelling a namespace ambient enrols its pods, unlabelling releases them;
 - malformed objects get a warning naming them, the rest stays enforced;
 - meshd restarted during churn, the API server restarted, the watch
-  streams cut, and etcd compacted while meshd was stopped (410) all end
-  with the maps equal to the API.
+  streams cut (after the token rotated), and etcd compacted while meshd
+  was stopped (410) all end with the maps equal to the API within 8 s.
 """
 import json
 import os
@@ -69,9 +76,11 @@ PA_V1 = "/apis/security.istio.io/v1/namespaces/%s/peerauthentications"
 SVCS = "/api/v1/namespaces/%s/services"
 ADMIN, METRICS, READY = 15000, 15020, 15021
 CONVERGE_S = 8       # well above the watch backoff's minimum (0.5 s)
-UNREACHABLE_S = 2.0     # node2's API out of reach at start, then ...
-FORBIDDEN_UNTIL_S = 9.0  # ... EndpointSlices forbidden until then: longer
-                         # than meshd waits for a pod's enrolment (8 s)
+UNREACHABLE_S = 2.0      # node1's API out of reach at start
+PODS_ALLOWED_S = 1.0     # node2's meshd may read Pods from then on at the
+                         # earliest, ...
+FORBIDDEN_UNTIL_S = 10.0 # ... EndpointSlices from then on: later than
+                         # meshd waits for a pod's enrolment (8 s)
 RBAC = [os.path.join(topolib.REPO, "deploy", "cluster", f)
         for f in ("00-namespace.yaml", "10-rbac.yaml")]
 SA_NS, SA = "skmesh-system", "meshd"
@@ -95,11 +104,13 @@ def enrolled(pod, ns_labels):
 def expected_workloads(k, node):
     """{(namespace, name, ip): local} of the pods meshd must have as
     meshed workloads (enrolled, Running, with an IP, not hostNetwork, not
-    being deleted), and {(namespace, name, ip)} of the other pods that
-    have an IP (meshd may know them, unmeshed, for their identity)."""
+    being deleted), and {(namespace, name, ip): local} of the other pods
+    that have an IP: meshd may know them, unmeshed, for their identity,
+    and a terminating pod (deleted, its containers still running) may
+    still be a meshed workload or no longer."""
     ns_labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {}
                  for n in api_list(k, "/api/v1/namespaces")}
-    meshed, others = {}, set()
+    meshed, others = {}, {}
     for p in api_list(k, "/api/v1/pods"):
         md, spec, st = p["metadata"], p["spec"], p.get("status") or {}
         if md["namespace"] not in NAMESPACES:
@@ -109,11 +120,12 @@ def expected_workloads(k, node):
             ips = [st["podIP"]]
         for ip in ips:
             key = (md["namespace"], md["name"], ip)
+            local = spec.get("nodeName") == node
             if (enrolled(p, ns_labels) and not spec.get("hostNetwork")
                     and st.get("phase") == "Running" and not md.get("deletionTimestamp")):
-                meshed[key] = spec.get("nodeName") == node
+                meshed[key] = local
             else:
-                others.add(key)
+                others[key] = local if md.get("deletionTimestamp") else None
     return meshed, others
 
 
@@ -134,10 +146,11 @@ def workload_diff(k, topo, n):
         key = (w.get("namespace"), w.get("name"), w.get("ip"))
         if w.get("meshed"):
             seen.add(key)
-            if key not in want:
+            if key not in want and others.get(key) is None:
                 diff.append("extra meshed workload %s/%s %s" % key)
-            elif want[key] != w.get("local"):
-                diff.append("%s/%s %s: local %s, want %s" % (key + (w.get("local"), want[key])))
+            elif want.get(key, others.get(key)) != w.get("local"):
+                diff.append("%s/%s %s: local %s, want %s"
+                            % (key + (w.get("local"), want.get(key, others.get(key)))))
         elif key not in others:
             diff.append("unmeshed entry %s/%s %s is no pod of the API" % key)
     for key in want:
@@ -401,7 +414,7 @@ def start_meshd(topo, run, n, wait=True, timeout=60):
         return topo.start_meshd(n, None, args, timeout=timeout,
                                 kubeconfig=run.fw[n].kubeconfig)
     try:
-        topo.start_meshd(n, None, args, timeout=1.5, kubeconfig=run.fw[n].kubeconfig)
+        topo.start_meshd(n, None, args, timeout=0.5, kubeconfig=run.fw[n].kubeconfig)
     except topolib.TopoError as e:
         h = topo.meshds.get(n)
         if h is None or h.proc.poll() is not None:
@@ -437,16 +450,24 @@ def steps(t, topo, run):
     kubelet.routes(topo)
     # meshd's identity: the ServiceAccount and RBAC deploy/cluster ships,
     # a token from the TokenRequest API in a file meshd reads before each
-    # request; the ClusterRole at first an older one without EndpointSlices
+    # request; the ClusterRole at first one that lets it read neither Pods
+    # nor EndpointSlices and watch no core type (then Pods and watches, then
+    # the shipped one: see node2 below)
     docs = []
     for f in RBAC:
         with open(f) as fh:
             docs += [d for d in yaml.safe_load_all(fh) if d]
     role = [d for d in docs if d["kind"] == "ClusterRole"][0]
-    old_role = json.loads(json.dumps(role))
-    old_role["rules"] = [r for r in role["rules"] if "discovery.k8s.io" not in r["apiGroups"]]
+    role_no_eps = json.loads(json.dumps(role))
+    role_no_eps["rules"] = [r for r in role["rules"]
+                            if "discovery.k8s.io" not in r["apiGroups"]]
+    role_no_pods = json.loads(json.dumps(role_no_eps))
+    for r in role_no_pods["rules"]:
+        if "" in r["apiGroups"]:
+            r["resources"] = [x for x in r["resources"] if x != "pods"]
+            r["verbs"] = [v for v in r["verbs"] if v != "watch"]
     for d in docs:
-        k.apply(old_role if d is role else d)
+        k.apply(role_no_pods if d is role else d)
     run.token_file = os.path.join(run.tmp, "token")
     write_token(k, run.token_file, "meshd-token-1")
     ca = os.path.join(run.tmp, "ca")
@@ -497,32 +518,52 @@ def steps(t, topo, run):
         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
     vip = web["spec"]["clusterIP"]
 
-    # --- meshd of node2: the API out of reach, then EndpointSlices forbidden --
-    # (its pending records are loaded at once; the pods they name must
-    # still be taken up however long the source takes to sync)
-    run.fw[2].block()
-    t_block = time.monotonic()
+    # --- meshd of node2 under an older ClusterRole --------------------------------
+    # Its pending records are read at once. Namespaces are readable (not
+    # watchable), Pods and watches once meshd has met a refused watch (at
+    # least PODS_ALLOWED_S), EndpointSlices only after FORBIDDEN_UNTIL_S,
+    # longer than meshd waits for a pod's enrolment: the pods of the
+    # records are known and enrolled long before the source can sync, and
+    # must still be taken up once it has.
+    t_start = time.monotonic()
     h2 = start_meshd(topo, run, 2, wait=False)
+    time.sleep(max(0.0, PODS_ALLOWED_S - (time.monotonic() - t_start)))
+    tap.wait_until(lambda: "cannot watch" in h2.log_text(), 8, 0.05)
+    k.apply(role_no_eps)
     code, _ = http_get(topo, 2, READY, "/healthz/ready")
-    t.check("node2: API unreachable at start: meshd runs, readiness %d (503)" % code,
+    t.check("node2: Pods, EndpointSlices and core watches forbidden at start: meshd "
+            "runs, readiness %d (503)" % code,
             code == 503 and "meshd: ready" not in h2.log_text() and h2.proc.poll() is None,
             h2.log_tail())
-    time.sleep(max(0.0, UNREACHABLE_S - (time.monotonic() - t_block)))
-    run.fw[2].unblock()
-    size2 = len(h2.log_text())
-    time.sleep(max(0.0, FORBIDDEN_UNTIL_S - (time.monotonic() - t_block)))
+    time.sleep(max(0.0, FORBIDDEN_UNTIL_S - (time.monotonic() - t_start)))
     code, _ = http_get(topo, 2, READY, "/healthz/ready")
-    said = h2.log_text()[size2:]
-    t.check("node2: API reachable, EndpointSlices forbidden by an older ClusterRole: "
-            "still %d (503), the refusal logged" % code,
-            code == 503 and "meshd: ready" not in h2.log_text() and
+    said = h2.log_text()
+    t.check("node2: Pods allowed, EndpointSlices still forbidden after %.0f s: readiness "
+            "%d (503), the refusal logged" % (FORBIDDEN_UNTIL_S, code),
+            code == 503 and "meshd: ready" not in said and
+            re.search(r"kube: pods listed", said) and
             re.search(r"(?i)endpointslices.*(403|forbidden)", said), said[-2000:])
+    t.check("node2: a watch refused while its list was allowed is said as the server's "
+            "answer (403 Forbidden and its message)",
+            re.search(r"watch /api/v1/(services|namespaces): the server answered 403 "
+                      r"Forbidden: .*cannot watch", said),
+            "\n".join(l for l in said.splitlines() if "watch" in l)[-1500:])
     k.apply(role)
     t.require("node2: with the ClusterRole deploy/cluster ships meshd syncs and gets "
               "ready", wait_ready_log(h2, 1, 60), h2.log_tail())
-    h1 = start_meshd(topo, run, 1)
-    t.check("node1: meshd ready in cluster mode, with the shipped RBAC",
-            h1.proc.poll() is None, h1.log_tail())
+
+    # --- meshd of node1: the API out of reach at start --------------------------------
+    run.fw[1].block()
+    t_block = time.monotonic()
+    h1 = start_meshd(topo, run, 1, wait=False)
+    code, _ = http_get(topo, 1, READY, "/healthz/ready")
+    t.check("node1: API unreachable at start: meshd runs, readiness %d (503)" % code,
+            code == 503 and "meshd: ready" not in h1.log_text() and h1.proc.poll() is None,
+            h1.log_tail())
+    time.sleep(max(0.0, UNREACHABLE_S - (time.monotonic() - t_block)))
+    run.fw[1].unblock()
+    t.require("node1: once the API is reachable meshd retries and gets ready",
+              wait_ready_log(h1, 1, 60), h1.log_tail())
     for n in (1, 2):
         code, _ = http_get(topo, n, READY, "/healthz/ready")
         t.eq("node%d: /healthz/ready answers 200" % n, code, 200)
@@ -541,6 +582,10 @@ def steps(t, topo, run):
         synced = metric_values(topo, n, "skmesh_kube_synced")
         t.check("node%d: skmesh_kube_synced is 1 for the 6 resources" % n,
                 len(synced) >= 6 and all(v == 1 for v in synced.values()), synced)
+        out = topo.meshctl(n, "status", check=False)
+        t.check("node%d: meshctl status names the source, its API server and sync" % n,
+                "kubernetes" in out.lower() and "127.0.0.1:%d" % run.fw[n].port in out
+                and "synced" in out.lower(), out[:1500])
     converged(t, k, topo, "at start")
     for n, names in ((1, ("cli1", "srv1", "web0")), (2, ("srv2", "web1", "cli2", "bank2"))):
         wls = {(w["namespace"], w["name"]): w for w in topo.meshctl_json(n, "workloads")}
@@ -550,8 +595,8 @@ def steps(t, topo, run):
                 "known (pending records%s)" % (n, ", and the /proc scan for shop/srv2"
                                                if n == 2 else ""),
                 not missing, "without netns: %s\n%s" % (missing, topo.meshctl(n, "workloads")))
-    t.check("the pending records were taken up (node2's too, loaded long before its "
-            "source synced)",
+    t.check("the pending records were taken up (node2's too, of pods enrolled long "
+            "before its source could sync)",
             tap.wait_until(lambda: not os.listdir(n1.pending_dir) and
                            not os.listdir(n2.pending_dir), 10),
             [os.listdir(x.pending_dir) for x in (n1, n2)])
@@ -612,6 +657,44 @@ def steps(t, topo, run):
     n2.delete_pod(P.pop("web3"))
     lb_check("scaled down (web-0, web-3 deleted)", {"shop/web-1", "shop/web-2"})
     converged(t, k, topo, "after the scaling")
+
+    # --- terminating endpoints, as kube-proxy takes them --------------------------
+    solo = k.create(SVCS % "shop", {"metadata": {"name": "solo"}, "spec": {
+        "selector": {"app": "solo"}, "ports": [{"port": 81, "targetPort": kubelet.POD_PORT}]}})
+    svip = solo["spec"]["clusterIP"]
+    P["solo0"] = n2.run_pod("shop", "solo-0", {"app": "solo"}, sa="solo")
+
+    def solo_check(what, want, timeout=15):
+        last = [None]
+
+        def ok():
+            last[0] = vip_backends(topo, P["cli1"], svip, 81, count=8)
+            return last[0][0] == want and not last[0][1]
+        good = tap.wait_until(ok, timeout, 0.2)
+        return t.check("VIP %s:81 %s: answered by %s" % (svip, what, sorted(want)),
+                       good, "last: %s" % (last[0],))
+    solo_check("with one Ready pod", {"shop/solo-0"})
+    k.delete(P["solo0"].path, grace=120)     # no kubelet: it stays Terminating
+
+    def solo_conditions():
+        return [(a, (e.get("conditions") or {}).get("ready"),
+                 (e.get("conditions") or {}).get("serving"),
+                 (e.get("conditions") or {}).get("terminating"))
+                for sl in api_list(k, "/apis/discovery.k8s.io/v1/namespaces/shop/"
+                                   "endpointslices?labelSelector=kubernetes.io%2Fservice-name"
+                                   "%3Dsolo")
+                for e in sl.get("endpoints") or [] for a in e.get("addresses") or []]
+    t.check("solo-0 deleted with a grace period: Terminating (no kubelet ends it), its "
+            "endpoint not ready, serving, terminating",
+            tap.wait_until(lambda: solo_conditions() == [(P["solo0"].ip, False, True, True)],
+                           15), solo_conditions)
+    solo_check("its only endpoint terminating but serving: still used (kube-proxy's "
+               "fallback)", {"shop/solo-0"})
+    P["solo1"] = n1.run_pod("shop", "solo-1", {"app": "solo"}, sa="solo")
+    solo_check("a Ready endpoint (solo-1) beside the terminating one: only solo-1",
+               {"shop/solo-1"})
+    converged(t, k, topo, "with a terminating pod")
+    n2.delete_pod(P.pop("solo0"))
 
     # --- AuthorizationPolicy through the API --------------------------------------
     cli1, srv1, srv2, cli2 = P["cli1"], P["srv1"], P["srv2"], P["cli2"]
@@ -690,6 +773,20 @@ def steps(t, topo, run):
     k.delete(AP_V1 % "shop" + "/only-shop")
     t.check("only-shop deleted: plainsrv -> srv1 allowed",
             wait_verdict(topo, plainsrv, srv1, "ALLOW")[0])
+    # PeerAuthentication, created through v1beta1
+    k.create("/apis/security.istio.io/v1beta1/namespaces/shop/peerauthentications", {
+        "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+        "metadata": {"name": "srv-strict", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "srv"}}, "mtls": {"mode": "STRICT"}}})
+    ok, last, dt = wait_verdict(topo, plainsrv, srv2, "TimeoutError", timeout=8)
+    t.check("PeerAuthentication STRICT on app=srv: plaintext plainsrv -> srv2 across nodes "
+            "dropped (last %s)" % last, ok)
+    t.eq("... plainsrv -> srv1 on its node dropped; cli1 -> srv1, cli2 -> srv1 (mTLS) "
+         "allowed", [verdict(topo, plainsrv, srv1), verdict(topo, cli1, srv1),
+                     verdict(topo, cli2, srv1)], ["TimeoutError", "ALLOW", "ALLOW"])
+    k.delete(PA_V1 % "shop" + "/srv-strict")
+    t.check("STRICT deleted: plainsrv -> srv2 allowed again",
+            wait_verdict(topo, plainsrv, srv2, "ALLOW")[0])
 
     # --- enrolment by the namespace's label ------------------------------------------
     # a DENY-all policy in plain: enforced only while plain is in the mesh
