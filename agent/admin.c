@@ -502,6 +502,10 @@ static void cert_count_metrics(const struct certmgr_stats *st, struct sbuf *b)
 		    "asked of the CA and not answered yet.\n"
 		    "# TYPE skmesh_certificate_requests_in_flight gauge\n"
 		    "skmesh_certificate_requests_in_flight %d\n", st->inflight);
+	sbuf_printf(b, "# HELP skmesh_certificate_trust_roots Root certificates peers may "
+		    "chain to (two during a rotation).\n"
+		    "# TYPE skmesh_certificate_trust_roots gauge\n"
+		    "skmesh_certificate_trust_roots %d\n", st->roots);
 }
 
 static void cert_metrics(struct admin *a, struct sbuf *b)

@@ -693,6 +693,7 @@ struct ca_client {
 	 * from (a mounted ConfigMap changes by a new file behind a link) */
 	X509_STORE *store;
 	struct stat root_st;
+	int root_missing;		/* said once */
 	int evfd;
 	pthread_t worker;
 	int started;
@@ -878,10 +879,14 @@ static int cc_refresh(struct cert_signer *s, char *err, size_t errlen)
 
 	if (stat(cc->root_file, &st)) {
 		rc = -errno;
+		if (cc->root_missing)
+			return 0;	/* said already */
+		cc->root_missing = 1;
 		if (err)
 			snprintf(err, errlen, "%s: %s", cc->root_file, strerror(errno));
 		return rc;
 	}
+	cc->root_missing = 0;
 	if (cc->store && st.st_ino == cc->root_st.st_ino && st.st_dev == cc->root_st.st_dev &&
 	    st.st_size == cc->root_st.st_size &&
 	    st.st_mtim.tv_sec == cc->root_st.st_mtim.tv_sec &&

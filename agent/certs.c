@@ -1943,9 +1943,23 @@ time_t certmgr_tick(struct certmgr *m, time_t now)
 
 	take_answers(m, now);
 	/* a changed trust bundle (a root added or removed) is in effect for
-	 * new handshakes of every identity at once */
-	if (m->async && m->signer->ops->refresh(m->signer, NULL, 0) > 0)
-		m->trust_changed = 1;
+	 * new handshakes of every identity at once; one that cannot be used
+	 * is said once (the signer notes the file it refused) and the roots
+	 * loaded stay */
+	if (m->async) {
+		char why[SKM_REASON_MAX - 64];
+		int rc = m->signer->ops->refresh(m->signer, why, sizeof(why));
+
+		if (rc > 0)
+			m->trust_changed = 1;
+		if (rc < 0 && m->warn) {
+			char msg[SKM_REASON_MAX];
+
+			snprintf(msg, sizeof(msg), "trust bundle: %s (the roots loaded before "
+				 "stay in use)", why);
+			m->warn(msg);
+		}
+	}
 	rebuild = m->trust_changed;
 	m->trust_changed = 0;
 	for (size_t i = 0; i < m->n; i++) {
@@ -1975,6 +1989,9 @@ time_t certmgr_tick(struct certmgr *m, time_t now)
 		if (t && (!next || t < next))
 			next = t;
 	}
+	/* the trust bundle of a remote CA is looked at every second */
+	if (m->async && (!next || next > now + 1))
+		next = now + 1;
 	return next;
 }
 
@@ -2039,4 +2056,13 @@ void certmgr_stats(struct certmgr *m, struct certmgr_stats *st)
 	st->held = 0;
 	for (size_t i = 0; i < m->n; i++)
 		st->held += !!m->v[i]->cert;
+	st->roots = 0;
+	{
+		STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(
+			m->signer->ops->store(m->signer));
+
+		for (int i = 0; i < sk_X509_OBJECT_num(objs); i++)
+			st->roots += X509_OBJECT_get_type(sk_X509_OBJECT_value(objs, i)) ==
+				     X509_LU_X509;
+	}
 }

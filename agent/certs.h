@@ -309,7 +309,9 @@ SSL_CTX *certmgr_client_ctx(struct certmgr *m, const char *ns, const char *sa,
 			    time_t now, char *err, size_t errlen);
 
 /* Renews what is due at NOW and takes the signer's answers; returns the
- * time of the next renewal or retry (0 when nothing is due). A renewal
+ * time of the next renewal or retry (0 when nothing is due; with a
+ * signer that answers later at most a second ahead, as its trust bundle
+ * is checked for changes every second). A renewal
  * refreshes the signer (the local CA re-reads its folder); when that
  * fails what was loaded keeps signing, and the failure is counted and
  * retried like a failed issue (a retry re-does only what failed). */
@@ -340,6 +342,7 @@ struct certmgr_stats {
 	uint64_t dropped;		/* identities no local pod has any more */
 	int inflight;			/* asked, not answered */
 	int held;			/* identities with a certificate */
+	int roots;			/* certificates of the trust bundle */
 };
 void certmgr_stats(struct certmgr *m, struct certmgr_stats *st);
 

@@ -24,6 +24,9 @@ and no --ca-dir, pods run as tests/lib/kubelet.py does a kubelet's part.
 - a certificate lifetime of 30 s: meshd renews at half-life, a live
   cross-node stream opened before keeps working after, and the serial
   changed;
+- the trust bundle (a ConfigMap's file) replaced by one with two roots is
+  taken up by both nodes within seconds, and new connections flow; one
+  holding a private key is refused, said once, and the roots stay;
 - the last pod of an identity leaving drops its certificate
   (/config_dump "certificates", skmesh_certificate_dropped_total);
 - meshd refuses to start with --ca-dir beside --ca-addr, and with a trust
@@ -446,6 +449,32 @@ def steps(t, topo, run, ca_bin):
     t.check("a new connection after the renewal flows too", backends, errors)
     say("close")
     sess.wait(10)
+
+    # --- the trust bundle rotates: two roots, then a bundle refused ------------------------
+    t.check("both nodes trust one root at first",
+            [metric(topo, n, "skmesh_certificate_trust_roots") for n in (1, 2)] == [1, 1],
+            [metric(topo, n, "skmesh_certificate_trust_roots") for n in (1, 2)])
+    root_b = caenv.make_root(os.path.join(topolib.build_dir(), "meshctl"), run.tmp,
+                             name="ca-secret-b")
+    with open(os.path.join(ca_dir, "root-cert.pem")) as fa, \
+            open(os.path.join(root_b, "root-cert.pem")) as fb:
+        both = fa.read() + fb.read()
+    caenv.write_file(bundle, both, 0o644)        # a new file: kubelet's way
+    t.check("a bundle of two roots is taken up by both nodes (skmesh_certificate_trust_roots 2)",
+            tap.wait_until(lambda: [metric(topo, n, "skmesh_certificate_trust_roots")
+                                    for n in (1, 2)] == [2, 2], 10, 0.2),
+            [metric(topo, n, "skmesh_certificate_trust_roots") for n in (1, 2)])
+    backends, errors = reach(topo, cli, srv)
+    t.check("new cross-node connections flow with the new contexts", backends, errors)
+    with open(os.path.join(root_b, "root-key.pem")) as fk:
+        caenv.write_file(bundle, both + fk.read(), 0o644)
+    t.check("a bundle that holds a private key is refused and said once; the two roots stay",
+            tap.wait_until(lambda: "holds a private key" in topo.meshds[1].log_text(), 10, 0.2)
+            and topo.meshds[1].log_text().count("holds a private key") == 1 and
+            metric(topo, 1, "skmesh_certificate_trust_roots") == 2,
+            topo.meshds[1].log_tail(5))
+    caenv.write_file(bundle, both, 0o644)
+    shutil.rmtree(root_b)
 
     # --- the last pod of an identity leaves -----------------------------------------------
     n1.delete_pod(cli)

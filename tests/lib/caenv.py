@@ -38,9 +38,9 @@ def write_file(path, text, mode=0o600):
     os.replace(tmp, path)
 
 
-def make_root(meshctl, tmp, td=TD):
-    """A mesh root (meshctl ca init) in tmp/ca-secret: its folder."""
-    d = os.path.join(tmp, "ca-secret")
+def make_root(meshctl, tmp, td=TD, name="ca-secret"):
+    """A mesh root (meshctl ca init) in tmp/name: its folder."""
+    d = os.path.join(tmp, name)
     subprocess.run([meshctl, "ca", "init", "--trust-domain", td, "--out", d],
                    check=True, capture_output=True)
     return d
