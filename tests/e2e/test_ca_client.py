@@ -338,6 +338,17 @@ def steps(t, topo, run, ca_bin):
             r.returncode != 0 and "holds a private key" in (r.stdout + r.stderr),
             (r.stdout + r.stderr)[-600:])
     os.unlink(bad_bundle)
+    for extra, cluster, says in (
+            (["--ca-addr", "127.0.0.1:1", "--ca-root", bundle, "--ca-token", "/dev/null"],
+             False, "--ca-addr is for cluster mode"),
+            (["--ca-root", bundle], True, "give --ca-addr too"),
+            (["--ca-addr", "127.0.0.1:1"], True, "--ca-addr needs --ca-root FILE")):
+        argv = [meshd, "--node", "node1"] + (["--kubeconfig", run.fw[1].kubeconfig] if cluster
+                                             else ["--config", bundle]) + extra
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        t.check("meshd %s: refused with a usage error (exit %d)" % (" ".join(extra),
+                                                                    r.returncode),
+                r.returncode == 2 and says in r.stderr, r.stderr[-400:])
     t.check("meshd's usage names --ca-addr", "--ca-addr" in subprocess.run(
         [meshd, "--help"], capture_output=True, text=True).stdout)
 
