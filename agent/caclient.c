@@ -767,9 +767,10 @@ static void batch_run(struct ca_client *cc, struct ca_req **reqs, size_t n)
 		snprintf(ans[i]->res.id, sizeof(ans[i]->res.id), "%s", reqs[i]->r.id);
 	}
 	if (!calls || !bodies || !ans || !which || !ans[n - 1]) {
-		/* nothing can be answered without memory: the requests stay
-		 * in flight for certmgr, whose entries wait (bounded by the
-		 * pods); this does not happen short of an OOM kill */
+		/* nothing can be answered without memory: the requests are
+		 * dropped, and certmgr gives each up after SKM_PENDING_MAX_S
+		 * and asks again */
+		atomic_fetch_sub(&cc->inflight, (int)n);
 		goto out;
 	}
 	token = token_read(cc->token_file, why, sizeof(why));
