@@ -63,6 +63,7 @@ FUZZ_HDRS	:= $(wildcard tests/fuzz/*.h)
 BINS		:= $(OUT)/meshd $(OUT)/meshctl $(OUT)/bench/sockperf $(OUT)/bench/skm-bare \
 		   $(OUT)/tests/unit_tests $(OUT)/tests/policy-eval $(OUT)/tests/mkcert \
 		   $(OUT)/tests/kube-watch $(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find \
+		   $(OUT)/tests/ca-ask \
 		   $(patsubst %,$(OUT)/tests/fuzz/replay_%,$(FUZZ_NAMES)) $(OUT)/skmesh-cni \
 		   $(OUT)/skmesh-ca $(OUT)/bench/ca-load
 
@@ -198,7 +199,7 @@ $(OUT)/tests/kube-watch: tests/tools/kube-watch.c $(AGENT_LIB_OBJS) | $(OUT)/tes
 
 # --- test tools: meshd's CNI socket on its own, with an owner that answers
 # after a delay; meshd's /proc scan for running pods on its own
-$(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find: $(OUT)/tests/%: tests/tools/%.c \
+$(OUT)/tests/cnisrv-echo $(OUT)/tests/podscan-find $(OUT)/tests/ca-ask: $(OUT)/tests/%: tests/tools/%.c \
 		$(AGENT_LIB_OBJS) | $(OUT)/tests
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Iagent $< $(AGENT_LIB_OBJS) -o $@ $(LDLIBS)

@@ -19,6 +19,8 @@
 
 #include "admin.h"
 #include "alog.h"
+#include "certs.h"
+#include "grpc.h"
 #include "loader.h"
 #include "log.h"
 #include "metrics.h"
@@ -477,8 +479,38 @@ static void map_fill(struct admin *a, struct sbuf *b)
 	pthread_mutex_unlock(&a->fill_lock);
 }
 
+static void cert_count_metrics(const struct certmgr_stats *st, struct sbuf *b)
+{
+	sbuf_printf(b, "# HELP skmesh_certificate_issued_total First certificates of a local "
+		    "identity meshd got.\n# TYPE skmesh_certificate_issued_total counter\n"
+		    "skmesh_certificate_issued_total %" PRIu64 "\n", st->issued);
+	sbuf_printf(b, "# HELP skmesh_certificate_renewed_total Certificates that replaced "
+		    "one of the same identity.\n# TYPE skmesh_certificate_renewed_total counter\n"
+		    "skmesh_certificate_renewed_total %" PRIu64 "\n", st->renewed);
+	sbuf_printf(b, "# HELP skmesh_certificate_failed_total Certificate requests that "
+		    "failed, by the CA's gRPC status (local: on meshd's side: no connection, "
+		    "no token, an answer not believed).\n"
+		    "# TYPE skmesh_certificate_failed_total counter\n");
+	for (int i = 1; i <= SIGN_STATUS_MAX; i++)
+		sbuf_printf(b, "skmesh_certificate_failed_total{status=\"%s\"} %" PRIu64 "\n",
+			    i < SIGN_STATUS_MAX ? grpc_status_name(i) : "local", st->failed[i]);
+	sbuf_printf(b, "# HELP skmesh_certificate_dropped_total Certificates dropped, with "
+		    "their keys, when the last local pod of their identity left.\n"
+		    "# TYPE skmesh_certificate_dropped_total counter\n"
+		    "skmesh_certificate_dropped_total %" PRIu64 "\n", st->dropped);
+	sbuf_printf(b, "# HELP skmesh_certificate_requests_in_flight Certificate requests "
+		    "asked of the CA and not answered yet.\n"
+		    "# TYPE skmesh_certificate_requests_in_flight gauge\n"
+		    "skmesh_certificate_requests_in_flight %d\n", st->inflight);
+	sbuf_printf(b, "# HELP skmesh_certificate_trust_roots Root certificates peers may "
+		    "chain to (two during a rotation).\n"
+		    "# TYPE skmesh_certificate_trust_roots gauge\n"
+		    "skmesh_certificate_trust_roots %d\n", st->roots);
+}
+
 static void cert_metrics(struct admin *a, struct sbuf *b)
 {
+	struct certmgr_stats st;
 	struct tunnel_cert *c = NULL;
 	size_t n = 0;
 	struct tunnel *t;
@@ -490,7 +522,9 @@ static void cert_metrics(struct admin *a, struct sbuf *b)
 		pthread_mutex_unlock(&a->lock);
 		return;
 	}
+	tunnel_cert_stats(t, &st);
 	pthread_mutex_unlock(&a->lock);
+	cert_count_metrics(&st, b);
 	sbuf_printf(b, "# HELP skmesh_certificate_expiry_timestamp_seconds When a workload "
 		    "certificate meshd holds expires.\n"
 		    "# TYPE skmesh_certificate_expiry_timestamp_seconds gauge\n");

@@ -15,9 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/buffer.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -30,7 +34,7 @@
 #define SKM_TLS_GROUPS	"X25519:P-256"
 #define SKM_SKEW_S	60		/* notBefore = now - this */
 #define SKM_RETRY_MAX_S	300		/* renewal backoff: 1 s doubling to this */
-#define SKM_REASON_MAX	(2 * SKM_SPIFFE_MAX + 64)
+#define SKM_PENDING_MAX_S 120		/* an answer not come by then is given up */
 
 static const unsigned char alpn_h2[] = { 2, 'h', '2' };
 
@@ -55,6 +59,32 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	}
 	ERR_clear_error();
 	return rc;
+}
+
+/* --- key hygiene ------------------------------------------------------------ */
+
+int key_hygiene_init(char *err, size_t errlen)
+{
+	struct rlimit none = { 0, 0 };
+	int rc;
+
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0))
+		return fail(err, errlen, -errno, "prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+	if (setrlimit(RLIMIT_CORE, &none))
+		return fail(err, errlen, -errno, "setrlimit(RLIMIT_CORE): %s", strerror(errno));
+	if (CRYPTO_secure_malloc_initialized())
+		return 0;
+	/* 1: the arena is locked and out of dumps; 2: it works but mlock or
+	 * madvise failed (RLIMIT_MEMLOCK without CAP_IPC_LOCK) */
+	rc = CRYPTO_secure_malloc_init(SKM_SECURE_HEAP, 32);
+	if (rc == 0)
+		return fail(err, errlen, -ENOMEM, "OpenSSL's secure heap of %d bytes could not "
+			    "be made: private keys live in ordinary memory", SKM_SECURE_HEAP);
+	if (rc == 2)
+		return fail(err, errlen, -EPERM, "OpenSSL's secure heap could not be locked in "
+			    "memory or kept out of core dumps (RLIMIT_MEMLOCK %d bytes is needed)",
+			    SKM_SECURE_HEAP);
+	return 0;
 }
 
 /* --- SPIFFE IDs ------------------------------------------------------------ */
@@ -425,22 +455,19 @@ out:
 	return rc;
 }
 
-/* Adds every certificate of PEM file PATH to STORE (the first one also
- * to *FIRST, each also to ALL, when given). Returns how many, or a
- * negative errno. */
-static int load_roots(const char *path, X509_STORE *store, X509 **first,
-		      STACK_OF(X509) *all, char *err, size_t errlen)
+/* Adds every certificate of the PEM text BUF (LEN bytes, read from PATH)
+ * to STORE (the first one also to *FIRST, each also to ALL, when given).
+ * Returns how many, or a negative errno. */
+static int pem_roots(const char *buf, size_t len, const char *path, X509_STORE *store,
+		     X509 **first, STACK_OF(X509) *all, char *err, size_t errlen)
 {
-	BIO *b = BIO_new_file(path, "r");
+	BIO *b = BIO_new_mem_buf(buf, (int)len);
 	unsigned long e;
 	int n = 0;
 	X509 *x;
 
-	if (!b) {
-		int rc = errno ? -errno : -EIO;
-
-		return fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
-	}
+	if (!b)
+		return fail(err, errlen, -ENOMEM, "out of memory");
 	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
 		if (!X509_STORE_add_cert(store, x) &&
 		    ERR_GET_REASON(ERR_peek_last_error()) != X509_R_CERT_ALREADY_IN_HASH_TABLE) {
@@ -466,6 +493,87 @@ static int load_roots(const char *path, X509_STORE *store, X509 **first,
 			    n ? "a certificate is not valid PEM" : "no certificate");
 	ERR_clear_error();
 	return n;
+}
+
+/* Adds every certificate of PEM file PATH to STORE (the first one also
+ * to *FIRST, each also to ALL, when given). Returns how many, or a
+ * negative errno. */
+static int load_roots(const char *path, X509_STORE *store, X509 **first,
+		      STACK_OF(X509) *all, char *err, size_t errlen)
+{
+	BIO *b = BIO_new_file(path, "r");
+	BUF_MEM *mem = NULL;
+	BIO *m = NULL;
+	char chunk[4096];
+	int n, rc;
+
+	if (!b) {
+		rc = errno ? -errno : -EIO;
+		return fail(err, errlen, rc, "%s: %s", path, strerror(-rc));
+	}
+	m = BIO_new(BIO_s_mem());
+	while (m && (n = BIO_read(b, chunk, sizeof(chunk))) > 0)
+		if (BIO_write(m, chunk, n) != n)
+			break;
+	BIO_free(b);
+	if (!m || !BIO_get_mem_ptr(m, &mem) || !mem) {
+		BIO_free(m);
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	}
+	rc = pem_roots(mem->data, mem->length, path, store, first, all, err, errlen);
+	BIO_free(m);
+	return rc;
+}
+
+#define SKM_BUNDLE_MAX	(1 << 20)	/* bytes of a trust bundle file */
+
+int trust_bundle_load(const char *path, X509_STORE **out, int *ncerts,
+		      char *err, size_t errlen)
+{
+	X509_STORE *store = NULL;
+	struct stat st;
+	char *buf = NULL;
+	ssize_t n = 0;
+	int fd, rc;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > SKM_BUNDLE_MAX) {
+		close(fd);
+		return fail(err, errlen, -EINVAL, "%s: not a file of at most %d bytes", path,
+			    SKM_BUNDLE_MAX);
+	}
+	buf = malloc(st.st_size + 1);
+	if (buf)
+		n = read(fd, buf, st.st_size);
+	close(fd);
+	if (!buf || n != st.st_size) {
+		free(buf);
+		return fail(err, errlen, buf ? -EIO : -ENOMEM, "%s: cannot read it", path);
+	}
+	buf[n] = 0;
+	/* a key in a bundle is a mistake that hands a node what it must
+	 * never hold: refuse it, and wipe the copy read */
+	if (memmem(buf, n, "PRIVATE KEY-----", 16)) {
+		OPENSSL_cleanse(buf, n);
+		free(buf);
+		return fail(err, errlen, -EPERM, "%s holds a private key: a trust bundle holds "
+			    "root certificates only, and no CA key belongs on a node", path);
+	}
+	store = X509_STORE_new();
+	rc = store ? pem_roots(buf, n, path, store, NULL, NULL, err, errlen)
+		   : fail(err, errlen, -ENOMEM, "out of memory");
+	free(buf);
+	if (rc < 0) {
+		X509_STORE_free(store);
+		return rc;
+	}
+	if (ncerts)
+		*ncerts = rc;
+	*out = store;
+	return 0;
 }
 
 /* A leaf's fixed extensions, in their order: keyUsage, extendedKeyUsage,
@@ -660,6 +768,37 @@ X509 *mesh_ca_sign_spki(const struct mesh_ca *ca, const X509_PUBKEY *pub, const 
 	return leaf_finish(ca, x, id);
 }
 
+EVP_PKEY *wl_key_new(void)
+{
+	return EVP_EC_gen("P-256");
+}
+
+X509 *mesh_ca_certify(struct mesh_ca *ca, const char *id, EVP_PKEY *key, time_t now,
+		   int lifetime_s, char *err, size_t errlen)
+{
+	time_t ca_end = asn1_time(X509_get0_notAfter(ca->signer));
+	X509 *leaf;
+
+	if (lifetime_s <= 0) {
+		fail(err, errlen, -EINVAL, "certificate lifetime %d s", lifetime_s);
+		return NULL;
+	}
+	if (now >= ca_end) {
+		fail(err, errlen, -EKEYEXPIRED,
+		     "the signing CA expired at %ld: make a new one and rotate (docs/identity.md)",
+		     (long)ca_end);
+		return NULL;
+	}
+	if (spiffe_parse(id, NULL, 0, NULL, 0, NULL, 0)) {
+		fail(err, errlen, -EINVAL, "'%s' is not a SPIFFE ID", id);
+		return NULL;
+	}
+	leaf = mesh_ca_sign(ca, key, id, now - SKM_SKEW_S, now + lifetime_s);
+	if (!leaf)
+		fail(err, errlen, -ENOMEM, "issuing %s", id);
+	return leaf;
+}
+
 int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char *sa,
 		  time_t now, int lifetime_s, struct wl_cert **out,
 		  char *err, size_t errlen)
@@ -688,7 +827,7 @@ int mesh_ca_issue(struct mesh_ca *ca, const char *td, const char *ns, const char
 	X509_up_ref(c->issuer);
 	c->not_before = now - SKM_SKEW_S;
 	c->not_after = now + lifetime_s;
-	c->key = EVP_EC_gen("P-256");
+	c->key = wl_key_new();
 	if (c->key)
 		c->leaf = mesh_ca_sign(ca, c->key, c->id, c->not_before, c->not_after);
 	if (!c->leaf) {
@@ -756,7 +895,9 @@ void wl_cert_free(struct wl_cert *c)
 		return;
 	X509_free(c->leaf);
 	X509_free(c->issuer);
+	sk_X509_pop_free(c->chain, X509_free);
 	EVP_PKEY_free(c->key);
+	OPENSSL_cleanse(c, sizeof(*c));
 	free(c);
 }
 
@@ -1049,8 +1190,8 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-static SSL_CTX *tls_ctx(const struct mesh_ca *ca, const struct wl_cert *c,
-			const char *td, int server)
+SSL_CTX *tls_ctx_store(X509_STORE *store, const struct wl_cert *c, const char *td,
+		       int server)
 {
 	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	struct ctx_info *ci = calloc(1, sizeof(*ci));
@@ -1075,7 +1216,14 @@ static SSL_CTX *tls_ctx(const struct mesh_ca *ca, const struct wl_cert *c,
 	if (c->issuer && X509_check_issued(c->issuer, c->issuer) != X509_V_OK &&
 	    !SSL_CTX_add1_chain_cert(ctx, c->issuer))
 		goto out_free;
-	SSL_CTX_set1_cert_store(ctx, ca->store);
+	for (int i = 0; c->chain && i < sk_X509_num(c->chain); i++) {
+		X509 *x = sk_X509_value(c->chain, i);
+
+		if (x != c->issuer && X509_check_issued(x, x) != X509_V_OK &&
+		    !SSL_CTX_add1_chain_cert(ctx, x))
+			goto out_free;
+	}
+	SSL_CTX_set1_cert_store(ctx, store);
 	/* no resumption: every connection shows and checks certificates */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -1102,12 +1250,12 @@ out_free:
 
 SSL_CTX *tls_server_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td)
 {
-	return tls_ctx(ca, c, td, 1);
+	return tls_ctx_store(ca->store, c, td, 1);
 }
 
 SSL_CTX *tls_client_ctx(const struct mesh_ca *ca, const struct wl_cert *c, const char *td)
 {
-	return tls_ctx(ca, c, td, 0);
+	return tls_ctx_store(ca->store, c, td, 0);
 }
 
 int tls_expect_peer(SSL *ssl, const char *id)
@@ -1151,54 +1299,13 @@ enum tls_fail tls_verify_reason(SSL *ssl)
 	return st && st->why[0] ? st->reason : TLS_FAIL_NONE;
 }
 
-/* --- certmgr ------------------------------------------------------------- */
+/* --- signers ------------------------------------------------------------ */
 
-struct cm_entry {
-	char *ns, *sa;
-	struct wl_cert *cert;
-	SSL_CTX *sctx, *cctx;
-	SSL_CTX *old_sctx, *old_cctx;	/* replaced outside a tick: freed
-					 * at the next one (borrowed until) */
-	time_t renew_at;	/* half-life of cert */
-	time_t retry_at;	/* 0: no failure pending */
-	int failures;		/* in a row */
-	int unwritten;		/* out_dir lacks the current cert */
-	char why[SKM_REASON_MAX];	/* the last failure */
-};
-
-struct certmgr {
-	char *ca_dir, *td, *out_dir;
-	int lifetime_s;
-	void (*warn)(const char *msg);
-	struct mesh_ca *ca;
-	struct cm_entry **v;
-	size_t n, cap;
-};
-
-static void entry_free(struct cm_entry *e)
+void sign_res_clear(struct sign_res *res)
 {
-	SSL_CTX_free(e->sctx);
-	SSL_CTX_free(e->cctx);
-	SSL_CTX_free(e->old_sctx);
-	SSL_CTX_free(e->old_cctx);
-	wl_cert_free(e->cert);
-	free(e->ns);
-	free(e->sa);
-	free(e);
-}
-
-void certmgr_free(struct certmgr *m)
-{
-	if (!m)
-		return;
-	for (size_t i = 0; i < m->n; i++)
-		entry_free(m->v[i]);
-	free(m->v);
-	mesh_ca_free(m->ca);
-	free(m->ca_dir);
-	free(m->td);
-	free(m->out_dir);
-	free(m);
+	X509_free(res->leaf);
+	sk_X509_pop_free(res->chain, X509_free);
+	memset(res, 0, sizeof(*res));
 }
 
 /* The trust domain a mesh CA certificate names in its URI SAN
@@ -1230,44 +1337,225 @@ static int ca_trust_domain(X509 *x, char *buf, size_t len)
 	return found;
 }
 
+/* The local CA of --ca-dir: signs at once, with the root key in memory. */
+struct local_signer {
+	struct cert_signer s;
+	char *dir;
+	struct mesh_ca *ca;
+};
+
+static int local_refresh(struct cert_signer *s, char *err, size_t errlen)
+{
+	struct local_signer *l = (struct local_signer *)s;
+	struct mesh_ca *ca;
+	int rc = mesh_ca_load(l->dir, &ca, err, errlen);
+
+	if (rc)
+		return rc;
+	mesh_ca_free(l->ca);
+	l->ca = ca;
+	return 1;
+}
+
+static X509_STORE *local_store(struct cert_signer *s)
+{
+	return ((struct local_signer *)s)->ca->store;
+}
+
+static int local_sign(struct cert_signer *s, const struct sign_req *r, struct sign_res *out)
+{
+	struct local_signer *l = (struct local_signer *)s;
+
+	memset(out, 0, sizeof(*out));
+	out->tag = r->tag;
+	snprintf(out->id, sizeof(out->id), "%s", r->id);
+	out->leaf = mesh_ca_certify(l->ca, r->id, r->key, r->now, r->lifetime_s,
+				 out->why, sizeof(out->why));
+	if (!out->leaf) {
+		out->rc = -EINVAL;
+		out->status = SIGN_STATUS_LOCAL;
+		return out->rc;
+	}
+	/* what follows the leaf: the signer, then its issuers */
+	out->chain = sk_X509_new_null();
+	for (int i = 0; out->chain && i < sk_X509_num(l->ca->chain); i++) {
+		X509 *x = sk_X509_value(l->ca->chain, i);
+
+		if (!sk_X509_push(out->chain, x)) {
+			sk_X509_pop_free(out->chain, X509_free);
+			out->chain = NULL;
+			break;
+		}
+		X509_up_ref(x);
+	}
+	if (!out->chain || !sk_X509_num(out->chain)) {
+		sign_res_clear(out);
+		out->rc = -ENOMEM;
+		out->status = SIGN_STATUS_LOCAL;
+		snprintf(out->why, sizeof(out->why), "out of memory");
+		return out->rc;
+	}
+	return 0;
+}
+
+static int local_fd(struct cert_signer *s)
+{
+	return -1;
+}
+
+static int local_inflight(struct cert_signer *s)
+{
+	return 0;
+}
+
+static void local_free(struct cert_signer *s)
+{
+	struct local_signer *l = (struct local_signer *)s;
+
+	mesh_ca_free(l->ca);
+	free(l->dir);
+	free(l);
+}
+
+static const struct cert_signer_ops local_ops = {
+	.kind = "local CA",
+	.refresh = local_refresh,
+	.store = local_store,
+	.sign = local_sign,
+	.fd = local_fd,
+	.inflight = local_inflight,
+	.free = local_free,
+};
+
+int local_signer_new(const char *ca_dir, const char *td, struct cert_signer **out,
+		     char *err, size_t errlen)
+{
+	struct local_signer *l = calloc(1, sizeof(*l));
+	char ca_td[256];
+	int rc;
+
+	*out = NULL;
+	if (!l || !(l->dir = strdup(ca_dir))) {
+		free(l);
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	}
+	l->s.ops = &local_ops;
+	rc = mesh_ca_load(l->dir, &l->ca, err, errlen);
+	/* Certificates for one trust domain signed by a CA made for another
+	 * would be refused by every peer of that CA's mesh: say so now. */
+	if (!rc && ca_trust_domain(l->ca->signer, ca_td, sizeof(ca_td)) && strcmp(ca_td, td))
+		rc = fail(err, errlen, -EINVAL, "the CA is for trust domain %s (its URI SAN), "
+			  "meshd runs with trust domain %s: start meshd with --trust-domain %s, "
+			  "or make a CA with meshctl ca init --trust-domain %s", ca_td, td,
+			  ca_td, td);
+	if (rc) {
+		local_free(&l->s);
+		return rc;
+	}
+	*out = &l->s;
+	return 0;
+}
+
+/* --- certmgr ------------------------------------------------------------- */
+
+struct cm_entry {
+	char *ns, *sa;
+	char id[SKM_SPIFFE_MAX];
+	struct wl_cert *cert;
+	SSL_CTX *sctx, *cctx;
+	SSL_CTX *old_sctx, *old_cctx;	/* replaced outside a tick: freed
+					 * at the next one (borrowed until) */
+	EVP_PKEY *pending;	/* the key of a request not answered yet */
+	uint64_t tag;		/* of that request */
+	time_t pending_since;
+	time_t renew_at;	/* half-life of cert */
+	time_t retry_at;	/* 0: no failure pending */
+	int failures;		/* in a row */
+	int unwritten;		/* out_dir lacks the current cert */
+	int wanted;		/* a local pod has this identity */
+	char why[SKM_REASON_MAX];	/* the last failure */
+};
+
+struct certmgr {
+	char *td, *out_dir;
+	int lifetime_s;
+	void (*warn)(const char *msg);
+	struct cert_signer *signer;
+	int async;		/* the signer answers later */
+	int trust_changed;	/* contexts are due for the new bundle */
+	uint64_t next_tag;
+	struct certmgr_stats st;
+	struct cm_entry **v;
+	size_t n, cap;
+};
+
+static void entry_free(struct cm_entry *e)
+{
+	SSL_CTX_free(e->sctx);
+	SSL_CTX_free(e->cctx);
+	SSL_CTX_free(e->old_sctx);
+	SSL_CTX_free(e->old_cctx);
+	wl_cert_free(e->cert);
+	EVP_PKEY_free(e->pending);
+	free(e->ns);
+	free(e->sa);
+	free(e);
+}
+
+void certmgr_free(struct certmgr *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n; i++)
+		entry_free(m->v[i]);
+	free(m->v);
+	if (m->signer)
+		m->signer->ops->free(m->signer);
+	free(m->td);
+	free(m->out_dir);
+	free(m);
+}
+
 int certmgr_new(const struct certmgr_opts *o, struct certmgr **out,
 		char *err, size_t errlen)
 {
-	char ca_td[256];
-
 	struct certmgr *m;
 	int rc;
 
 	*out = NULL;
-	if (!o->ca_dir || !o->td || !td_ok(o->td, strlen(o->td)))
-		return fail(err, errlen, -EINVAL, "trust domain '%s' is not valid", o->td ?: "");
-	if (o->lifetime_s < 0)
-		return fail(err, errlen, -EINVAL, "certificate lifetime %d s", o->lifetime_s);
+	if (!o->td || !td_ok(o->td, strlen(o->td)) || !!o->ca_dir == !!o->signer ||
+	    o->lifetime_s < 0) {
+		if (o->signer)
+			o->signer->ops->free(o->signer);
+		if (!o->td || !td_ok(o->td, strlen(o->td)))
+			return fail(err, errlen, -EINVAL, "trust domain '%s' is not valid",
+				    o->td ?: "");
+		if (o->lifetime_s < 0)
+			return fail(err, errlen, -EINVAL, "certificate lifetime %d s",
+				    o->lifetime_s);
+		return fail(err, errlen, -EINVAL, "give a CA folder or a signer, one of them");
+	}
 	m = calloc(1, sizeof(*m));
-	if (!m)
+	if (!m) {
+		if (o->signer)
+			o->signer->ops->free(o->signer);
 		return fail(err, errlen, -ENOMEM, "out of memory");
-	m->ca_dir = strdup(o->ca_dir);
+	}
+	m->signer = o->signer;
 	m->td = strdup(o->td);
 	m->out_dir = o->out_dir ? strdup(o->out_dir) : NULL;
 	m->lifetime_s = o->lifetime_s ?: SKM_CERT_LIFETIME_S;
 	m->warn = o->warn;
-	if (!m->ca_dir || !m->td || (o->out_dir && !m->out_dir)) {
+	if (!m->td || (o->out_dir && !m->out_dir)) {
 		rc = fail(err, errlen, -ENOMEM, "out of memory");
 		goto out_free;
 	}
-	rc = mesh_ca_load(m->ca_dir, &m->ca, err, errlen);
-	/* Certificates for one trust domain signed by a CA made for another
-	 * would be refused by every peer of that CA's mesh: say so now. */
-	if (!rc && ca_trust_domain(m->ca->signer, ca_td, sizeof(ca_td)) &&
-	    strcmp(ca_td, m->td))
-		rc = fail(err, errlen, -EINVAL, "the CA is for trust domain %s (its URI SAN), "
-			  "meshd runs with trust domain %s: start meshd with --trust-domain %s, "
-			  "or make a CA with meshctl ca init --trust-domain %s", ca_td, m->td,
-			  ca_td, m->td);
+	rc = o->ca_dir ? local_signer_new(o->ca_dir, m->td, &m->signer, err, errlen) : 0;
 	if (!rc && m->out_dir)
 		rc = mkdir_private(m->out_dir, err, errlen);
 	if (rc)
 		goto out_free;
+	m->async = m->signer->ops->poll != NULL;
 	*out = m;
 	return 0;
 
@@ -1279,6 +1567,8 @@ out_free:
 /* When E wants attention next: a retry, or the renewal at half-life. */
 static time_t entry_next(const struct cm_entry *e)
 {
+	if (e->pending)
+		return e->pending_since + SKM_PENDING_MAX_S;	/* the answer wakes it */
 	if (e->retry_at && (!e->cert || e->retry_at < e->renew_at))
 		return e->retry_at;
 	return e->cert ? e->renew_at : 0;
@@ -1289,29 +1579,19 @@ static int entry_valid(const struct cm_entry *e, time_t now)
 	return e->cert && now < e->cert->not_after;
 }
 
-/* Issues E a new certificate and contexts from the loaded CA and puts
- * them in place; the old contexts are freed now, or at the next tick
- * when DEFER (a caller may still hold them). */
-static int entry_issue(struct certmgr *m, struct cm_entry *e, time_t now, int defer)
+/* Replaces E's contexts with ones for its certificate and the signer's
+ * trust bundle; the old ones are freed now, or at the next tick when
+ * DEFER (a caller may still hold them). */
+static int entry_contexts(struct certmgr *m, struct cm_entry *e, int defer)
 {
-	char why[SKM_REASON_MAX];
-	struct wl_cert *c;
-	SSL_CTX *sctx = NULL, *cctx = NULL;
-	int rc;
+	X509_STORE *store = m->signer->ops->store(m->signer);
+	SSL_CTX *sctx = tls_ctx_store(store, e->cert, m->td, 1);
+	SSL_CTX *cctx = tls_ctx_store(store, e->cert, m->td, 0);
 
-	rc = mesh_ca_issue(m->ca, m->td, e->ns, e->sa, now, m->lifetime_s, &c,
-			   why, sizeof(why));
-	if (rc) {
-		snprintf(e->why, sizeof(e->why), "%s", why);
-		return rc;
-	}
-	sctx = tls_server_ctx(m->ca, c, m->td);
-	cctx = tls_client_ctx(m->ca, c, m->td);
 	if (!sctx || !cctx) {
-		snprintf(e->why, sizeof(e->why), "no TLS context for %s", c->id);
+		snprintf(e->why, sizeof(e->why), "no TLS context for %s", e->id);
 		SSL_CTX_free(sctx);
 		SSL_CTX_free(cctx);
-		wl_cert_free(c);
 		return -ENOMEM;
 	}
 	if (defer) {
@@ -1323,52 +1603,136 @@ static int entry_issue(struct certmgr *m, struct cm_entry *e, time_t now, int de
 		SSL_CTX_free(e->sctx);
 		SSL_CTX_free(e->cctx);
 	}
-	wl_cert_free(e->cert);
-	e->cert = c;
 	e->sctx = sctx;
 	e->cctx = cctx;
-	e->renew_at = now + (c->not_after - now) / 2;
-	e->unwritten = !!m->out_dir;
 	return 0;
 }
 
-/*
- * One renewal of E at NOW: re-read the CA folder (on failure the loaded
- * CA stays in use), issue when the certificate is due or unusable, write
- * the files when they lag. Any failure keeps what works and schedules a
- * retry, 1 s doubling to SKM_RETRY_MAX_S; a retry only re-does what
- * failed, so a broken CA folder does not make a new key every retry.
- */
-static void entry_renew(struct certmgr *m, struct cm_entry *e, time_t now, int defer)
+/* Checks a signer's answer for E's request and makes it E's certificate:
+ * the leaf is for KEY and names exactly E's identity, and chains to the
+ * trust bundle (a CA that answers with someone else's certificate, or
+ * one peers would refuse, is not believed). Takes KEY. */
+static int entry_install(struct certmgr *m, struct cm_entry *e, EVP_PKEY *key,
+			 struct sign_res *r, time_t now, int defer)
 {
-	char why[SKM_REASON_MAX - 32];	/* room for what precedes it */
-	struct mesh_ca *ca;
-	int failed = 0;
+	X509_STORE_CTX *vctx = NULL;
+	struct wl_cert *c = calloc(1, sizeof(*c));
+	char id[SKM_SPIFFE_MAX];
+	int rc = -EINVAL;
 
-	e->why[0] = '\0';
-	if (mesh_ca_load(m->ca_dir, &ca, why, sizeof(why))) {
-		snprintf(e->why, sizeof(e->why), "reading the CA: %s", why);
-		failed = 1;
-	} else {
-		mesh_ca_free(m->ca);
-		m->ca = ca;
+	if (!c) {
+		EVP_PKEY_free(key);
+		snprintf(e->why, sizeof(e->why), "out of memory");
+		return -ENOMEM;
 	}
-	if ((!entry_valid(e, now) || now >= e->renew_at) && entry_issue(m, e, now, defer))
-		failed = 1;
-	if (e->cert && e->unwritten) {
-		if (cert_write(e->cert, e->ns, e->sa, m->out_dir, why, sizeof(why))) {
-			if (!e->why[0])
-				snprintf(e->why, sizeof(e->why), "writing: %s", why);
-			failed = 1;
-		} else {
-			e->unwritten = 0;
+	c->key = key;
+	c->leaf = r->leaf;
+	r->leaf = NULL;
+	c->chain = r->chain;
+	r->chain = NULL;
+	snprintf(c->id, sizeof(c->id), "%s", e->id);
+	if (!X509_check_private_key(c->leaf, key)) {
+		snprintf(e->why, sizeof(e->why), "the CA's certificate is not for the key asked with");
+		goto out_free;
+	}
+	if (cert_spiffe_id(c->leaf, id, sizeof(id), NULL, 0) || strcmp(id, e->id)) {
+		snprintf(e->why, sizeof(e->why), "the CA's certificate is not for %s", e->id);
+		goto out_free;
+	}
+	if (leaf_is_ca(c->leaf)) {
+		snprintf(e->why, sizeof(e->why), "the CA's certificate for %s is a CA", e->id);
+		goto out_free;
+	}
+	vctx = X509_STORE_CTX_new();
+	if (!vctx || !X509_STORE_CTX_init(vctx, m->signer->ops->store(m->signer), c->leaf,
+					  c->chain)) {
+		rc = -ENOMEM;
+		snprintf(e->why, sizeof(e->why), "out of memory");
+		goto out_free;
+	}
+	/* the chain, not the clock: validity is the handshakes' business,
+	 * and a CA may be younger than a backdated notBefore */
+	X509_STORE_CTX_set_flags(vctx, X509_V_FLAG_NO_CHECK_TIME);
+	if (X509_verify_cert(vctx) != 1) {
+		snprintf(e->why, sizeof(e->why), "the CA's certificate for %s does not verify "
+			 "against the trust bundle: %s", e->id,
+			 X509_verify_cert_error_string(X509_STORE_CTX_get_error(vctx)));
+		goto out_free;
+	}
+	c->not_before = asn1_time(X509_get0_notBefore(c->leaf));
+	c->not_after = asn1_time(X509_get0_notAfter(c->leaf));
+	if (c->chain && sk_X509_num(c->chain)) {
+		c->issuer = sk_X509_value(c->chain, 0);
+		X509_up_ref(c->issuer);
+	}
+	X509_STORE_CTX_free(vctx);
+	vctx = NULL;
+	{
+		struct wl_cert *old = e->cert;
+
+		e->cert = c;
+		rc = entry_contexts(m, e, defer);
+		if (rc) {
+			e->cert = old;
+			goto out_free;
 		}
+		if (old)
+			m->st.renewed++;
+		else
+			m->st.issued++;
+		wl_cert_free(old);
 	}
-	if (!failed) {
-		e->failures = 0;
-		e->retry_at = 0;
-		return;
+	e->renew_at = now + (c->not_after - now) / 2;
+	e->unwritten = !!m->out_dir;
+	return 0;
+
+out_free:
+	X509_STORE_CTX_free(vctx);
+	wl_cert_free(c);
+	ERR_clear_error();
+	return rc;
+}
+
+/* Asks the signer for a certificate of E with a new key: 0 when it is in
+ * place, -EINPROGRESS when the answer comes later, or a negative errno
+ * (reason in E->why, counted). */
+static int entry_issue(struct certmgr *m, struct cm_entry *e, time_t now, int defer)
+{
+	struct sign_req r = { .lifetime_s = m->lifetime_s, .now = now, .tag = ++m->next_tag };
+	struct sign_res res = {};
+	int rc;
+
+	r.key = wl_key_new();
+	if (!r.key) {
+		snprintf(e->why, sizeof(e->why), "cannot make a key");
+		m->st.failed[SIGN_STATUS_LOCAL]++;
+		return -ENOMEM;
 	}
+	snprintf(r.id, sizeof(r.id), "%s", e->id);
+	rc = m->signer->ops->sign(m->signer, &r, &res);
+	if (rc == -EINPROGRESS) {
+		EVP_PKEY_free(e->pending);
+		e->pending = r.key;
+		e->tag = r.tag;
+		e->pending_since = now;
+		return rc;
+	}
+	if (!rc)
+		rc = entry_install(m, e, r.key, &res, now, defer);
+	else {
+		snprintf(e->why, sizeof(e->why), "%s", res.why);
+		EVP_PKEY_free(r.key);
+	}
+	if (rc)
+		m->st.failed[res.status > 0 && res.status <= SIGN_STATUS_MAX ?
+			     res.status : SIGN_STATUS_LOCAL]++;
+	sign_res_clear(&res);
+	return rc;
+}
+
+/* Counts E's failure at NOW: a retry 1 s doubling to SKM_RETRY_MAX_S. */
+static void entry_failed(struct certmgr *m, struct cm_entry *e, time_t now)
+{
 	e->failures++;
 	e->retry_at = now + (e->failures > 9 ? SKM_RETRY_MAX_S :
 			     (1 << (e->failures - 1)) < SKM_RETRY_MAX_S ?
@@ -1387,15 +1751,78 @@ static void entry_renew(struct certmgr *m, struct cm_entry *e, time_t now, int d
 	}
 }
 
+/* Writes E's files when they lag: 0, or -1 (reason in E->why). */
+static int entry_write(struct certmgr *m, struct cm_entry *e)
+{
+	char why[SKM_REASON_MAX - 32];
+
+	if (!e->cert || !e->unwritten)
+		return 0;
+	if (cert_write(e->cert, e->ns, e->sa, m->out_dir, why, sizeof(why))) {
+		if (!e->why[0])
+			snprintf(e->why, sizeof(e->why), "writing: %s", why);
+		return -1;
+	}
+	e->unwritten = 0;
+	return 0;
+}
+
+/*
+ * One renewal of E at NOW: refresh the signer (on failure what it loaded
+ * stays in use), ask for a certificate when it is due or unusable, write
+ * the files when they lag. Any failure keeps what works and schedules a
+ * retry; a retry only re-does what failed, so a broken CA folder does
+ * not make a new key every retry. An answer that comes later finishes
+ * the renewal in certmgr_tick().
+ */
+static void entry_renew(struct certmgr *m, struct cm_entry *e, time_t now, int defer)
+{
+	char why[SKM_REASON_MAX - 32];	/* room for what precedes it */
+	int failed = 0, rc;
+
+	if (e->pending)
+		return;
+	e->why[0] = '\0';
+	rc = m->signer->ops->refresh(m->signer, why, sizeof(why));
+	if (rc < 0) {
+		snprintf(e->why, sizeof(e->why), "reading the CA: %s", why);
+		failed = 1;
+	} else if (rc > 0 && m->async) {
+		m->trust_changed = 1;
+	}
+	if (!entry_valid(e, now) || now >= e->renew_at) {
+		rc = entry_issue(m, e, now, defer);
+		if (rc == -EINPROGRESS)
+			return;
+		if (rc)
+			failed = 1;
+	}
+	if (entry_write(m, e))
+		failed = 1;
+	if (!failed) {
+		e->failures = 0;
+		e->retry_at = 0;
+		return;
+	}
+	entry_failed(m, e, now);
+}
+
+static struct cm_entry *entry_find(struct certmgr *m, const char *ns, const char *sa)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (!strcmp(m->v[i]->ns, ns) && !strcmp(m->v[i]->sa, sa))
+			return m->v[i];
+	return NULL;
+}
+
 static struct cm_entry *entry_get(struct certmgr *m, const char *ns, const char *sa,
 				  char *err, size_t errlen)
 {
 	char id[SKM_SPIFFE_MAX];
-	struct cm_entry *e;
+	struct cm_entry *e = entry_find(m, ns, sa);
 
-	for (size_t i = 0; i < m->n; i++)
-		if (!strcmp(m->v[i]->ns, ns) && !strcmp(m->v[i]->sa, sa))
-			return m->v[i];
+	if (e)
+		return e;
 	if (spiffe_id(id, sizeof(id), m->td, ns, sa)) {
 		fail(err, errlen, 0, "'%s'/'%s' is not a namespace/service account", ns, sa);
 		return NULL;
@@ -1414,6 +1841,7 @@ static struct cm_entry *entry_get(struct certmgr *m, const char *ns, const char 
 		goto out_nomem;
 	e->ns = strdup(ns);
 	e->sa = strdup(sa);
+	snprintf(e->id, sizeof(e->id), "%s", id);
 	if (!e->ns || !e->sa) {
 		entry_free(e);
 		goto out_nomem;
@@ -1438,8 +1866,12 @@ static struct cm_entry *entry_ready(struct certmgr *m, const char *ns, const cha
 		entry_renew(m, e, now, 1);
 	if (entry_valid(e, now))
 		return e;
-	fail(err, errlen, 0, "no valid certificate for %s/%s: %s", ns, sa,
-	     e->why[0] ? e->why : "expired");
+	if (e->pending)
+		fail(err, errlen, 0, "the certificate of %s/%s is asked for and not here yet",
+		     ns, sa);
+	else
+		fail(err, errlen, 0, "no valid certificate for %s/%s: %s", ns, sa,
+		     e->why[0] ? e->why : "expired");
 	return NULL;
 }
 
@@ -1459,10 +1891,77 @@ SSL_CTX *certmgr_client_ctx(struct certmgr *m, const char *ns, const char *sa,
 	return e ? e->cctx : NULL;
 }
 
+/* The signer's answers: each finishes its entry's request (an answer for
+ * an entry dropped or asked again since is thrown away). */
+static void take_answers(struct certmgr *m, time_t now)
+{
+	struct sign_res r;
+
+	if (!m->signer->ops->poll)
+		return;
+	while (m->signer->ops->poll(m->signer, &r) == 1) {
+		struct cm_entry *e = NULL;
+		EVP_PKEY *key;
+		int rc;
+
+		for (size_t i = 0; i < m->n && !e; i++)
+			if (m->v[i]->pending && m->v[i]->tag == r.tag)
+				e = m->v[i];
+		if (!e) {
+			sign_res_clear(&r);
+			continue;
+		}
+		key = e->pending;
+		e->pending = NULL;
+		e->why[0] = '\0';
+		if (r.rc) {
+			snprintf(e->why, sizeof(e->why), "%s", r.why);
+			EVP_PKEY_free(key);
+			rc = r.rc;
+		} else {
+			rc = entry_install(m, e, key, &r, now, 0);
+		}
+		if (rc)
+			m->st.failed[r.status > 0 && r.status <= SIGN_STATUS_MAX ?
+				     r.status : SIGN_STATUS_LOCAL]++;
+		if (!rc)
+			rc = entry_write(m, e);
+		sign_res_clear(&r);
+		if (!rc) {
+			e->failures = 0;
+			e->retry_at = 0;
+		} else {
+			entry_failed(m, e, now);
+		}
+	}
+}
+
 time_t certmgr_tick(struct certmgr *m, time_t now)
 {
 	time_t next = 0;
+	int rebuild;
 
+	take_answers(m, now);
+	/* a changed trust bundle (a root added or removed) is in effect for
+	 * new handshakes of every identity at once; one that cannot be used
+	 * is said once (the signer notes the file it refused) and the roots
+	 * loaded stay */
+	if (m->async) {
+		char why[SKM_REASON_MAX - 64];
+		int rc = m->signer->ops->refresh(m->signer, why, sizeof(why));
+
+		if (rc > 0)
+			m->trust_changed = 1;
+		if (rc < 0 && m->warn) {
+			char msg[SKM_REASON_MAX];
+
+			snprintf(msg, sizeof(msg), "trust bundle: %s (the roots loaded before "
+				 "stay in use)", why);
+			m->warn(msg);
+		}
+	}
+	rebuild = m->trust_changed;
+	m->trust_changed = 0;
 	for (size_t i = 0; i < m->n; i++) {
 		struct cm_entry *e = m->v[i];
 		time_t t;
@@ -1470,15 +1969,75 @@ time_t certmgr_tick(struct certmgr *m, time_t now)
 		SSL_CTX_free(e->old_sctx);
 		SSL_CTX_free(e->old_cctx);
 		e->old_sctx = e->old_cctx = NULL;
+		if (rebuild && e->cert)
+			entry_contexts(m, e, 0);
 		t = entry_next(e);
-		if (t && now >= t) {
+		if (e->pending && t && now >= t) {
+			/* a signer that never answers (it should, its calls
+			 * have deadlines) costs a retry, not the identity */
+			EVP_PKEY_free(e->pending);
+			e->pending = NULL;
+			snprintf(e->why, sizeof(e->why), "no answer from the %s in %d s",
+				 m->signer->ops->kind, SKM_PENDING_MAX_S);
+			m->st.failed[SIGN_STATUS_LOCAL]++;
+			entry_failed(m, e, now);
+			t = entry_next(e);
+		} else if (t && now >= t) {
 			entry_renew(m, e, now, 0);
 			t = entry_next(e);
 		}
 		if (t && (!next || t < next))
 			next = t;
 	}
+	/* the trust bundle of a remote CA is looked at every second */
+	if (m->async && (!next || next > now + 1))
+		next = now + 1;
 	return next;
+}
+
+int certmgr_fd(struct certmgr *m)
+{
+	return m->signer->ops->fd(m->signer);
+}
+
+void certmgr_want_begin(struct certmgr *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		m->v[i]->wanted = 0;
+}
+
+int certmgr_want(struct certmgr *m, const char *ns, const char *sa, time_t now)
+{
+	struct cm_entry *e = entry_get(m, ns, sa, NULL, 0);
+
+	if (!e)
+		return spiffe_id(NULL, 0, m->td, ns, sa) == -EINVAL ? -EINVAL : -ENOMEM;
+	e->wanted = 1;
+	/* a signer that answers later is asked now, so the certificate is
+	 * there when the pod's first connection comes */
+	if (m->async && !e->cert && !e->pending && !e->retry_at)
+		entry_renew(m, e, now, 1);
+	return 0;
+}
+
+void certmgr_want_end(struct certmgr *m)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < m->n; i++) {
+		struct cm_entry *e = m->v[i];
+
+		if (e->wanted) {
+			m->v[j++] = e;
+			continue;
+		}
+		/* the contexts may be borrowed no longer (see certmgr.h);
+		 * live connections hold their own references */
+		if (e->cert)
+			m->st.dropped++;
+		entry_free(e);
+	}
+	m->n = j;
 }
 
 void certmgr_foreach(struct certmgr *m,
@@ -1488,4 +2047,22 @@ void certmgr_foreach(struct certmgr *m,
 	for (size_t i = 0; i < m->n; i++)
 		if (m->v[i]->cert)
 			fn(m->v[i]->cert, m->v[i]->failures, arg);
+}
+
+void certmgr_stats(struct certmgr *m, struct certmgr_stats *st)
+{
+	*st = m->st;
+	st->inflight = m->signer->ops->inflight(m->signer);
+	st->held = 0;
+	for (size_t i = 0; i < m->n; i++)
+		st->held += !!m->v[i]->cert;
+	st->roots = 0;
+	{
+		STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(
+			m->signer->ops->store(m->signer));
+
+		for (int i = 0; i < sk_X509_OBJECT_num(objs); i++)
+			st->roots += X509_OBJECT_get_type(sk_X509_OBJECT_value(objs, i)) ==
+				     X509_LU_X509;
+	}
 }

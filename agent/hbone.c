@@ -1850,7 +1850,10 @@ void hbone_inbound(struct tunnel *t, struct tun_pod *pod, int fd,
 	}
 	ctx = certmgr_server_ctx(t->certs, pod->ns, pod->sa, time(NULL), err, sizeof(err));
 	if (!ctx) {
-		pr_warn("tunnel: no certificate for %s/%s: %s\n", pod->ns, pod->sa, err);
+		/* a peer's retries while a remote CA has not answered yet:
+		 * said a few times a second at most */
+		pr_limited(&t->lim_conn, LOG_WARN, "tunnel: no certificate for %s/%s: %s\n",
+			   pod->ns, pod->sa, err);
 		close(fd);
 		return;
 	}
@@ -1916,7 +1919,8 @@ static struct hb_conn *pool_get(struct tunnel *t, const struct tun_pod *pod,
 		return hc;
 	ctx = certmgr_client_ctx(t->certs, ns, sa, time(NULL), err, sizeof(err));
 	if (!ctx) {
-		pr_warn("tunnel: no certificate for %s/%s: %s\n", ns, sa, err);
+		pr_limited(&t->lim_conn, LOG_WARN, "tunnel: no certificate for %s/%s: %s\n",
+			   ns, sa, err);
 		tun_stat(t, SKM_TUN_OUT_TLS_FAILED, 1);
 		return NULL;
 	}

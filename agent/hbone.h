@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "certs.h"
 #include "log.h"
 #include "origsrc.h"
 #include "skmesh.h"
@@ -43,6 +44,7 @@ enum tun_obj_kind {
 	TUN_OBJ_HBONE_LISTENER,
 	TUN_OBJ_CONN,		/* struct hb_conn: TLS + HTTP/2 */
 	TUN_OBJ_STREAM,		/* struct hb_stream: its TCP side */
+	TUN_OBJ_CERTS,		/* the signer's answers wait */
 };
 
 /* What epoll's data.ptr points at: first member of every watched thing. */
@@ -121,6 +123,7 @@ struct tunnel {
 	struct cfgref *pub;	/* handed over by tunnel_update() */
 	struct tunnel_cert *certs_pub;	/* published by the thread, under lock */
 	size_t ncerts_pub;
+	struct certmgr_stats cert_stats_pub;	/* likewise */
 	struct cfgref *cur;	/* the thread's own */
 	_Atomic uint64_t applied;	/* cur->seq once its listeners are open */
 	atomic_int stop_req;
@@ -131,7 +134,7 @@ struct tunnel {
 
 	int epfd, evfd, tfd, self_netns, outbound_fd, stats_fd;
 	int bytes_fd;			/* skm_tun_bytes, -1 without it */
-	struct tun_obj ev_obj, timer_obj;
+	struct tun_obj ev_obj, timer_obj, certs_obj;
 	struct tun_pod *pods;
 	struct certmgr *certs;
 	time_t cert_next;

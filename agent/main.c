@@ -35,6 +35,8 @@
 #include "skmesh.h"
 #include "skmesh.skel.h"
 #include "tunnel.h"
+#include "caclient.h"
+#include "certs.h"
 #include "cluster.h"
 #include "ksource.h"
 #include "skmesh-cni.h"
@@ -62,6 +64,11 @@ struct opts {
 	unsigned int access_log_pod_rate;
 	struct loader_limits limits;
 	const char *ca_dir;
+	const char *ca_addr;
+	const char *ca_root;
+	const char *ca_token;
+	const char *ca_server_name;
+	const char *cluster_id;
 	const char *trust_domain;
 	const char *cert_dir;
 	int cert_lifetime_s;
@@ -117,6 +124,17 @@ static void usage(FILE *f)
 "                     (" STR(SKM_DEFAULT_EVENTS_PER_POD) "; 0: no share); the rest are counted per pod\n"
 "  --ca-dir DIR       mesh CA (meshctl ca init): turns on the HBONE tunnel\n"
 "                     for cross-node traffic between meshed pods\n"
+"  --ca-addr HOST:PORT  cluster mode: get certificates from this CA (skmesh-ca,\n"
+"                     or istiod's 15012) with CSRs; turns on the HBONE tunnel.\n"
+"                     The node holds no CA key: --ca-dir is refused with it\n"
+"  --ca-root FILE     with --ca-addr: the trust bundle (PEM roots; a mounted\n"
+"                     ConfigMap, re-read when it changes; two roots during a\n"
+"                     rotation): peers and the CA itself must chain to one\n"
+"  --ca-token FILE    with --ca-addr: the projected service-account token\n"
+"                     with the CA's audience, read again for each request\n"
+"  --ca-server-name NAME  the name the CA's certificate must carry (default:\n"
+"                     the HOST of --ca-addr)\n"
+"  --cluster-id ID    the clusterid header sent to the CA (Kubernetes)\n"
 "  --cert-dir DIR     write the issued workload certificates there (0600 keys)\n"
 "  --trust-domain TD  the mesh's SPIFFE trust domain (cluster.local): of the\n"
 "                     principals policy names and the certificates issued\n"
@@ -205,6 +223,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "metrics-max-series", required_argument, NULL, 'S' },
 		{ "access-log", required_argument, NULL, 'l' },
 		{ "ca-dir", required_argument, NULL, 'A' },
+		{ "ca-addr", required_argument, NULL, 0x300 },
+		{ "ca-root", required_argument, NULL, 0x301 },
+		{ "ca-token", required_argument, NULL, 0x302 },
+		{ "ca-server-name", required_argument, NULL, 0x303 },
+		{ "cluster-id", required_argument, NULL, 0x304 },
 		{ "trust-domain", required_argument, NULL, 'W' },
 		{ "access-log-rate", required_argument, NULL, 'R' },
 		{ "conns-per-pod", required_argument, NULL, 'P' },
@@ -329,6 +352,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 0x202: o->cni_socket = optarg; break;
 		case 0x203: o->cni_pending = optarg; break;
 		case 0x204: o->proc_root = optarg; break;
+		case 0x300: o->ca_addr = optarg; break;
+		case 0x301: o->ca_root = optarg; break;
+		case 0x302: o->ca_token = optarg; break;
+		case 0x303: o->ca_server_name = optarg; break;
+		case 0x304: o->cluster_id = optarg; break;
 		case 'C': o->check_config = 1; break;
 		case 'X': o->cleanup = 1; break;
 		case 'v': o->verbose++; break;
@@ -381,6 +409,29 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (!(o->kube || o->kubeconfig) && (o->cni_socket || o->cni_pending || o->proc_root)) {
 		fprintf(stderr, "meshd: --cni-socket, --cni-pending-dir and --proc-root are for "
 			"cluster mode (--kube or --kubeconfig)\n");
+		return -EINVAL;
+	}
+	if (!o->ca_addr && (o->ca_root || o->ca_token || o->ca_server_name || o->cluster_id)) {
+		fprintf(stderr, "meshd: --ca-root, --ca-token, --ca-server-name and --cluster-id "
+			"are for a remote CA: give --ca-addr too\n");
+		return -EINVAL;
+	}
+	if (o->ca_addr && !(o->kube || o->kubeconfig)) {
+		fprintf(stderr, "meshd: --ca-addr is for cluster mode (--kube or --kubeconfig): "
+			"the CA grants a node the identities of the pods the API server says run "
+			"on it; standalone, use --ca-dir\n");
+		return -EINVAL;
+	}
+	if (o->ca_addr && o->ca_dir) {
+		fprintf(stderr, "meshd: --ca-dir and --ca-addr exclude each other: with a remote "
+			"CA the node holds only its pods' short-lived keys, and a mesh root key on "
+			"it would let anyone with root on this one node mint every identity of "
+			"the mesh. Leave the root key in the CA's Secret and drop --ca-dir\n");
+		return -EINVAL;
+	}
+	if (o->ca_addr && (!o->ca_root || !o->ca_token)) {
+		fprintf(stderr, "meshd: --ca-addr needs --ca-root FILE (the trust bundle) and "
+			"--ca-token FILE (a service-account token with the CA's audience)\n");
 		return -EINVAL;
 	}
 	if (o->kube || o->kubeconfig) {
@@ -733,20 +784,36 @@ static int run(const struct opts *o)
 		}
 	}
 	/* The mesh CA is read now: one that cannot serve (unreadable,
-	 * another trust domain) stops meshd before it changes anything. */
-	if (o->ca_dir) {
+	 * another trust domain; a remote CA's bundle or token missing)
+	 * stops meshd before it changes anything. */
+	if (o->ca_dir || o->ca_addr) {
+		struct ca_client_opts cao = { .addr = o->ca_addr, .root_file = o->ca_root,
+					      .token_file = o->ca_token,
+					      .server_name = o->ca_server_name,
+					      .cluster_id = o->cluster_id ?: "Kubernetes" };
+		struct cert_signer *signer = NULL;
+		char why[SKM_REASON_MAX];
+
+		if (o->ca_addr && ca_client_new(&cao, &signer, why, sizeof(why))) {
+			pr_warn("cannot use the CA at %s: %s\n", o->ca_addr, why);
+			goto out_cfg;
+		}
 		struct tunnel_opts to = { .node = o->node, .bpffs = o->bpffs,
-					  .ca_dir = o->ca_dir, .cert_dir = o->cert_dir,
+					  .ca_dir = o->ca_dir, .signer = signer,
+					  .cert_dir = o->cert_dir,
 					  .access_log = &al, .metrics = &d.mx,
 					  .drain_s = o->drain_s, .lim = o->tun_lim,
 					  .cert_lifetime_s = o->cert_lifetime_s,
 					  .applied_fd = d.applied_efd > 0 ? d.applied_efd : 0 };
 
 		if (tunnel_new(&to, d.cref, &d.tun)) {
-			pr_warn("cannot start the tunnel: the CA in %s cannot be used (above)\n",
-				o->ca_dir);
+			pr_warn("cannot start the tunnel: the CA %s cannot be used (above)\n",
+				o->ca_dir ? o->ca_dir : o->ca_addr);
 			goto out_cfg;
 		}
+		if (o->ca_addr)
+			pr_info("certificates from the CA at %s (trust bundle %s); this node "
+				"holds no CA key\n", o->ca_addr, o->ca_root);
 	}
 	if (o->access_log && strcmp(o->access_log, "-")) {
 		alog = fopen(o->access_log, "a");
@@ -803,7 +870,7 @@ static int run(const struct opts *o)
 		}
 		admin_set_tunnel(d.adm, d.tun);
 	} else {
-		pr_info("no --ca-dir: the HBONE tunnel is off; connections of meshed pods to "
+		pr_info("no --ca-dir or --ca-addr: the HBONE tunnel is off; connections of meshed pods to "
 			"other nodes go out as plaintext (STRICT destinations drop them)\n");
 	}
 
@@ -998,6 +1065,13 @@ int main(int argc, char **argv)
 		return 2;
 	load_opts.trust_domain = o.trust_domain;
 	log_init("meshd", o.verbose >= 2 ? LOG_DEBUG + 1 : o.verbose ? LOG_DEBUG : LOG_INFO);
+	{
+		char why[256];
+
+		/* before any key is made or read */
+		if (key_hygiene_init(why, sizeof(why)))
+			pr_warn("key hygiene: %s\n", why);
+	}
 
 	if (o.check_config) {
 		if (load_config(o.config, &cfg))

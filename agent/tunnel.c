@@ -208,6 +208,23 @@ static int pod_open(struct tunnel *t, struct tun_pod *p)
 	return 0;
 }
 
+/* The certificates follow the local pods' identities: asked for when the
+ * first pod of one appears (a remote CA answers later), dropped with
+ * their keys when the last one leaves. */
+static void certs_want(struct tunnel *t)
+{
+	time_t now = time(NULL);
+
+	if (!t->certs)
+		return;
+	certmgr_want_begin(t->certs);
+	for (struct tun_pod *p = t->pods; p; p = p->next)
+		if (certmgr_want(t->certs, p->ns, p->sa, now) == -ENOMEM)
+			pr_warn("tunnel: out of memory for the certificate of %s/%s\n",
+				p->ns, p->sa);
+	certmgr_want_end(t->certs);
+}
+
 /* Listeners follow the config's local pods: opened for new ones, closed
  * for gone ones, reopened when a pod's namespace or identity changed.
  * Streams already running are not affected. */
@@ -283,6 +300,7 @@ static void pods_sync(struct tunnel *t)
 		pod_close(t, p);
 		free(p);
 	}
+	certs_want(t);
 }
 
 /* --- accepting -------------------------------------------------------- */
@@ -569,9 +587,26 @@ static void certs_publish(struct tunnel *t)
 	free(t->certs_pub);
 	t->certs_pub = NULL;
 	t->ncerts_pub = 0;
-	if (t->certs)
+	if (t->certs) {
 		certmgr_foreach(t->certs, cert_collect, t);
+		certmgr_stats(t->certs, &t->cert_stats_pub);
+	}
 	pthread_mutex_unlock(&t->lock);
+}
+
+void tunnel_cert_stats(struct tunnel *t, struct certmgr_stats *st)
+{
+	pthread_mutex_lock(&t->lock);
+	*st = t->cert_stats_pub;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* The signer has answers: they are taken at once, not at the next tick,
+ * so a pod's first connection finds its certificate. */
+static void certs_answered(struct tunnel *t)
+{
+	t->cert_next = certmgr_tick(t->certs, time(NULL));
+	certs_publish(t);
 }
 
 int tunnel_certs(struct tunnel *t, struct tunnel_cert **out, size_t *n)
@@ -642,6 +677,9 @@ static void *tunnel_main(void *arg)
 			case TUN_OBJ_TIMER:
 				tick(t);
 				break;
+			case TUN_OBJ_CERTS:
+				certs_answered(t);
+				break;
 			case TUN_OBJ_OUT_LISTENER:
 				accept_outbound(t, (struct tun_listener *)o);
 				break;
@@ -685,15 +723,20 @@ static void cert_warn(const char *msg)
 
 int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **out)
 {
-	struct certmgr_opts co = { .ca_dir = o->ca_dir, .out_dir = o->cert_dir,
+	struct certmgr_opts co = { .ca_dir = o->ca_dir, .signer = o->signer,
+				   .out_dir = o->cert_dir,
 				   .lifetime_s = o->cert_lifetime_s, .warn = cert_warn };
 	struct tunnel *t;
 	char err[256];
 
 	t = calloc(1, sizeof(*t));
-	if (!t)
+	if (!t) {
+		if (o->signer)
+			o->signer->ops->free(o->signer);
 		return -ENOMEM;
+	}
 	t->o = *o;
+	t->o.signer = NULL;	/* the certmgr's */
 	tunnel_limits_defaults(&t->o.lim);
 	t->lim_conn = (struct log_limit)LOG_LIMIT_INIT(20, 2);
 	t->lim_req = (struct log_limit)LOG_LIMIT_INIT(20, 5);
@@ -705,7 +748,7 @@ int tunnel_new(const struct tunnel_opts *o, struct cfgref *r, struct tunnel **ou
 	co.td = r->cfg->trust_domain;
 	snprintf(t->td, sizeof(t->td), "%s", r->cfg->trust_domain);
 	if (certmgr_new(&co, &t->certs, err, sizeof(err))) {
-		pr_warn("tunnel: CA %s: %s\n", o->ca_dir, err);
+		pr_warn("tunnel: CA %s: %s\n", o->ca_dir ? o->ca_dir : "(remote)", err);
 		tunnel_free_fds(t);
 		return -EINVAL;
 	}
@@ -762,8 +805,11 @@ int tunnel_start(struct tunnel *t)
 	}
 	t->ev_obj.kind = TUN_OBJ_EVENTFD;
 	t->timer_obj.kind = TUN_OBJ_TIMER;
+	t->certs_obj.kind = TUN_OBJ_CERTS;
 	if (tun_watch(t, t->evfd, &t->ev_obj, EPOLLIN) ||
-	    tun_watch(t, t->tfd, &t->timer_obj, EPOLLIN)) {
+	    tun_watch(t, t->tfd, &t->timer_obj, EPOLLIN) ||
+	    (certmgr_fd(t->certs) >= 0 &&
+	     tun_watch(t, certmgr_fd(t->certs), &t->certs_obj, EPOLLIN))) {
 		e = -errno;
 		goto fail;
 	}

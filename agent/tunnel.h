@@ -40,6 +40,7 @@ struct tunnel_opts {
 	const char *node;	/* this node: its Workloads get listeners */
 	const char *bpffs;	/* pin root: skm_outbound, skm_tun_stats */
 	const char *ca_dir;	/* mesh CA (meshctl ca init) */
+	struct cert_signer *signer;	/* or this one (a remote CA): taken */
 	const char *cert_dir;	/* where issued certificates go, or NULL */
 	int cert_lifetime_s;	/* 0: 24 hours */
 	struct alog *access_log;	/* one JSON line per tunnelled stream */
@@ -106,6 +107,10 @@ struct tunnel_cert {
 /* A copy (free it) of what the tunnel thread last published: 0, or
  * -ENOMEM. */
 int tunnel_certs(struct tunnel *t, struct tunnel_cert **out, size_t *n);
+
+/* What the tunnel thread last published of its certificates' counts. */
+struct certmgr_stats;
+void tunnel_cert_stats(struct tunnel *t, struct certmgr_stats *st);
 
 /* Stops accepting, sends GOAWAY, lets streams finish for up to the drain
  * time, then closes everything and joins the thread (T may be NULL). */

@@ -79,6 +79,10 @@ int meshctl_ca_main(int argc, char **argv)
 	long days = CA_DAYS_DEFAULT;
 	int i, r, init = 0;
 
+	/* the root key is made here: no core file or secure-heap-less copy
+	 * of it (a failure only costs that protection, said on stderr) */
+	if (key_hygiene_init(err, sizeof(err)))
+		fprintf(stderr, "meshctl ca: key hygiene: %s\n", err);
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 

@@ -383,6 +383,18 @@ def check_daemonset(t, ds):
     t.check("meshd runs in cluster mode for its node (--kube --node=$(NODE_NAME)), "
             "no --config", "--kube" in args and "--node=$(NODE_NAME)" in args
             and not any(a.startswith("--config") for a in args), args)
+    toks = [src["serviceAccountToken"] for v in vols.values()
+            for src in v.get("projected", {}).get("sources", []) if "serviceAccountToken" in src]
+    t.check("meshd gets certificates from skmesh-ca (--ca-addr, --ca-root, --ca-token), "
+            "has no --ca-dir and mounts no Secret: no CA key on a node",
+            any(a.startswith("--ca-addr=skmesh-ca.skmesh-system.svc:") for a in args) and
+            any(a.startswith("--ca-root=") for a in args) and
+            any(a.startswith("--ca-token=") for a in args) and
+            not any(a.startswith("--ca-dir") for a in args) and
+            not any("secret" in v for v in vols.values()), (args, list(vols.values())))
+    t.check("its CA token is a projected service-account token for the CA's audience "
+            "(istio-ca), as skmesh-ca's --audience", toks and
+            all(x.get("audience") == "istio-ca" for x in toks), toks)
     t.eq("readiness probe: GET :15021/healthz/ready",
          meshd.get("readinessProbe", {}).get("httpGet"), {"path": "/healthz/ready", "port": 15021})
     t.check("meshd has requests and a memory limit",

@@ -59,6 +59,7 @@ int main(void)
 	failed += run_podscan_tests() != 0;
 	failed += run_ksource_tests() != 0;
 	failed += run_grpc_tests() != 0;
+	failed += run_caclient_tests() != 0;
 	failed += run_csr_tests() != 0;
 	failed += run_ca_conn_tests() != 0;
 	return failed ? 1 : 0;

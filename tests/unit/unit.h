@@ -23,6 +23,7 @@ int run_cni_tests(void);
 int run_cnisrv_tests(void);
 int run_podscan_tests(void);
 int run_grpc_tests(void);
+int run_caclient_tests(void);
 int run_csr_tests(void);
 int run_ca_conn_tests(void);
 
