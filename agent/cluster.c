@@ -107,7 +107,8 @@ static void on_request(void *arg, const struct cni_req *req, uint64_t ticket)
 		c->capw = cap;
 	}
 	if (req->from_pending)
-		pr_info("pod %s/%s (%s) was set up while meshd was down: enrolling it now\n",
+		pr_info("pod %s/%s (%s): skmesh-cni left a record of it (meshd was down or "
+			"slow to answer): enrolling it now\n",
 			req->pod_ns, req->pod_name, req->netns);
 	ksource_pod_netns(c->ks, req->pod_uid, req->netns, req->ips, req->nips, what);
 	c->w[c->nw++] = (struct waiter){
@@ -263,6 +264,11 @@ void cluster_cni_tick(struct cluster_cni *c, const struct config *cfg, uint64_t 
 	c->cur = cfg;
 	cnisrv_process(c->srv);
 	if (now >= c->next_scan && ksource_synced(c->ks)) {
+		/* records skmesh-cni left since meshd started (an ADD it gave
+		 * up waiting for): taken, answered and removed like those
+		 * found at start; none is taken twice */
+		if (c->next_scan)
+			cnisrv_load_pending(c->srv);
 		scan(c);
 		c->next_scan = now + CLUSTER_RESCAN_MS;
 	}

@@ -20,7 +20,7 @@ struct cluster_cni;
  * (below the plugin's own SKM_CNI_ACK_TIMEOUT_MS). */
 #define CLUSTER_ACK_WAIT_MS	8000
 /* How often local pods whose network namespace is unknown are looked for
- * in /proc again. */
+ * in /proc again, and skmesh-cni's pending folder read again. */
 #define CLUSTER_RESCAN_MS	30000
 
 /* Opens the CNI socket (SOCKET, PENDING, PROC may be NULL: the defaults),

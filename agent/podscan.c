@@ -38,6 +38,8 @@ static bool uid_of_component(const char *c, size_t n, bool kube, char *uid)
 	bool systemd = false;
 	size_t ulen = 0;
 
+	if (!c)
+		return false;
 	if (kube && n > 3 && !memcmp(c, "pod", 3)) {
 		u = c + 3;	/* cgroupfs: pod<uid> */
 		ulen = n - 3;
