@@ -8,14 +8,6 @@
 #include "alog.h"
 #include "log.h"
 
-static double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 void alog_init(struct alog *a, FILE *f, unsigned int rate)
 {
 	memset(a, 0, sizeof(*a));

@@ -32,6 +32,7 @@
 #include "ca.pb-c.h"
 #include "caclient.h"
 #include "grpc.h"
+#include "log.h"
 
 
 /* --- messages -------------------------------------------------------------- */
@@ -217,14 +218,6 @@ static void gconn_close(struct grpc_conn *g)
 		close(g->fd);
 	g->fd = -1;
 	g->dead = 0;
-}
-
-static double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* Waits for FD to be EVENTS-ready until DEADLINE: 1, 0 on timeout. */

@@ -50,21 +50,13 @@ struct cluster_cni {
 	} pub;
 };
 
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void answer(struct cluster_cni *c, size_t i, enum ack_result r, const char *error)
 {
 	struct waiter *w = &c->w[i];
 
 	c->acks[r]++;
 	if (r == ACK_ENROLLED) {
-		c->ack_ms_sum += (uint64_t)(now_ms() - w->since);
+		c->ack_ms_sum += (uint64_t)(mono_ms() - w->since);
 		c->ack_count++;
 	}
 	cnisrv_reply(c->srv, w->ticket, r != ACK_FAILED, error);
@@ -113,8 +105,8 @@ static void on_request(void *arg, const struct cni_req *req, uint64_t ticket)
 	ksource_pod_netns(c->ks, req->pod_uid, req->netns, req->ips, req->nips, what);
 	c->w[c->nw++] = (struct waiter){
 		.ticket = ticket,
-		.since = now_ms(),
-		.deadline = now_ms() + CLUSTER_ACK_WAIT_MS,
+		.since = mono_ms(),
+		.deadline = mono_ms() + CLUSTER_ACK_WAIT_MS,
 		.need_gen = ksource_gen(c->ks),
 		.pending = req->from_pending,
 	};
@@ -257,7 +249,7 @@ static void scan(struct cluster_cni *c)
 void cluster_cni_tick(struct cluster_cni *c, const struct config *cfg, uint64_t tun_seq,
 		      int no_tunnel)
 {
-	double now = now_ms();
+	double now = mono_ms();
 
 	if (!c)
 		return;

@@ -76,14 +76,6 @@ struct cnisrv {
 	long long last_report;		/* ms: suppressed lines said at most every 10 s */
 };
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the parser: no I/O ------------------------------------------------ */
 
 __attribute__((format(printf, 3, 4)))
@@ -319,7 +311,7 @@ static void client_flush(struct cnisrv *s, struct client *c)
 		if (n < 0 && errno == EAGAIN) {
 			if (c->state != CL_WRITE) {
 				c->state = CL_WRITE;
-				c->deadline = now_ms() + s->timeout_ms;
+				c->deadline = (long long)mono_ms() + s->timeout_ms;
 				if (client_watch(s, c, EPOLLOUT, EPOLL_CTL_ADD))
 					break;
 			}
@@ -486,7 +478,7 @@ static void accept_clients(struct cnisrv *s)
 		c->fd = fd;
 		c->buf = malloc(SKM_CNI_MSG_MAX + 1);
 		c->state = CL_READ;
-		c->deadline = now_ms() + s->timeout_ms;
+		c->deadline = (long long)mono_ms() + s->timeout_ms;
 		if (!c->buf || client_watch(s, c, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_ADD))
 			client_close(s, c);
 	}
@@ -516,7 +508,7 @@ void cnisrv_process(struct cnisrv *s)
 		if (n < EVENTS_PER_PASS)
 			break;
 	}
-	now = now_ms();
+	now = (long long)mono_ms();
 	for (int i = 0; i < s->max_clients; i++) {
 		struct client *c = &s->cl[i];
 

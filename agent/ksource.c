@@ -111,14 +111,6 @@ static const double lag_bounds[10] = {
 	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5
 };
 
-static double mono_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void notify(struct ksource *ks)
 {
 	uint64_t one = 1;
@@ -132,7 +124,7 @@ static void changed(struct ksource *ks)
 {
 	ks->gen++;
 	if (!ks->dirty_since)
-		ks->dirty_since = mono_s();
+		ks->dirty_since = mono_ms() / 1e3;
 }
 
 static void unit_put(struct kunit *u)
@@ -1164,7 +1156,7 @@ void ksource_applied(struct ksource *ks, uint64_t gen, double apply_s)
 	(void)apply_s;
 	pthread_mutex_lock(&ks->lock);
 	if (ks->built_dirty_since) {
-		lag = mono_s() - ks->built_dirty_since;
+		lag = mono_ms() / 1e3 - ks->built_dirty_since;
 		for (size_t i = 0; i < sizeof(lag_bounds) / sizeof(lag_bounds[0]); i++)
 			if (lag <= lag_bounds[i])
 				ks->lag_buckets[i]++;

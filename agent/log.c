@@ -61,17 +61,17 @@ const char *log_time_now(char *buf, unsigned long len)
 	return buf;
 }
 
-static double mono_now(void)
+double mono_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 int log_limit_pass(struct log_limit *l)
 {
-	double now = mono_now();
+	double now = mono_ms() / 1e3;
 
 	if (!l->primed) {
 		l->tokens = l->burst;

@@ -48,4 +48,8 @@ void log_limit_report(struct log_limit *l, enum log_level level, const char *wha
 			log_msg(level, __VA_ARGS__);		\
 	} while (0)
 
+/* CLOCK_MONOTONIC in milliseconds: the one clock meshd's timers and
+ * rates read. */
+double mono_ms(void);
+
 #endif /* SKM_LOG_H */

@@ -483,19 +483,11 @@ static int load_config(const char *path, struct config **out)
 	return err;
 }
 
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static int apply(struct loader *l, const struct config *cfg, const char *node,
 		 struct metrics *m)
 {
 	struct reconcile_stats st;
-	double t0 = now_ms();
+	double t0 = mono_ms();
 	int err = reconcile(l, cfg, node, &st);
 
 	if (err) {
@@ -504,7 +496,7 @@ static int apply(struct loader *l, const struct config *cfg, const char *node,
 			 "maps failed: %s", strerror(-err));
 		return err;
 	}
-	metrics_reload(m, 1, (now_ms() - t0) / 1e3);
+	metrics_reload(m, 1, (mono_ms() - t0) / 1e3);
 	pr_info("applied config: %zu workloads, %zu services, %zu AuthorizationPolicies, "
 		"%zu PeerAuthentications; %u entries written, %u deleted, policy of %u "
 		"destinations compiled, %u live connections closed as now denied%s, TC on %u "
@@ -512,7 +504,7 @@ static int apply(struct loader *l, const struct config *cfg, const char *node,
 		cfg->nwls, cfg->nsvcs, cfg->nauthz, cfg->npas, st.writes, st.deletes,
 		st.policies_compiled, st.revoked, st.revoke_failed ? " (some could not be)" : "",
 		st.tc_attached, st.tc_missing ? " (some local pods have no veth yet)" : "",
-		now_ms() - t0);
+		mono_ms() - t0);
 	return 0;
 }
 
@@ -626,7 +618,7 @@ static void cluster_apply(struct meshd *d)
 	struct cfg_diag diag = {};
 	struct config *next = NULL;
 	uint64_t gen;
-	double t0 = now_ms();
+	double t0 = mono_ms();
 	int err = ksource_build(d->ks, &next, &diag, &gen);
 
 	diag_print(&diag, "meshd");
@@ -660,7 +652,7 @@ static void cluster_apply(struct meshd *d)
 	}
 	d->applied = 1;
 	d->applied_gen = gen;
-	ksource_applied(d->ks, gen, (now_ms() - t0) / 1e3);
+	ksource_applied(d->ks, gen, (mono_ms() - t0) / 1e3);
 	cluster_cni_applied(d->cni, d->cur, gen, d->seq);
 }
 
@@ -682,7 +674,7 @@ static void check_ready(struct meshd *d)
 static void cluster_changed(struct meshd *d)
 {
 	uint64_t v;
-	double now = now_ms();
+	double now = mono_ms();
 
 	if (read(ksource_fd(d->ks), &v, sizeof(v)) < 0 && errno != EAGAIN)
 		pr_warn("eventfd: %s\n", strerror(errno));
@@ -919,11 +911,11 @@ static int run(const struct opts *o)
 		/* A pending reload is due when its settle time is over: wait
 		 * no longer than that (a fixed 50 ms here once cost a reload
 		 * up to 50 ms on top of its 10 ms settle). */
-		double due = reload_at ? reload_at - now_ms() : SKM_EVENTS_POLL_MS;
+		double due = reload_at ? reload_at - mono_ms() : SKM_EVENTS_POLL_MS;
 		int timeout, n;
 
-		if (d.build_at && d.build_at - now_ms() < due)
-			due = d.build_at - now_ms();
+		if (d.build_at && d.build_at - mono_ms() < due)
+			due = d.build_at - mono_ms();
 		timeout = due <= 0 ? 0 : (int)due + 1;
 		n = epoll_wait(efd, got, 8, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -942,9 +934,9 @@ static int run(const struct opts *o)
 
 				while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
 					if (si.ssi_signo == SIGHUP && d.ks)
-						d.build_at = d.applied ? now_ms() : 0;
+						d.build_at = d.applied ? mono_ms() : 0;
 					else if (si.ssi_signo == SIGHUP)
-						reload_at = now_ms();
+						reload_at = mono_ms();
 					else
 						stop = 1;
 				}
@@ -952,7 +944,7 @@ static int run(const struct opts *o)
 				/* Settle briefly: an in-place write comes as
 				 * several events (a rename as one). */
 				if (config_changed(ifd, o->config))
-					reload_at = now_ms() + 10;
+					reload_at = mono_ms() + 10;
 			} else if (d.ks && fd == ksource_fd(d.ks)) {
 				cluster_changed(&d);
 			} else if (fd == d.applied_efd) {
@@ -966,14 +958,14 @@ static int run(const struct opts *o)
 				events_consume(&ev);
 			}
 		}
-		if (d.build_at && now_ms() >= d.build_at) {
+		if (d.build_at && mono_ms() >= d.build_at) {
 			d.build_at = 0;
 			cluster_apply(&d);
 		}
 		if (d.cni)
 			cluster_cni_tick(d.cni, d.cur, tunnel_applied(d.tun), !d.tun);
 		check_ready(&d);
-		if (reload_at && now_ms() >= reload_at) {
+		if (reload_at && mono_ms() >= reload_at) {
 			reload_at = 0;
 			if (load_config(o->config, &next)) {
 				pr_warn("config %s is invalid: keeping the running config\n",

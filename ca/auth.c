@@ -15,6 +15,7 @@
 
 #include "auth.h"
 #include "kube.h"
+#include "log.h"
 
 #define REVIEW_SLOTS	4096		/* cached reviews (direct-mapped) */
 #define NODE_SLOTS	256		/* cached pod lists, one per node */
@@ -44,14 +45,6 @@ struct ca_auth {
 	struct review_slot reviews[REVIEW_SLOTS];
 	struct node_slot nodes[NODE_SLOTS];
 };
-
-static double mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static enum ca_auth_res say(enum ca_auth_res r, char *why, size_t whylen, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -326,7 +319,7 @@ enum ca_auth_res ca_auth_token(struct ca_auth *a, const char *token, struct ca_c
 {
 	uint8_t key[SHA256_DIGEST_LENGTH];
 	struct review_slot *slot;
-	double now = mono(), exp, until;
+	double now = mono_ms() / 1e3, exp, until;
 	enum ca_auth_res r;
 
 	memset(out, 0, sizeof(*out));
@@ -434,7 +427,7 @@ enum ca_auth_res ca_auth_pod_on_node(struct ca_auth *a, const char *node, const 
 	struct node_slot fresh = { .at = 0 }, *slot;
 	char want[160], *key = want;
 	unsigned int h = 5381;
-	double now = mono();
+	double now = mono_ms() / 1e3;
 	enum ca_auth_res r;
 	int found;
 
