@@ -100,6 +100,7 @@ struct ksource {
 	double dirty_since;		/* a change no model has yet, 0: none */
 	double built_dirty_since;	/* ... as of the last build */
 	json_t *netns;			/* pod UID -> {netns, ips, source} */
+	json_t *pod_by_uid;		/* pod UID -> its key in res[KS_PODS].objs */
 	/* event lag histogram: a change to a model applied */
 	uint64_t lag_buckets[10], lag_count;
 	double lag_sum;
@@ -337,6 +338,16 @@ static int w_relist_begin(void *arg)
 	return r->fresh ? 0 : -ENOMEM;
 }
 
+/* Under lock: forgets the UID index entry of pod P (what is kept of it;
+ * NULL: none). */
+static void pod_unindex(struct ksource *ks, json_t *p)
+{
+	const char *uid = jstr(p, "uid");
+
+	if (uid)
+		json_object_del(ks->pod_by_uid, uid);
+}
+
 static int w_event(void *arg, const struct kw_event *ev)
 {
 	struct kres *r = arg;
@@ -406,6 +417,8 @@ static int w_event(void *arg, const struct kw_event *ev)
 			r->units[r->nunits++] = u;
 		}
 	} else if (del) {
+		if (r->id == KS_PODS)
+			pod_unindex(ks, json_object_get(r->objs, key));
 		json_object_del(r->objs, key);
 		/* a pod gone while its CNI DEL never reached meshd */
 		if (r->id == KS_PODS) {
@@ -415,6 +428,11 @@ static int w_event(void *arg, const struct kw_event *ev)
 				json_object_del(ks->netns, uid);
 		}
 	} else {
+		if (r->id == KS_PODS) {
+			pod_unindex(ks, json_object_get(r->objs, key));
+			if (jstr(kept, "uid"))
+				json_object_set_new(ks->pod_by_uid, jstr(kept, "uid"), json_string(key));
+		}
 		json_object_set_new(r->objs, key, kept);
 	}
 	changed(ks);
@@ -433,9 +451,13 @@ static int w_relist_end(void *arg, const char *rv)
 
 	(void)rv;
 	pthread_mutex_lock(&ks->lock);
-	json_object_foreach_safe(r->objs, tmp, k, v)
-		if (!json_object_get(r->fresh, k))
-			json_object_del(r->objs, k);
+	json_object_foreach_safe(r->objs, tmp, k, v) {
+		if (json_object_get(r->fresh, k))
+			continue;
+		if (r->id == KS_PODS)
+			pod_unindex(ks, v);
+		json_object_del(r->objs, k);
+	}
 	for (size_t i = 0; i < r->nunits;) {
 		if (r->units[i]->stale)
 			unit_drop(r, i);
@@ -562,6 +584,7 @@ int ksource_new(const struct ksource_opts *o, struct ksource **out, char *err, s
 	ks->root_ns = strdup(o->root_ns ? o->root_ns : CFG_DEFAULT_ROOT_NS);
 	ks->trust_domain = strdup(o->trust_domain ? o->trust_domain : CFG_DEFAULT_TRUST_DOMAIN);
 	ks->netns = json_object();
+	ks->pod_by_uid = json_object();
 	pthread_mutex_init(&ks->lock, NULL);
 	for (int i = 0; i < KS_NRES; i++) {
 		ks->res[i].ks = ks;
@@ -574,7 +597,8 @@ int ksource_new(const struct ksource_opts *o, struct ksource **out, char *err, s
 			return -ENOMEM;
 		}
 	}
-	if (ks->evfd < 0 || !ks->node || !ks->root_ns || !ks->trust_domain || !ks->netns) {
+	if (ks->evfd < 0 || !ks->node || !ks->root_ns || !ks->trust_domain || !ks->netns ||
+	    !ks->pod_by_uid) {
 		ksource_free(ks);
 		return -ENOMEM;
 	}
@@ -664,6 +688,7 @@ void ksource_free(struct ksource *ks)
 	}
 	kube_client_free(ks->c);
 	json_decref(ks->netns);
+	json_decref(ks->pod_by_uid);
 	if (ks->evfd >= 0)
 		close(ks->evfd);
 	pthread_mutex_destroy(&ks->lock);
@@ -792,39 +817,42 @@ static uint32_t pod_ip(struct ksource *ks, json_t *p, json_t **ne)
 	return 0;
 }
 
+/* Under lock: what pod P (key K, NULL: no such pod) is to the mesh, and
+ * whether CFG holds it with its network namespace. */
+static enum ks_pod_state pod_state(struct ksource *ks, const char *k, json_t *p,
+				   const struct config *cfg, int *in_cfg)
+{
+	const char *slash = k ? strchr(k, '/') : NULL;
+	char ns[KW_MAX_NAME + 1];
+	const struct cfg_workload *w;
+	json_t *ne;
+	uint32_t ip;
+
+	if (!p || !slash)
+		return KS_POD_UNKNOWN;
+	snprintf(ns, sizeof(ns), "%.*s", (int)(slash - k), k);
+	if (!pod_member(ks, ns, p) || !(ip = pod_ip(ks, p, &ne)))
+		/* before the namespaces are listed a pod's enrolment cannot
+		 * be told: not known, rather than outside (an ADD answered
+		 * "outside" starts the pod unenrolled) */
+		return ks->res[KS_NAMESPACES].synced ? KS_POD_OUTSIDE : KS_POD_UNKNOWN;
+	w = cfg ? config_workload_by_ip(cfg, ip) : NULL;
+	*in_cfg = w && w->netns && !strcmp(w->ns, ns) && !strcmp(w->name, slash + 1);
+	return KS_POD_ENROLLED;
+}
+
 enum ks_pod_state ksource_pod_state(struct ksource *ks, const char *uid,
 				    const struct config *cfg, int *in_cfg)
 {
-	enum ks_pod_state s = KS_POD_UNKNOWN;
+	enum ks_pod_state s;
 	const char *k;
 	json_t *p;
 
 	*in_cfg = 0;
 	pthread_mutex_lock(&ks->lock);
-	json_object_foreach(ks->res[KS_PODS].objs, k, p) {
-		const char *slash = strchr(k, '/');
-		char ns[KW_MAX_NAME + 1];
-		json_t *ne;
-		uint32_t ip;
-
-		if (!jstr(p, "uid") || strcmp(jstr(p, "uid"), uid) || !slash)
-			continue;
-		snprintf(ns, sizeof(ns), "%.*s", (int)(slash - k), k);
-		if (!pod_member(ks, ns, p) || !(ip = pod_ip(ks, p, &ne))) {
-			/* before the namespaces are listed a pod's enrolment
-			 * cannot be told: not known, rather than outside (an
-			 * ADD answered "outside" starts the pod unenrolled) */
-			s = ks->res[KS_NAMESPACES].synced ? KS_POD_OUTSIDE : KS_POD_UNKNOWN;
-			break;
-		}
-		s = KS_POD_ENROLLED;
-		if (cfg) {
-			const struct cfg_workload *w = config_workload_by_ip(cfg, ip);
-
-			*in_cfg = w && w->netns && !strcmp(w->ns, ns) && !strcmp(w->name, slash + 1);
-		}
-		break;
-	}
+	k = json_string_value(json_object_get(ks->pod_by_uid, uid));
+	p = k ? json_object_get(ks->res[KS_PODS].objs, k) : NULL;
+	s = pod_state(ks, k, p && !strcmp(jstr(p, "uid") ?: "", uid) ? p : NULL, cfg, in_cfg);
 	pthread_mutex_unlock(&ks->lock);
 	return s;
 }
@@ -1148,12 +1176,10 @@ int ksource_build(struct ksource *ks, struct config **out, struct cfg_diag *diag
 	return 0;
 }
 
-void ksource_applied(struct ksource *ks, uint64_t gen, double apply_s)
+void ksource_applied(struct ksource *ks)
 {
 	double lag;
 
-	(void)gen;
-	(void)apply_s;
 	pthread_mutex_lock(&ks->lock);
 	if (ks->built_dirty_since) {
 		lag = mono_ms() / 1e3 - ks->built_dirty_since;

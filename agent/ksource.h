@@ -112,9 +112,9 @@ void ksource_pods_without_netns(struct ksource *ks,
 json_t *ksource_dump(struct ksource *ks);
 /* The source's metrics, Prometheus text. */
 void ksource_metrics(struct ksource *ks, struct sbuf *b);
-/* The time (seconds) from the first change not yet in a model to now;
- * for the event-lag metric (call it as a model is applied). */
-void ksource_applied(struct ksource *ks, uint64_t gen, double apply_s);
+/* The last built model is in the maps: the time since the first change
+ * it holds arrived goes to the event-lag metric. */
+void ksource_applied(struct ksource *ks);
 
 /*
  * What a watch thread does, for a source made offline: RESOURCE is one of

@@ -618,7 +618,6 @@ static void cluster_apply(struct meshd *d)
 	struct cfg_diag diag = {};
 	struct config *next = NULL;
 	uint64_t gen;
-	double t0 = mono_ms();
 	int err = ksource_build(d->ks, &next, &diag, &gen);
 
 	diag_print(&diag, "meshd");
@@ -652,7 +651,7 @@ static void cluster_apply(struct meshd *d)
 	}
 	d->applied = 1;
 	d->applied_gen = gen;
-	ksource_applied(d->ks, gen, (mono_ms() - t0) / 1e3);
+	ksource_applied(d->ks);
 	cluster_cni_applied(d->cni, d->cur, gen, d->seq);
 }
 

@@ -200,6 +200,16 @@ static void test_ksource_pods(void **state)
 	cfg = build(ks);
 	assert_int_equal(cfg->nwls, 2);
 	assert_null(wl(cfg, "web-2"));
+	assert_int_equal(ksource_pod_state(ks, "u2", cfg, &in), KS_POD_UNKNOWN);
+	/* a pod made again under the same name is another pod: the old UID
+	 * is no longer known, the new one is */
+	feed_pod(ks, KW_MODIFIED, "shop", "web-1", "u9", "node1", "Running", "10.1.0.5", "", 0);
+	assert_int_equal(ksource_pod_state(ks, "u1", cfg, &in), KS_POD_UNKNOWN);
+	assert_int_equal(ksource_pod_state(ks, "u9", cfg, &in), KS_POD_ENROLLED);
+	/* ... and a list without a pod forgets its UID */
+	assert_int_equal(ksource_inject_relist(ks, "pods", 0), 0);
+	assert_int_equal(ksource_inject_relist(ks, "pods", 1), 0);
+	assert_int_equal(ksource_pod_state(ks, "u9", cfg, &in), KS_POD_UNKNOWN);
 	config_free(cfg);
 	ksource_free(ks);
 }
