@@ -290,8 +290,8 @@ class Topology:
     module comment for names and addresses."""
 
     def __init__(self, nodes=2, pods_per_node=2, run_id=None, owner_pid=None):
-        if not 1 <= nodes <= 9 or not 0 <= pods_per_node <= 9:
-            raise ValueError("1..9 nodes and 0..9 pods per node")
+        if not 1 <= nodes <= 9 or not 0 <= pods_per_node <= 200:
+            raise ValueError("1..9 nodes and 0..200 pods per node")
         self.nodes = nodes
         self.pods_per_node = pods_per_node
         self.cg2root = cg2_root()
