@@ -32,23 +32,56 @@ static const char *why_text(const struct pol_result *r, char *buf, size_t len)
 	return "?";
 }
 
+/* The reasons one destination's verdicts gave so far: a table has
+ * hundreds of verdicts and a handful of reasons, each formatted and
+ * interned once. A result is known by the policy it points to (the
+ * model's strings, stable during a build), why and rule. */
+#define REASON_MEMO 32
+
+struct reason_memo {
+	struct {
+		const char *ns, *name;
+		enum pol_why why;
+		int rule;
+		uint32_t id;
+	} v[REASON_MEMO];
+	size_t n;
+};
+
 /* A verdict value for R, its reason's id from REASONS (NULL: 0). */
 static int verdict_of(const struct pol_result *r, const struct policy_reasons *reasons,
-		      struct skm_verdict *v)
+		      struct reason_memo *memo, struct skm_verdict *v)
 {
 	char pol[160], why[64];
 	uint32_t id = 0;
 	int err = 0;
 
+	v->allow = !!r->allow;
+	v->reason_id = 0;
+	if (!reasons)
+		return 0;
+	for (size_t i = 0; i < memo->n; i++)
+		if (memo->v[i].ns == r->policy_ns && memo->v[i].name == r->policy_name &&
+		    memo->v[i].why == r->why && memo->v[i].rule == r->rule) {
+			v->reason_id = memo->v[i].id;
+			return 0;
+		}
 	if (r->policy_name)
 		snprintf(pol, sizeof(pol), "%s/%s", r->policy_ns, r->policy_name);
 	else
 		snprintf(pol, sizeof(pol), "-");
-	if (reasons)
-		err = reasons->intern(reasons->arg, pol, why_text(r, why, sizeof(why)), &id);
-	v->allow = !!r->allow;
+	err = reasons->intern(reasons->arg, pol, why_text(r, why, sizeof(why)), &id);
+	if (err)
+		return err;
+	if (memo->n < REASON_MEMO) {
+		memo->v[memo->n].ns = r->policy_ns;
+		memo->v[memo->n].name = r->policy_name;
+		memo->v[memo->n].why = r->why;
+		memo->v[memo->n].rule = r->rule;
+		memo->v[memo->n++].id = id;
+	}
 	v->reason_id = id;
-	return err;
+	return 0;
 }
 
 /* The first address of C not inside a longer CIDR of the list (those get
@@ -110,6 +143,7 @@ int policy_tables_build(const struct config *cfg, const struct cfg_workload *w,
 	struct pol_cidr *cidrs = NULL, all = { .len = 0, .flags = POL_CIDR_SRC };
 	uint16_t *ports = NULL, other = 1;
 	struct pol_set *set = NULL;
+	struct reason_memo memo = { .n = 0 };
 	size_t nports = 0, ncidrs = 0;
 	int err, all_listed = 0;
 
@@ -144,7 +178,7 @@ int policy_tables_build(const struct config *cfg, const struct cfg_workload *w,
 
 			err = policy_set_eval(set, &c, &r);
 			if (!err)
-				err = verdict_of(&r, reasons, &v);
+				err = verdict_of(&r, reasons, &memo, &v);
 			if (!err)
 				err = entry_add((void **)&out->vkeys, &out->vvals, &out->nv,
 						&k, sizeof(k), &v);
@@ -169,7 +203,7 @@ int policy_tables_build(const struct config *cfg, const struct cfg_workload *w,
 			memcpy(k.src, &cc->ip, 4);
 			err = policy_set_eval(set, &c, &r);
 			if (!err)
-				err = verdict_of(&r, reasons, &v);
+				err = verdict_of(&r, reasons, &memo, &v);
 			if (!err)
 				err = entry_add((void **)&out->pkeys, &out->pvals, &out->np,
 						&k, sizeof(k), &v);
