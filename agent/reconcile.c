@@ -1316,6 +1316,170 @@ static void pset_delete(struct loader *l, struct pset *p, struct reconcile_stats
 	st->deletes += map_delete_many(pfd, t->pkeys, t->np, sizeof(*t->pkeys));
 }
 
+/*
+ * How specific a policy key is: an exact port before port 0 ("any port the
+ * policies do not name"), then, in skm_plain, a longer source prefix. A
+ * lookup takes the most specific key that matches.
+ */
+static unsigned int verdict_spec(const void *k)
+{
+	return ((const struct skm_verdict_key *)k)->port ? 256 : 0;
+}
+
+static unsigned int plain_spec(const void *k)
+{
+	const struct skm_plain_key *p = k;
+
+	return (p->port ? 256 : 0) + p->prefixlen;
+}
+
+struct spec_ref {
+	unsigned int spec;
+	uint32_t i;
+};
+
+static int spec_desc(const void *a, const void *b)
+{
+	const struct spec_ref *x = a, *y = b;
+
+	return x->spec != y->spec ? (x->spec < y->spec ? 1 : -1) :
+	       (x->i > y->i) - (x->i < y->i);
+}
+
+/* One table of a destination as it is (OLD) and as it is to be (NEW),
+ * keys of KSZ bytes under the same pol_set. */
+struct tbl_change {
+	const void *okeys, *nkeys;
+	const struct skm_verdict *ovals, *nvals;
+	size_t on, nn, ksz;
+	unsigned int (*spec)(const void *k);
+};
+
+/* Gathers the entries REFS names (N of them, sorted) into KEYS / VALS. */
+static void gather(const struct spec_ref *refs, size_t n, const void *src_k,
+		   const struct skm_verdict *src_v, size_t ksz, char *keys,
+		   struct skm_verdict *vals)
+{
+	for (size_t i = 0; i < n; i++) {
+		memcpy(keys + i * ksz, (const char *)src_k + refs[i].i * ksz, ksz);
+		if (vals)
+			vals[i] = src_v[refs[i].i];
+	}
+}
+
+/*
+ * Writes the change C into map FD in an order that keeps every lookup on
+ * the old table's answer or the new one's, whatever the moment: keys that
+ * are new first, most specific first (before them a lookup falls through
+ * to a less specific key that still holds its old value); then the values
+ * that changed; then the keys that went, least specific first (until one
+ * goes, its lookups get its old value; after, they fall through to a key
+ * that holds its new one). Unchanged entries are not written. Returns 0,
+ * or a negative errno after taking out again the new keys it wrote.
+ */
+static int table_change(int fd, const struct tbl_change *c, struct reconcile_stats *st)
+{
+	struct want old = { .ksz = c->ksz, .vsz = 1 };
+	struct spec_ref *add = calloc(c->nn + 1, sizeof(*add));
+	struct spec_ref *del = calloc(c->on + 1, sizeof(*del));
+	struct spec_ref *chg = calloc(c->nn + 1, sizeof(*chg));
+	char *seen = calloc(c->on + 1, 1), *keys = NULL, one = 1;
+	struct skm_verdict *vals = NULL;
+	size_t nadd = 0, ndel = 0, nchg = 0, done = 0, room = c->nn > c->on ? c->nn : c->on;
+	int err = -ENOMEM;
+
+	if (!add || !del || !chg || !seen || want_reserve(&old, c->on))
+		goto out;
+	keys = malloc((room + 1) * c->ksz);
+	vals = malloc((room + 1) * sizeof(*vals));
+	if (!keys || !vals)
+		goto out;
+	for (size_t i = 0; i < c->on; i++)
+		if (want_add(&old, (const char *)c->okeys + i * c->ksz, &one))
+			goto out;
+	for (size_t i = 0; i < c->nn; i++) {
+		const void *k = (const char *)c->nkeys + i * c->ksz;
+		ssize_t e = want_find(&old, k);
+		struct spec_ref r = { c->spec(k), (uint32_t)i };
+
+		if (e < 0) {
+			add[nadd++] = r;
+		} else {
+			seen[e] = 1;
+			if (memcmp(&c->ovals[e], &c->nvals[i], sizeof(*c->nvals)))
+				chg[nchg++] = r;
+		}
+	}
+	for (size_t i = 0; i < c->on; i++)
+		if (!seen[i])
+			del[ndel++] = (struct spec_ref){ c->spec((const char *)c->okeys + i * c->ksz),
+							 (uint32_t)i };
+	qsort(add, nadd, sizeof(*add), spec_desc);
+	qsort(del, ndel, sizeof(*del), spec_desc);
+
+	gather(add, nadd, c->nkeys, c->nvals, c->ksz, keys, vals);
+	err = map_write_many(fd, keys, vals, nadd, c->ksz, sizeof(*vals), &done);
+	st->writes += (unsigned int)done;
+	if (err) {
+		st->deletes += map_delete_many(fd, keys, done, c->ksz);
+		goto out;
+	}
+	gather(chg, nchg, c->nkeys, c->nvals, c->ksz, keys, vals);
+	err = map_write_many(fd, keys, vals, nchg, c->ksz, sizeof(*vals), &done);
+	st->writes += (unsigned int)done;
+	if (err) {
+		gather(add, nadd, c->nkeys, NULL, c->ksz, keys, NULL);
+		st->deletes += map_delete_many(fd, keys, nadd, c->ksz);
+		goto out;
+	}
+	/* least specific first: the reverse of the sorted order */
+	for (size_t i = 0; i < ndel; i++)
+		memcpy(keys + i * c->ksz,
+		       (const char *)c->okeys + del[ndel - 1 - i].i * c->ksz, c->ksz);
+	st->deletes += map_delete_many(fd, keys, ndel, c->ksz);
+out:
+	want_free(&old);
+	free(add);
+	free(del);
+	free(chg);
+	free(seen);
+	free(keys);
+	free(vals);
+	return err;
+}
+
+/*
+ * Turns OLD's live entries into P's, under OLD's pol_set (P's keys get
+ * it), with table_change() for skm_verdicts and skm_plain: the entries a
+ * policy change touches are written, not the destination's whole table
+ * under a new set. Returns 0 or a negative errno; then OLD's entries may
+ * hold some new values, each of which a lookup could also have met during
+ * the change, and the caller writes P under a new set instead.
+ */
+static int pset_change(struct loader *l, const struct pset *old, struct pset *p,
+		       struct reconcile_stats *st)
+{
+	struct policy_tables *o = (struct policy_tables *)&old->t, *t = &p->t;
+	struct tbl_change vc = {
+		o->vkeys, t->vkeys, o->vvals, t->vvals, o->nv, t->nv,
+		sizeof(struct skm_verdict_key), verdict_spec,
+	};
+	struct tbl_change pc = {
+		o->pkeys, t->pkeys, o->pvals, t->pvals, o->np, t->np,
+		sizeof(struct skm_plain_key), plain_spec,
+	};
+	int err;
+
+	for (size_t i = 0; i < t->nv; i++)
+		t->vkeys[i].pol_set = old->pol_set;
+	for (size_t i = 0; i < t->np; i++)
+		t->pkeys[i].pol_set = htonl(old->pol_set);
+	err = table_change(bpf_map__fd(l->skel->maps.skm_verdicts), &vc, st);
+	if (!err)
+		err = table_change(bpf_map__fd(l->skel->maps.skm_plain), &pc, st);
+	return err;
+}
+
 /* The highest pol_set any workload entry refers to (a restarted meshd
  * must not reuse a live one). */
 static uint32_t max_pol_set(int wl_fd)
@@ -1463,6 +1627,21 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 			pset_free(&p);
 			p = *old;
 			old->moved = 1;
+		} else if (old && !pset_change(l, old, &p, st)) {
+			/* Changed where it differs, in the live set: OLD
+			 * takes P's tables (its list entry then says what
+			 * the kernel holds, also if this reconcile fails
+			 * later) and stays live. */
+			struct policy_tables was = old->t;
+
+			old->t = p.t;
+			old->hash = p.hash;
+			p.t = was;
+			pset_free(&p);
+			p = *old;
+			old->moved = 1;
+			st->policies_compiled++;
+			rs->changed[rs->nchanged++] = w->ip;
 		} else {
 			p.pol_set = ++rs->next_pol_set;
 			p.fresh = 1;
