@@ -949,6 +949,23 @@ struct config *model_new(const char *root_ns, const char *trust_domain)
 	return m;
 }
 
+/* ARR (N elements of SIZE) with room for ADD more. Its capacity is
+ * implied by N as model_grow() keeps it (the next power of two, at least
+ * 1), so a model lent thousands of one-object units reallocates each
+ * array a few times, not once per unit. NULL when out of memory. */
+static void *model_room(void *arr, size_t n, size_t add, size_t size)
+{
+	size_t cap = 1;
+
+	while (cap < n)
+		cap <<= 1;
+	if (arr && n + add <= cap)
+		return arr;
+	while (cap < n + add)
+		cap <<= 1;
+	return realloc(arr, cap * size);
+}
+
 /* Appends shallow copies of OBJS's objects to M's arrays; what the
  * finishing pass makes starts empty (selector endpoints, conversions) or
  * is M's own copy (a PeerAuthentication's warnings). */
@@ -957,14 +974,14 @@ int model_lend(struct config *m, const struct cfg_objects *u)
 	void *p;
 
 	if (u->nwls) {
-		if (!(p = realloc(m->wls, (m->nwls + u->nwls) * sizeof(*m->wls))))
+		if (!(p = model_room(m->wls, m->nwls, u->nwls, sizeof(*m->wls))))
 			return -ENOMEM;
 		m->wls = p;
 		memcpy(m->wls + m->nwls, u->wls, u->nwls * sizeof(*u->wls));
 		m->nwls += u->nwls;
 	}
 	if (u->nsvcs) {
-		if (!(p = realloc(m->svcs, (m->nsvcs + u->nsvcs) * sizeof(*m->svcs))))
+		if (!(p = model_room(m->svcs, m->nsvcs, u->nsvcs, sizeof(*m->svcs))))
 			return -ENOMEM;
 		m->svcs = p;
 	}
@@ -978,14 +995,14 @@ int model_lend(struct config *m, const struct cfg_objects *u)
 		}
 	}
 	if (u->nauthz) {
-		if (!(p = realloc(m->authz, (m->nauthz + u->nauthz) * sizeof(*m->authz))))
+		if (!(p = model_room(m->authz, m->nauthz, u->nauthz, sizeof(*m->authz))))
 			return -ENOMEM;
 		m->authz = p;
 		memcpy(m->authz + m->nauthz, u->authz, u->nauthz * sizeof(*u->authz));
 		m->nauthz += u->nauthz;
 	}
 	if (u->npas) {
-		if (!(p = realloc(m->pas, (m->npas + u->npas) * sizeof(*m->pas))))
+		if (!(p = model_room(m->pas, m->npas, u->npas, sizeof(*m->pas))))
 			return -ENOMEM;
 		m->pas = p;
 	}
