@@ -16,7 +16,8 @@ FILE:LINE:COL and keeps enforcing the old policy, and `meshd
 --check-config` exits non-zero naming the position. A workload's policy
 switches atomically: while it flips many times between two policies that
 both allow them, a stream of new connections (mesh and plaintext) never
-sees a refusal. After `kill -9` of meshd the kernel keeps enforcing, and a
+sees a refusal, and after the flips the kernel's policy tables hold what
+they held before (no key of the other policy left). After `kill -9` of meshd the kernel keeps enforcing, and a
 new meshd takes over and applies a changed policy.
 
 1 node x 4 pods: P1 n1p1 foo/client, P2 n1p2 foo/server (echo on 8080),
@@ -27,6 +28,7 @@ P3 n1p3 bar/other, legacy n1p4 (not a Workload).
     policy B: server ALLOWs namespace bar only
               -> P1 DENY, P3 ALLOW, legacy DENY
 """
+import json
 import os
 import re
 import signal
@@ -346,6 +348,23 @@ def body(t, topo):
     # Nothing listens on 8081: every connect() must end in ECONNREFUSED (the
     # pod's RST), never EPERM (refused by connect4) or a timeout (SYN
     # dropped by TC); no accept queue to overflow either.
+    def policy_entries():
+        out = {}
+        for m in ("skm_verdicts", "skm_plain"):
+            r = topolib.sh(["bpftool", "-j", "map", "dump", "pinned",
+                            os.path.join(topo.pin_dir(1), m)])
+            out[m] = len(json.loads(r.stdout))
+        return out
+
+    def apply(policy_text):
+        size = len(h.log_text())
+        write(policy_text)
+        return wait_log(r"meshd: applied config", size)
+
+    # X over A, with a table changed in place: what the kernel holds then
+    # is what it must hold again after the flips
+    t.check("policy X applied", apply(POLICY_X), h.log_tail())
+    entries_x = policy_entries()
     applied0 = h.log_text().count("meshd: applied config")
     dst81 = "%s:8081" % server.ip
     load = [topo.podtool(P["P1"], "connect-many", "--to", dst81, "--count", 80000,
@@ -372,6 +391,11 @@ def body(t, topo):
          "the pod, no SYN dropped", res[1]["errors"], {"ECONNREFUSED": res[1]["count"]},
          res[1])
     held_ok("after the flips")
+    # Y has other port classes (9090) and source CIDRs than X: a change
+    # written in place adds and removes keys; none may be left over
+    t.check("policy X applied again after the flips", apply(POLICY_X), h.log_tail())
+    t.eq("... skm_verdicts and skm_plain hold as many entries as after X the first "
+         "time (a change in place leaves no key behind)", policy_entries(), entries_x)
 
     # --- kill -9: the kernel keeps enforcing; a new meshd takes over
     write(POLICY_A)
