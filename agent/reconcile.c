@@ -1530,9 +1530,11 @@ static int pset_names(const struct pset *p, const struct want *cache, struct wan
  * Compiles the policy of every local destination whose inputs (its
  * policy_inputs(), the sources, its address) changed; the others keep
  * their live set without compiling. Unchanged results keep their pol_set;
- * changed ones get their entries written under a new one (*RETIRED
- * collects the old sets, deleted once the workloads point away from
- * them). Sets WLS' values: POLICY/NETNS flags and pol_set.
+ * changed ones are written into it where they differ (pset_change()), and
+ * new ones, or changes that cannot be written in place, get their entries
+ * written under a new one (*RETIRED collects the old sets, deleted once
+ * the workloads point away from them). Sets WLS' values: POLICY/NETNS
+ * flags and pol_set.
  */
 static int sync_policy(struct loader *l, const struct config *cfg, const char *node,
 		       struct id_table *ids, struct want *wls, struct want *names,

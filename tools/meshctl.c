@@ -2221,9 +2221,11 @@ static void policy_snap_free(struct policy_snap *s)
 
 /* Reads the workloads, picks the destinations (opt.arg, or every local
  * one with a policy), then reads both verdict maps. Sets *stable when
- * every destination still points at the same set afterwards: meshd writes
- * a new set, switches the workload to it, then deletes the old one, so a
- * set live before and after the walk was read whole. */
+ * every destination still points at the same set afterwards: a set meshd
+ * switches to is written whole before the switch and the old one deleted
+ * after, so a set live before and after the walk was not half replaced.
+ * (A change meshd writes into a live set in place may show here as some
+ * entries old and some new; see docs/meshctl.md.) */
 static int policy_read(const struct pmap *wls, const struct pmap *verdicts,
 		       const struct pmap *plain, int names_fd,
 		       struct policy_snap *s, bool *stable)
