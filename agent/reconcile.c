@@ -952,28 +952,26 @@ static int route_cb(struct nl_msg *msg, void *arg)
 }
 
 /* Whether IFINDEX is a veth (the driver ethtool names). */
-static int is_veth(int ifindex, char *ifname, size_t len)
+/* 1 when IFINDEX is a veth (its name in IFNAME), asked with the ioctls
+ * of CTL, a datagram socket in meshd's namespace: one for all the pods of
+ * a reconcile, not two sockets each. */
+static int is_veth(int ctl, int ifindex, char *ifname, size_t len)
 {
 	struct ethtool_drvinfo info = { .cmd = ETHTOOL_GDRVINFO };
-	struct ifreq ifr = {};
-	int fd, ok = 0;
+	struct ifreq ifr = { .ifr_ifindex = ifindex };
 
-	if (!if_indextoname((unsigned int)ifindex, ifr.ifr_name))
-		return 0;
-	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
+	if (ioctl(ctl, SIOCGIFNAME, &ifr))
 		return 0;
 	ifr.ifr_data = (void *)&info;
-	if (!ioctl(fd, SIOCETHTOOL, &ifr) && !strcmp(info.driver, "veth")) {
-		snprintf(ifname, len, "%s", ifr.ifr_name);
-		ok = 1;
-	}
-	close(fd);
-	return ok;
+	if (ioctl(ctl, SIOCETHTOOL, &ifr) || strcmp(info.driver, "veth"))
+		return 0;
+	snprintf(ifname, len, "%s", ifr.ifr_name);
+	return 1;
 }
 
-/* Route lookup through SK (a connected rtnetlink socket). */
-static int pod_ifindex_on(struct nl_sock *sk, uint32_t ip, char *ifname, size_t len)
+/* Route lookup through SK (a connected rtnetlink socket); CTL as for
+ * is_veth(). */
+static int pod_ifindex_on(struct nl_sock *sk, int ctl, uint32_t ip, char *ifname, size_t len)
 {
 	struct rtmsg rtm = { .rtm_family = AF_INET, .rtm_dst_len = 32 };
 	struct route_reply r = { .oif = 0 };
@@ -994,7 +992,7 @@ static int pod_ifindex_on(struct nl_sock *sk, uint32_t ip, char *ifname, size_t 
 		return -ENOENT;
 	/* Only a veth is a pod's interface: a route through anything else
 	 * (the node's uplink, a default route) means the pod is not wired. */
-	return is_veth(r.oif, ifname, len) ? r.oif : -ENOENT;
+	return is_veth(ctl, r.oif, ifname, len) ? r.oif : -ENOENT;
 }
 
 struct peer_query {
@@ -1045,16 +1043,16 @@ out:
  * ends at the bridge, not at its veth. Its veth is found from inside: the
  * interface holding IP in the namespace at NETNS, and its peer, taken only
  * when that index here is a veth whose own peer is that interface. SK: a
- * connected rtnetlink socket in meshd's namespace.
+ * connected rtnetlink socket in meshd's namespace; CTL as for is_veth().
  */
-static int pod_ifindex_netns(struct nl_sock *sk, const char *netns, uint32_t ip, char *ifname,
-			     size_t len)
+static int pod_ifindex_netns(struct nl_sock *sk, int ctl, const char *netns, uint32_t ip,
+			     char *ifname, size_t len)
 {
 	struct peer_query q = { .ip = ip };
 	struct rtnl_link *host = NULL;
 	int peer = netns_run_at(netns, pod_peer_in_netns, &q), ok;
 
-	if (peer <= 0 || !is_veth(peer, ifname, len))
+	if (peer <= 0 || !is_veth(ctl, peer, ifname, len))
 		return -ENOENT;
 	ok = !rtnl_link_get_kernel(sk, peer, NULL, &host) && rtnl_link_get_link(host) == q.ifindex;
 	if (host)
@@ -1065,14 +1063,17 @@ static int pod_ifindex_netns(struct nl_sock *sk, const char *netns, uint32_t ip,
 int pod_ifindex(uint32_t ip, char *ifname, size_t len)
 {
 	struct nl_sock *sk = nl_socket_alloc();
+	int ctl = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	int rc = -ENOMEM;
 
-	if (sk && !nl_connect(sk, NETLINK_ROUTE)) {
+	if (sk && ctl >= 0 && !nl_connect(sk, NETLINK_ROUTE)) {
 		nl_socket_disable_auto_ack(sk);
-		rc = pod_ifindex_on(sk, ip, ifname, len);
+		rc = pod_ifindex_on(sk, ctl, ip, ifname, len);
 	}
 	if (sk)
 		nl_socket_free(sk);
+	if (ctl >= 0)
+		close(ctl);
 	return rc;
 }
 
@@ -1123,8 +1124,9 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 
 	struct rc_state *rs = l->rc_state;
 	struct nl_sock *nl = nl_socket_alloc();
+	int ctl = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
-	if (!zero || !nl || nl_connect(nl, NETLINK_ROUTE)) {
+	if (!zero || !nl || ctl < 0 || nl_connect(nl, NETLINK_ROUTE)) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -1141,9 +1143,10 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 
 		if (strcmp(w->node, node))
 			continue;
-		ifindex = pod_ifindex_on(nl, w->ip, ifname, sizeof(ifname));
+		ifindex = pod_ifindex_on(nl, ctl, w->ip, ifname, sizeof(ifname));
 		if (ifindex < 0 && w->netns)
-			ifindex = pod_ifindex_netns(nl, w->netns, w->ip, ifname, sizeof(ifname));
+			ifindex = pod_ifindex_netns(nl, ctl, w->netns, w->ip, ifname,
+						    sizeof(ifname));
 		if (ifindex < 0) {
 			pr_debug("Workload %s/%s: no veth route to it yet\n", w->ns, w->name);
 			st->tc_missing++;
@@ -1186,6 +1189,8 @@ static int sync_devs(struct loader *l, const struct config *cfg, const char *nod
 out:
 	if (nl)
 		nl_socket_free(nl);
+	if (ctl >= 0)
+		close(ctl);
 	want_free(&want);
 	free(zero);
 	return err;
@@ -1231,11 +1236,17 @@ static int udp_socket(void *arg)
 	return fd < 0 ? -errno : fd;
 }
 
-static int netns_cookie(const char *path, uint64_t *cookie)
+/* SELF: an fd of meshd's own namespace, opened once for all the pods of
+ * a reconcile (-1: netns_run() opens one). */
+static int netns_cookie(const char *path, int self, uint64_t *cookie)
 {
 	socklen_t len = sizeof(*cookie);
-	int sock = netns_run_at(path, udp_socket, NULL), err = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), sock, err = 0;
 
+	if (fd < 0)
+		return -errno;
+	sock = netns_run(fd, self, udp_socket, NULL);
+	close(fd);
 	if (sock < 0)
 		return sock;
 	if (getsockopt(sock, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
@@ -1546,7 +1557,7 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 	struct pset *next_sets = NULL;
 	size_t nsrcs = 0, nnext = 0;
 	uint64_t srcs_digest = 0;
-	int err = 0;
+	int err = 0, self = -1;
 
 	if (!srcs)
 		return -ENOMEM;
@@ -1573,7 +1584,9 @@ static int sync_policy(struct loader *l, const struct config *cfg, const char *n
 
 		if (strcmp(w->node, node) || !w->netns)
 			continue;
-		if (netns_cookie(w->netns, &cookie)) {
+		if (self < 0)	/* else netns_run() opens it for each */
+			self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+		if (netns_cookie(w->netns, self, &cookie)) {
 			pr_warn("Workload %s/%s: cannot read netns %s; its connections are not captured and are judged as plaintext at the destination\n",
 				w->ns, w->name, w->netns);
 			continue;
@@ -1695,6 +1708,8 @@ keep:
 	}
 	want_free(&netns);
 	free(srcs);
+	if (self >= 0)
+		close(self);
 	return err;
 }
 
