@@ -2285,10 +2285,16 @@ out:
 /* The units' objects, lent to the model in order. */
 static int objects_gather(struct config *cfg, const struct cfg_refs *r)
 {
+	const struct cfg_objects **parts = calloc(r->nunits + 1, sizeof(*parts));
+	int err;
+
+	if (!parts)
+		return -ENOMEM;
 	for (size_t i = 0; i < r->nunits; i++)
-		if (model_lend(cfg, &r->units[i]->part))
-			return -ENOMEM;
-	return 0;
+		parts[i] = &r->units[i]->part;
+	err = model_lend_all(cfg, parts, r->nunits) ? -ENOMEM : 0;
+	free(parts);
+	return err;
 }
 
 static int yaml_name(const struct dirent *d)

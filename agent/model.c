@@ -949,42 +949,43 @@ struct config *model_new(const char *root_ns, const char *trust_domain)
 	return m;
 }
 
-/* ARR (N elements of SIZE) with room for ADD more. Its capacity is
- * implied by N as model_grow() keeps it (the next power of two, at least
- * 1), so a model lent thousands of one-object units reallocates each
- * array a few times, not once per unit. NULL when out of memory. */
-static void *model_room(void *arr, size_t n, size_t add, size_t size)
-{
-	size_t cap = 1;
-
-	while (cap < n)
-		cap <<= 1;
-	if (arr && n + add <= cap)
-		return arr;
-	while (cap < n + add)
-		cap <<= 1;
-	return realloc(arr, cap * size);
-}
-
-/* Appends shallow copies of OBJS's objects to M's arrays; what the
- * finishing pass makes starts empty (selector endpoints, conversions) or
- * is M's own copy (a PeerAuthentication's warnings). */
-int model_lend(struct config *m, const struct cfg_objects *u)
+/* Grows M's arrays, each once, to hold NWLS, NSVCS, NAUTHZ and NPAS more
+ * objects (exactly: realloc keeps the size it is given). */
+static int model_room(struct config *m, size_t nwls, size_t nsvcs, size_t nauthz,
+		      size_t npas)
 {
 	void *p;
 
-	if (u->nwls) {
-		if (!(p = model_room(m->wls, m->nwls, u->nwls, sizeof(*m->wls))))
+	if (nwls) {
+		if (!(p = realloc(m->wls, (m->nwls + nwls) * sizeof(*m->wls))))
 			return -ENOMEM;
 		m->wls = p;
-		memcpy(m->wls + m->nwls, u->wls, u->nwls * sizeof(*u->wls));
-		m->nwls += u->nwls;
 	}
-	if (u->nsvcs) {
-		if (!(p = model_room(m->svcs, m->nsvcs, u->nsvcs, sizeof(*m->svcs))))
+	if (nsvcs) {
+		if (!(p = realloc(m->svcs, (m->nsvcs + nsvcs) * sizeof(*m->svcs))))
 			return -ENOMEM;
 		m->svcs = p;
 	}
+	if (nauthz) {
+		if (!(p = realloc(m->authz, (m->nauthz + nauthz) * sizeof(*m->authz))))
+			return -ENOMEM;
+		m->authz = p;
+	}
+	if (npas) {
+		if (!(p = realloc(m->pas, (m->npas + npas) * sizeof(*m->pas))))
+			return -ENOMEM;
+		m->pas = p;
+	}
+	return 0;
+}
+
+/* Appends shallow copies of U's objects to M's arrays, which have room
+ * for them (model_room()). */
+static int model_copy(struct config *m, const struct cfg_objects *u)
+{
+	if (u->nwls)
+		memcpy(m->wls + m->nwls, u->wls, u->nwls * sizeof(*u->wls));
+	m->nwls += u->nwls;
 	for (size_t j = 0; j < u->nsvcs; j++) {
 		struct cfg_service *s = &m->svcs[m->nsvcs++];
 
@@ -994,18 +995,9 @@ int model_lend(struct config *m, const struct cfg_objects *u)
 			s->neps = 0;
 		}
 	}
-	if (u->nauthz) {
-		if (!(p = model_room(m->authz, m->nauthz, u->nauthz, sizeof(*m->authz))))
-			return -ENOMEM;
-		m->authz = p;
+	if (u->nauthz)
 		memcpy(m->authz + m->nauthz, u->authz, u->nauthz * sizeof(*u->authz));
-		m->nauthz += u->nauthz;
-	}
-	if (u->npas) {
-		if (!(p = model_room(m->pas, m->npas, u->npas, sizeof(*m->pas))))
-			return -ENOMEM;
-		m->pas = p;
-	}
+	m->nauthz += u->nauthz;
 	for (size_t j = 0; j < u->npas; j++) {
 		const struct cfg_peerauthn *src = &u->pas[j];
 		struct cfg_peerauthn *pa = &m->pas[m->npas++];
@@ -1020,6 +1012,34 @@ int model_lend(struct config *m, const struct cfg_objects *u)
 				return -ENOMEM;
 	}
 	return 0;
+}
+
+/* Appends shallow copies of OBJS's objects to M's arrays; what the
+ * finishing pass makes starts empty (selector endpoints, conversions) or
+ * is M's own copy (a PeerAuthentication's warnings). */
+int model_lend(struct config *m, const struct cfg_objects *u)
+{
+	if (model_room(m, u->nwls, u->nsvcs, u->nauthz, u->npas))
+		return -ENOMEM;
+	return model_copy(m, u);
+}
+
+int model_lend_all(struct config *m, const struct cfg_objects *const *objs, size_t n)
+{
+	size_t nwls = 0, nsvcs = 0, nauthz = 0, npas = 0;
+	int err = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		nwls += objs[i]->nwls;
+		nsvcs += objs[i]->nsvcs;
+		nauthz += objs[i]->nauthz;
+		npas += objs[i]->npas;
+	}
+	if (model_room(m, nwls, nsvcs, nauthz, npas))
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !err; i++)
+		err = model_copy(m, objs[i]);
+	return err;
 }
 
 void model_hold(struct config *m, void *held, void (*release)(void *held))
