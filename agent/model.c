@@ -949,33 +949,30 @@ struct config *model_new(const char *root_ns, const char *trust_domain)
 	return m;
 }
 
-/* Grows M's arrays, each once, to hold NWLS, NSVCS, NAUTHZ and NPAS more
- * objects (exactly: realloc keeps the size it is given). */
-static int model_room(struct config *m, size_t nwls, size_t nsvcs, size_t nauthz,
-		      size_t npas)
+/* Grows *ARR (N elements of SIZE) to hold ADD more, exactly (realloc
+ * keeps the size it is given). */
+static int grow_exact(void *arr, size_t n, size_t add, size_t size)
 {
 	void *p;
 
-	if (nwls) {
-		if (!(p = realloc(m->wls, (m->nwls + nwls) * sizeof(*m->wls))))
-			return -ENOMEM;
-		m->wls = p;
-	}
-	if (nsvcs) {
-		if (!(p = realloc(m->svcs, (m->nsvcs + nsvcs) * sizeof(*m->svcs))))
-			return -ENOMEM;
-		m->svcs = p;
-	}
-	if (nauthz) {
-		if (!(p = realloc(m->authz, (m->nauthz + nauthz) * sizeof(*m->authz))))
-			return -ENOMEM;
-		m->authz = p;
-	}
-	if (npas) {
-		if (!(p = realloc(m->pas, (m->npas + npas) * sizeof(*m->pas))))
-			return -ENOMEM;
-		m->pas = p;
-	}
+	if (!add)
+		return 0;
+	if (!(p = realloc(*(void **)arr, (n + add) * size)))
+		return -ENOMEM;
+	*(void **)arr = p;
+	return 0;
+}
+
+/* Grows M's arrays, each once, to hold NWLS, NSVCS, NAUTHZ and NPAS more
+ * objects. */
+static int model_room(struct config *m, size_t nwls, size_t nsvcs, size_t nauthz,
+		      size_t npas)
+{
+	if (grow_exact(&m->wls, m->nwls, nwls, sizeof(*m->wls)) ||
+	    grow_exact(&m->svcs, m->nsvcs, nsvcs, sizeof(*m->svcs)) ||
+	    grow_exact(&m->authz, m->nauthz, nauthz, sizeof(*m->authz)) ||
+	    grow_exact(&m->pas, m->npas, npas, sizeof(*m->pas)))
+		return -ENOMEM;
 	return 0;
 }
 
