@@ -951,7 +951,6 @@ static int route_cb(struct nl_msg *msg, void *arg)
 	return NL_OK;
 }
 
-/* Whether IFINDEX is a veth (the driver ethtool names). */
 /* 1 when IFINDEX is a veth (its name in IFNAME), asked with the ioctls
  * of CTL, a datagram socket in meshd's namespace: one for all the pods of
  * a reconcile, not two sockets each. */
