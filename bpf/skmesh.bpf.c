@@ -159,17 +159,16 @@ int skm_sockops(struct bpf_sock_ops *skops)
  * socket. A record exists only while its socket is not closed, and TCP
  * sockets are freed only after an RCU grace period (this program runs
  * under rcu_read_lock), so the reads see that socket. */
-static __always_inline int redirect_ok(struct sk_msg_md *msg, const struct skm_conn *pc)
+static __always_inline int redirect_ok(const struct tcp_sock *me, const struct skm_conn *pc)
 {
-	struct tcp_sock *me, *pt;
 	__u32 rcv_nxt, copied_seq, queued;
+	struct tcp_sock *pt;
 	unsigned long ud;
 
-	if (!msg->sk || !pc || !pc->sk_addr)
+	if (!me || !pc || !pc->sk_addr)
 		return 0;
-	me = bpf_skc_to_tcp_sock(msg->sk);
 	pt = (struct tcp_sock *)(unsigned long)pc->sk_addr;
-	if (!me || bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), &pt->rcv_nxt) ||
+	if (bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), &pt->rcv_nxt) ||
 	    bpf_probe_read_kernel(&copied_seq, sizeof(copied_seq), &pt->copied_seq))
 		return 0;
 	/* write_seq, not snd_nxt: bytes TCP has queued but not yet sent
@@ -196,17 +195,23 @@ int skm_sk_msg(struct sk_msg_md *msg)
 	};
 	__u64 len = msg->size;
 	struct skm_conn *c = NULL, *pc = NULL;
-	struct skm_sk_ctx *sc = NULL;
+	struct bpf_sock *sk = msg->sk;
+	struct tcp_sock *me = NULL;
 	int redirected = 0;
+	__u64 cookie;
 
-	if (msg->sk)
-		sc = bpf_sk_storage_get(&skm_sk_ctx, msg->sk, 0, 0);
-	if (sc)
-		c = bpf_map_lookup_elem(&skm_conns, &sc->cookie);
+	/* The record is keyed by the socket cookie, which sockops made at
+	 * ESTABLISHED (sk_msg has no helper for it): read from the socket. */
+	if (sk)
+		me = bpf_skc_to_tcp_sock(sk);
+	if (me) {
+		cookie = me->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+		c = bpf_map_lookup_elem(&skm_conns, &cookie);
+	}
 	if (c && c->peer_cookie)
 		pc = bpf_map_lookup_elem(&skm_conns, &c->peer_cookie);
 
-	switch (redirect_ok(msg, pc)) {
+	switch (redirect_ok(me, pc)) {
 	case 0:
 		/* Peer not known (outside the mesh cgroup, not yet
 		 * established, closing): TCP carries the message as usual. */
