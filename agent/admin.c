@@ -736,6 +736,8 @@ static json_t *dump_bpf(struct admin *a)
 		const char *attached = NULL;
 		char path[PATH_MAX];
 
+		if (bpf_program__fd(p) < 0)
+			continue;	/* not loaded (the other sk_msg program) */
 		bpf_obj_get_info_by_fd(bpf_program__fd(p), &info, &len);
 		for (size_t i = 0; i < sizeof(cg_links) / sizeof(cg_links[0]); i++) {
 			if (strcmp(bpf_program__name(p), cg_links[i][0]))
@@ -744,7 +746,7 @@ static json_t *dump_bpf(struct admin *a)
 				 cg_links[i][1]);
 			attached = access(path, F_OK) ? "missing" : "cgroup link pinned";
 		}
-		if (!strcmp(bpf_program__name(p), "skm_sk_msg"))
+		if (p == a->l->sk_msg)
 			attached = "skm_sock_hash";
 		else if (!attached)
 			attached = "tc on pod interfaces";

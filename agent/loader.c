@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <linux/magic.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "loader.h"
@@ -232,6 +233,24 @@ static int write_config(struct loader *l, const struct loader_limits *lim)
 	return 0;
 }
 
+/* skm_sk_msg reads the peer socket with bpf_rdonly_cast(), a kfunc of
+ * Linux 6.2 and later; skm_msg_compat does the same with
+ * bpf_probe_read_kernel(), a helper call per field. Only the one the
+ * kernel can run is loaded (l->sk_msg). */
+static void pick_sk_msg(struct loader *l)
+{
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+	int have = vmlinux && btf__find_by_name_kind(vmlinux, "bpf_rdonly_cast",
+						     BTF_KIND_FUNC) > 0;
+
+	btf__free(vmlinux);
+	l->sk_msg = have ? l->skel->progs.skm_sk_msg : l->skel->progs.skm_msg_compat;
+	bpf_program__set_autoload(have ? l->skel->progs.skm_msg_compat :
+				  l->skel->progs.skm_sk_msg, false);
+	if (!have)
+		pr_info("this kernel has no bpf_rdonly_cast(): sk_msg reads the peer socket with bpf_probe_read_kernel()\n");
+}
+
 int loader_open(struct loader *l, const char *pin_root, const char *cgroup,
 		const struct loader_limits *lim)
 {
@@ -275,6 +294,7 @@ int loader_open(struct loader *l, const char *pin_root, const char *cgroup,
 		pr_warn("cannot open the BPF object: %s\n", strerror(-err));
 		goto out_close;
 	}
+	pick_sk_msg(l);
 	err = skmesh_bpf__load(l->skel);
 	if (err) {
 		pr_warn("cannot load the BPF programs: %s (if %s holds maps of another "
@@ -290,7 +310,7 @@ int loader_open(struct loader *l, const char *pin_root, const char *cgroup,
 
 	/* sk_msg first: a socket takes the map's programs when it is added,
 	 * so the verdict program must be there before sockops adds any. */
-	err = bpf_prog_attach(bpf_program__fd(l->skel->progs.skm_sk_msg),
+	err = bpf_prog_attach(bpf_program__fd(l->sk_msg),
 			      bpf_map__fd(l->skel->maps.skm_sock_hash),
 			      BPF_SK_MSG_VERDICT, 0);
 	if (err) {

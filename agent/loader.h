@@ -17,6 +17,7 @@ struct skmesh_bpf;
 
 struct loader {
 	struct skmesh_bpf *skel;
+	struct bpf_program *sk_msg;	/* the one of the two sk_msg programs loaded */
 	char pin_root[2048];
 	int cgroup_fd;
 	uint64_t cgroup_id;

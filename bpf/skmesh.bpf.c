@@ -14,6 +14,11 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* The kernel's kfunc (Linux 6.2): OBJ as a read-only pointer to the
+ * kernel type BTF_ID, whose loads cannot fault. Weak: only skm_sk_msg
+ * calls it, and meshd loads that program only where the kernel has it. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
 /* Notes the TCP sockets that meshd's tasks make (skm_owned): only those
  * may pass for meshd's with its marks. Runs in the creating task. */
 SEC("cgroup/sock_create")
@@ -159,34 +164,54 @@ int skm_sockops(struct bpf_sock_ops *skops)
  * socket. A record exists only while its socket is not closed, and TCP
  * sockets are freed only after an RCU grace period (this program runs
  * under rcu_read_lock), so the reads see that socket. */
-static __always_inline int redirect_ok(struct sk_msg_md *msg, const struct skm_conn *pc)
+static __always_inline int redirect_ok(const struct tcp_sock *me, const struct skm_conn *pc,
+				      int guarded)
 {
-	struct tcp_sock *me, *pt;
 	__u32 rcv_nxt, copied_seq, queued;
+	struct sk_psock *psock;
+	struct tcp_sock *pt;
 	unsigned long ud;
 
-	if (!msg->sk || !pc || !pc->sk_addr)
+	if (!me || !pc || !pc->sk_addr)
 		return 0;
-	me = bpf_skc_to_tcp_sock(msg->sk);
-	pt = (struct tcp_sock *)(unsigned long)pc->sk_addr;
-	if (!me || bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), &pt->rcv_nxt) ||
-	    bpf_probe_read_kernel(&copied_seq, sizeof(copied_seq), &pt->copied_seq))
-		return 0;
+	if (guarded) {
+		/* Read-only casts: plain loads the kernel guards against
+		 * faults (a fault reads 0), no helper call per field. */
+		pt = bpf_rdonly_cast((void *)(unsigned long)pc->sk_addr,
+				     bpf_core_type_id_kernel(struct tcp_sock));
+		rcv_nxt = pt->rcv_nxt;
+		copied_seq = pt->copied_seq;
+	} else {
+		pt = (struct tcp_sock *)(unsigned long)pc->sk_addr;
+		if (bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), &pt->rcv_nxt) ||
+		    bpf_probe_read_kernel(&copied_seq, sizeof(copied_seq), &pt->copied_seq))
+			return 0;
+	}
 	/* write_seq, not snd_nxt: bytes TCP has queued but not yet sent
 	 * (the peer's window is shut) come before this message too. */
 	if (me->write_seq != rcv_nxt || copied_seq != rcv_nxt)
 		return -1;
-	if (!bpf_core_field_exists(((struct sk_psock *)0)->msg_tot_len) ||
-	    bpf_probe_read_kernel(&ud, sizeof(ud), &pt->inet_conn.icsk_inet.sk.sk_user_data) ||
-	    !(ud & SKM_SK_USER_DATA_PSOCK) ||
-	    bpf_probe_read_kernel(&queued, sizeof(queued),
-				  &((struct sk_psock *)(ud & ~SKM_SK_USER_DATA_FLAGS))->msg_tot_len))
+	if (!bpf_core_field_exists(((struct sk_psock *)0)->msg_tot_len))
 		return 1;	/* cannot tell how much it holds */
+	if (guarded) {
+		ud = (unsigned long)pt->inet_conn.icsk_inet.sk.sk_user_data;
+		if (!(ud & SKM_SK_USER_DATA_PSOCK))
+			return 1;
+		psock = bpf_rdonly_cast((void *)(ud & ~SKM_SK_USER_DATA_FLAGS),
+					bpf_core_type_id_kernel(struct sk_psock));
+		queued = psock->msg_tot_len;
+	} else if (bpf_probe_read_kernel(&ud, sizeof(ud),
+					 &pt->inet_conn.icsk_inet.sk.sk_user_data) ||
+		   !(ud & SKM_SK_USER_DATA_PSOCK) ||
+		   bpf_probe_read_kernel(&queued, sizeof(queued),
+					 &((struct sk_psock *)(ud & ~SKM_SK_USER_DATA_FLAGS))->msg_tot_len)) {
+		return 1;
+	}
 	return queued < SKM_ACCEL_MAX_QUEUED ? 1 : -1;
 }
 
-SEC("sk_msg")
-int skm_sk_msg(struct sk_msg_md *msg)
+/* GUARDED: redirect_ok() reads the peer through bpf_rdonly_cast(). */
+static __always_inline int sk_msg_verdict(struct sk_msg_md *msg, int guarded)
 {
 	struct skm_sock_key peer = {
 		.sip = msg->remote_ip4,
@@ -196,17 +221,23 @@ int skm_sk_msg(struct sk_msg_md *msg)
 	};
 	__u64 len = msg->size;
 	struct skm_conn *c = NULL, *pc = NULL;
-	struct skm_sk_ctx *sc = NULL;
+	struct bpf_sock *sk = msg->sk;
+	struct tcp_sock *me = NULL;
 	int redirected = 0;
+	__u64 cookie;
 
-	if (msg->sk)
-		sc = bpf_sk_storage_get(&skm_sk_ctx, msg->sk, 0, 0);
-	if (sc)
-		c = bpf_map_lookup_elem(&skm_conns, &sc->cookie);
+	/* The record is keyed by the socket cookie, which sockops made at
+	 * ESTABLISHED (sk_msg has no helper for it): read from the socket. */
+	if (sk)
+		me = bpf_skc_to_tcp_sock(sk);
+	if (me) {
+		cookie = me->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+		c = bpf_map_lookup_elem(&skm_conns, &cookie);
+	}
 	if (c && c->peer_cookie)
 		pc = bpf_map_lookup_elem(&skm_conns, &c->peer_cookie);
 
-	switch (redirect_ok(msg, pc)) {
+	switch (redirect_ok(me, pc, guarded)) {
 	case 0:
 		/* Peer not known (outside the mesh cgroup, not yet
 		 * established, closing): TCP carries the message as usual. */
@@ -236,6 +267,20 @@ int skm_sk_msg(struct sk_msg_md *msg)
 			__sync_fetch_and_add(&pc->rx_bytes, len);
 	}
 	return SK_PASS;
+}
+
+/* meshd loads one of the two (loader_open()): this one where the kernel
+ * has bpf_rdonly_cast() (Linux 6.2), the other before. */
+SEC("sk_msg")
+int skm_sk_msg(struct sk_msg_md *msg)
+{
+	return sk_msg_verdict(msg, 1);
+}
+
+SEC("sk_msg")
+int skm_msg_compat(struct sk_msg_md *msg)
+{
+	return sk_msg_verdict(msg, 0);
 }
 
 static __always_inline void dev_count(struct __sk_buff *skb, int to_pod)

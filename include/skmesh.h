@@ -322,12 +322,6 @@ struct skm_conn {
 	__u64 sk_addr;
 };
 
-/* skm_sk_ctx: per-socket storage of an accelerated socket, so sk_msg
- * (which cannot read the socket cookie) finds its connection record. */
-struct skm_sk_ctx {
-	__u64 cookie;
-};
-
 /* A closed connection, sent on skm_events. */
 struct skm_conn_event {
 	__u64 cookie;
@@ -528,7 +522,6 @@ struct skm_tun_bytes {
 #define SKM_MAP_DEV_STATS	"skm_dev_stats"
 #define SKM_MAP_DEVS		"skm_devs"
 #define SKM_MAP_NAMES		"skm_names"
-#define SKM_MAP_SK_CTX		"skm_sk_ctx"
 #define SKM_MAP_NETNS		"skm_netns"
 #define SKM_MAP_VERDICTS	"skm_verdicts"
 #define SKM_MAP_PLAIN		"skm_plain"

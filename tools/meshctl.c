@@ -331,7 +331,6 @@ static const struct map_spec {
 	{ SKM_MAP_SOCK_VIP, 0, 0 },
 	{ SKM_MAP_SOCK_HASH, 0, 0 },
 	{ SKM_MAP_SOCKS, 0, 0 },
-	{ SKM_MAP_SK_CTX, 0, 0 },
 	{ SKM_MAP_CONNS, sizeof(__u64), sizeof(struct skm_conn) },
 	{ SKM_MAP_EVENTS, 0, 0 },
 	{ SKM_MAP_STATS, sizeof(__u32), sizeof(__u64) },

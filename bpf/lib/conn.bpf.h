@@ -29,9 +29,8 @@ static __always_inline void sock_key_peer(const struct skm_sock_key *k,
 	p->dport = k->sport;
 }
 
-static __always_inline int is_local_meshed(__u32 ip)
+static __always_inline int is_local_meshed(const struct skm_wl_val *wl)
 {
-	struct skm_wl_val *wl = bpf_map_lookup_elem(&skm_workloads, &ip);
 	__u32 want = SKM_WL_LOCAL | SKM_WL_MESHED;
 
 	return wl && (wl->flags & want) == want;
@@ -44,12 +43,15 @@ static __always_inline int is_local_meshed(__u32 ip)
  * holds a writer back, its messages reach the reader by TCP, where the
  * kernel's sockmap receive path can hand a blocked reader a spurious
  * EAGAIN; plain TCP there gives the backpressure HTTP/2 flow control
- * passes on (docs/architecture.md, "Capture").
+ * passes on (docs/architecture.md, "Capture"). WS and WD are the
+ * workloads at the tuple's source and destination (NULL: none).
  * 1: the socket is in the SOCKHASH. */
 static __always_inline int sock_accel(struct bpf_sock_ops *skops,
-				      struct skm_sock_key *k)
+				      struct skm_sock_key *k,
+				      const struct skm_wl_val *ws,
+				      const struct skm_wl_val *wd)
 {
-	if (k->dip == k->sip || !is_local_meshed(k->sip) || !is_local_meshed(k->dip))
+	if (k->dip == k->sip || !is_local_meshed(ws) || !is_local_meshed(wd))
 		return 0;
 	if (bpf_sock_hash_update(skops, &skm_sock_hash, k, BPF_ANY)) {
 		stat_inc(SKM_STAT_SOCK_INSERT_FAIL);
@@ -100,43 +102,52 @@ static __always_inline void conn_refresh(struct bpf_sock_ops *skops,
 }
 
 /* Links two accelerated sockets of one connection so each message's bytes
- * can be counted on both records. Whichever end is established second
- * finds the first. */
+ * can be counted on both records. The end established first leaves its
+ * cookie in skm_socks under its 4-tuple; the second finds it there, links
+ * both records and takes the entry out: one entry per connection, and
+ * none once paired. The order is causal: the active end's callback runs
+ * before the handshake's last ACK leaves (with Fast Open, the passive
+ * end's before its SYN-ACK), so the second end always looks after the
+ * first has written. */
 static __always_inline void conn_pair(struct skm_conn *c, __u64 cookie)
 {
 	struct skm_sock_key peer;
 	struct skm_conn *pc;
-	__u64 *pcookie;
+	__u64 *pcookie, pk;
 
-	bpf_map_update_elem(&skm_socks, &c->tuple, &cookie, BPF_ANY);
 	sock_key_peer(&c->tuple, &peer);
 	pcookie = bpf_map_lookup_elem(&skm_socks, &peer);
-	if (!pcookie)
+	if (!pcookie) {
+		bpf_map_update_elem(&skm_socks, &c->tuple, &cookie, BPF_ANY);
 		return;
-	c->peer_cookie = *pcookie;
-	pc = bpf_map_lookup_elem(&skm_conns, pcookie);
-	if (pc)
-		pc->peer_cookie = cookie;
+	}
+	pk = *pcookie;
+	bpf_map_delete_elem(&skm_socks, &peer);
+	pc = bpf_map_lookup_elem(&skm_conns, &pk);
+	if (!pc)
+		return;
+	c->peer_cookie = pk;
+	pc->peer_cookie = cookie;
+}
+
+/* An accelerated socket that never found its peer still has its
+ * skm_socks entry. */
+static __always_inline void conn_unpair(const struct skm_conn *c)
+{
+	if ((c->flags & SKM_CONN_ACCEL) && !c->peer_cookie)
+		bpf_map_delete_elem(&skm_socks, &c->tuple);
 }
 
 /* The local pod whose share of the node-wide tables a record of C counts
  * in: the pod that opened the connection when it is one of this node's
  * (so a pod flooding a neighbour uses up its own share, not the
  * neighbour's), else the local end's pod; 0: no pod. */
-static __always_inline __u32 share_owner(const struct skm_conn *c, int active)
+static __always_inline __u32 share_owner(int active, const struct skm_wl_val *ws,
+					  const struct skm_wl_val *wd)
 {
-	struct skm_wl_val *w;
-	__u32 ip;
-
-	if (!active) {
-		ip = c->tuple.dip;
-		w = bpf_map_lookup_elem(&skm_workloads, &ip);
-		if (w && (w->flags & SKM_WL_LOCAL))
-			return w->wl_id;
-	}
-	ip = c->tuple.sip;
-	w = bpf_map_lookup_elem(&skm_workloads, &ip);
-	return w && (w->flags & SKM_WL_LOCAL) ? w->wl_id : 0;
+	if (!active && wd && (wd->flags & SKM_WL_LOCAL))
+		return wd->wl_id;
+	return ws && (ws->flags & SKM_WL_LOCAL) ? ws->wl_id : 0;
 }
 
 static __always_inline struct skm_pod_share *share_of(__u32 owner)
@@ -205,8 +216,10 @@ static __always_inline int share_take_event(struct skm_pod_share *ps)
 static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct skm_wl_val *ws, *wd;
 	struct skm_orig_dst *od;
 	struct skm_conn c = {};
+	__u32 sip, dip;
 
 	sock_key_of(skops, &c.tuple);
 	c.start_ns = bpf_ktime_get_ns();
@@ -249,21 +262,24 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 		}
 	}
 
+	/* Each end's workload, looked up once for the share and the
+	 * acceleration. */
+	sip = c.tuple.sip;
+	dip = c.tuple.dip;
+	ws = bpf_map_lookup_elem(&skm_workloads, &sip);
+	wd = bpf_map_lookup_elem(&skm_workloads, &dip);
 	/* Over its pod's share: no record, and so no acceleration (whose
 	 * pairing lives in the record) either. */
-	if (!share_take_conn(&c, share_owner(&c, active)))
+	if (!share_take_conn(&c, share_owner(active, ws, wd)))
 		return;
-	if (!(c.flags & SKM_CONN_TUNNEL) && sock_accel(skops, &c.tuple))
+	if (!(c.flags & SKM_CONN_TUNNEL) && sock_accel(skops, &c.tuple, ws, wd))
 		c.flags |= SKM_CONN_ACCEL;
 	conn_refresh(skops, &c);
 	if (c.flags & SKM_CONN_ACCEL) {
-		struct skm_sk_ctx init = { .cookie = cookie };
 		struct bpf_sock *sk = skops->sk;
 		struct tcp_sock *tp;
 
 		if (sk) {
-			bpf_sk_storage_get(&skm_sk_ctx, sk, &init,
-					   BPF_SK_STORAGE_GET_F_CREATE);
 			tp = bpf_skc_to_tcp_sock(sk);
 			if (tp)
 				c.sk_addr = (__u64)(unsigned long)tp;
@@ -273,6 +289,7 @@ static __always_inline void conn_open(struct bpf_sock_ops *skops, int active)
 
 	if (bpf_map_update_elem(&skm_conns, &cookie, &c, BPF_NOEXIST)) {
 		stat_inc(SKM_STAT_CONN_TABLE_FULL);
+		conn_unpair(&c);
 		share_put_conn(&c, bpf_map_lookup_elem(&skm_pod_share, &c.owner_id));
 		return;
 	}
@@ -405,10 +422,12 @@ static __always_inline void conn_close(struct bpf_sock_ops *skops)
 		events_submit(ev);
 	}
 	share_put_conn(c, ps);
-	if (c->flags & SKM_CONN_ACCEL)
-		bpf_map_delete_elem(&skm_socks, &c->tuple);
+	conn_unpair(c);
+	/* connect4 kept what the app dialled only for a connection it
+	 * balanced or captured (flagged so at open). */
+	if (c->flags & (SKM_CONN_VIA_VIP | SKM_CONN_TUNNEL))
+		bpf_map_delete_elem(&skm_sock_vip, &cookie);
 	bpf_map_delete_elem(&skm_conns, &cookie);
-	bpf_map_delete_elem(&skm_sock_vip, &cookie);
 	stat_inc(SKM_STAT_CONN_CLOSE);
 }
 

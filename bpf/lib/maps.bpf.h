@@ -59,7 +59,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_sock_hash SEC(".maps");
 
-/* 4-tuple -> socket cookie of an accelerated socket, to pair peers */
+/* 4-tuple -> socket cookie of an accelerated socket whose peer is not
+ * established yet (see conn_pair) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -68,15 +69,6 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skm_socks SEC(".maps");
-
-/* socket -> its cookie, for sk_msg (see struct skm_sk_ctx) */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct skm_sk_ctx);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} skm_sk_ctx SEC(".maps");
 
 /* socket cookie -> live connection record (what meshctl conns shows) */
 struct {

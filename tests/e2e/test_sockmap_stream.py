@@ -209,6 +209,7 @@ def body(t, topo):
 
     def while_open(sent):
         live["conns"] = topo.meshctl_json(1, "conns")
+        live["status"] = topo.meshctl_json(1, "status")
         live["sent"] = sent
 
     sent, a, b = stream(t, topo, p1, p2, 9000, STREAM, 42, while_open)
@@ -242,6 +243,11 @@ def body(t, topo):
                 (cli, srv))
         t.eq("open connection: client tx_bytes is the stream", cli[0]["tx_bytes"], STREAM)
         t.eq("open connection: server rx_bytes is the stream", srv[0]["rx_bytes"], STREAM)
+    # the pairing entry lives only until the second end is established (the
+    # server's rx_bytes above, counted by the client's sk_msg, shows the
+    # two records were linked)
+    socks = live["status"]["maps"]["skm_socks"]["entries"]
+    t.eq("open connection, paired: skm_socks holds no entry", socks, 0)
 
     h = topo.meshds[1]
     ev = tap.wait_until(lambda: [e for e in h.access_events()
