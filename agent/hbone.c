@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,11 +95,13 @@ struct hb_stream {
 	int connecting;			/* server: upstream connect() pending */
 	int status;
 	int deferred;			/* our data provider is waiting */
-	/* TCP -> tunnel */
+	/* TCP -> tunnel: ibuf exists only while bytes wait in it (or the
+	 * pod keeps sending: a bulk stream keeps it between reads) */
 	unsigned char *ibuf;
-	size_t ilen, ioff;
+	size_t ilen, ioff, icap;
 	int tcp_eof, eof_sent;
-	/* tunnel -> TCP */
+	int tcp_drained;		/* the last read found the socket empty */
+	/* tunnel -> TCP: obuf exists only while bytes wait in it */
 	unsigned char *obuf;
 	size_t olen, ooff, ocap;
 	size_t to_consume;		/* written to TCP, window not yet returned */
@@ -222,6 +225,22 @@ static long stream_ibuf(const struct hb_stream *s)
 static long stream_obuf(const struct hb_stream *s)
 {
 	return (long)(s->olen - s->ooff);
+}
+
+/* An empty stream buffer goes back to the allocator, so an idle stream
+ * costs its struct and nothing more. */
+static void stream_free_ibuf(struct hb_stream *s)
+{
+	free(s->ibuf);
+	s->ibuf = NULL;
+	s->ilen = s->ioff = s->icap = 0;
+}
+
+static void stream_free_obuf(struct hb_stream *s)
+{
+	free(s->obuf);
+	s->obuf = NULL;
+	s->olen = s->ooff = s->ocap = 0;
 }
 
 /* Whether the bytes buffered by all connections reached their bound. */
@@ -575,7 +594,7 @@ static void stream_write_out(struct hb_stream *s)
 		buf_add(s->hc, -n, 0);
 	}
 	if (s->ooff == s->olen)
-		s->ooff = s->olen = 0;
+		stream_free_obuf(s);
 }
 
 static void stream_give_window(struct hb_stream *s)
@@ -662,6 +681,9 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t sid, uint8_t *buf, size
 		mx_add(s->mx, s->client ? MX_RECEIVED : MX_SENT, n);
 		if (s->ioff == s->ilen) {
 			s->ioff = s->ilen = 0;
+			/* nothing more waits: an idle stream holds no buffer */
+			if (s->tcp_drained || s->tcp_eof)
+				stream_free_ibuf(s);
 			if (s->tcp_eof) {
 				*flags |= NGHTTP2_DATA_FLAG_EOF;
 				s->eof_sent = 1;
@@ -694,17 +716,18 @@ static void stream_resume(struct hb_stream *s)
 
 static void stream_read_tcp(struct hb_stream *s)
 {
-	if (!s->ibuf && s->fd >= 0) {
-		s->ibuf = malloc(HB_TCP_BUF);
-		if (!s->ibuf) {
+	while (s->fd >= 0 && !s->tcp_eof && s->ilen < HB_TCP_BUF && !conn_in_full(s->hc)) {
+		size_t want;
+		ssize_t n;
+
+		/* the buffer starts at HB_STEP and doubles while the pod
+		 * fills it, up to HB_TCP_BUF */
+		if (s->ilen == s->icap &&
+		    queue_room(&s->ibuf, &s->ilen, &s->ioff, &s->icap, HB_STEP, HB_STEP)) {
 			stream_abort(s, NGHTTP2_INTERNAL_ERROR, "out of memory");
 			return;
 		}
-	}
-	while (s->fd >= 0 && !s->tcp_eof && s->ilen < HB_TCP_BUF && !conn_in_full(s->hc)) {
-		size_t want = HB_TCP_BUF - s->ilen;
-		ssize_t n;
-
+		want = s->icap - s->ilen;
 		/* over the total, one small step at a time */
 		if (total_full(s->hc->t) && want > HB_STEP)
 			want = HB_STEP;
@@ -713,7 +736,8 @@ static void stream_read_tcp(struct hb_stream *s)
 		if (n > 0) {
 			s->ilen += n;
 			buf_add(s->hc, n, 1);
-			if ((size_t)n < want)
+			s->tcp_drained = (size_t)n < want;
+			if (s->tcp_drained)
 				break;	/* drained: epoll tells of more */
 			continue;
 		}
@@ -721,8 +745,12 @@ static void stream_read_tcp(struct hb_stream *s)
 			s->tcp_eof = 1;
 			break;
 		}
-		if (errno == EAGAIN || errno == EINTR)
+		if (errno == EAGAIN || errno == EINTR) {
+			s->tcp_drained = 1;
+			if (s->ilen == s->ioff)
+				stream_free_ibuf(s);
 			break;
+		}
 		stream_abort(s, NGHTTP2_CONNECT_ERROR, strerror(errno));
 		return;
 	}
@@ -2050,9 +2078,11 @@ void hbone_reauthorize(struct tunnel *t)
 void hbone_tick(struct tunnel *t, time_t now)
 {
 	struct hb_conn *next;
+	int streams = 0;
 
 	for (struct hb_conn *hc = t->conns; hc; hc = next) {
 		next = hc->next;
+		streams += hc->nstreams;
 		for (struct hb_stream *s = hc->streams; s; s = s->snext)
 			stream_publish(t, s);
 		if (hc->state != HB_READY) {
@@ -2097,6 +2127,14 @@ void hbone_tick(struct tunnel *t, time_t now)
 			hc->ping_sent = now;
 			conn_flush(hc);
 		}
+	}
+	/* Once the last stream ended, the buffers it freed go back to the
+	 * kernel: a stream's pages are not kept for the next one. */
+	if (streams)
+		t->trimmed = 0;
+	else if (!t->trimmed) {
+		malloc_trim(0);
+		t->trimmed = 1;
 	}
 }
 

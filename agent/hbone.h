@@ -153,6 +153,7 @@ struct tunnel {
 	int hs_inflight;		/* inbound handshakes in progress */
 	long buffered;			/* bytes queued by every connection */
 	int paused;			/* some reads wait for buffers to drain */
+	int trimmed;			/* no stream since the heap was trimmed */
 	struct peer_count *peers[256];	/* inbound connections by peer address */
 	/* Handshakes started by peer address, a second (handshake_rate):
 	 * a slot by hash, taken over by another address when it comes. A

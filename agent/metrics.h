@@ -99,6 +99,8 @@ struct metrics {
 	atomic_ullong closed_by_path[MX_PATH__N];
 	/* service index of one config: (ip, port) -> service */
 	const struct config *ix_cfg;
+	uint64_t ix_serial;		/* ix_cfg's serial (the address alone may
+					 * be a newer model's) */
 	struct mx_ix_slot *ix;
 	size_t ix_cap;
 	/* reconciles */

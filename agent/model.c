@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -929,10 +930,12 @@ const struct cfg_workload *config_workload_by_ip(const struct config *cfg, uint3
 
 struct config *model_new(const char *root_ns, const char *trust_domain)
 {
+	static _Atomic uint64_t serials;
 	struct config *m = calloc(1, sizeof(*m));
 
 	if (!m)
 		return NULL;
+	m->serial = atomic_fetch_add(&serials, 1) + 1;
 	m->root_ns = strdup(root_ns ? root_ns : CFG_DEFAULT_ROOT_NS);
 	m->trust_domain = strdup(trust_domain ? trust_domain : CFG_DEFAULT_TRUST_DOMAIN);
 	m->own = calloc(1, sizeof(*m->own));

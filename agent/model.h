@@ -236,6 +236,9 @@ struct config {
 	/* what a source lent the model (model_hold): released with it */
 	void *held;
 	void (*held_release)(void *held);
+	/* unique per model made (model_new): a model freed and another made
+	 * at the same address are told apart by it */
+	uint64_t serial;
 };
 
 

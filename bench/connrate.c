@@ -5,6 +5,7 @@
  *   connrate serve   --port P [--cpu N] [--timeout S] [--exchange B]
  *   connrate connect --to IP:PORT [--seconds S] [--warmup W] [--cpu N]
  *                    [--fin] [--check-peer] [--exchange B]
+ *   connrate hold    --to IP:PORT --count N [--exchange B] [--timeout S]
  *
  * serve: listens on 0.0.0.0:P (backlog 4096) and accepts and closes
  * connections in a loop, nothing else; prints {"listening":P} once ready.
@@ -34,6 +35,14 @@
  * connect() and the exchange). Exit 1 when any connect() or exchange
  * failed (the figure would not be a connect rate).
  *
+ * hold: opens N connections to IP:PORT one after the other, each
+ * carrying B bytes (default 1) echoed back (so a tunnel really set the
+ * stream up), keeps them all open, prints {"open":N,"seconds":T} and
+ * waits until its standard input ends (or SIGTERM/SIGINT, or --timeout
+ * seconds); then closes them all (RST) and exits 0. The first failure
+ * prints {"open":K,"error":"..."} and exits 1 (everything opened is
+ * closed). Raises its open-files limit to what N needs.
+ *
  * Both sides pin themselves to --cpu when given. Errors go to stderr.
  */
 #ifndef _GNU_SOURCE
@@ -51,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -149,6 +159,22 @@ static void set_io_timeout(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* One request of @len bytes (its first byte @tag) written on @fd and read
+ * back, compared. 0, or an errno (EBADMSG: the answer differs). */
+static int echo_once(int fd, char *out, char *in, size_t len, char tag)
+{
+	int e;
+
+	set_io_timeout(fd);
+	out[0] = tag;	/* not the same bytes every time */
+	e = xfer_full(fd, out, len, 1);
+	if (!e)
+		e = xfer_full(fd, in, len, 0);
+	if (!e && memcmp(in, out, len))
+		e = EBADMSG;
+	return e;
 }
 
 /* serve --exchange: many connections at once (a tunnel tears one down
@@ -317,15 +343,8 @@ static int run_connect(const struct sockaddr_in *dst, double seconds, double war
 		t0 = now_ns();
 		rc = connect(fd, (const struct sockaddr *)dst, sizeof(*dst));
 		if (!rc && exchange) {
-			int e;
+			int e = echo_once(fd, out, in, exchange, (char)n);
 
-			set_io_timeout(fd);
-			out[0] = (char)n;	/* not the same bytes every time */
-			e = xfer_full(fd, out, exchange, 1);
-			if (!e)
-				e = xfer_full(fd, in, exchange, 0);
-			if (!e && memcmp(in, out, exchange))
-				e = EBADMSG;
 			if (e) {
 				if (!first_errno)
 					first_what = "exchange: ";
@@ -392,12 +411,78 @@ static int run_connect(const struct sockaddr_in *dst, double seconds, double war
 	return errors || consecutive ? 1 : 0;
 }
 
+/* hold: see the header. */
+static int run_hold(const struct sockaddr_in *dst, long count, size_t exchange, int timeout)
+{
+	static char out[EXCHANGE_MAX], in[EXCHANGE_MAX];
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	struct rlimit rl;
+	int *fds = calloc((size_t)count, sizeof(*fds));
+	const char *what = "";
+	double t0 = now_s();
+	long n = 0, good = 0;	/* sockets made; streams set up */
+	int e = 0, rc = 1;
+
+	if (!fds) {
+		fprintf(stderr, "connrate hold: out of memory\n");
+		return 1;
+	}
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < (rlim_t)count + 64) {
+		rl.rlim_cur = (rlim_t)count + 64 > rl.rlim_max ? rl.rlim_max : (rlim_t)count + 64;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	alarm((unsigned)timeout);
+	for (; n < count && !stop; n++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0) {
+			e = errno;
+			what = "socket: ";
+			break;
+		}
+		fds[n] = fd;
+		if (connect(fd, (const struct sockaddr *)dst, sizeof(*dst))) {
+			e = errno;
+			what = "connect: ";
+			n++;
+			break;
+		}
+		e = echo_once(fd, out, in, exchange, (char)n);
+		if (e) {
+			what = "exchange: ";
+			n++;
+			break;
+		}
+		good++;
+	}
+	if (e || n < count) {
+		printf("{\"open\":%ld,\"error\":\"%s%s\"}\n", good, what,
+		       e ? strerror(e) : "interrupted");
+	} else {
+		char sink[64];
+
+		printf("{\"open\":%ld,\"seconds\":%.4f}\n", n, now_s() - t0);
+		fflush(stdout);
+		while (!stop && read(STDIN_FILENO, sink, sizeof(sink)) > 0)
+			;
+		rc = 0;
+	}
+	fflush(stdout);
+	for (long i = 0; i < n; i++) {
+		setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fds[i]);
+	}
+	free(fds);
+	return rc;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: connrate serve --port P [--cpu N] [--timeout S] [--exchange B]\n"
 		"       connrate connect --to IP:PORT [--seconds S] [--warmup W] [--cpu N]\n"
-		"                        [--fin] [--check-peer] [--exchange B]\n");
+		"                        [--fin] [--check-peer] [--exchange B]\n"
+		"       connrate hold --to IP:PORT --count N [--exchange B] [--timeout S]\n");
 }
 
 int main(int argc, char **argv)
@@ -412,13 +497,14 @@ int main(int argc, char **argv)
 		{ "fin", no_argument, NULL, 'f' },
 		{ "check-peer", no_argument, NULL, 'k' },
 		{ "exchange", required_argument, NULL, 'x' },
+		{ "count", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	struct sockaddr_in dst = {};
 	double seconds = 3, warmup = 0.3;
 	int port = 0, cpu = -1, timeout = 900, fin = 0, check_peer = 0, have_dst = 0, c;
-	long exchange = 0;
+	long exchange = 0, count = 0;
 	const char *mode;
 	struct sigaction sa = { .sa_handler = on_signal };
 
@@ -455,6 +541,7 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'n': count = atol(optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -476,6 +563,13 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		return run_connect(&dst, seconds, warmup, fin, check_peer, (size_t)exchange);
+	}
+	if (!strcmp(mode, "hold")) {
+		if (!have_dst || count < 1 || count > 1000000) {
+			fprintf(stderr, "connrate hold: --to IP:PORT and --count 1-1000000 are required\n");
+			return 2;
+		}
+		return run_hold(&dst, count, exchange ? (size_t)exchange : 1, timeout);
 	}
 	usage(stderr);
 	return 2;

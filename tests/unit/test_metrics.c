@@ -215,6 +215,41 @@ static void test_cap_and_monotonic(void **state)
 	free(cache);
 }
 
+/* The service index follows the model, not its address: a model freed
+ * and a new one made at the same place (the tunnel's models change under
+ * it) must not be answered from the old one's services. Here the second
+ * model is copied into the first one's place. */
+static void test_index_new_model_same_address(void **state)
+{
+	static const char other[] =
+		"apiVersion: skmesh.io/v1alpha1\nkind: Service\n"
+		"metadata: {name: api, namespace: shop}\n"
+		"spec: {vip: 10.96.0.10, ports: [{port: 80, targetPort: 9090}]}\n";
+	struct fx *f = *state;
+	struct cfg_diag d = {};
+	struct config *b = NULL, saved;
+	const struct cfg_service *svc;
+	char *path = unit_write_tmp(other);
+
+	if (config_load(path, &b, &d))
+		unit_diag_dump(&d);
+	diag_free(&d);
+	unlink(path);
+	free(path);
+	assert_non_null(b);
+	svc = metrics_service_for(&f->m, f->cfg, ip("10.96.0.10"), 80, 1);
+	assert_non_null(svc);
+	assert_string_equal(svc->name, "web");
+	saved = *f->cfg;
+	*f->cfg = *b;
+	svc = metrics_service_for(&f->m, f->cfg, ip("10.96.0.10"), 80, 1);
+	assert_non_null(svc);
+	assert_string_equal(svc->name, "api");
+	assert_ptr_equal(svc, &b->svcs[0]);
+	*f->cfg = saved;
+	config_free(b);
+}
+
 static void test_parse_addr(void **state)
 {
 	struct sockaddr_storage ss;
@@ -248,6 +283,7 @@ int run_metrics_tests(void)
 		cmocka_unit_test_setup_teardown(test_server_labels, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_not_counted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cap_and_monotonic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_new_model_same_address, setup, teardown),
 		cmocka_unit_test(test_parse_addr),
 	};
 
