@@ -15,7 +15,7 @@ PKGS=(
 	libnl-3-dev libnl-route-3-dev libyaml-dev libjansson-dev libcmocka-dev
 	libnghttp2-dev libcurl4-openssl-dev
 	iproute2 util-linux procps python3 python3-h2 iperf3 curl openssl
-	stunnel4 nghttp2-client nghttp2-proxy tcpdump iptables
+	stunnel4 socat nghttp2-client nghttp2-proxy tcpdump iptables
 	libmicrohttpd-dev redis-server redis-tools prometheus
 	containernetworking-plugins
 	jq python3-yaml
