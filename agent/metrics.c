@@ -412,7 +412,6 @@ static int ix_build(struct metrics *m, const struct config *cfg)
 	free(m->ix);
 	m->ix = t;
 	m->ix_cap = cap;
-	m->ix_cfg = cfg;
 	m->ix_serial = cfg->serial;
 	return 0;
 }
@@ -429,7 +428,7 @@ const struct cfg_service *metrics_service_for(struct metrics *m, const struct co
 	/* A config is rebuilt when meshd's main thread and the tunnel ask
 	 * with different configs in turn; that lasts only while a reload
 	 * reaches the tunnel. */
-	if ((m->ix_cfg != cfg || m->ix_serial != cfg->serial) && ix_build(m, cfg))
+	if (m->ix_serial != cfg->serial && ix_build(m, cfg))
 		goto out;
 	for (size_t i = ix_hash(key) & (m->ix_cap - 1); m->ix[i].key;
 	     i = (i + 1) & (m->ix_cap - 1)) {

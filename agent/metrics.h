@@ -98,9 +98,8 @@ struct metrics {
 	struct mx_series *overflow[2];
 	atomic_ullong closed_by_path[MX_PATH__N];
 	/* service index of one config: (ip, port) -> service */
-	const struct config *ix_cfg;
-	uint64_t ix_serial;		/* ix_cfg's serial (the address alone may
-					 * be a newer model's) */
+	uint64_t ix_serial;		/* that config's serial: its address
+					 * may be a newer model's */
 	struct mx_ix_slot *ix;
 	size_t ix_cap;
 	/* reconciles */
