@@ -1119,24 +1119,29 @@ static int lend_policies(struct ksource *ks, struct config *m)
 {
 	struct held_units *h = calloc(1, sizeof(*h));
 	size_t n = ks->res[KS_AUTHZ].nunits + ks->res[KS_PEERAUTHN].nunits;
-	int err = 0;
+	const struct cfg_objects **parts = calloc(n + 1, sizeof(*parts));
+	int err;
 
-	if (!h || (n && !(h->v = calloc(n, sizeof(*h->v))))) {
+	if (!h || !parts || (n && !(h->v = calloc(n, sizeof(*h->v))))) {
 		free(h);
+		free(parts);
 		return -ENOMEM;
 	}
 	model_hold(m, h, held_release);
-	for (int r = KS_AUTHZ; r <= KS_PEERAUTHN && !err; r++) {
-		for (size_t i = 0; i < ks->res[r].nunits && !err; i++) {
+	for (int r = KS_AUTHZ; r <= KS_PEERAUTHN; r++) {
+		for (size_t i = 0; i < ks->res[r].nunits; i++) {
 			struct kunit *u = ks->res[r].units[i];
 
 			if (u->diag.nerrors)
 				continue;	/* left out, said when it came */
 			atomic_fetch_add(&u->refs, 1);
+			parts[h->n] = &u->part;
 			h->v[h->n++] = u;
-			err = model_lend(m, &u->part);
 		}
 	}
+	/* each of the model's arrays grown once, not once per policy */
+	err = model_lend_all(m, parts, h->n);
+	free(parts);
 	return err;
 }
 

@@ -1014,16 +1014,6 @@ static int model_copy(struct config *m, const struct cfg_objects *u)
 	return 0;
 }
 
-/* Appends shallow copies of OBJS's objects to M's arrays; what the
- * finishing pass makes starts empty (selector endpoints, conversions) or
- * is M's own copy (a PeerAuthentication's warnings). */
-int model_lend(struct config *m, const struct cfg_objects *u)
-{
-	if (model_room(m, u->nwls, u->nsvcs, u->nauthz, u->npas))
-		return -ENOMEM;
-	return model_copy(m, u);
-}
-
 int model_lend_all(struct config *m, const struct cfg_objects *const *objs, size_t n)
 {
 	size_t nwls = 0, nsvcs = 0, nauthz = 0, npas = 0;
@@ -1077,7 +1067,7 @@ static int model_add(struct config *m, const struct cfg_objects *one)
 		else
 			cfg_peerauthn_free(one->pas);
 	}
-	return p ? model_lend(m, one) : -ENOMEM;
+	return p ? model_lend_all(m, (const struct cfg_objects *const[]){ one }, 1) : -ENOMEM;
 }
 
 int model_add_workload(struct config *m, struct cfg_workload *w)

@@ -276,13 +276,12 @@ int model_add_service(struct config *m, struct cfg_service *s);
 int model_add_authz(struct config *m, struct cfg_authz *a);
 int model_add_peerauthn(struct config *m, struct cfg_peerauthn *p);
 
-/* Adds shallow copies of OBJS's objects, whose memory stays the source's
- * and must outlive the model (see model_hold); what model_finish() makes
- * (selector endpoints, PeerAuthentication conversions and warnings) is
- * the model's own. Returns 0 or -ENOMEM. */
-int model_lend(struct config *m, const struct cfg_objects *objs);
-/* The same for the N objects sets OBJS, in order, with each array of M
- * grown once (a file of 16,000 documents lends 16,000 of them). */
+/* Adds shallow copies of the objects of the N sets OBJS, in order, each
+ * array of M grown once (a file of 16,000 documents lends 16,000 sets);
+ * their memory stays the source's and must outlive the model (see
+ * model_hold); what model_finish() makes (selector endpoints,
+ * PeerAuthentication conversions and warnings) is the model's own.
+ * Returns 0 or -ENOMEM. */
 int model_lend_all(struct config *m, const struct cfg_objects *const *objs, size_t n);
 /* RELEASE(HELD) is called when the model is freed (one hold per model). */
 void model_hold(struct config *m, void *held, void (*release)(void *held));
